@@ -1,0 +1,161 @@
+//! The composition root: the one module that reads the [`Config`] and turns it into each
+//! module's own options, then assembles and runs the Pingora server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
+use crate::config::{Config, UpstreamConfig};
+use crate::metrics::Metrics;
+use crate::proxy::{BucketRoute, ProxyState, Router, S3Proxy, Upstream};
+use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
+
+/// Start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// An upstream's credentials are missing.
+    #[error("upstream `{upstream}`: {source}")]
+    Credentials {
+        /// Upstream name.
+        upstream: String,
+        /// What is missing.
+        source: SignError,
+    },
+    /// A helper thread died.
+    #[error("start-up thread failed: {0}")]
+    Thread(String),
+}
+
+/// The cache options of a config.
+pub fn cache_options(config: &Config) -> CacheOptions {
+    let c = &config.cache;
+    CacheOptions {
+        chunk_size: c.chunk_size,
+        memory_bytes: c.memory_bytes,
+        disk: c.disk.as_ref().map(|d| DiskOptions {
+            path: d.path.clone(),
+            capacity_bytes: d.capacity_bytes,
+            direct: d.direct,
+            write_queue_bytes: d.write_queue_bytes,
+            io_engine: d.io_engine,
+        }),
+    }
+}
+
+/// The upstreams and bucket routes of a config.
+pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Router, AppError> {
+    let mut upstreams = Vec::new();
+    for (name, up) in &config.upstreams {
+        upstreams.push(match up {
+            UpstreamConfig::Fs { root } => Upstream::fs(name, FsOrigin::new(root.clone())),
+            UpstreamConfig::S3(s3) => {
+                let signer = Signer::new(&s3.region, &s3.credentials, env).map_err(|source| AppError::Credentials {
+                    upstream: name.clone(),
+                    source,
+                })?;
+                let origin = S3Origin::new(S3OriginOptions {
+                    endpoint: s3.endpoint.parse().expect("validated with the config"),
+                    addressing: s3.addressing,
+                    signer,
+                    connect_timeout: Duration::from_secs(s3.connect_timeout_seconds),
+                    read_timeout: Duration::from_secs(s3.read_timeout_seconds),
+                });
+                Upstream::s3(name, origin)
+            }
+        });
+    }
+    let ttl = Duration::from_secs(config.cache.metadata_ttl_seconds);
+    let routes = config
+        .buckets
+        .iter()
+        .map(|b| BucketRoute {
+            name: b.name.clone(),
+            upstream: b.upstream.clone(),
+            upstream_bucket: b.upstream_bucket.clone().unwrap_or_else(|| b.name.clone()),
+            meta_ttl: (!b.immutable).then(|| b.metadata_ttl_seconds.map_or(ttl, Duration::from_secs)),
+        })
+        .collect();
+    Ok(Router::new(
+        upstreams,
+        routes,
+        config.default_upstream.as_deref().map(|u| (u, ttl)),
+    ))
+}
+
+/// Runs `fut` to completion on a fresh thread with its own runtime, so callers may be inside
+/// or outside a runtime.
+fn on_helper_thread<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, AppError> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(fut))
+    })
+    .join()
+    .map_err(|_| AppError::Thread("panicked".into()))?
+    .map_err(|e| AppError::Thread(e.to_string()))
+}
+
+/// Builds everything from `config`, serves until `run_args`' shutdown signal, then flushes
+/// and closes the cache.
+pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
+    let metrics = Arc::new(Metrics::new());
+    let router = router(&config, &|name| std::env::var(name).ok())?;
+    let opts = cache_options(&config);
+    let cache = on_helper_thread({
+        let metrics = metrics.clone();
+        async move { ChunkCache::open(opts, metrics).await }
+    })??;
+    let engine = config.cache.disk.as_ref().map_or("none (memory only)", |_| "psync");
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin_listen,
+        chunk_size = config.cache.chunk_size,
+        memory_bytes = config.cache.memory_bytes,
+        disk = ?config.cache.disk.as_ref().map(|d| &d.path),
+        io_engine = engine,
+        "shardcache starting"
+    );
+    let state = Arc::new(ProxyState::new(
+        router,
+        cache.clone(),
+        metrics.clone(),
+        config.cache.read_ahead_chunks,
+        config.virtual_host_domains.clone(),
+    ));
+
+    let conf = ServerConf {
+        threads: if config.threads == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            config.threads
+        },
+        grace_period_seconds: Some(config.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, S3Proxy::new(state), "shardcache-s3");
+    proxy.add_tcp(&config.listen.to_string());
+    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(metrics, cache.clone()));
+    admin.add_tcp(&config.admin_listen.to_string());
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.run(run_args);
+
+    on_helper_thread(async move { cache.close().await })?;
+    tracing::info!("shardcache stopped");
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! The chunked hybrid RAM/disk cache.
+//!
+//! Objects are cached as fixed-size chunks keyed by (upstream, bucket, key, ETag, index), plus
+//! one metadata entry per object. A chunk that is not cached is fetched once: the first request
+//! starts a [`Fill`] (fetching in a task of its own, so a client hanging up does not waste the
+//! fetch) and every request that wants the chunk meanwhile reads the same fill. A fill that
+//! fails or comes up short is never stored.
+//!
+//! The cache never knows who fills it: callers hand it a fetch closure. foyer's types stay in
+//! this module.
+
+mod entry;
+mod fill;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use foyer::{
+    BlockEngineConfig, DeviceBuilder, FileDeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
+    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode, Source as FoyerSource, Spawner,
+};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
+use tokio::sync::Semaphore;
+
+pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
+pub use fill::{FillError, FillReader};
+
+use crate::config::IoEngineKind;
+use crate::metrics::Metrics;
+use fill::Fill;
+
+/// The body of a chunk fetch: pieces as they arrive.
+pub type ChunkBody = BoxStream<'static, Result<Bytes, FillError>>;
+/// A chunk fetch: resolves once the upstream answered, to the body stream.
+pub type ChunkFetch = BoxFuture<'static, Result<ChunkBody, FillError>>;
+
+/// Cache settings, from the `cache` section of the config.
+#[derive(Clone, Debug)]
+pub struct CacheOptions {
+    /// Bytes per chunk.
+    pub chunk_size: u64,
+    /// Memory tier capacity in bytes.
+    pub memory_bytes: u64,
+    /// Disk tier, if any.
+    pub disk: Option<DiskOptions>,
+}
+
+/// Disk tier settings.
+#[derive(Clone, Debug)]
+pub struct DiskOptions {
+    /// Directory (created if missing) or block device / file.
+    pub path: PathBuf,
+    /// Capacity in bytes.
+    pub capacity_bytes: u64,
+    /// Open with O_DIRECT.
+    pub direct: bool,
+    /// Bytes of chunk writes allowed to wait for the disk.
+    pub write_queue_bytes: u64,
+    /// I/O engine.
+    pub io_engine: IoEngineKind,
+}
+
+/// The cache could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// foyer refused the device or the settings.
+    #[error("cannot open the cache at {path}: {source}")]
+    Open {
+        /// Disk tier path.
+        path: String,
+        /// foyer's error.
+        source: foyer::Error,
+    },
+    /// The background runtime could not start.
+    #[error("cannot start the cache runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Which tier served a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Memory tier.
+    Memory,
+    /// Disk tier.
+    Disk,
+}
+
+/// How a chunk will be read.
+pub enum ChunkRead {
+    /// The whole chunk, from a cache tier.
+    Hit(Bytes, Tier),
+    /// This request started the upstream fetch; bytes stream as they arrive.
+    Leader(FillReader),
+    /// Another request's fetch of this chunk was under way; this one shares it.
+    Follower(FillReader),
+}
+
+type Hybrid = HybridCache<CacheKey, CacheValue>;
+
+/// The chunk cache. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hybrid: Hybrid,
+    chunk_size: u64,
+    memory_bytes: u64,
+    disk_bytes: u64,
+    inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    /// Disk write budget in KiB; `None` for a memory-only cache.
+    write_budget: Option<Arc<Semaphore>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Block size of the disk tier: a chunk plus its key and header must fit in one block.
+fn block_size(chunk_size: u64) -> usize {
+    (chunk_size + (64 << 10)).next_power_of_two().max(16 << 20) as usize
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl ChunkCache {
+    /// Opens (and on a disk tier, recovers) the cache. foyer's metrics go to `metrics`' registry.
+    pub async fn open(opts: CacheOptions, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        let registry = PrometheusMetricsRegistry::new(metrics.registry().clone());
+        let builder = HybridCacheBuilder::new()
+            .with_name("shardcache")
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_metrics_registry(Box::new(registry))
+            .memory(opts.memory_bytes as usize)
+            .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
+            .storage();
+        let (hybrid, write_budget, disk_bytes) = match &opts.disk {
+            None => {
+                let hybrid = builder.build().await.map_err(|source| CacheError::Open {
+                    path: "memory".into(),
+                    source,
+                })?;
+                (hybrid, None, 0)
+            }
+            Some(disk) => {
+                let open_err = |source| CacheError::Open {
+                    path: disk.path.display().to_string(),
+                    source,
+                };
+                let is_dir = !disk.path.exists() || disk.path.is_dir();
+                let device = if is_dir {
+                    std::fs::create_dir_all(&disk.path)?;
+                    FsDeviceBuilder::new(&disk.path)
+                        .with_capacity(disk.capacity_bytes as usize)
+                        .with_direct(disk.direct)
+                        .build()
+                } else {
+                    FileDeviceBuilder::new(&disk.path)
+                        .with_capacity(disk.capacity_bytes as usize)
+                        .with_direct(disk.direct)
+                        .build()
+                }
+                .map_err(open_err)?;
+                let engine = BlockEngineConfig::new(device)
+                    .with_block_size(block_size(opts.chunk_size))
+                    // Our own budget keeps queued writes under `write_queue_bytes`; foyer's
+                    // threshold (past which it silently drops writes) sits well above it.
+                    .with_submit_queue_size_threshold(2 * disk.write_queue_bytes as usize)
+                    // Metadata entries are overwritten and removed: without the tombstone log a
+                    // removed entry could reappear after a restart.
+                    .with_tombstone_log(true);
+                // foyer's background tasks (flushers, reclaimers, psync I/O) run on a runtime
+                // that foyer owns for as long as the cache lives.
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("shardcache-disk")
+                    .enable_all()
+                    .build()?;
+                let hybrid = builder
+                    .with_io_engine_config(match disk.io_engine {
+                        IoEngineKind::Psync => PsyncIoEngineConfig::new(),
+                    })
+                    .with_engine_config(engine)
+                    .with_recover_mode(RecoverMode::Quiet)
+                    .with_spawner(Spawner::from(runtime))
+                    .build()
+                    .await
+                    .map_err(open_err)?;
+                let budget = Arc::new(Semaphore::new(kib(disk.write_queue_bytes as usize) as usize));
+                metrics
+                    .io_engine
+                    .with_label_values(&[engine_name(disk.io_engine)])
+                    .set(1);
+                (hybrid, Some(budget), disk.capacity_bytes)
+            }
+        };
+        let inner = Inner {
+            hybrid,
+            chunk_size: opts.chunk_size,
+            memory_bytes: opts.memory_bytes,
+            disk_bytes,
+            inflight: Mutex::new(HashMap::new()),
+            write_budget,
+            metrics,
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.chunk_size
+    }
+
+    /// Cached metadata of an object, if present (freshness is the caller's call).
+    pub async fn meta(&self, object: &ObjectRef) -> Option<Arc<MetaEntry>> {
+        match self.inner.load(&CacheKey::Meta(object.clone())).await? {
+            (CacheValue::Meta(m), _) => Some(m),
+            (CacheValue::Chunk(_), _) => None,
+        }
+    }
+
+    /// Stores an object's metadata.
+    pub fn put_meta(&self, object: ObjectRef, entry: MetaEntry) {
+        self.inner
+            .hybrid
+            .insert(CacheKey::Meta(object), CacheValue::Meta(Arc::new(entry)));
+    }
+
+    /// Drops an object's metadata (after a write or delete through the proxy).
+    pub fn forget_meta(&self, object: ObjectRef) {
+        self.inner.hybrid.remove(&CacheKey::Meta(object));
+    }
+
+    /// Reads chunk `key`, whose complete length is `len`: from a tier, from a fill in flight, or
+    /// by starting a fill with `fetch`.
+    pub async fn chunk(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> ChunkRead {
+        if let Some(fill) = self.inner.in_flight(&key) {
+            return ChunkRead::Follower(fill.reader());
+        }
+        if let Some((CacheValue::Chunk(data), tier)) = self.inner.load(&key).await {
+            if data.len() as u64 == len {
+                return ChunkRead::Hit(data, tier);
+            }
+            tracing::warn!(
+                ?key,
+                cached = data.len(),
+                len,
+                "cached chunk has the wrong length; refetching"
+            );
+        }
+        match self.inner.clone().join_or_start(key, len, fetch) {
+            (fill, true) => ChunkRead::Leader(fill.reader()),
+            (fill, false) => ChunkRead::Follower(fill.reader()),
+        }
+    }
+
+    /// Starts fetching chunk `key` in the background unless it is cached or in flight.
+    /// Returns whether a fetch started.
+    pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> bool {
+        if self.inner.hybrid.contains(&key) {
+            return false;
+        }
+        let started = self.inner.clone().join_or_start(key, len, fetch).1;
+        if started {
+            self.inner.metrics.readahead.inc();
+        }
+        started
+    }
+
+    /// Updates the tier usage gauges (called before each scrape).
+    pub fn refresh_gauges(&self) {
+        let m = &self.inner.metrics;
+        m.cache_usage
+            .with_label_values(&["memory"])
+            .set(self.inner.hybrid.memory().usage() as i64);
+        m.cache_capacity
+            .with_label_values(&["memory"])
+            .set(self.inner.memory_bytes as i64);
+        m.cache_capacity
+            .with_label_values(&["disk"])
+            .set(self.inner.disk_bytes as i64);
+    }
+
+    /// Flushes pending disk writes and closes the cache.
+    pub async fn close(&self) {
+        if let Err(e) = self.inner.hybrid.close().await {
+            tracing::warn!(error = %e, "closing the cache");
+        }
+    }
+}
+
+fn engine_name(kind: IoEngineKind) -> &'static str {
+    match kind {
+        IoEngineKind::Psync => "psync",
+    }
+}
+
+impl Inner {
+    fn in_flight(&self, key: &CacheKey) -> Option<Arc<Fill>> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    async fn load(&self, key: &CacheKey) -> Option<(CacheValue, Tier)> {
+        match self.hybrid.get(key).await {
+            Ok(Some(entry)) => {
+                let tier = if entry.source() == FoyerSource::Disk {
+                    Tier::Disk
+                } else {
+                    Tier::Memory
+                };
+                Some((entry.value().clone(), tier))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.metrics.cache_read_errors.inc();
+                tracing::warn!(?key, error = %e, "cache entry failed to load; treating it as a miss");
+                None
+            }
+        }
+    }
+
+    /// Returns the fill for `key` and whether this call started it.
+    fn join_or_start(
+        self: Arc<Self>,
+        key: CacheKey,
+        len: u64,
+        fetch: impl FnOnce() -> ChunkFetch,
+    ) -> (Arc<Fill>, bool) {
+        let fill = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(fill) = inflight.get(&key) {
+                return (fill.clone(), false);
+            }
+            let fill = Fill::new();
+            inflight.insert(key.clone(), fill.clone());
+            fill
+        };
+        tokio::spawn(self.run_fill(key, fill.clone(), len, fetch()));
+        (fill, true)
+    }
+
+    async fn run_fill(self: Arc<Self>, key: CacheKey, fill: Arc<Fill>, len: u64, fetch: ChunkFetch) {
+        let outcome = pump(&fill, len, fetch).await;
+        let result = if outcome.is_ok() { "complete" } else { "failed" };
+        self.metrics.fills.with_label_values(&[result]).inc();
+        if let Err(e) = &outcome {
+            tracing::warn!(?key, error = %e, "chunk fill failed; nothing cached");
+        }
+        if let Some(data) = fill.finish(outcome) {
+            self.store(key.clone(), data).await;
+        }
+        // Removed only after the insert, so a newcomer finds the chunk in flight or cached.
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
+    /// Inserts a complete chunk, waiting for disk write-queue room so that foyer never drops
+    /// the write (it silently does past its queue threshold).
+    async fn store(&self, key: CacheKey, data: Bytes) {
+        let Some(budget) = &self.write_budget else {
+            self.hybrid.insert(key, CacheValue::Chunk(data));
+            return;
+        };
+        let units = kib(data.len());
+        let permit = match budget.clone().try_acquire_many_owned(units) {
+            Ok(p) => p,
+            Err(_) => {
+                self.metrics.disk_write_waits.inc();
+                match budget.clone().acquire_many_owned(units).await {
+                    Ok(p) => p,
+                    Err(_) => return, // the semaphore is never closed
+                }
+            }
+        };
+        self.hybrid.insert(key, CacheValue::Chunk(data));
+        self.hybrid.storage().wait().await;
+        drop(permit);
+    }
+}
+
+/// Pulls the fetch's body into the fill, checking it is exactly `len` bytes.
+async fn pump(fill: &Fill, len: u64, fetch: ChunkFetch) -> Result<(), FillError> {
+    let mut body = fetch.await?;
+    let mut received = 0u64;
+    while let Some(piece) = body.next().await {
+        let piece = piece?;
+        received += piece.len() as u64;
+        if received > len {
+            return Err(Arc::new(LengthMismatch {
+                expected: len,
+                received,
+            }));
+        }
+        fill.push(piece);
+    }
+    if received != len {
+        return Err(Arc::new(LengthMismatch {
+            expected: len,
+            received,
+        }));
+    }
+    Ok(())
+}
+
+/// The upstream sent more or fewer bytes than the chunk holds.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent {received} bytes for a chunk of {expected}")]
+pub struct LengthMismatch {
+    /// Bytes the chunk should have.
+    pub expected: u64,
+    /// Bytes received (so far, when too many).
+    pub received: u64,
+}

@@ -1,0 +1,538 @@
+//! The YAML configuration file. Every field's doc comment ends with its default; `config/`
+//! holds an example with every key, and CONFIG.md mirrors this file.
+//!
+//! Loading is three steps: parse (unknown keys are errors, with line and column), expand
+//! `${ENV_VAR}` in the fields that may carry secrets or paths, then [`Config::validate`], which
+//! names the bad field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration error; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Config file path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// YAML syntax, unknown key or wrong type (serde_yaml names the key and the position).
+    #[error("{0}")]
+    Parse(#[from] serde_yaml::Error),
+    /// A field holds a value shardcache cannot use.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `upstreams.b2.endpoint`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// S3 listener address. Default: `127.0.0.1:8080`.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`). Default: `127.0.0.1:9090`.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Base domains for virtual-hosted-style addressing: `bucket.<domain>` names a bucket.
+    /// Default: `[]` (path-style only).
+    #[serde(default)]
+    pub virtual_host_domains: Vec<String>,
+    /// Worker threads of the S3 listener. Default: `0` (one per core).
+    #[serde(default)]
+    pub threads: usize,
+    /// Seconds to keep serving after SIGTERM before shutting down. Default: `5`.
+    #[serde(default = "defaults::grace_period_seconds")]
+    pub grace_period_seconds: u64,
+    /// Seconds allowed for in-flight requests to finish at shutdown. Default: `5`.
+    #[serde(default = "defaults::grace_period_seconds")]
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// The cache. Default: see [`CacheConfig`].
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Named upstreams. Required: at least one.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Buckets routed to upstreams by name. Default: `[]`.
+    #[serde(default)]
+    pub buckets: Vec<BucketConfig>,
+    /// Upstream for buckets not listed in `buckets` (same name upstream, default TTL).
+    /// Default: none (unlisted buckets answer NoSuchBucket).
+    #[serde(default)]
+    pub default_upstream: Option<String>,
+}
+
+/// The chunked hybrid cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bytes per chunk; objects are cached as chunks of this size. Between 64 KiB and 64 MiB, a
+    /// multiple of 4 KiB. Default: `8388608` (8 MiB).
+    #[serde(default = "defaults::chunk_size")]
+    pub chunk_size: u64,
+    /// Memory tier capacity in bytes. Default: `1073741824` (1 GiB).
+    #[serde(default = "defaults::memory_bytes")]
+    pub memory_bytes: u64,
+    /// Disk tier; `null` for a memory-only cache. Default: see [`DiskConfig`].
+    #[serde(default = "defaults::disk")]
+    pub disk: Option<DiskConfig>,
+    /// Chunks fetched ahead of a sequential reader. `0` turns read-ahead off. Default: `2`.
+    #[serde(default = "defaults::read_ahead_chunks")]
+    pub read_ahead_chunks: u32,
+    /// Seconds object metadata is trusted before it is checked with the upstream again.
+    /// Per-bucket `metadata_ttl_seconds` overrides it. Default: `60`.
+    #[serde(default = "defaults::metadata_ttl_seconds")]
+    pub metadata_ttl_seconds: u64,
+}
+
+/// The disk tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    /// A directory (created if missing) or a block device. `${ENV}` is expanded.
+    /// Default: `./var/cache`.
+    pub path: PathBuf,
+    /// Bytes of the disk tier. Default: `10737418240` (10 GiB).
+    #[serde(default = "defaults::disk_bytes")]
+    pub capacity_bytes: u64,
+    /// I/O engine: `psync`. Default: `psync`.
+    #[serde(default)]
+    pub io_engine: IoEngineKind,
+    /// Open the cache files with O_DIRECT (bypass the page cache). Default: `false`.
+    #[serde(default)]
+    pub direct: bool,
+    /// Bytes of chunk writes allowed to queue for the disk. Fills wait (never drop) when it is
+    /// full. Default: `268435456` (256 MiB).
+    #[serde(default = "defaults::write_queue_bytes")]
+    pub write_queue_bytes: u64,
+}
+
+/// The disk tier's I/O engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoEngineKind {
+    /// `pread`/`pwrite` on a thread pool (foyer's psync engine).
+    #[default]
+    Psync,
+}
+
+/// One upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpstreamConfig {
+    /// An S3-compatible endpoint.
+    S3(S3UpstreamConfig),
+    /// A local directory whose top-level folders are buckets (read-only).
+    Fs {
+        /// Root directory. `${ENV}` is expanded. Required.
+        root: PathBuf,
+    },
+}
+
+/// An S3-compatible endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3UpstreamConfig {
+    /// `https://host[:port]` or `http://host[:port]`. `${ENV}` is expanded. Required.
+    pub endpoint: String,
+    /// Signing region. Default: `us-east-1`.
+    #[serde(default = "defaults::region")]
+    pub region: String,
+    /// `path` (`endpoint/bucket/key`) or `virtual` (`bucket.endpoint/key`). Default: `path`.
+    #[serde(default)]
+    pub addressing: UpstreamAddressing,
+    /// Credentials used to sign requests to this upstream. Default: `source: env`.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+    /// Seconds allowed to connect. Default: `10`.
+    #[serde(default = "defaults::connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// Seconds allowed between two reads from the upstream. Default: `60`.
+    #[serde(default = "defaults::read_timeout_seconds")]
+    pub read_timeout_seconds: u64,
+}
+
+/// Upstream addressing style.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamAddressing {
+    /// `endpoint/bucket/key`.
+    #[default]
+    Path,
+    /// `bucket.endpoint-host/key`.
+    Virtual,
+}
+
+/// Where an upstream's credentials come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// `static` (the keys below), `env` (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`), `profile` (the shared credentials file) or `anonymous` (unsigned).
+    /// Default: `env`.
+    #[serde(default)]
+    pub source: CredentialsSource,
+    /// Access key id for `static`; `${ENV}` is expanded. Default: none.
+    pub access_key_id: Option<String>,
+    /// Secret key for `static`; `${ENV}` is expanded. Default: none.
+    pub secret_access_key: Option<String>,
+    /// Session token for `static`; `${ENV}` is expanded. Default: none.
+    pub session_token: Option<String>,
+    /// Profile for `profile`. Default: `$AWS_PROFILE`, else `default`.
+    pub profile: Option<String>,
+    /// Credentials file for `profile`. Default: `$AWS_SHARED_CREDENTIALS_FILE`, else
+    /// `$HOME/.aws/credentials`.
+    pub file: Option<PathBuf>,
+}
+
+/// See [`CredentialsConfig::source`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsSource {
+    /// Keys written in the config (usually as `${ENV}` references).
+    Static,
+    /// The standard `AWS_*` environment variables.
+    #[default]
+    Env,
+    /// A profile of the shared credentials file.
+    Profile,
+    /// No signing (public buckets, test servers).
+    Anonymous,
+}
+
+/// A bucket route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// Bucket name clients use. Required.
+    pub name: String,
+    /// Name of the upstream serving it. Required.
+    pub upstream: String,
+    /// Bucket name at the upstream. Default: same as `name`.
+    pub upstream_bucket: Option<String>,
+    /// Metadata TTL for this bucket. Default: `cache.metadata_ttl_seconds`.
+    pub metadata_ttl_seconds: Option<u64>,
+    /// Objects never change once written: metadata is trusted until evicted. Default: `false`.
+    #[serde(default)]
+    pub immutable: bool,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    }
+    pub fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9090))
+    }
+    pub fn grace_period_seconds() -> u64 {
+        5
+    }
+    pub fn chunk_size() -> u64 {
+        8 << 20
+    }
+    pub fn memory_bytes() -> u64 {
+        1 << 30
+    }
+    pub fn disk() -> Option<super::DiskConfig> {
+        Some(super::DiskConfig {
+            path: PathBuf::from("./var/cache"),
+            capacity_bytes: disk_bytes(),
+            io_engine: super::IoEngineKind::Psync,
+            direct: false,
+            write_queue_bytes: write_queue_bytes(),
+        })
+    }
+    pub fn disk_bytes() -> u64 {
+        10 << 30
+    }
+    pub fn write_queue_bytes() -> u64 {
+        256 << 20
+    }
+    pub fn read_ahead_chunks() -> u32 {
+        2
+    }
+    pub fn metadata_ttl_seconds() -> u64 {
+        60
+    }
+    pub fn region() -> String {
+        "us-east-1".to_owned()
+    }
+    pub fn connect_timeout_seconds() -> u64 {
+        10
+    }
+    pub fn read_timeout_seconds() -> u64 {
+        60
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: defaults::chunk_size(),
+            memory_bytes: defaults::memory_bytes(),
+            disk: defaults::disk(),
+            read_ahead_chunks: defaults::read_ahead_chunks(),
+            metadata_ttl_seconds: defaults::metadata_ttl_seconds(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses, expands (`env` looks variables up) and validates YAML text.
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config: Config = serde_yaml::from_str(text)?;
+        config.expand_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn expand_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(disk) = &mut self.cache.disk {
+            disk.path = expand_path(&disk.path, "cache.disk.path", env)?;
+        }
+        for (name, up) in &mut self.upstreams {
+            match up {
+                UpstreamConfig::Fs { root } => *root = expand_path(root, &format!("upstreams.{name}.root"), env)?,
+                UpstreamConfig::S3(s3) => {
+                    s3.endpoint = expand(&s3.endpoint, &format!("upstreams.{name}.endpoint"), env)?;
+                    let c = &mut s3.credentials;
+                    for (field, value) in [
+                        ("access_key_id", &mut c.access_key_id),
+                        ("secret_access_key", &mut c.secret_access_key),
+                        ("session_token", &mut c.session_token),
+                    ] {
+                        if let Some(v) = value {
+                            *v = expand(v, &format!("upstreams.{name}.credentials.{field}"), env)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value shardcache cannot use; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.cache;
+        if !(64 << 10..=64 << 20).contains(&c.chunk_size) || !c.chunk_size.is_multiple_of(4096) {
+            return Err(invalid(
+                "cache.chunk_size",
+                "must be a multiple of 4096 between 65536 and 67108864",
+            ));
+        }
+        if c.memory_bytes < c.chunk_size {
+            return Err(invalid(
+                "cache.memory_bytes",
+                "must hold at least one chunk (cache.chunk_size)",
+            ));
+        }
+        if let Some(d) = &c.disk {
+            if d.capacity_bytes < 4 * c.chunk_size.max(16 << 20) {
+                return Err(invalid(
+                    "cache.disk.capacity_bytes",
+                    "must be at least 4 disk blocks (64 MiB)",
+                ));
+            }
+            if d.write_queue_bytes < 2 * c.chunk_size {
+                return Err(invalid("cache.disk.write_queue_bytes", "must hold at least two chunks"));
+            }
+        }
+        if self.upstreams.is_empty() {
+            return Err(invalid("upstreams", "at least one upstream is required"));
+        }
+        for (name, up) in &self.upstreams {
+            if let UpstreamConfig::S3(s3) = up {
+                validate_s3(name, s3)?;
+            }
+        }
+        let known = |u: &str| self.upstreams.contains_key(u);
+        if let Some(u) = &self.default_upstream {
+            if !known(u) {
+                return Err(invalid("default_upstream", format!("no upstream named `{u}`")));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, b) in self.buckets.iter().enumerate() {
+            let field = |f: &str| format!("buckets[{i}].{f}");
+            if crate::types::BucketName::parse(&b.name).is_none() {
+                return Err(invalid(field("name"), format!("`{}` is not a bucket name", b.name)));
+            }
+            if !seen.insert(&b.name) {
+                return Err(invalid(field("name"), format!("bucket `{}` is listed twice", b.name)));
+            }
+            if !known(&b.upstream) {
+                return Err(invalid(
+                    field("upstream"),
+                    format!("no upstream named `{}`", b.upstream),
+                ));
+            }
+            if let Some(ub) = &b.upstream_bucket {
+                if crate::types::BucketName::parse(ub).is_none() {
+                    return Err(invalid(
+                        field("upstream_bucket"),
+                        format!("`{ub}` is not a bucket name"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_s3(name: &str, s3: &S3UpstreamConfig) -> Result<(), ConfigError> {
+    let field = |f: &str| format!("upstreams.{name}.{f}");
+    let uri: http::Uri = s3
+        .endpoint
+        .parse()
+        .map_err(|e| invalid(field("endpoint"), format!("not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(invalid(
+            field("endpoint"),
+            "must be http://host[:port] or https://host[:port]",
+        ));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(invalid(field("endpoint"), "must not have a path"));
+    }
+    let c = &s3.credentials;
+    if c.source == CredentialsSource::Static {
+        for (f, v) in [
+            ("access_key_id", &c.access_key_id),
+            ("secret_access_key", &c.secret_access_key),
+        ] {
+            if v.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    field(&format!("credentials.{f}")),
+                    "required when source is static",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each `${NAME}` with the variable's value; an unset variable is an error naming both
+/// the field and the variable. `$$` is a literal `$`.
+fn expand(s: &str, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(body) = rest.strip_prefix("${") {
+            let end = body
+                .find('}')
+                .ok_or_else(|| invalid(field, "unterminated `${` in value"))?;
+            let var = &body[..end];
+            let value = env(var).ok_or_else(|| invalid(field, format!("environment variable `{var}` is not set")))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_path(p: &Path, field: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<PathBuf, ConfigError> {
+    let s = p.to_str().ok_or_else(|| invalid(field, "path is not valid UTF-8"))?;
+    expand(s, field, env).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "upstreams:\n  local:\n    kind: fs\n    root: ./data\ndefault_upstream: local\n";
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, &|name| (name == "SECRET").then(|| "s3cr3t".to_owned()))
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.cache.chunk_size, 8 << 20);
+        assert_eq!(c.cache.read_ahead_chunks, 2);
+        assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Psync);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = load(&format!("{MINIMAL}cache:\n  chunk_sise: 4096\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("chunk_sise"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let err = load(&format!("{MINIMAL}cache:\n  chunk_size: 1000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cache.chunk_size:"), "{err}");
+        let err = load(&format!("{MINIMAL}buckets:\n  - name: b\n    upstream: nope\n")).unwrap_err();
+        assert!(err.to_string().starts_with("buckets[0].upstream:"), "{err}");
+        let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: ftp://x\n";
+        assert!(load(s3).unwrap_err().to_string().starts_with("upstreams.u.endpoint:"));
+    }
+
+    #[test]
+    fn env_references_expand_in_secret_fields() {
+        let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: http://127.0.0.1:9000\n    credentials:\n      \
+                  source: static\n      access_key_id: key\n      secret_access_key: ${SECRET}\n";
+        let c = load(s3).unwrap();
+        let UpstreamConfig::S3(u) = &c.upstreams["u"] else {
+            panic!()
+        };
+        assert_eq!(u.credentials.secret_access_key.as_deref(), Some("s3cr3t"));
+        let missing = s3.replace("${SECRET}", "${MISSING}");
+        let err = load(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("upstreams.u.credentials.secret_access_key") && err.contains("MISSING"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn expansion_handles_dollars() {
+        let env = |_: &str| Some("v".to_owned());
+        assert_eq!(expand("a$$b${X}c$", "f", &env).unwrap(), "a$bvc$");
+        assert!(expand("${X", "f", &env).is_err());
+    }
+}

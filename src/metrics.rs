@@ -1,0 +1,232 @@
+//! The metric catalogue: every metric shardcache exports, in one place. METRICS.md mirrors it.
+//!
+//! Names carry the `shardcache_` prefix and a unit suffix; label values come from the small
+//! enums below or from config-defined upstream names, so every label set is bounded (no object
+//! keys, no bucket names). foyer registers its own metrics (prefix `foyer_`) in the same registry.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Where the bytes of a response came from, and the request's cache outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Every chunk came from the memory tier.
+    MemoryHit,
+    /// At least one chunk came from the disk tier, none from the upstream.
+    DiskHit,
+    /// At least one chunk was being fetched by another request; this one shared it.
+    Coalesced,
+    /// This request fetched at least one chunk from the upstream.
+    Miss,
+    /// Forwarded to the upstream as is.
+    Passthrough,
+    /// Answered by shardcache alone (errors, 304/412, local-directory listings, HEAD from cache).
+    Local,
+}
+
+impl Outcome {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MemoryHit => "memory_hit",
+            Self::DiskHit => "disk_hit",
+            Self::Coalesced => "coalesced",
+            Self::Miss => "miss",
+            Self::Passthrough => "passthrough",
+            Self::Local => "local",
+        }
+    }
+}
+
+/// Where served bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Memory tier.
+    Memory,
+    /// Disk tier.
+    Disk,
+    /// Streamed from an upstream fetch (a miss, or a shared in-flight fill).
+    Upstream,
+}
+
+impl Source {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Disk => "disk",
+            Self::Upstream => "upstream",
+        }
+    }
+}
+
+/// Kind of request shardcache makes to an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamCall {
+    /// Metadata (HEAD, or the GET that fetches an error document).
+    Head,
+    /// Ranged chunk GET.
+    Get,
+    /// A client request forwarded as is.
+    Passthrough,
+}
+
+impl UpstreamCall {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Head => "head",
+            Self::Get => "get",
+            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Every metric shardcache exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `shardcache_requests_total{operation,status,outcome}`
+    pub requests: IntCounterVec,
+    /// `shardcache_served_bytes_total{source}`: body bytes sent to clients for GetObject.
+    pub served_bytes: IntCounterVec,
+    /// `shardcache_request_duration_seconds{outcome}`
+    pub request_duration: HistogramVec,
+    /// `shardcache_time_to_first_byte_seconds{outcome}`: request start to first body byte sent.
+    pub ttfb: HistogramVec,
+    /// `shardcache_upstream_requests_total{upstream,call}`
+    pub upstream_requests: IntCounterVec,
+    /// `shardcache_upstream_errors_total{upstream,call}`: failed or truncated upstream calls.
+    pub upstream_errors: IntCounterVec,
+    /// `shardcache_upstream_received_bytes_total{upstream}`: chunk bytes fetched (egress).
+    pub upstream_bytes: IntCounterVec,
+    /// `shardcache_upstream_request_duration_seconds{upstream,call}`: to response headers.
+    pub upstream_duration: HistogramVec,
+    /// `shardcache_cache_usage_bytes{tier}`
+    pub cache_usage: IntGaugeVec,
+    /// `shardcache_cache_capacity_bytes{tier}`
+    pub cache_capacity: IntGaugeVec,
+    /// `shardcache_chunk_fills_total{result}`: upstream chunk fetches by result
+    /// (`complete`, `failed`).
+    pub fills: IntCounterVec,
+    /// `shardcache_readahead_chunks_total`: chunk fetches started by read-ahead.
+    pub readahead: IntCounter,
+    /// `shardcache_disk_write_waits_total`: fills that waited for disk write-queue room.
+    pub disk_write_waits: IntCounter,
+    /// `shardcache_cache_read_errors_total`: cache entries that failed to load (I/O error,
+    /// checksum mismatch); each is treated as a miss.
+    pub cache_read_errors: IntCounter,
+    /// `shardcache_disk_io_engine_info{engine}`: 1 for the disk tier's active I/O engine.
+    pub io_engine: IntGaugeVec,
+}
+
+const SECONDS_BUCKETS: (f64, f64, usize) = (0.0001, 2.0, 18); // 100 us .. ~13 s
+
+impl Metrics {
+    /// Creates and registers the catalogue in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let (start, factor, count) = SECONDS_BUCKETS;
+            let buckets = exponential_buckets(start, factor, count).expect("static buckets");
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("static metric definition");
+            registry.register(Box::new(h.clone())).expect("metric registered once");
+            h
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
+        let single = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            registry.register(Box::new(c.clone())).expect("metric registered once");
+            c
+        };
+        Self {
+            requests: counter(
+                "shardcache_requests_total",
+                "S3 requests answered",
+                &["operation", "status", "outcome"],
+            ),
+            served_bytes: counter(
+                "shardcache_served_bytes_total",
+                "Object bytes sent to clients",
+                &["source"],
+            ),
+            request_duration: histogram("shardcache_request_duration_seconds", "Request duration", &["outcome"]),
+            ttfb: histogram(
+                "shardcache_time_to_first_byte_seconds",
+                "Time to first body byte",
+                &["outcome"],
+            ),
+            upstream_requests: counter(
+                "shardcache_upstream_requests_total",
+                "Requests to upstreams",
+                &["upstream", "call"],
+            ),
+            upstream_errors: counter(
+                "shardcache_upstream_errors_total",
+                "Failed upstream requests",
+                &["upstream", "call"],
+            ),
+            upstream_bytes: counter(
+                "shardcache_upstream_received_bytes_total",
+                "Chunk bytes fetched from upstreams",
+                &["upstream"],
+            ),
+            upstream_duration: histogram(
+                "shardcache_upstream_request_duration_seconds",
+                "Upstream time to response headers",
+                &["upstream", "call"],
+            ),
+            cache_usage: gauge("shardcache_cache_usage_bytes", "Bytes held per cache tier", &["tier"]),
+            cache_capacity: gauge("shardcache_cache_capacity_bytes", "Capacity per cache tier", &["tier"]),
+            fills: counter(
+                "shardcache_chunk_fills_total",
+                "Upstream chunk fetches by result",
+                &["result"],
+            ),
+            readahead: single(
+                "shardcache_readahead_chunks_total",
+                "Chunk fetches started by read-ahead",
+            ),
+            disk_write_waits: single(
+                "shardcache_disk_write_waits_total",
+                "Fills that waited for disk write-queue room",
+            ),
+            cache_read_errors: single(
+                "shardcache_cache_read_errors_total",
+                "Cache entries that failed to load",
+            ),
+            io_engine: gauge("shardcache_disk_io_engine_info", "Active disk I/O engine", &["engine"]),
+            registry,
+        }
+    }
+
+    /// The registry, for foyer to register its own metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding to a Vec only fails on invalid metric names, which the catalogue rules out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,385 @@
+//! The request lifecycle: Pingora's [`ProxyHttp`] phases for an S3 endpoint.
+//!
+//! - `request_filter` parses the S3 request, routes its bucket, and answers GetObject and
+//!   HeadObject from the cache (and local-directory calls) by itself;
+//! - everything else goes to the upstream: `upstream_peer` picks it, `upstream_request_filter`
+//!   rewrites the target and re-signs with the upstream's credentials, bodies stream both ways;
+//! - `response_filter` drops cached metadata of keys a successful write or delete touched;
+//! - `logging` records the request's metrics and one debug line.
+//!
+//! This is the one module that sees every layer.
+
+mod local;
+mod meta;
+mod object;
+mod readahead;
+mod respond;
+mod routes;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
+
+use crate::cache::{ChunkCache, ObjectRef};
+use crate::metrics::{Metrics, Outcome, UpstreamCall};
+use crate::s3::xml::delete_request_keys;
+use crate::s3::{Operation, S3Error, S3Request};
+use crate::types::{Identity, ObjectKey};
+use crate::upstream::UNSIGNED_PAYLOAD;
+use meta::MetaLookups;
+use readahead::SequentialReads;
+use respond::send_error;
+use routes::Route;
+
+/// Largest DeleteObjects body kept to learn which keys to drop (S3 allows 1000 keys).
+const MAX_DELETE_BODY: usize = 2 << 20;
+
+/// Everything the proxy phases share.
+pub struct ProxyState {
+    /// Bucket routes and upstreams.
+    pub router: Router,
+    /// The chunk cache.
+    pub cache: ChunkCache,
+    /// Metric catalogue.
+    pub metrics: Arc<Metrics>,
+    /// Chunks read ahead of a sequential reader.
+    pub read_ahead: u32,
+    /// Base domains for virtual-hosted-style requests.
+    pub vhost_domains: Vec<String>,
+    meta: MetaLookups,
+    sequential: SequentialReads,
+}
+
+impl ProxyState {
+    /// Assembles the shared state.
+    pub fn new(
+        router: Router,
+        cache: ChunkCache,
+        metrics: Arc<Metrics>,
+        read_ahead: u32,
+        vhost_domains: Vec<String>,
+    ) -> Self {
+        Self {
+            router,
+            cache,
+            metrics,
+            read_ahead,
+            vhost_domains,
+            meta: MetaLookups::default(),
+            sequential: SequentialReads::default(),
+        }
+    }
+}
+
+/// Per-request state carried through the phases.
+pub struct RequestCtx {
+    start: Instant,
+    request_id: String,
+    /// Who is asking (anonymous until client authentication lands).
+    pub identity: Identity,
+    resource: String,
+    bucket_name: String,
+    op: Operation,
+    route: Option<Route>,
+    key: Option<ObjectKey>,
+    query: String,
+    outcome: Outcome,
+    status: u16,
+    ttfb: Option<Duration>,
+    delete_body: Vec<u8>,
+}
+
+impl RequestCtx {
+    /// Records the status of an answer shardcache wrote itself.
+    fn answered(&mut self, written: Result<u16>) -> Result<()> {
+        self.status = written?;
+        Ok(())
+    }
+}
+
+/// The S3 caching proxy.
+pub struct S3Proxy {
+    state: Arc<ProxyState>,
+}
+
+impl S3Proxy {
+    /// A proxy over `state`.
+    pub fn new(state: Arc<ProxyState>) -> Self {
+        Self { state }
+    }
+
+    fn s3_route<'a>(&self, ctx: &'a RequestCtx) -> Result<(&'a Route, &'a crate::upstream::S3Origin)> {
+        match ctx.route.as_ref().map(|r| (r, &r.upstream.kind)) {
+            Some((route, UpstreamKind::S3(origin))) => Ok((route, origin)),
+            _ => Err(Error::explain(
+                ErrorType::InternalError,
+                "passthrough without an S3 route",
+            )),
+        }
+    }
+
+    /// Service-level calls (no bucket in the request).
+    async fn service_call(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.state.router.default_upstream().map(|u| &u.kind) {
+            Some(UpstreamKind::S3(_)) => {
+                let upstream = self.state.router.default_upstream().cloned().expect("matched above");
+                ctx.route = Some(Route {
+                    upstream,
+                    bucket: "".into(),
+                    meta_ttl: None,
+                });
+                ctx.outcome = Outcome::Passthrough;
+                Ok(false)
+            }
+            kind if ctx.op == Operation::ListBuckets => {
+                let fs = match kind {
+                    Some(UpstreamKind::Fs(fs)) => Some(fs.clone()),
+                    _ => None,
+                };
+                local::list_buckets(&self.state, session, ctx, fs.as_deref()).await?;
+                Ok(true)
+            }
+            _ => {
+                ctx.answered(send_error(session, S3Error::MethodNotAllowed, &ctx.resource, &ctx.request_id).await)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Drops cached metadata that a successful write or delete made stale.
+    fn invalidate(&self, ctx: &RequestCtx) {
+        let Some(route) = &ctx.route else { return };
+        let object = |key: &str| ObjectRef {
+            upstream: route.upstream.name.clone(),
+            bucket: route.bucket.clone(),
+            key: key.into(),
+        };
+        match (ctx.op, &ctx.key) {
+            (Operation::WriteObject, Some(key)) => self.state.cache.forget_meta(object(key.as_str())),
+            (Operation::DeleteObjects, _) => {
+                for key in delete_request_keys(&ctx.delete_body) {
+                    self.state.cache.forget_meta(object(&key));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    format!("{t:016X}{:08X}", NEXT.fetch_add(1, Ordering::Relaxed) as u32)
+}
+
+#[async_trait]
+impl ProxyHttp for S3Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            request_id: request_id(),
+            identity: Identity::Anonymous,
+            resource: String::new(),
+            bucket_name: String::new(),
+            op: Operation::Other,
+            route: None,
+            key: None,
+            query: String::new(),
+            outcome: Outcome::Local,
+            status: 0,
+            ttfb: None,
+            delete_body: Vec::new(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.start = Instant::now();
+        let req = session.req_header();
+        ctx.resource = req.uri.path().to_owned();
+        let host = req
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host());
+        let parsed = S3Request::parse(
+            &req.method,
+            req.uri.path(),
+            req.uri.query(),
+            host,
+            &self.state.vhost_domains,
+        );
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await)?;
+                return Ok(true);
+            }
+        };
+        ctx.op = parsed.op;
+        ctx.key = parsed.key.clone();
+        ctx.query = parsed.query;
+        let Some(bucket) = parsed.bucket else {
+            return self.service_call(session, ctx).await;
+        };
+        ctx.bucket_name = bucket.to_string();
+        let Some(route) = self.state.router.route(bucket.as_str()) else {
+            ctx.answered(send_error(session, S3Error::NoSuchBucket, &ctx.resource, &ctx.request_id).await)?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        if let (Operation::GetObject | Operation::HeadObject, Some(key)) = (ctx.op, &parsed.key) {
+            let head = ctx.op == Operation::HeadObject;
+            object::serve(&self.state, session, ctx, &route, key, head).await?;
+            return Ok(true);
+        }
+        match &route.upstream.kind {
+            UpstreamKind::Fs(fs) => {
+                local::serve_fs(session, ctx, fs, &route.bucket).await?;
+                Ok(true)
+            }
+            UpstreamKind::S3(_) => {
+                let payload = session
+                    .req_header()
+                    .headers
+                    .get("x-amz-content-sha256")
+                    .and_then(|v| v.to_str().ok());
+                if payload.is_some_and(|p| p.starts_with("STREAMING-AWS4-HMAC-SHA256")) {
+                    // Chunk signatures chain from the client's key; they cannot be re-signed.
+                    let e = S3Error::NotImplemented(
+                        "Chunk-signed uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) cannot be forwarded; send an unsigned or fully hashed payload.".into(),
+                    );
+                    ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await)?;
+                    return Ok(true);
+                }
+                ctx.outcome = Outcome::Passthrough;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (route, origin) = self.s3_route(ctx)?;
+        Ok(Box::new(origin.peer(&route.bucket)))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Operation::DeleteObjects, Some(b)) = (ctx.op, body.as_ref()) {
+            if ctx.delete_body.len() + b.len() <= MAX_DELETE_BODY {
+                ctx.delete_body.extend_from_slice(b);
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (route, origin) = self.s3_route(ctx)?;
+        let path = origin.path_for(&route.bucket, ctx.key.as_ref().map(ObjectKey::as_str), &ctx.query);
+        let uri = path
+            .parse()
+            .map_err(|e| Error::because(ErrorType::InternalError, "rewriting the upstream path", e))?;
+        req.set_uri(uri);
+        req.insert_header("host", origin.host_for(&route.bucket))?;
+        let payload = req
+            .headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(UNSIGNED_PAYLOAD)
+            .to_owned();
+        origin
+            .signer()
+            .sign(req, &payload, SystemTime::now())
+            .map_err(|e| Error::because(ErrorType::InternalError, "signing the upstream request", e))?;
+        let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+        self.state.metrics.upstream_requests.with_label_values(&labels).inc();
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        ctx.ttfb = Some(ctx.start.elapsed());
+        if resp.status.is_success() {
+            self.invalidate(ctx);
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        if session.response_written().is_some() {
+            // Bytes already went out: closing the connection is the only honest signal left.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Some(route) = &ctx.route {
+            let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+            self.state.metrics.upstream_errors.with_label_values(&labels).inc();
+        }
+        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+        let err = S3Error::BadGateway(e.to_string());
+        let code = send_error(session, err, &ctx.resource, &ctx.request_id)
+            .await
+            .unwrap_or(0);
+        ctx.status = code;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(ctx.status, |h| h.status.as_u16());
+        let m = &self.state.metrics;
+        let outcome = ctx.outcome.as_str();
+        m.requests
+            .with_label_values(&[ctx.op.as_str(), &status.to_string(), outcome])
+            .inc();
+        m.request_duration
+            .with_label_values(&[outcome])
+            .observe(ctx.start.elapsed().as_secs_f64());
+        if let Some(ttfb) = ctx.ttfb {
+            m.ttfb.with_label_values(&[outcome]).observe(ttfb.as_secs_f64());
+        }
+        tracing::debug!(
+            request_id = %ctx.request_id,
+            identity = ?ctx.identity,
+            method = %session.req_header().method,
+            path = %ctx.resource,
+            op = ctx.op.as_str(),
+            status,
+            outcome,
+            duration_ms = ctx.start.elapsed().as_secs_f64() * 1e3,
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! GetObject and HeadObject served through the cache.
+//!
+//! Metadata first (cached or from the upstream), then preconditions, then the range, then the
+//! chunks that cover it, each from memory, disk, a fill in flight or a new upstream fetch. The
+//! response header is sent with the first body bytes, so an upstream that reports the object
+//! changed (412 on our `If-Match`) before any byte was sent gets one retry with fresh metadata.
+//! Once bytes are out, a failure closes the connection: the client sees a short body, never
+//! wrong bytes.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use super::respond::{object_header, send_error, send_failure, validator_header, Failure};
+use super::routes::Route;
+use super::{ProxyState, RequestCtx};
+use crate::cache::plan::{chunk_count, chunk_span, plan};
+use crate::cache::{CacheKey, ChunkFetch, ChunkRead, FillError, ObjectRef, Tier};
+use crate::metrics::{Outcome, Source, UpstreamCall};
+use crate::s3::conditional::{evaluate, Precondition};
+use crate::s3::range::ByteRange;
+use crate::s3::S3Error;
+use crate::types::{ObjectKey, ObjectMeta};
+use crate::upstream::OriginError;
+
+/// Why streaming stopped.
+enum StreamError {
+    /// Nothing was sent yet; the client can still get a proper error.
+    BeforeStart(FillError),
+    /// Bytes were sent; the connection must be closed.
+    AfterStart(Box<Error>),
+}
+
+/// Serves a GET (or HEAD) of `key` in `route`'s bucket.
+pub async fn serve(
+    state: &ProxyState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    key: &ObjectKey,
+    head: bool,
+) -> Result<()> {
+    let object = ObjectRef {
+        upstream: route.upstream.name.clone(),
+        bucket: route.bucket.clone(),
+        key: key.as_str().into(),
+    };
+    let mut refresh = false;
+    loop {
+        let meta = match state
+            .meta
+            .get(&state.cache, &state.metrics, route, &object, refresh)
+            .await
+        {
+            Ok(meta) => meta,
+            Err(e) => {
+                return ctx.answered(send_failure(session, e.as_ref().into(), &ctx.resource, &ctx.request_id).await)
+            }
+        };
+        match evaluate(&session.req_header().headers, &meta) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                let h = validator_header(&meta, http::StatusCode::NOT_MODIFIED, &ctx.request_id)?;
+                session.write_response_header(Box::new(h), true).await?;
+                ctx.status = 304;
+                return Ok(());
+            }
+            Precondition::Failed => {
+                return ctx
+                    .answered(send_error(session, S3Error::PreconditionFailed, &ctx.resource, &ctx.request_id).await)
+            }
+        }
+        let range = session
+            .req_header()
+            .headers
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(ByteRange::parse);
+        let span = match range.map(|r| r.resolve(meta.size)).transpose() {
+            Ok(span) => span,
+            Err(_) => {
+                let e = S3Error::InvalidRange { size: meta.size };
+                return ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await);
+            }
+        };
+        let header = object_header(&meta, span.as_ref(), &ctx.request_id)?;
+        ctx.status = header.status.as_u16();
+        if head {
+            session.write_response_header(Box::new(header), true).await?;
+            return Ok(());
+        }
+        ctx.outcome = Outcome::MemoryHit;
+        let whole = span.unwrap_or(0..meta.size);
+        match stream(state, session, ctx, route, &object, &meta, whole, header).await {
+            Ok(()) => return Ok(()),
+            Err(StreamError::AfterStart(e)) => return Err(e),
+            Err(StreamError::BeforeStart(e)) => {
+                let origin = e.downcast_ref::<OriginError>();
+                if matches!(origin, Some(OriginError::Changed | OriginError::NoSuchKey)) {
+                    state.cache.forget_meta(object.clone());
+                }
+                if matches!(origin, Some(OriginError::Changed)) && !refresh {
+                    refresh = true;
+                    continue;
+                }
+                let failure = origin.map_or_else(|| S3Error::BadGateway(e.to_string()).into(), Failure::from);
+                return ctx.answered(send_failure(session, failure, &ctx.resource, &ctx.request_id).await);
+            }
+        }
+    }
+}
+
+/// Sends the response header with the first body bytes.
+struct BodyWriter {
+    header: Option<ResponseHeader>,
+}
+
+impl BodyWriter {
+    async fn send(&mut self, session: &mut Session, ctx: &mut RequestCtx, data: Bytes) -> Result<()> {
+        if let Some(h) = self.header.take() {
+            session.write_response_header(Box::new(h), false).await?;
+            ctx.ttfb = Some(ctx.start.elapsed());
+        }
+        session.write_response_body(Some(data), false).await
+    }
+
+    fn started(&self) -> bool {
+        self.header.is_none()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    state: &ProxyState,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &Route,
+    object: &ObjectRef,
+    meta: &ObjectMeta,
+    whole: Range<u64>,
+    header: ResponseHeader,
+) -> Result<(), StreamError> {
+    let cache = &state.cache;
+    let chunk_size = cache.chunk_size();
+    let chunks = chunk_count(chunk_size, meta.size);
+    let sequential = state.sequential.observe(object, &whole, chunk_size);
+    let etag: Arc<str> = meta.etag.as_str().into();
+    let key_of = |index| CacheKey::Chunk(object.clone(), etag.clone(), index);
+    let fetch_of = |index| fetcher(state, route, object, meta, chunk_span(index, chunk_size, meta.size));
+    let last = plan(whole.clone(), chunk_size, meta.size).last().map_or(0, |s| s.index);
+    let ahead_limit = if sequential { chunks } else { last + 1 };
+    let mut out = BodyWriter { header: Some(header) };
+    let after = |e| StreamError::AfterStart(e);
+
+    for slice in plan(whole, chunk_size, meta.size) {
+        let ahead = (slice.index + 1)..(slice.index + 1 + u64::from(state.read_ahead)).min(ahead_limit);
+        for i in ahead {
+            let span = chunk_span(i, chunk_size, meta.size);
+            cache.prefetch(key_of(i), span.end - span.start, fetch_of(i));
+        }
+        let len = slice.chunk.end - slice.chunk.start;
+        let (mut reader, outcome) = match cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await {
+            ChunkRead::Hit(data, tier) => {
+                let (outcome, source) = match tier {
+                    Tier::Memory => (Outcome::MemoryHit, Source::Memory),
+                    Tier::Disk => (Outcome::DiskHit, Source::Disk),
+                };
+                ctx.outcome = ctx.outcome.max(outcome);
+                let part = data.slice(slice.within.start as usize..slice.within.end as usize);
+                state
+                    .metrics
+                    .served_bytes
+                    .with_label_values(&[source.as_str()])
+                    .inc_by(part.len() as u64);
+                out.send(session, ctx, part).await.map_err(after)?;
+                continue;
+            }
+            ChunkRead::Leader(r) => (r, Outcome::Miss),
+            ChunkRead::Follower(r) => (r, Outcome::Coalesced),
+        };
+        ctx.outcome = ctx.outcome.max(outcome);
+        let mut pos = 0u64;
+        while pos < slice.within.end {
+            let piece = match reader.next().await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) if !out.started() => return Err(StreamError::BeforeStart(e)),
+                Err(e) => {
+                    return Err(after(Error::explain(
+                        ErrorType::ReadError,
+                        format!("upstream fill failed: {e}"),
+                    )))
+                }
+            };
+            let (from, to) = (pos, pos + piece.len() as u64);
+            pos = to;
+            let (a, b) = (from.max(slice.within.start), to.min(slice.within.end));
+            if a < b {
+                let part = piece.slice((a - from) as usize..(b - from) as usize);
+                state
+                    .metrics
+                    .served_bytes
+                    .with_label_values(&[Source::Upstream.as_str()])
+                    .inc_by(part.len() as u64);
+                out.send(session, ctx, part).await.map_err(after)?;
+            }
+        }
+        if pos < slice.within.end {
+            let e = format!("chunk {} ended at byte {pos} of {}", slice.index, slice.within.end);
+            return Err(after(Error::explain(ErrorType::ReadError, e)));
+        }
+    }
+    if let Some(h) = out.header.take() {
+        // An empty object or span: header only.
+        session.write_response_header(Box::new(h), false).await.map_err(after)?;
+        ctx.ttfb = Some(ctx.start.elapsed());
+    }
+    session.write_response_body(None, true).await.map_err(after)
+}
+
+/// The fetch closure for one chunk: a ranged read pinned to the metadata's ETag, metered.
+fn fetcher(
+    state: &ProxyState,
+    route: &Route,
+    object: &ObjectRef,
+    meta: &ObjectMeta,
+    span: Range<u64>,
+) -> impl FnOnce() -> ChunkFetch {
+    let origin = route.upstream.origin.clone();
+    let name = route.upstream.name.clone();
+    let bucket = route.bucket.clone();
+    let key = object.key.clone();
+    let etag = meta.etag.clone();
+    let metrics = state.metrics.clone();
+    move || {
+        Box::pin(async move {
+            let labels = [&*name, UpstreamCall::Get.as_str()];
+            metrics.upstream_requests.with_label_values(&labels).inc();
+            let started = Instant::now();
+            let result = origin.read(&bucket, &key, span, &etag).await;
+            metrics
+                .upstream_duration
+                .with_label_values(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            let body = result.map_err(|e| {
+                metrics.upstream_errors.with_label_values(&labels).inc();
+                Arc::new(e) as FillError
+            })?;
+            let bytes = metrics.upstream_bytes.with_label_values(&[&*name]);
+            let errors = metrics.upstream_errors.with_label_values(&labels);
+            Ok(body
+                .map(move |piece| match piece {
+                    Ok(b) => {
+                        bytes.inc_by(b.len() as u64);
+                        Ok(b)
+                    }
+                    Err(e) => {
+                        errors.inc();
+                        Err(Arc::new(e) as FillError)
+                    }
+                })
+                .boxed())
+        })
+    }
+}

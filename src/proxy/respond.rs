@@ -1,0 +1,152 @@
+//! Response headers and error answers. The one place a failure becomes what the client sees.
+
+use std::ops::Range;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use crate::s3::range::{content_range, unsatisfied_content_range};
+use crate::s3::S3Error;
+use crate::types::ObjectMeta;
+use crate::upstream::OriginError;
+
+/// S3's default content type for objects stored without one.
+const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
+/// What shardcache answers for an upstream failure.
+pub enum Failure {
+    /// One of shardcache's own S3 errors.
+    S3(S3Error),
+    /// The upstream's own error document, passed through with its status.
+    Upstream {
+        /// Upstream status.
+        status: u16,
+        /// Upstream error body (S3 XML).
+        body: Bytes,
+    },
+}
+
+impl From<S3Error> for Failure {
+    fn from(e: S3Error) -> Self {
+        Self::S3(e)
+    }
+}
+
+impl From<&OriginError> for Failure {
+    fn from(e: &OriginError) -> Self {
+        match e {
+            OriginError::NoSuchKey => S3Error::NoSuchKey.into(),
+            OriginError::NoSuchBucket => S3Error::NoSuchBucket.into(),
+            OriginError::Changed => S3Error::PreconditionFailed.into(),
+            OriginError::Rejected { status, body } if crate::s3::code_of_error_body(body).is_some() => Self::Upstream {
+                status: *status,
+                body: body.clone(),
+            },
+            OriginError::Rejected { status: 403, .. } => S3Error::AccessDenied.into(),
+            OriginError::Rejected { status, .. } => S3Error::BadGateway(format!("upstream answered {status}")).into(),
+            OriginError::Unreachable(m) | OriginError::Invalid(m) => S3Error::BadGateway(m.clone()).into(),
+            OriginError::Io(e) => {
+                tracing::error!(error = %e, "local origin I/O error");
+                S3Error::Internal.into()
+            }
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Box<Error> {
+    Error::explain(ErrorType::InternalError, e.to_string())
+}
+
+/// A response header with the headers every shardcache answer carries.
+pub fn base_header(status: StatusCode, request_id: &str) -> Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(status, None)?;
+    h.insert_header("x-amz-request-id", request_id)?;
+    h.insert_header("date", httpdate::fmt_http_date(SystemTime::now()))?;
+    h.insert_header("server", "shardcache")?;
+    Ok(h)
+}
+
+/// Writes an error answer; returns its status.
+pub async fn send_failure(session: &mut Session, failure: Failure, resource: &str, request_id: &str) -> Result<u16> {
+    let head = session.req_header().method == http::Method::HEAD;
+    let (status, body, range_size) = match &failure {
+        Failure::S3(e) => {
+            let size = match e {
+                S3Error::InvalidRange { size } => Some(*size),
+                _ => None,
+            };
+            (e.status(), e.to_xml(resource, request_id), size)
+        }
+        Failure::Upstream { status, body } => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            body.clone(),
+            None,
+        ),
+    };
+    let mut h = base_header(status, request_id)?;
+    h.insert_header("content-type", "application/xml")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    if let Some(size) = range_size {
+        h.insert_header("content-range", unsatisfied_content_range(size))?;
+    }
+    // HEAD answers carry no body, as S3's do.
+    session.write_response_header(Box::new(h), head).await?;
+    if !head {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(status.as_u16())
+}
+
+/// An error document for a plain S3 error (used before routing).
+pub async fn send_error(session: &mut Session, e: S3Error, resource: &str, request_id: &str) -> Result<u16> {
+    send_failure(session, e.into(), resource, request_id).await
+}
+
+/// The header of a GET/HEAD answer: 200 for the whole object, 206 for `span` of it.
+pub fn object_header(meta: &ObjectMeta, span: Option<&Range<u64>>, request_id: &str) -> Result<ResponseHeader> {
+    let status = if span.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut h = validator_header(meta, status, request_id)?;
+    let len = span.map_or(meta.size, |s| s.end - s.start);
+    h.insert_header("content-length", len.to_string())?;
+    if let Some(span) = span {
+        h.insert_header("content-range", content_range(span, meta.size))?;
+    }
+    h.insert_header(
+        "content-type",
+        meta.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE),
+    )?;
+    for (name, value) in &meta.headers {
+        h.append_header(name.clone(), value.as_str()).map_err(internal)?;
+    }
+    Ok(h)
+}
+
+/// The header of a 304, or the validators of any object answer.
+pub fn validator_header(meta: &ObjectMeta, status: StatusCode, request_id: &str) -> Result<ResponseHeader> {
+    let mut h = base_header(status, request_id)?;
+    h.insert_header("etag", meta.etag.as_str())?;
+    h.insert_header("last-modified", httpdate::fmt_http_date(meta.last_modified))?;
+    h.insert_header("accept-ranges", "bytes")?;
+    if let Some(v) = &meta.version_id {
+        h.insert_header("x-amz-version-id", v.as_str())?;
+    }
+    Ok(h)
+}
+
+/// XML body answer (local listings).
+pub async fn send_xml(session: &mut Session, xml: String, request_id: &str) -> Result<u16> {
+    let mut h = base_header(StatusCode::OK, request_id)?;
+    h.insert_header("content-type", "application/xml")?;
+    h.insert_header("content-length", xml.len().to_string())?;
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(Bytes::from(xml)), true).await?;
+    Ok(200)
+}

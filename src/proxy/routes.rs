@@ -1,0 +1,135 @@
+//! Which upstream serves a client's bucket, under which name, and how long its metadata is
+//! trusted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::upstream::{FsOrigin, Origin, S3Origin};
+
+/// A configured upstream.
+pub struct Upstream {
+    /// Name from the config (a metric label).
+    pub name: Arc<str>,
+    /// The origin, for cached reads.
+    pub origin: Arc<dyn Origin>,
+    /// What else this upstream can do.
+    pub kind: UpstreamKind,
+}
+
+/// How requests other than cached reads reach an upstream.
+pub enum UpstreamKind {
+    /// Forwarded through Pingora, re-signed.
+    S3(Arc<S3Origin>),
+    /// Answered locally (listings); writes are not implemented.
+    Fs(Arc<FsOrigin>),
+}
+
+impl Upstream {
+    /// An S3 upstream.
+    pub fn s3(name: &str, origin: S3Origin) -> Self {
+        let origin = Arc::new(origin);
+        Self {
+            name: name.into(),
+            origin: origin.clone(),
+            kind: UpstreamKind::S3(origin),
+        }
+    }
+
+    /// A local-directory upstream.
+    pub fn fs(name: &str, origin: FsOrigin) -> Self {
+        let origin = Arc::new(origin);
+        Self {
+            name: name.into(),
+            origin: origin.clone(),
+            kind: UpstreamKind::Fs(origin),
+        }
+    }
+}
+
+/// Where one client bucket goes.
+#[derive(Clone)]
+pub struct Route {
+    /// The upstream.
+    pub upstream: Arc<Upstream>,
+    /// Bucket name at the upstream.
+    pub bucket: Arc<str>,
+    /// How long metadata is trusted; `None` for immutable buckets.
+    pub meta_ttl: Option<Duration>,
+}
+
+/// A bucket route as the composition root builds it.
+pub struct BucketRoute {
+    /// Client bucket name.
+    pub name: String,
+    /// Upstream name.
+    pub upstream: String,
+    /// Upstream bucket name.
+    pub upstream_bucket: String,
+    /// Metadata TTL; `None` for immutable.
+    pub meta_ttl: Option<Duration>,
+}
+
+/// Bucket name to route.
+pub struct Router {
+    upstreams: HashMap<String, Arc<Upstream>>,
+    buckets: HashMap<String, Route>,
+    default: Option<(Arc<Upstream>, Duration)>,
+}
+
+impl Router {
+    /// Builds the table. Names were validated with the config, so unknown upstreams are skipped.
+    pub fn new(upstreams: Vec<Upstream>, routes: Vec<BucketRoute>, default: Option<(&str, Duration)>) -> Self {
+        let upstreams: HashMap<String, Arc<Upstream>> = upstreams
+            .into_iter()
+            .map(|u| (u.name.to_string(), Arc::new(u)))
+            .collect();
+        let buckets = routes
+            .into_iter()
+            .filter_map(|r| {
+                let upstream = upstreams.get(&r.upstream)?.clone();
+                Some((
+                    r.name,
+                    Route {
+                        upstream,
+                        bucket: r.upstream_bucket.into(),
+                        meta_ttl: r.meta_ttl,
+                    },
+                ))
+            })
+            .collect();
+        let default = default.and_then(|(name, ttl)| Some((upstreams.get(name)?.clone(), ttl)));
+        Self {
+            upstreams,
+            buckets,
+            default,
+        }
+    }
+
+    /// The route of a client bucket, if any.
+    pub fn route(&self, bucket: &str) -> Option<Route> {
+        self.buckets.get(bucket).cloned().or_else(|| {
+            let (upstream, ttl) = self.default.as_ref()?;
+            Some(Route {
+                upstream: upstream.clone(),
+                bucket: bucket.into(),
+                meta_ttl: Some(*ttl),
+            })
+        })
+    }
+
+    /// The upstream that answers service-level calls (ListBuckets).
+    pub fn default_upstream(&self) -> Option<&Arc<Upstream>> {
+        self.default.as_ref().map(|(u, _)| u)
+    }
+
+    /// Client bucket names listed in the config.
+    pub fn configured_buckets(&self) -> impl Iterator<Item = &str> {
+        self.buckets.keys().map(String::as_str)
+    }
+
+    /// Every upstream.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams.values()
+    }
+}

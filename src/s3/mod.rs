@@ -1,0 +1,11 @@
+//! The S3 wire vocabulary: request addressing, ranges, conditional headers and errors.
+//! Knows nothing of the cache, the upstream or the request lifecycle.
+
+pub mod conditional;
+mod error;
+pub mod range;
+mod request;
+pub mod xml;
+
+pub use error::{code_of_error_body, error_xml, escape, S3Error};
+pub use request::{encode_path, Addressing, Operation, S3Request};

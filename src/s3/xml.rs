@@ -1,0 +1,198 @@
+//! The few S3 XML documents shardcache writes itself (listings of a local-directory origin) or
+//! reads (the keys of a DeleteObjects request, to drop their cached metadata).
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::s3::escape;
+
+/// One object in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Full key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, quotes included.
+    pub etag: String,
+    /// Modification time.
+    pub last_modified: SystemTime,
+}
+
+/// A page of ListObjectsV2.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    /// Bucket name as the client addressed it.
+    pub bucket: String,
+    /// `prefix` parameter.
+    pub prefix: String,
+    /// `delimiter` parameter.
+    pub delimiter: Option<String>,
+    /// `max-keys` parameter.
+    pub max_keys: usize,
+    /// `continuation-token` parameter echoed back.
+    pub continuation_token: Option<String>,
+    /// `start-after` parameter echoed back.
+    pub start_after: Option<String>,
+    /// Objects of this page.
+    pub contents: Vec<ListedObject>,
+    /// Common prefixes of this page.
+    pub common_prefixes: Vec<String>,
+    /// Token for the next page, when truncated.
+    pub next_token: Option<String>,
+}
+
+/// ISO 8601 with milliseconds, as S3 writes `LastModified` in listings.
+pub fn iso8601(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date; Howard Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+impl ListPage {
+    /// The `ListBucketResult` document.
+    pub fn to_xml(&self) -> String {
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        x.push_str("<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        let _ = write!(
+            x,
+            "<Name>{}</Name><Prefix>{}</Prefix>",
+            escape(&self.bucket),
+            escape(&self.prefix)
+        );
+        if let Some(d) = &self.delimiter {
+            let _ = write!(x, "<Delimiter>{}</Delimiter>", escape(d));
+        }
+        let count = self.contents.len() + self.common_prefixes.len();
+        let _ = write!(x, "<MaxKeys>{}</MaxKeys><KeyCount>{count}</KeyCount>", self.max_keys);
+        let _ = write!(x, "<IsTruncated>{}</IsTruncated>", self.next_token.is_some());
+        for (tag, value) in [
+            ("ContinuationToken", &self.continuation_token),
+            ("StartAfter", &self.start_after),
+            ("NextContinuationToken", &self.next_token),
+        ] {
+            if let Some(v) = value {
+                let _ = write!(x, "<{tag}>{}</{tag}>", escape(v));
+            }
+        }
+        for o in &self.contents {
+            let _ = write!(
+                x,
+                "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag>\
+                 <Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
+                escape(&o.key),
+                iso8601(o.last_modified),
+                escape(&o.etag),
+                o.size
+            );
+        }
+        for p in &self.common_prefixes {
+            let _ = write!(x, "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", escape(p));
+        }
+        x.push_str("</ListBucketResult>");
+        x
+    }
+}
+
+/// The `ListAllMyBucketsResult` document.
+pub fn list_buckets_xml(buckets: &[(String, SystemTime)]) -> String {
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x.push_str("<ListAllMyBucketsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    x.push_str("<Owner><ID>shardcache</ID><DisplayName>shardcache</DisplayName></Owner><Buckets>");
+    for (name, created) in buckets {
+        let _ = write!(
+            x,
+            "<Bucket><Name>{}</Name><CreationDate>{}</CreationDate></Bucket>",
+            escape(name),
+            iso8601(*created)
+        );
+    }
+    x.push_str("</Buckets></ListAllMyBucketsResult>");
+    x
+}
+
+/// The `<Key>` values of a DeleteObjects request body, unescaped.
+pub fn delete_request_keys(body: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<Key>") {
+        rest = &rest[start + 5..];
+        let Some(end) = rest.find("</Key>") else { break };
+        keys.push(unescape(&rest[..end]));
+        rest = &rest[end + 6..];
+    }
+    keys
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#13;", "\r")
+        .replace("&#10;", "\n")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn dates_render_as_s3_does() {
+        assert_eq!(iso8601(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_251_199); // leap year
+        assert_eq!(iso8601(t), "2024-02-29T23:59:59.000Z");
+    }
+
+    #[test]
+    fn delete_bodies_yield_their_keys() {
+        let body = b"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c/d</Key>\
+                     <VersionId>1</VersionId></Object><Quiet>true</Quiet></Delete>";
+        assert_eq!(delete_request_keys(body), vec!["a&b".to_owned(), "c/d".to_owned()]);
+    }
+
+    #[test]
+    fn listings_escape_keys_and_mark_truncation() {
+        let page = ListPage {
+            bucket: "b".into(),
+            max_keys: 1,
+            contents: vec![ListedObject {
+                key: "a<b".into(),
+                size: 3,
+                etag: "\"e\"".into(),
+                last_modified: SystemTime::UNIX_EPOCH,
+            }],
+            next_token: Some("a<b".into()),
+            ..Default::default()
+        };
+        let xml = page.to_xml();
+        assert!(xml.contains("<Key>a&lt;b</Key>"));
+        assert!(xml.contains("<IsTruncated>true</IsTruncated>"));
+        assert!(xml.contains("<KeyCount>1</KeyCount>"));
+    }
+}

@@ -1,0 +1,172 @@
+//! Vocabulary types shared by every layer. Each one is parsed once, at the boundary where it
+//! enters shardcache; code behind that boundary never re-checks it.
+
+use std::fmt;
+use std::time::SystemTime;
+
+/// A bucket name as a client or an upstream spells it.
+///
+/// Accepts what S3 has ever accepted (including legacy upper-case and `_` names): 1 to 255
+/// characters of `[A-Za-z0-9._-]`. Stricter DNS rules are the upstream's business.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BucketName(String);
+
+impl BucketName {
+    /// Parses a bucket name, returning `None` when it cannot name an S3 bucket.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BucketName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An object key: 1 to 1024 bytes of UTF-8, as S3 allows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Longest key S3 accepts, in bytes.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Parses an (already percent-decoded) object key.
+    pub fn parse(s: &str) -> Option<Self> {
+        (!s.is_empty() && s.len() <= Self::MAX_LEN).then(|| Self(s.to_owned()))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An entity tag exactly as the upstream sent it, quotes included (`"9b2cf5..."`).
+///
+/// ETags are opaque: shardcache only compares them for equality, and pins every ranged upstream
+/// read to one with `If-Match`, so chunks of two versions of an object are never mixed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// Wraps an upstream's ETag header value; adds quotes if the upstream left them out.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        if s.is_empty() || !s.is_ascii() {
+            return None;
+        }
+        if s.starts_with('"') || s.starts_with("W/\"") {
+            Some(Self(s.to_owned()))
+        } else {
+            Some(Self(format!("\"{s}\"")))
+        }
+    }
+
+    /// The header value, quotes included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// True when this tag equals one entry of an `If-Match`/`If-None-Match` list (`*` matches all).
+    /// Comparison is weak, as S3 does: `W/` prefixes and missing quotes are ignored.
+    pub fn matches_list(&self, header: &str) -> bool {
+        let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_owned();
+        let me = bare(&self.0);
+        header.split(',').any(|t| t.trim() == "*" || bare(t) == me)
+    }
+}
+
+/// Who is asking. Anonymous until client authentication lands; carried through the whole request
+/// path so that permissions and audit can be added without reshaping the code.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials were checked.
+    #[default]
+    Anonymous,
+}
+
+/// What shardcache knows about one version of an object: enough to answer HEAD, evaluate
+/// conditional headers and plan chunk reads without asking the upstream again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Object size in bytes.
+    pub size: u64,
+    /// The version's entity tag.
+    pub etag: ETag,
+    /// `Last-Modified`, at whole-second precision as HTTP dates carry it.
+    pub last_modified: SystemTime,
+    /// `Content-Type`, if the upstream sent one.
+    pub content_type: Option<String>,
+    /// `x-amz-version-id`, on versioned buckets.
+    pub version_id: Option<String>,
+    /// Other representation headers returned verbatim on GET and HEAD: `x-amz-meta-*`,
+    /// `Cache-Control`, `Content-Encoding`, `Content-Disposition`, `Content-Language`, `Expires`,
+    /// `x-amz-storage-class`, ... Names are lower case.
+    pub headers: Vec<(String, String)>,
+}
+
+impl ObjectMeta {
+    /// Whether a response header of this name belongs in [`ObjectMeta::headers`].
+    pub fn keeps_header(name: &str) -> bool {
+        name.starts_with("x-amz-meta-")
+            || matches!(
+                name,
+                "cache-control"
+                    | "content-encoding"
+                    | "content-disposition"
+                    | "content-language"
+                    | "expires"
+                    | "x-amz-storage-class"
+                    | "x-amz-server-side-encryption"
+                    | "x-amz-website-redirect-location"
+                    | "x-amz-tagging-count"
+                    | "x-amz-missing-meta"
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names_reject_slashes_and_empty() {
+        assert!(BucketName::parse("datasets").is_some());
+        assert!(BucketName::parse("My_Legacy.Bucket-1").is_some());
+        assert!(BucketName::parse("").is_none());
+        assert!(BucketName::parse("a/b").is_none());
+        assert!(BucketName::parse(&"a".repeat(256)).is_none());
+    }
+
+    #[test]
+    fn keys_longer_than_1024_bytes_are_rejected() {
+        assert!(ObjectKey::parse(&"k".repeat(1024)).is_some());
+        assert!(ObjectKey::parse(&"k".repeat(1025)).is_none());
+        assert!(ObjectKey::parse("").is_none());
+    }
+
+    #[test]
+    fn etag_lists_match_weakly_and_with_star() {
+        let tag = ETag::parse("\"abc\"").unwrap();
+        assert!(tag.matches_list("\"abc\""));
+        assert!(tag.matches_list("abc"));
+        assert!(tag.matches_list("\"x\", W/\"abc\""));
+        assert!(tag.matches_list("*"));
+        assert!(!tag.matches_list("\"abcd\""));
+        assert_eq!(ETag::parse("abc").unwrap().as_str(), "\"abc\"");
+    }
+}

@@ -1,0 +1,306 @@
+//! A local directory as a read-only S3 origin: each top-level folder is a bucket, each file
+//! below it an object whose key is its relative path.
+//!
+//! ETags are derived from size and modification time (like nginx's), so a rewritten file is a
+//! new version and its old cached chunks are never mixed with new ones.
+
+use std::io::SeekFrom;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{Origin, OriginBody, OriginError};
+use crate::s3::xml::{ListPage, ListedObject};
+use crate::types::{ETag, ObjectMeta};
+
+/// Bytes per read from a file.
+const READ_PIECE: usize = 256 << 10;
+
+/// A local-directory origin.
+pub struct FsOrigin {
+    root: PathBuf,
+}
+
+/// Parameters of a ListObjectsV2 call.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    /// Only keys starting with this.
+    pub prefix: String,
+    /// Group keys by the part up to this after the prefix.
+    pub delimiter: Option<String>,
+    /// Page size (at most 1000).
+    pub max_keys: usize,
+    /// Resume after this key (continuation token or start-after).
+    pub after: Option<String>,
+}
+
+impl FsOrigin {
+    /// An origin serving `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// The directory of `bucket`, if it exists.
+    fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, OriginError> {
+        let dir = self.root.join(bucket);
+        if bucket.starts_with('.') || !dir.is_dir() {
+            return Err(OriginError::NoSuchBucket);
+        }
+        Ok(dir)
+    }
+
+    /// The file of `bucket/key`. Keys that cannot name a file below the bucket (empty, `.` or
+    /// `..` segments) are simply absent.
+    fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf, OriginError> {
+        let dir = self.bucket_dir(bucket)?;
+        if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") || key.contains('\0') {
+            return Err(OriginError::NoSuchKey);
+        }
+        Ok(dir.join(key))
+    }
+
+    async fn stat(path: &Path) -> Result<ObjectMeta, OriginError> {
+        let md = match tokio::fs::metadata(path).await {
+            Ok(md) if md.is_file() => md,
+            Ok(_) => return Err(OriginError::NoSuchKey),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OriginError::NoSuchKey),
+            Err(e) => return Err(e.into()),
+        };
+        let mtime = md.modified()?;
+        Ok(ObjectMeta {
+            size: md.len(),
+            etag: etag(md.len(), mtime),
+            last_modified: mtime,
+            content_type: Some("application/octet-stream".to_owned()),
+            version_id: None,
+            headers: Vec::new(),
+        })
+    }
+
+    /// The buckets (top-level folders) with their modification times, sorted.
+    pub async fn list_buckets(&self) -> Result<Vec<(String, SystemTime)>, OriginError> {
+        let mut out = Vec::new();
+        let mut dir = tokio::fs::read_dir(&self.root).await?;
+        while let Some(entry) = dir.next_entry().await? {
+            let md = entry.metadata().await?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if md.is_dir() && crate::types::BucketName::parse(&name).is_some() && !name.starts_with('.') {
+                out.push((name, md.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// One page of ListObjectsV2 over `bucket`.
+    pub async fn list_objects(&self, bucket: &str, params: ListParams) -> Result<ListPage, OriginError> {
+        let dir = self.bucket_dir(bucket)?;
+        let files = tokio::task::spawn_blocking(move || walk(&dir))
+            .await
+            .map_err(|e| OriginError::Io(std::io::Error::other(e)))??;
+        let mut page = ListPage {
+            bucket: bucket.to_owned(),
+            prefix: params.prefix.clone(),
+            max_keys: params.max_keys,
+            ..Default::default()
+        };
+        page.delimiter = params.delimiter.clone();
+        let mut last_prefix: Option<String> = None;
+        for (key, size, mtime) in files {
+            if !key.starts_with(&params.prefix) || params.after.as_deref().is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            let rolled = params.delimiter.as_deref().filter(|d| !d.is_empty()).and_then(|d| {
+                let rest = &key[params.prefix.len()..];
+                rest.find(d)
+                    .map(|i| key[..params.prefix.len() + i + d.len()].to_owned())
+            });
+            if rolled.is_some() && rolled == last_prefix {
+                continue;
+            }
+            if page.contents.len() + page.common_prefixes.len() == params.max_keys {
+                page.next_token = Some(last_key(&page));
+                break;
+            }
+            match rolled {
+                Some(p) => {
+                    page.common_prefixes.push(p.clone());
+                    last_prefix = Some(p);
+                }
+                None => page.contents.push(ListedObject {
+                    etag: etag(size, mtime).as_str().to_owned(),
+                    key,
+                    size,
+                    last_modified: mtime,
+                }),
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// The resume point of a truncated page: the greatest key or prefix it holds. Resuming after a
+/// common prefix skips every key under it.
+fn last_key(page: &ListPage) -> String {
+    let key = page.contents.last().map(|o| o.key.clone()).unwrap_or_default();
+    let prefix = page
+        .common_prefixes
+        .last()
+        .map(|p| format!("{p}\u{10FFFF}"))
+        .unwrap_or_default();
+    key.max(prefix)
+}
+
+fn etag(size: u64, mtime: SystemTime) -> ETag {
+    let nanos = mtime.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    ETag::parse(&format!("\"{nanos:x}-{size:x}\"")).expect("hex digits form a valid etag")
+}
+
+/// Every regular file under `dir` as (key, size, mtime), sorted by key (S3 lists in UTF-8
+/// binary order, which is byte order).
+fn walk(dir: &Path) -> std::io::Result<Vec<(String, u64, SystemTime)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let md = entry.metadata()?;
+            if md.is_dir() {
+                stack.push(entry.path());
+            } else if md.is_file() {
+                let rel = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                if let Some(key) = rel.to_str() {
+                    out.push((key.to_owned(), md.len(), md.modified()?));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+#[async_trait]
+impl Origin for FsOrigin {
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, OriginError> {
+        Self::stat(&self.object_path(bucket, key)?).await
+    }
+
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<OriginBody, OriginError> {
+        let path = self.object_path(bucket, key)?;
+        let mut file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => OriginError::NoSuchKey,
+            _ => e.into(),
+        })?;
+        let md = file.metadata().await?;
+        if &self::etag(md.len(), md.modified()?) != etag {
+            return Err(OriginError::Changed);
+        }
+        file.seek(SeekFrom::Start(span.start)).await?;
+        let remaining = span.end - span.start;
+        let body = futures_util::stream::try_unfold((file, remaining), |(mut file, remaining)| async move {
+            if remaining == 0 {
+                return Ok(None);
+            }
+            let mut buf = BytesMut::zeroed(READ_PIECE.min(remaining as usize));
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Err(OriginError::Invalid("file shrank while being read".into()));
+            }
+            buf.truncate(n);
+            Ok(Some((buf.freeze(), (file, remaining - n as u64))))
+        });
+        Ok(Box::pin(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::TryStreamExt;
+
+    use super::*;
+
+    fn origin() -> (tempfile::TempDir, FsOrigin) {
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["b/a.txt", "b/d/1", "b/d/2", "b/e/x/y", "b/z"] {
+            let p = dir.path().join(key);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, key).unwrap();
+        }
+        let o = FsOrigin::new(dir.path().to_path_buf());
+        (dir, o)
+    }
+
+    #[tokio::test]
+    async fn traversal_keys_are_absent() {
+        let (_dir, o) = origin();
+        for key in ["../b/z", "d/../z", "d//1", "./z"] {
+            assert!(matches!(o.head("b", key).await, Err(OriginError::NoSuchKey)), "{key}");
+        }
+        assert!(matches!(o.head("nope", "z").await, Err(OriginError::NoSuchBucket)));
+        assert!(matches!(o.head("b", "d").await, Err(OriginError::NoSuchKey)));
+    }
+
+    #[tokio::test]
+    async fn reads_are_pinned_to_the_etag() {
+        let (_dir, o) = origin();
+        let meta = o.head("b", "d/1").await.unwrap();
+        let body: Vec<_> = o
+            .read("b", "d/1", 1..3, &meta.etag)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(body.concat(), b"/d");
+        let other = ETag::parse("\"other\"").unwrap();
+        assert!(matches!(
+            o.read("b", "d/1", 0..1, &other).await,
+            Err(OriginError::Changed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn listings_group_by_delimiter_and_paginate() {
+        let (_dir, o) = origin();
+        let params = ListParams {
+            delimiter: Some("/".into()),
+            max_keys: 1000,
+            ..Default::default()
+        };
+        let page = o.list_objects("b", params).await.unwrap();
+        let keys: Vec<_> = page.contents.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, ["a.txt", "z"]);
+        assert_eq!(page.common_prefixes, ["d/", "e/"]);
+
+        let mut after = None;
+        let mut seen = Vec::new();
+        loop {
+            let params = ListParams {
+                delimiter: Some("/".into()),
+                max_keys: 1,
+                after: after.clone(),
+                ..Default::default()
+            };
+            let page = o.list_objects("b", params).await.unwrap();
+            seen.extend(
+                page.contents
+                    .iter()
+                    .map(|c| c.key.clone())
+                    .chain(page.common_prefixes.clone()),
+            );
+            match page.next_token {
+                Some(t) => after = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["a.txt", "d/", "e/", "z"]);
+    }
+}

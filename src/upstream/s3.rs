@@ -1,0 +1,311 @@
+//! An S3-compatible upstream reached over HTTP(S) through Pingora's pooled connector.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::{Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
+use crate::config::UpstreamAddressing;
+use crate::s3::{code_of_error_body, encode_path};
+use crate::types::{ETag, ObjectMeta};
+
+/// Largest error body read from an upstream.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Settings of one S3 upstream.
+pub struct S3OriginOptions {
+    /// `http(s)://host[:port]`, already validated.
+    pub endpoint: http::Uri,
+    /// Path or virtual-hosted addressing at the upstream.
+    pub addressing: UpstreamAddressing,
+    /// Signs requests with this upstream's credentials.
+    pub signer: Signer,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout between two reads.
+    pub read_timeout: Duration,
+}
+
+/// An S3-compatible upstream.
+pub struct S3Origin {
+    tls: bool,
+    host: String,
+    port: u16,
+    addressing: UpstreamAddressing,
+    signer: Signer,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    connector: Arc<Connector>,
+}
+
+impl S3Origin {
+    /// A new upstream with its own connection pool.
+    pub fn new(opts: S3OriginOptions) -> Self {
+        let tls = opts.endpoint.scheme_str() == Some("https");
+        Self {
+            tls,
+            host: opts
+                .endpoint
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned(),
+            port: opts.endpoint.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            addressing: opts.addressing,
+            signer: opts.signer,
+            connect_timeout: opts.connect_timeout,
+            read_timeout: opts.read_timeout,
+            connector: Arc::new(Connector::new(None)),
+        }
+    }
+
+    /// The DNS name serving `bucket` (the endpoint itself for service-level calls).
+    fn dns_name(&self, bucket: &str) -> String {
+        match self.addressing {
+            UpstreamAddressing::Virtual if !bucket.is_empty() => format!("{bucket}.{}", self.host),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// The host (and port, when not the scheme's default) that serves `bucket`.
+    pub fn host_for(&self, bucket: &str) -> String {
+        let host = self.dns_name(bucket);
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
+
+    /// Path (and query) of a request for `bucket` and optional `key` at this upstream.
+    pub fn path_for(&self, bucket: &str, key: Option<&str>, query: &str) -> String {
+        let mut path = String::from("/");
+        if self.addressing == UpstreamAddressing::Path && !bucket.is_empty() {
+            path.push_str(&encode_path(bucket));
+            if key.is_some() {
+                path.push('/');
+            }
+        }
+        if let Some(key) = key {
+            path.push_str(&encode_path(key));
+        }
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(query);
+        }
+        path
+    }
+
+    /// The connection target for `bucket`, with this upstream's timeouts.
+    pub fn peer(&self, bucket: &str) -> HttpPeer {
+        let sni = self.dns_name(bucket);
+        let mut peer = HttpPeer::new((sni.as_str(), self.port), self.tls, sni.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(POOL_IDLE);
+        peer
+    }
+
+    /// The signer for requests to this upstream.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// Sends a body-less request and reads the response header.
+    async fn send(
+        &self,
+        method: &str,
+        bucket: &str,
+        key: &str,
+        headers: &[(&str, String)],
+    ) -> Result<(HttpSession, ResponseHeader, HttpPeer), OriginError> {
+        let peer = self.peer(bucket);
+        let mut req = RequestHeader::build(method, self.path_for(bucket, Some(key), "").as_bytes(), None)
+            .map_err(|e| OriginError::Invalid(e.to_string()))?;
+        req.insert_header("host", self.host_for(bucket))
+            .map_err(|e| OriginError::Invalid(e.to_string()))?;
+        for (name, value) in headers {
+            req.insert_header(name.to_string(), value.as_str())
+                .map_err(|e| OriginError::Invalid(e.to_string()))?;
+        }
+        self.signer
+            .sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now())
+            .map_err(|e| OriginError::Invalid(e.to_string()))?;
+        let unreachable = |e: Box<pingora_error::Error>| OriginError::Unreachable(e.to_string());
+        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(unreachable)?;
+        session.write_request_header(Box::new(req)).await.map_err(unreachable)?;
+        session.finish_request_body().await.map_err(unreachable)?;
+        session.read_response_header().await.map_err(unreachable)?;
+        let resp = session
+            .response_header()
+            .cloned()
+            .ok_or_else(|| OriginError::Invalid("no response header".into()))?;
+        Ok((session, resp, peer))
+    }
+
+    /// Reads a (small) error body and turns the response into an error.
+    async fn error_from(&self, mut session: HttpSession, status: u16) -> OriginError {
+        let mut body = BytesMut::new();
+        while body.len() < MAX_ERROR_BODY {
+            match session.read_response_body().await {
+                Ok(Some(b)) => body.extend_from_slice(&b),
+                _ => break,
+            }
+        }
+        let body = body.freeze();
+        match (status, code_of_error_body(&body)) {
+            (404, Some("NoSuchBucket")) => OriginError::NoSuchBucket,
+            (404, _) => OriginError::NoSuchKey,
+            (412, _) => OriginError::Changed,
+            _ => OriginError::Rejected { status, body },
+        }
+    }
+
+    /// Returns a fully read session to the pool.
+    async fn release(connector: &Connector, session: HttpSession, peer: &HttpPeer) {
+        connector.release_http_session(session, peer, Some(POOL_IDLE)).await;
+    }
+}
+
+fn header<'a>(resp: &'a ResponseHeader, name: &str) -> Option<&'a str> {
+    resp.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn meta_from(resp: &ResponseHeader) -> Result<ObjectMeta, OriginError> {
+    let size = header(resp, "content-length")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| OriginError::Invalid("HEAD without Content-Length".into()))?;
+    let etag = header(resp, "etag")
+        .and_then(ETag::parse)
+        .ok_or_else(|| OriginError::Invalid("HEAD without ETag".into()))?;
+    let last_modified = header(resp, "last-modified")
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let headers = resp
+        .headers
+        .iter()
+        .filter(|(k, _)| ObjectMeta::keeps_header(k.as_str()))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    Ok(ObjectMeta {
+        size,
+        etag,
+        last_modified,
+        content_type: header(resp, "content-type").map(str::to_owned),
+        version_id: header(resp, "x-amz-version-id").map(str::to_owned),
+        headers,
+    })
+}
+
+/// Checks that a ranged response carries exactly `span`.
+fn check_span(resp: &ResponseHeader, span: &Range<u64>) -> Result<(), OriginError> {
+    let want = format!("bytes {}-{}/", span.start, span.end - 1);
+    match resp.status.as_u16() {
+        206 if header(resp, "content-range").is_some_and(|v| v.starts_with(&want)) => Ok(()),
+        200 if span.start == 0
+            && header(resp, "content-length").and_then(|v| v.parse::<u64>().ok()) == Some(span.end) =>
+        {
+            Ok(())
+        }
+        s => Err(OriginError::Invalid(format!("status {s} for range {want}"))),
+    }
+}
+
+#[async_trait]
+impl Origin for S3Origin {
+    async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, OriginError> {
+        let (session, resp, peer) = self.send("HEAD", bucket, key, &[]).await?;
+        if resp.status.is_success() {
+            let meta = meta_from(&resp);
+            Self::release(&self.connector, session, &peer).await;
+            return meta;
+        }
+        // A HEAD error has no body, so NoSuchKey and NoSuchBucket look alike: ask with a GET,
+        // whose error document names the code.
+        drop(session);
+        let (session, resp, _) = self.send("GET", bucket, key, &[("range", "bytes=0-0".into())]).await?;
+        match resp.status.as_u16() {
+            s if s < 300 => Err(OriginError::Invalid("HEAD failed but GET succeeded; retry".into())),
+            s => Err(self.error_from(session, s).await),
+        }
+    }
+
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<OriginBody, OriginError> {
+        let range = format!("bytes={}-{}", span.start, span.end - 1);
+        let (session, resp, peer) = self
+            .send(
+                "GET",
+                bucket,
+                key,
+                &[("range", range), ("if-match", etag.as_str().to_owned())],
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(self.error_from(session, resp.status.as_u16()).await);
+        }
+        check_span(&resp, &span)?;
+        let connector = self.connector.clone();
+        let body = futures_util::stream::try_unfold(Some((session, peer, connector)), |state| async move {
+            let Some((mut session, peer, connector)) = state else {
+                return Ok(None);
+            };
+            match session.read_response_body().await {
+                Ok(Some(piece)) => Ok(Some((piece, Some((session, peer, connector))))),
+                Ok(None) => {
+                    Self::release(&connector, session, &peer).await;
+                    Ok(None)
+                }
+                Err(e) => Err(OriginError::Unreachable(e.to_string())),
+            }
+        });
+        Ok(Box::pin(futures_util::StreamExt::filter(
+            body,
+            |r: &Result<Bytes, _>| std::future::ready(!matches!(r, Ok(b) if b.is_empty())),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CredentialsConfig, CredentialsSource};
+
+    fn origin(endpoint: &str, addressing: UpstreamAddressing) -> S3Origin {
+        let anon = CredentialsConfig {
+            source: CredentialsSource::Anonymous,
+            ..Default::default()
+        };
+        S3Origin::new(S3OriginOptions {
+            endpoint: endpoint.parse().unwrap(),
+            addressing,
+            signer: Signer::new("us-east-1", &anon, &|_| None).unwrap(),
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+        })
+    }
+
+    #[test]
+    fn path_style_targets_put_the_bucket_in_the_path() {
+        let o = origin("http://127.0.0.1:9000", UpstreamAddressing::Path);
+        assert_eq!(o.host_for("b"), "127.0.0.1:9000");
+        assert_eq!(o.path_for("b", Some("a b/c"), ""), "/b/a%20b/c");
+        assert_eq!(o.path_for("b", None, "list-type=2"), "/b?list-type=2");
+    }
+
+    #[test]
+    fn virtual_style_targets_put_the_bucket_in_the_host() {
+        let o = origin("https://s3.example.com", UpstreamAddressing::Virtual);
+        assert_eq!(o.host_for("b"), "b.s3.example.com");
+        assert_eq!(o.path_for("b", Some("k"), "x=1"), "/k?x=1");
+        assert_eq!(o.path_for("b", None, ""), "/");
+    }
+}
