@@ -139,7 +139,16 @@ impl ChunkCache {
             .with_metrics_registry(Box::new(registry))
             .memory(opts.memory_bytes as usize)
             .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
-            .storage();
+            .storage()
+            // foyer's background tasks (flushers, reclaimers, psync I/O, loads) run on a runtime
+            // that foyer owns for as long as the cache lives, not on the caller's.
+            .with_spawner(Spawner::from(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("shardcache-cache")
+                    .enable_all()
+                    .build()?,
+            ));
         let (hybrid, write_budget, disk_bytes) = match &opts.disk {
             None => {
                 let hybrid = builder.build().await.map_err(|source| CacheError::Open {
@@ -175,20 +184,12 @@ impl ChunkCache {
                     // Metadata entries are overwritten and removed: without the tombstone log a
                     // removed entry could reappear after a restart.
                     .with_tombstone_log(true);
-                // foyer's background tasks (flushers, reclaimers, psync I/O) run on a runtime
-                // that foyer owns for as long as the cache lives.
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("shardcache-disk")
-                    .enable_all()
-                    .build()?;
                 let hybrid = builder
                     .with_io_engine_config(match disk.io_engine {
                         IoEngineKind::Psync => PsyncIoEngineConfig::new(),
                     })
                     .with_engine_config(engine)
                     .with_recover_mode(RecoverMode::Quiet)
-                    .with_spawner(Spawner::from(runtime))
                     .build()
                     .await
                     .map_err(open_err)?;

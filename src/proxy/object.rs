@@ -99,7 +99,12 @@ pub async fn serve(
         let whole = span.unwrap_or(0..meta.size);
         match stream(state, session, ctx, route, &object, &meta, whole, header).await {
             Ok(()) => return Ok(()),
-            Err(StreamError::AfterStart(e)) => return Err(e),
+            Err(StreamError::AfterStart(e)) => {
+                // Part of the body is out: the only honest signal left is closing the connection.
+                session.set_keepalive(None);
+                session.shutdown().await;
+                return Err(e);
+            }
             Err(StreamError::BeforeStart(e)) => {
                 let origin = e.downcast_ref::<OriginError>();
                 if matches!(origin, Some(OriginError::Changed | OriginError::NoSuchKey)) {

@@ -1,0 +1,299 @@
+//! Test harness: a real S3 server (s3s + s3s-fs, SigV4 enforced) on an ephemeral loopback port
+//! that records every request it receives, and shardcache itself running on a background
+//! thread, configured to use it. Each test gets its own servers, directories and buckets.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pingora_core::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+pub const ACCESS_KEY: &str = "shardcache-test";
+pub const SECRET_KEY: &str = "shardcache-test-secret";
+
+/// One request seen by the upstream.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub range: Option<String>,
+}
+
+/// The in-process S3 server.
+pub struct S3Server {
+    pub addr: SocketAddr,
+    pub root: tempfile::TempDir,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl S3Server {
+    /// Starts s3s-fs on 127.0.0.1 with one access key, on the current runtime.
+    pub async fn start() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop, mut stopped) = oneshot::channel();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stopped => break,
+                };
+                let service = service.clone();
+                let log = log.clone();
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    log.lock().unwrap().push(Seen {
+                        method: req.method().to_string(),
+                        path: req.uri().path().to_owned(),
+                        range: req.headers().get("range").map(|v| v.to_str().unwrap().to_owned()),
+                    });
+                    hyper::service::Service::call(&service, req)
+                });
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            root,
+            seen,
+            stop: Some(stop),
+        }
+    }
+
+    /// A client talking to the S3 server directly (for seeding and checking).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client(self.addr)
+    }
+
+    /// Creates a bucket (a top-level directory for s3s-fs).
+    pub fn bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.root.path().join(name)).unwrap();
+    }
+
+    /// Stores an object through the S3 API.
+    pub async fn put(&self, bucket: &str, key: &str, data: Vec<u8>) {
+        self.client()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Requests seen so far matching `method` and a path ending in `/bucket/key`.
+    pub fn requests(&self, method: &str, bucket: &str, key: &str) -> Vec<Seen> {
+        let path = format!("/{bucket}/{key}");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == method && s.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets recorded requests.
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// An aws-sdk-s3 client for `addr`, path-style.
+pub fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
+    let creds = Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://{addr}"))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Stop(tokio::sync::Mutex<Option<oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for Stop {
+    async fn recv(&self) -> ShutdownSignal {
+        if let Some(rx) = self.0.lock().await.take() {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Options for a test proxy.
+pub struct ProxyOptions {
+    pub chunk_size: u64,
+    pub read_ahead: u32,
+    pub disk: Option<std::path::PathBuf>,
+    pub extra: String,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: 64 << 10,
+            read_ahead: 0,
+            disk: None,
+            extra: String::new(),
+        }
+    }
+}
+
+/// shardcache on a background thread.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts shardcache with an S3 upstream `up` at `upstream` (every bucket routed to it).
+    pub fn start(upstream: SocketAddr, opts: ProxyOptions) -> Self {
+        let disk = match &opts.disk {
+            Some(p) => format!(
+                "  disk:\n    path: {}\n    capacity_bytes: 67108864\n    write_queue_bytes: 4194304\n",
+                p.display()
+            ),
+            None => "  disk: null\n".to_owned(),
+        };
+        let yaml = format!(
+            "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nthreads: 2\ngrace_period_seconds: 0\n\
+             graceful_shutdown_timeout_seconds: 1\nvirtual_host_domains: [s3.test.local]\n\
+             cache:\n  chunk_size: {}\n  memory_bytes: 33554432\n  read_ahead_chunks: {}\n{disk}\
+             upstreams:\n  up:\n    kind: s3\n    endpoint: http://{upstream}\n    credentials:\n      source: static\n      \
+             access_key_id: {ACCESS_KEY}\n      secret_access_key: {SECRET_KEY}\ndefault_upstream: up\n{}",
+            free_port(),
+            free_port(),
+            opts.chunk_size,
+            opts.read_ahead,
+            opts.extra
+        );
+        Self::start_yaml(&yaml)
+    }
+
+    /// Starts shardcache from a YAML config.
+    pub fn start_yaml(yaml: &str) -> Self {
+        let config = shardcache::config::Config::from_yaml(yaml, &|_| None).unwrap();
+        let (addr, admin) = (config.listen, config.admin_listen);
+        let (stop, rx) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let args = RunArgs {
+                shutdown_signal: Box::new(Stop(tokio::sync::Mutex::new(Some(rx)))),
+            };
+            shardcache::app::run(config, args).unwrap();
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() || std::net::TcpStream::connect(admin).is_err() {
+            assert!(Instant::now() < deadline, "shardcache did not start listening");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Self {
+            addr,
+            admin,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// A client pointed at shardcache.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        client(self.addr)
+    }
+
+    /// Sum of the samples of a metric whose line starts with `prefix` (name and labels).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Stops shardcache and waits until it has flushed its cache.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Deterministic test bytes.
+pub fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A raw HTTP/1.1 request to `addr`; returns status, headers (lower-case names) and body.
+pub async fn raw(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, buf[split + 4..].to_vec())
+}

@@ -1,0 +1,106 @@
+//! Upstream faults, injected with a deliberately broken origin.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{raw, Proxy, ProxyOptions};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const SIZE: usize = 100_000;
+
+/// An origin that answers HEAD honestly but sends only half of every GET body, then hangs up.
+async fn truncating_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let count = gets.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line);
+                    }
+                    let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
+                    if head[0].starts_with("HEAD") {
+                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
+                        stream.get_mut().write_all(resp.as_bytes()).await.unwrap();
+                        continue;
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let range = head
+                        .iter()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("range: bytes=")
+                                .map(|r| r.trim().to_owned())
+                        })
+                        .unwrap();
+                    let (a, b) = range.split_once('-').unwrap();
+                    let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                    let len = b - a + 1;
+                    let resp = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\nContent-Range: bytes {a}-{b}/{SIZE}\r\n{common}\r\n");
+                    let _ = stream.get_mut().write_all(resp.as_bytes()).await;
+                    let _ = stream.get_mut().write_all(&vec![b'x'; len / 2]).await;
+                    return; // hang up mid-body
+                }
+            });
+        }
+    });
+    (addr, gets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_upstream_body_is_never_cached_or_passed_off_as_whole() {
+    let (origin, gets) = truncating_origin().await;
+    let proxy = Proxy::start(
+        origin,
+        ProxyOptions {
+            chunk_size: 1 << 20,
+            ..Default::default()
+        },
+    );
+    let req = "GET /b/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    for attempt in 1..=2 {
+        let (status, headers, body) = raw(proxy.addr, req).await;
+        let declared: Option<usize> = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok());
+        if status == 200 {
+            assert_eq!(declared, Some(SIZE));
+            assert!(body.len() < SIZE, "a short upstream body must end the response early");
+        } else {
+            assert_eq!(status, 502, "attempt {attempt}");
+        }
+        assert_eq!(
+            gets.load(Ordering::SeqCst),
+            attempt,
+            "attempt {attempt} must go upstream again"
+        );
+    }
+    assert_eq!(
+        proxy.metric("shardcache_chunk_fills_total{result=\"failed\"}").await,
+        2.0
+    );
+    assert_eq!(
+        proxy.metric("shardcache_chunk_fills_total{result=\"complete\"}").await,
+        0.0
+    );
+}

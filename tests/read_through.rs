@@ -1,0 +1,367 @@
+//! GetObject/HeadObject through the cache against a real S3 server, with a real S3 client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{data, raw, Proxy, ProxyOptions, S3Server};
+
+const C: usize = 64 << 10; // chunk size used by these tests
+
+async fn setup(bucket: &str, opts: ProxyOptions) -> (S3Server, Proxy) {
+    let s3 = S3Server::start().await;
+    s3.bucket(bucket);
+    let proxy = Proxy::start(s3.addr, opts);
+    (s3, proxy)
+}
+
+async fn get(proxy: &Proxy, bucket: &str, key: &str) -> Vec<u8> {
+    let out = proxy
+        .client()
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_are_byte_exact_at_every_size_around_the_chunk_size() {
+    let (s3, proxy) = setup("sizes", ProxyOptions::default()).await;
+    for (i, size) in [0, 1, C - 1, C, C + 1, 3 * C + 5].into_iter().enumerate() {
+        let key = format!("obj-{size}");
+        let body = data(size, i as u8);
+        s3.put("sizes", &key, body.clone()).await;
+        assert_eq!(get(&proxy, "sizes", &key).await, body, "first read of {size} bytes");
+        assert_eq!(get(&proxy, "sizes", &key).await, body, "cached read of {size} bytes");
+        let head = proxy
+            .client()
+            .head_object()
+            .bucket("sizes")
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_length(), Some(size as i64));
+        assert!(head.e_tag().is_some());
+    }
+    assert!(proxy.metric("shardcache_served_bytes_total{source=\"memory\"}").await > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_range_form_is_served_and_unsatisfiable_ranges_get_416() {
+    let (s3, proxy) = setup("ranges", ProxyOptions::default()).await;
+    let size = 2 * C + 100;
+    let body = data(size, 7);
+    s3.put("ranges", "k", body.clone()).await;
+    let cases = [
+        ("bytes=0-9", 0..10),
+        ("bytes=10-", 10..size),
+        ("bytes=-5", size - 5..size),
+        (&*format!("bytes={}-{}", C - 1, C), C - 1..C + 1),
+        (&*format!("bytes=5-{}", size * 2), 5..size),
+        ("bytes=-999999999", 0..size),
+    ];
+    for (range, want) in cases {
+        let out = proxy
+            .client()
+            .get_object()
+            .bucket("ranges")
+            .key("k")
+            .range(range)
+            .send()
+            .await
+            .unwrap();
+        let expect_header = format!("bytes {}-{}/{size}", want.start, want.end - 1);
+        assert_eq!(out.content_range(), Some(expect_header.as_str()), "{range}");
+        assert_eq!(
+            out.body.collect().await.unwrap().into_bytes().to_vec(),
+            body[want].to_vec(),
+            "{range}"
+        );
+    }
+    let req = format!("GET /ranges/k HTTP/1.1\r\nHost: x\r\nRange: bytes={size}-\r\nConnection: close\r\n\r\n");
+    let (status, headers, body) = raw(proxy.addr, &req).await;
+    assert_eq!(status, 416);
+    assert!(headers.contains(&("content-range".into(), format!("bytes */{size}"))));
+    assert!(String::from_utf8_lossy(&body).contains("<Code>InvalidRange</Code>"));
+    // A header S3 cannot use (multiple ranges) is ignored: the whole object comes back.
+    let req = "GET /ranges/k HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,5-6\r\nConnection: close\r\n\r\n";
+    let (status, _, got) = raw(proxy.addr, req).await;
+    assert_eq!((status, got.len()), (200, size));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_headers_answer_304_and_412_as_s3_does() {
+    let (s3, proxy) = setup("cond", ProxyOptions::default()).await;
+    s3.put("cond", "k", data(100, 1)).await;
+    let head = proxy
+        .client()
+        .head_object()
+        .bucket("cond")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let etag = head.e_tag().unwrap().to_owned();
+    let req = |h: &str| format!("GET /cond/k HTTP/1.1\r\nHost: x\r\n{h}\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw(proxy.addr, &req(&format!("If-None-Match: {etag}"))).await.0, 304);
+    assert_eq!(raw(proxy.addr, &req("If-None-Match: \"other\"")).await.0, 200);
+    assert_eq!(raw(proxy.addr, &req(&format!("If-Match: {etag}"))).await.0, 200);
+    let (status, _, body) = raw(proxy.addr, &req("If-Match: \"other\"")).await;
+    assert_eq!(status, 412);
+    assert!(String::from_utf8_lossy(&body).contains("PreconditionFailed"));
+    assert_eq!(
+        raw(proxy.addr, &req("If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"))
+            .await
+            .0,
+        304
+    );
+    assert_eq!(
+        raw(proxy.addr, &req("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"))
+            .await
+            .0,
+        412
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_keys_and_buckets_are_s3_errors() {
+    let (_s3, proxy) = setup("errs", ProxyOptions::default()).await;
+    let err = proxy
+        .client()
+        .get_object()
+        .bucket("errs")
+        .key("nope")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_no_such_key());
+    // The upstream's own error document is passed through.
+    let req = "GET /no-such-bucket?list-type=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, _, body) = raw(proxy.addr, req).await;
+    assert_eq!(status, 404);
+    assert!(
+        String::from_utf8_lossy(&body).contains("<Code>NoSuchBucket</Code>"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = raw(
+        proxy.addr,
+        "GET /b%ff/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("<Code>InvalidRequest</Code>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_without_a_route_are_no_such_bucket() {
+    let s3 = S3Server::start().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ncache:\n  disk: null\n  memory_bytes: 16777216\n\
+         upstreams:\n  up:\n    kind: s3\n    endpoint: http://{}\n    credentials:\n      source: anonymous\n\
+         buckets:\n  - name: routed\n    upstream: up\n",
+        common::free_port(),
+        common::free_port(),
+        s3.addr
+    );
+    let proxy = Proxy::start_yaml(&yaml);
+    let (status, _, body) = raw(
+        proxy.addr,
+        "GET /unrouted/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("<Code>NoSuchBucket</Code>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_hosted_requests_reach_the_same_objects() {
+    let (s3, proxy) = setup("vhost", ProxyOptions::default()).await;
+    s3.put("vhost", "dir/k", b"virtual".to_vec()).await;
+    let req = "GET /dir/k HTTP/1.1\r\nHost: vhost.s3.test.local\r\nConnection: close\r\n\r\n";
+    let (status, _, body) = raw(proxy.addr, req).await;
+    assert_eq!((status, body.as_slice()), (200, b"virtual".as_slice()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_lists_and_deletes_pass_through_and_invalidate_metadata() {
+    let (_s3, proxy) = setup("rw-bucket", ProxyOptions::default()).await;
+    let c = proxy.client();
+    c.put_object()
+        .bucket("rw-bucket")
+        .key("k")
+        .body(b"version one".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&proxy, "rw-bucket", "k").await, b"version one");
+    c.put_object()
+        .bucket("rw-bucket")
+        .key("k")
+        .body(b"version two!".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&proxy, "rw-bucket", "k").await,
+        b"version two!",
+        "an overwrite through the proxy is seen at once"
+    );
+
+    // Multipart upload, streamed through.
+    let part = data(5 << 20, 3);
+    let up = c
+        .create_multipart_upload()
+        .bucket("rw-bucket")
+        .key("mp")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for n in 1..=2 {
+        let p = c
+            .upload_part()
+            .bucket("rw-bucket")
+            .key("mp")
+            .upload_id(id)
+            .part_number(n)
+            .body(part.clone().into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(p.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let done = aws_sdk_s3::types::CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build();
+    c.complete_multipart_upload()
+        .bucket("rw-bucket")
+        .key("mp")
+        .upload_id(id)
+        .multipart_upload(done)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get(&proxy, "rw-bucket", "mp").await, [part.clone(), part].concat());
+
+    let listed = c.list_objects_v2().bucket("rw-bucket").send().await.unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["k", "mp"]);
+
+    c.delete_object().bucket("rw-bucket").key("k").send().await.unwrap();
+    let err = c.get_object().bucket("rw-bucket").key("k").send().await.unwrap_err();
+    assert!(
+        err.into_service_error().is_no_such_key(),
+        "a delete through the proxy is seen at once"
+    );
+    assert!(
+        proxy
+            .metric("shardcache_requests_total{operation=\"write_object\",outcome=\"passthrough\"")
+            .await
+            >= 6.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_gets_fetch_each_chunk_once() {
+    let (s3, proxy) = setup("herd", ProxyOptions::default()).await;
+    let body = data(4 * C, 9);
+    s3.put("herd", "shard", body.clone()).await;
+    s3.clear();
+    let reads = (0..16).map(|_| {
+        let c = proxy.client();
+        tokio::spawn(async move {
+            let out = c.get_object().bucket("herd").key("shard").send().await.unwrap();
+            out.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    });
+    for r in futures_util::future::join_all(reads).await {
+        assert_eq!(r.unwrap(), body);
+    }
+    let gets = s3.requests("GET", "herd", "shard");
+    assert_eq!(gets.len(), 4, "one upstream GET per chunk, got {gets:?}");
+    assert_eq!(s3.requests("HEAD", "herd", "shard").len(), 1, "one metadata lookup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_fetch_the_next_chunks_ahead() {
+    let (s3, proxy) = setup(
+        "ahead",
+        ProxyOptions {
+            read_ahead: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    s3.put("ahead", "k", data(8 * C, 2)).await;
+    s3.clear();
+    let first = proxy
+        .client()
+        .get_object()
+        .bucket("ahead")
+        .key("k")
+        .range(format!("bytes=0-{}", C - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.body.collect().await.unwrap().into_bytes().len(), C);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s3.requests("GET", "ahead", "k").len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read-ahead did not fetch chunks 1 and 2"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.metric("shardcache_readahead_chunks_total").await, 2.0);
+    let second = proxy
+        .client()
+        .get_object()
+        .bucket("ahead")
+        .key("k")
+        .range(format!("bytes={C}-{}", 2 * C - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        second.body.collect().await.unwrap().into_bytes().to_vec(),
+        data(8 * C, 2)[C..2 * C].to_vec()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
+    let disk = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start().await;
+    s3.bucket("persist");
+    let body = data(3 * C + 17, 4);
+    s3.put("persist", "k", body.clone()).await;
+    let opts = || ProxyOptions {
+        disk: Some(disk.path().to_path_buf()),
+        ..Default::default()
+    };
+
+    let proxy = Proxy::start(s3.addr, opts());
+    assert_eq!(get(&proxy, "persist", "k").await, body);
+    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+
+    s3.clear();
+    let proxy = Proxy::start(s3.addr, opts());
+    assert_eq!(get(&proxy, "persist", "k").await, body);
+    assert_eq!(
+        s3.requests("GET", "persist", "k").len(),
+        0,
+        "no upstream GETs after a restart"
+    );
+    assert!(proxy.metric("shardcache_served_bytes_total{source=\"disk\"}").await >= body.len() as f64);
+}
