@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Real S3 clients (boto3, aws CLI) against a running shardcache serving a local directory.
+# Starts shardcache on free loopback ports, runs the clients, stops it by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --locked --quiet
+
+work=$(mktemp -d)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+mkdir -p "$work/data/shards"
+head -c $((24 * 1024 * 1024 + 123)) /dev/urandom > "$work/data/shards/shard-0000.tar"
+for i in 1 2 3; do head -c 1000 /dev/urandom > "$work/data/shards/shard-000$i.tar"; done
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+s3_port=$(port); admin_port=$(port)
+cat > "$work/config.yaml" <<YAML
+listen: 127.0.0.1:$s3_port
+admin_listen: 127.0.0.1:$admin_port
+grace_period_seconds: 0
+cache:
+  chunk_size: 4194304
+  memory_bytes: 67108864
+  disk:
+    path: $work/cache
+    capacity_bytes: 134217728
+upstreams:
+  local:
+    kind: fs
+    root: $work/data
+default_upstream: local
+YAML
+./target/debug/shardcache serve --config "$work/config.yaml" > "$work/shardcache.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 200); do
+    curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break
+    sleep 0.05
+done
+curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null || { cat "$work/shardcache.log"; exit 1; }
+
+endpoint="http://127.0.0.1:$s3_port"
+python3 tests/clients/boto3_smoke.py "$endpoint" "$work/data"
+
+export AWS_ACCESS_KEY_ID=any AWS_SECRET_ACCESS_KEY=any AWS_DEFAULT_REGION=us-east-1
+export AWS_CONFIG_FILE="$work/aws-config"
+printf '[default]\ns3 =\n    addressing_style = path\n' > "$AWS_CONFIG_FILE"
+aws --endpoint-url "$endpoint" s3 ls s3://shards/ | grep -q shard-0003.tar
+aws --endpoint-url "$endpoint" s3 cp s3://shards/shard-0000.tar "$work/cli.tar" --only-show-errors
+cmp "$work/cli.tar" "$work/data/shards/shard-0000.tar"
+aws --endpoint-url "$endpoint" s3api get-object --bucket shards --key shard-0001.tar --range bytes=0-99 "$work/range.bin" >/dev/null
+cmp "$work/range.bin" <(head -c 100 "$work/data/shards/shard-0001.tar")
+aws --endpoint-url "$endpoint" s3api head-object --bucket shards --key shard-0002.tar | grep -q '"ContentLength": 1000'
+echo "aws cli: ok"
+
+hits=$(curl -s "http://127.0.0.1:$admin_port/metrics" | awk '/^shardcache_served_bytes_total\{source="(memory|disk)"\}/ {s+=$2} END {print s+0}')
+[ "$hits" -gt 0 ] || { echo "no bytes were served from the cache" >&2; exit 1; }
+echo "client tests: ok ($hits bytes served from cache)"
