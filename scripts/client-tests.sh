@@ -3,6 +3,7 @@
 # Starts shardcache on free loopback ports, runs the clients, stops it by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 cargo build --locked --quiet
 
 work=$(mktemp -d)
@@ -14,8 +15,7 @@ mkdir -p "$work/data/shards"
 head -c $((24 * 1024 * 1024 + 123)) /dev/urandom > "$work/data/shards/shard-0000.tar"
 for i in 1 2 3; do head -c 1000 /dev/urandom > "$work/data/shards/shard-000$i.tar"; done
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-s3_port=$(port); admin_port=$(port)
+s3_port=$(free_port); admin_port=$(free_port)
 cat > "$work/config.yaml" <<YAML
 listen: 127.0.0.1:$s3_port
 admin_listen: 127.0.0.1:$admin_port
@@ -32,13 +32,9 @@ upstreams:
     root: $work/data
 default_upstream: local
 YAML
-./target/debug/shardcache serve --config "$work/config.yaml" > "$work/shardcache.log" 2>&1 &
+"$(shardcache_bin debug)" serve --config "$work/config.yaml" > "$work/shardcache.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break
-    sleep 0.05
-done
-curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null || { cat "$work/shardcache.log"; exit 1; }
+wait_ready "$admin_port" "$work/shardcache.log"
 
 endpoint="http://127.0.0.1:$s3_port"
 python3 tests/clients/boto3_smoke.py "$endpoint" "$work/data"
