@@ -51,9 +51,8 @@ fetches() {
 }
 read_once() {
     local label=$1
-    curl -s -o /dev/null -w "$label: %{speed_download} B/s, ttfb %{time_starttransfer} s, total %{time_total} s" \
-        "http://127.0.0.1:$s3_port/bench/object" |
-        awk '{ $2 = sprintf("%.2f GiB/s,", $2 / 1073741824); print }'
+    curl -s -o /dev/null -w "%{speed_download} %{time_starttransfer} %{time_total}" "http://127.0.0.1:$s3_port/bench/object" |
+        awk -v l="$label" '{ printf "%s: %.2f GiB/s, ttfb %.1f ms, total %.2f s\n", l, $1 / 1073741824, $2 * 1000, $3 }'
     echo "  upstream chunk fetches so far: $(fetches)"
 }
 

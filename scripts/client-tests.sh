@@ -25,7 +25,7 @@ cache:
   memory_bytes: 67108864
   disk:
     path: $work/cache
-    capacity_bytes: 134217728
+    capacity_bytes: 268435456
 upstreams:
   local:
     kind: fs

@@ -109,7 +109,7 @@ pub struct DiskConfig {
     /// A directory (created if missing) or a block device. `${ENV}` is expanded.
     /// Default: `./var/cache`.
     pub path: PathBuf,
-    /// Bytes of the disk tier. Default: `10737418240` (10 GiB).
+    /// Bytes of the disk tier; at least 4 blocks of 8 chunks. Default: `10737418240` (10 GiB).
     #[serde(default = "defaults::disk_bytes")]
     pub capacity_bytes: u64,
     /// I/O engine: `psync`. Default: `psync`.

@@ -120,9 +120,14 @@ struct Inner {
     metrics: Arc<Metrics>,
 }
 
-/// Block size of the disk tier: a chunk plus its key and header must fit in one block.
-fn block_size(chunk_size: u64) -> usize {
-    (chunk_size + (64 << 10)).next_power_of_two().max(16 << 20) as usize
+/// Chunks per disk block. foyer writes and evicts whole blocks, and an entry (chunk, key and
+/// header) must fit in one: a block of exactly two chunks would hold only one, wasting half.
+const CHUNKS_PER_BLOCK: u64 = 8;
+
+/// Block size of the disk tier: room for [`CHUNKS_PER_BLOCK`] chunks with their keys and
+/// headers, 4 KiB aligned.
+pub fn disk_block_size(chunk_size: u64) -> u64 {
+    (CHUNKS_PER_BLOCK * (chunk_size + (4 << 10))).next_multiple_of(4 << 10)
 }
 
 fn kib(bytes: usize) -> u32 {
@@ -177,7 +182,7 @@ impl ChunkCache {
                 }
                 .map_err(open_err)?;
                 let engine = BlockEngineConfig::new(device)
-                    .with_block_size(block_size(opts.chunk_size))
+                    .with_block_size(disk_block_size(opts.chunk_size) as usize)
                     // Our own budget keeps queued writes under `write_queue_bytes`; foyer's
                     // threshold (past which it silently drops writes) sits well above it.
                     .with_submit_queue_size_threshold(2 * disk.write_queue_bytes as usize)
@@ -244,21 +249,24 @@ impl ChunkCache {
         if let Some(fill) = self.inner.in_flight(&key) {
             return ChunkRead::Follower(fill.reader());
         }
-        if let Some((CacheValue::Chunk(data), tier)) = self.inner.load(&key).await {
-            if data.len() as u64 == len {
-                return ChunkRead::Hit(data, tier);
+        if let Some(hit) = self.inner.hit(&key, len).await {
+            return hit;
+        }
+        // A fill may have completed (inserted, then left the in-flight table) since we looked:
+        // `join_or_start` re-checks under its lock, and then we load what it inserted.
+        let mut fetch = Some(fetch);
+        for recheck in [true, false] {
+            match self.inner.clone().join_or_start(key.clone(), len, &mut fetch, recheck) {
+                Some((fill, true)) => return ChunkRead::Leader(fill.reader()),
+                Some((fill, false)) => return ChunkRead::Follower(fill.reader()),
+                None => {
+                    if let Some(hit) = self.inner.hit(&key, len).await {
+                        return hit;
+                    }
+                }
             }
-            tracing::warn!(
-                ?key,
-                cached = data.len(),
-                len,
-                "cached chunk has the wrong length; refetching"
-            );
         }
-        match self.inner.clone().join_or_start(key, len, fetch) {
-            (fill, true) => ChunkRead::Leader(fill.reader()),
-            (fill, false) => ChunkRead::Follower(fill.reader()),
-        }
+        unreachable!("join_or_start without recheck always returns a fill")
     }
 
     /// Starts fetching chunk `key` in the background unless it is cached or in flight.
@@ -267,7 +275,11 @@ impl ChunkCache {
         if self.inner.hybrid.contains(&key) {
             return false;
         }
-        let started = self.inner.clone().join_or_start(key, len, fetch).1;
+        let started = self
+            .inner
+            .clone()
+            .join_or_start(key, len, &mut Some(fetch), false)
+            .is_some_and(|(_, s)| s);
         if started {
             self.inner.metrics.readahead.inc();
         }
@@ -330,24 +342,42 @@ impl Inner {
         }
     }
 
-    /// Returns the fill for `key` and whether this call started it.
-    fn join_or_start(
+    /// The whole chunk from a tier, if cached with the right length.
+    async fn hit(&self, key: &CacheKey, len: u64) -> Option<ChunkRead> {
+        match self.load(key).await? {
+            (CacheValue::Chunk(data), tier) if data.len() as u64 == len => Some(ChunkRead::Hit(data, tier)),
+            _ => {
+                tracing::warn!(?key, len, "cached chunk has the wrong length or kind; refetching");
+                self.hybrid.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Returns the fill for `key` and whether this call started it (taking `fetch`). With
+    /// `recheck`, returns `None` instead of starting when the chunk is cached by now.
+    fn join_or_start<F: FnOnce() -> ChunkFetch>(
         self: Arc<Self>,
         key: CacheKey,
         len: u64,
-        fetch: impl FnOnce() -> ChunkFetch,
-    ) -> (Arc<Fill>, bool) {
-        let fill = {
+        fetch: &mut Option<F>,
+        recheck: bool,
+    ) -> Option<(Arc<Fill>, bool)> {
+        let (fill, fetch) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(fill) = inflight.get(&key) {
-                return (fill.clone(), false);
+                return Some((fill.clone(), false));
             }
+            if recheck && self.hybrid.contains(&key) {
+                return None;
+            }
+            let fetch = fetch.take()?;
             let fill = Fill::new();
             inflight.insert(key.clone(), fill.clone());
-            fill
+            (fill, fetch)
         };
         tokio::spawn(self.run_fill(key, fill.clone(), len, fetch()));
-        (fill, true)
+        Some((fill, true))
     }
 
     async fn run_fill(self: Arc<Self>, key: CacheKey, fill: Arc<Fill>, len: u64, fetch: ChunkFetch) {
