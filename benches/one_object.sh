@@ -24,21 +24,8 @@ trap 'stop; rm -rf "$work"' EXIT
 mkdir -p "$work/data/bench"
 head -c $((size_mib * 1024 * 1024)) /dev/urandom > "$work/data/bench/object"
 s3_port=$(free_port); admin_port=$(free_port)
-cat > "$work/config.yaml" <<YAML
-listen: 127.0.0.1:$s3_port
-admin_listen: 127.0.0.1:$admin_port
-grace_period_seconds: 0
-cache:
-  memory_bytes: $(( (size_mib + 256) * 1024 * 1024 ))
-  disk:
-    path: $work/cache
-    capacity_bytes: $(( (size_mib * 2 + 256) * 1024 * 1024 ))
-upstreams:
-  local:
-    kind: fs
-    root: $work/data
-default_upstream: local
-YAML
+write_fs_config "$work/config.yaml" "$s3_port" "$admin_port" "$work/data" "$work/cache" \
+    $(((size_mib + 256) << 20)) $(((size_mib * 2 + 256) << 20))
 
 start() {
     "$(shardcache_bin release)" serve --config "$work/config.yaml" > "$work/log" 2>&1 &

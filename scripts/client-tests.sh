@@ -16,22 +16,7 @@ head -c $((24 * 1024 * 1024 + 123)) /dev/urandom > "$work/data/shards/shard-0000
 for i in 1 2 3; do head -c 1000 /dev/urandom > "$work/data/shards/shard-000$i.tar"; done
 
 s3_port=$(free_port); admin_port=$(free_port)
-cat > "$work/config.yaml" <<YAML
-listen: 127.0.0.1:$s3_port
-admin_listen: 127.0.0.1:$admin_port
-grace_period_seconds: 0
-cache:
-  chunk_size: 4194304
-  memory_bytes: 67108864
-  disk:
-    path: $work/cache
-    capacity_bytes: 268435456
-upstreams:
-  local:
-    kind: fs
-    root: $work/data
-default_upstream: local
-YAML
+write_fs_config "$work/config.yaml" "$s3_port" "$admin_port" "$work/data" "$work/cache" $((64 << 20)) $((512 << 20))
 "$(shardcache_bin debug)" serve --config "$work/config.yaml" > "$work/shardcache.log" 2>&1 &
 pid=$!
 wait_ready "$admin_port" "$work/shardcache.log"

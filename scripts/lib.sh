@@ -16,3 +16,24 @@ wait_ready() {
     cat "$log" >&2
     return 1
 }
+
+# Writes a config serving DATA_DIR (a local-directory origin, every folder a bucket) on the given
+# ports, with memory and disk tiers of the given sizes in bytes (disk tier in CACHE_DIR).
+# Usage: write_fs_config FILE S3_PORT ADMIN_PORT DATA_DIR CACHE_DIR MEMORY_BYTES DISK_BYTES
+write_fs_config() {
+    cat > "$1" <<YAML
+listen: 127.0.0.1:$2
+admin_listen: 127.0.0.1:$3
+grace_period_seconds: 0
+cache:
+  memory_bytes: $6
+  disk:
+    path: $5
+    capacity_bytes: $7
+upstreams:
+  local:
+    kind: fs
+    root: $4
+default_upstream: local
+YAML
+}

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{data, raw, Proxy, ProxyOptions, S3Server};
+use common::{data, Proxy, ProxyOptions, S3Server};
 
 const C: usize = 64 << 10; // chunk size used by these tests
 
@@ -82,15 +82,13 @@ async fn every_range_form_is_served_and_unsatisfiable_ranges_get_416() {
             "{range}"
         );
     }
-    let req = format!("GET /ranges/k HTTP/1.1\r\nHost: x\r\nRange: bytes={size}-\r\nConnection: close\r\n\r\n");
-    let (status, headers, body) = raw(proxy.addr, &req).await;
-    assert_eq!(status, 416);
-    assert!(headers.contains(&("content-range".into(), format!("bytes */{size}"))));
-    assert!(String::from_utf8_lossy(&body).contains("<Code>InvalidRange</Code>"));
+    let r = common::get(proxy.addr, "/ranges/k", &[("Range", &format!("bytes={size}-"))]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some(format!("bytes */{size}").as_str()));
+    assert!(r.text().contains("<Code>InvalidRange</Code>"));
     // A header S3 cannot use (multiple ranges) is ignored: the whole object comes back.
-    let req = "GET /ranges/k HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,5-6\r\nConnection: close\r\n\r\n";
-    let (status, _, got) = raw(proxy.addr, req).await;
-    assert_eq!((status, got.len()), (200, size));
+    let r = common::get(proxy.addr, "/ranges/k", &[("Range", "bytes=0-1,5-6")]).await;
+    assert_eq!((r.status, r.body.len()), (200, size));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,23 +104,21 @@ async fn conditional_headers_answer_304_and_412_as_s3_does() {
         .await
         .unwrap();
     let etag = head.e_tag().unwrap().to_owned();
-    let req = |h: &str| format!("GET /cond/k HTTP/1.1\r\nHost: x\r\n{h}\r\nConnection: close\r\n\r\n");
-    assert_eq!(raw(proxy.addr, &req(&format!("If-None-Match: {etag}"))).await.0, 304);
-    assert_eq!(raw(proxy.addr, &req("If-None-Match: \"other\"")).await.0, 200);
-    assert_eq!(raw(proxy.addr, &req(&format!("If-Match: {etag}"))).await.0, 200);
-    let (status, _, body) = raw(proxy.addr, &req("If-Match: \"other\"")).await;
-    assert_eq!(status, 412);
-    assert!(String::from_utf8_lossy(&body).contains("PreconditionFailed"));
+    let status = |name: &'static str, value: String| async move {
+        common::get(proxy.addr, "/cond/k", &[(name, &value)]).await.status
+    };
+    assert_eq!(status("If-None-Match", etag.clone()).await, 304);
+    assert_eq!(status("If-None-Match", "\"other\"".into()).await, 200);
+    assert_eq!(status("If-Match", etag.clone()).await, 200);
+    let r = common::get(proxy.addr, "/cond/k", &[("If-Match", "\"other\"")]).await;
+    assert_eq!(r.status, 412);
+    assert!(r.text().contains("PreconditionFailed"));
     assert_eq!(
-        raw(proxy.addr, &req("If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT"))
-            .await
-            .0,
+        status("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT".into()).await,
         304
     );
     assert_eq!(
-        raw(proxy.addr, &req("If-Unmodified-Since: Thu, 01 Jan 1970 00:00:00 GMT"))
-            .await
-            .0,
+        status("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:00 GMT".into()).await,
         412
     );
 }
@@ -140,21 +136,12 @@ async fn missing_keys_and_buckets_are_s3_errors() {
         .unwrap_err();
     assert!(err.into_service_error().is_no_such_key());
     // The upstream's own error document is passed through.
-    let req = "GET /no-such-bucket?list-type=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    let (status, _, body) = raw(proxy.addr, req).await;
-    assert_eq!(status, 404);
-    assert!(
-        String::from_utf8_lossy(&body).contains("<Code>NoSuchBucket</Code>"),
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    let (status, _, body) = raw(
-        proxy.addr,
-        "GET /b%ff/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(String::from_utf8_lossy(&body).contains("<Code>InvalidRequest</Code>"));
+    let r = common::get(proxy.addr, "/no-such-bucket?list-type=2", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("<Code>NoSuchBucket</Code>"), "{}", r.text());
+    let r = common::get(proxy.addr, "/b%ff/k", &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("<Code>InvalidRequest</Code>"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,22 +156,17 @@ async fn buckets_without_a_route_are_no_such_bucket() {
         s3.addr
     );
     let proxy = Proxy::start_yaml(&yaml);
-    let (status, _, body) = raw(
-        proxy.addr,
-        "GET /unrouted/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert_eq!(status, 404);
-    assert!(String::from_utf8_lossy(&body).contains("<Code>NoSuchBucket</Code>"));
+    let r = common::get(proxy.addr, "/unrouted/k", &[]).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("<Code>NoSuchBucket</Code>"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_hosted_requests_reach_the_same_objects() {
     let (s3, proxy) = setup("vhost", ProxyOptions::default()).await;
     s3.put("vhost", "dir/k", b"virtual".to_vec()).await;
-    let req = "GET /dir/k HTTP/1.1\r\nHost: vhost.s3.test.local\r\nConnection: close\r\n\r\n";
-    let (status, _, body) = raw(proxy.addr, req).await;
-    assert_eq!((status, body.as_slice()), (200, b"virtual".as_slice()));
+    let r = common::get(proxy.addr, "/dir/k", &[("Host", "vhost.s3.test.local")]).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, b"virtual".as_slice()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

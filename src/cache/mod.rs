@@ -254,8 +254,11 @@ impl ChunkCache {
         }
         // A fill may have completed (inserted, then left the in-flight table) since we looked:
         // `join_or_start` re-checks under its lock, and then we load what it inserted.
+        // The re-check happens once: if the entry then fails to load (evicted meanwhile, or a
+        // false positive of the disk index), the second pass starts a fill.
         let mut fetch = Some(fetch);
-        for recheck in [true, false] {
+        let mut recheck = true;
+        loop {
             match self.inner.clone().join_or_start(key.clone(), len, &mut fetch, recheck) {
                 Some((fill, true)) => return ChunkRead::Leader(fill.reader()),
                 Some((fill, false)) => return ChunkRead::Follower(fill.reader()),
@@ -265,8 +268,8 @@ impl ChunkCache {
                     }
                 }
             }
+            recheck = false;
         }
-        unreachable!("join_or_start without recheck always returns a fill")
     }
 
     /// Starts fetching chunk `key` in the background unless it is cached or in flight.

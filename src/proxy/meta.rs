@@ -22,23 +22,17 @@ pub struct MetaLookups {
 }
 
 impl MetaLookups {
-    /// The object's metadata: cached if fresh (or `refresh` is false and it is immutable), else
-    /// from the upstream. `refresh` forces an upstream lookup (after the upstream reported the
-    /// object changed).
+    /// The object's metadata: cached if fresh, else from the upstream. To force an upstream
+    /// lookup (the upstream reported the object changed), drop the cached entry first.
     pub async fn get(
         &self,
         cache: &ChunkCache,
         metrics: &Arc<Metrics>,
         route: &Route,
         object: &ObjectRef,
-        refresh: bool,
     ) -> Result<Arc<ObjectMeta>, Arc<OriginError>> {
-        if !refresh {
-            if let Some(entry) = cache.meta(object).await {
-                if is_fresh(&entry, route) {
-                    return Ok(Arc::new(entry.meta.clone()));
-                }
-            }
+        if let Some(meta) = fresh(cache, route, object).await {
+            return Ok(meta);
         }
         let lookup = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -53,6 +47,12 @@ impl MetaLookups {
     fn start(&self, cache: ChunkCache, metrics: Arc<Metrics>, route: Route, object: ObjectRef) -> Lookup {
         let inflight = self.inflight.clone();
         async move {
+            // A lookup that finished between our cache check and our taking the in-flight table
+            // has stored its answer: use it rather than asking the upstream again.
+            if let Some(meta) = fresh(&cache, &route, &object).await {
+                inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+                return Ok(meta);
+            }
             let name = route.upstream.name.clone();
             let labels = [&*name, UpstreamCall::Head.as_str()];
             metrics.upstream_requests.with_label_values(&labels).inc();
@@ -88,11 +88,14 @@ impl MetaLookups {
     }
 }
 
-fn is_fresh(entry: &MetaEntry, route: &Route) -> bool {
-    match route.meta_ttl {
+/// The cached metadata of `object`, if within its route's TTL.
+async fn fresh(cache: &ChunkCache, route: &Route, object: &ObjectRef) -> Option<Arc<ObjectMeta>> {
+    let entry = cache.meta(object).await?;
+    let fresh = match route.meta_ttl {
         None => true,
         Some(ttl) => SystemTime::now()
             .duration_since(entry.fetched_at)
             .is_ok_and(|age| age < ttl),
-    }
+    };
+    fresh.then(|| Arc::new(entry.meta.clone()))
 }

@@ -272,7 +272,10 @@ impl ProxyHttp for S3Proxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let (route, origin) = self.s3_route(ctx)?;
-        Ok(Box::new(origin.peer(&route.bucket)))
+        let peer = origin.peer(&route.bucket).await;
+        Ok(Box::new(
+            peer.map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?,
+        ))
     }
 
     async fn request_body_filter(

@@ -16,13 +16,14 @@ use futures_util::StreamExt;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use prometheus::IntCounter;
 
 use super::respond::{object_header, send_error, send_failure, validator_header, Failure};
 use super::routes::Route;
 use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
 use crate::cache::{CacheKey, ChunkFetch, ChunkRead, FillError, ObjectRef, Tier};
-use crate::metrics::{Outcome, Source, UpstreamCall};
+use crate::metrics::{Metrics, Outcome, Source, UpstreamCall};
 use crate::s3::conditional::{evaluate, Precondition};
 use crate::s3::range::ByteRange;
 use crate::s3::S3Error;
@@ -51,13 +52,9 @@ pub async fn serve(
         bucket: route.bucket.clone(),
         key: key.as_str().into(),
     };
-    let mut refresh = false;
+    let mut retried = false;
     loop {
-        let meta = match state
-            .meta
-            .get(&state.cache, &state.metrics, route, &object, refresh)
-            .await
-        {
+        let meta = match state.meta.get(&state.cache, &state.metrics, route, &object).await {
             Ok(meta) => meta,
             Err(e) => {
                 return ctx.answered(send_failure(session, e.as_ref().into(), &ctx.resource, &ctx.request_id).await)
@@ -110,8 +107,8 @@ pub async fn serve(
                 if matches!(origin, Some(OriginError::Changed | OriginError::NoSuchKey)) {
                     state.cache.forget_meta(object.clone());
                 }
-                if matches!(origin, Some(OriginError::Changed)) && !refresh {
-                    refresh = true;
+                if matches!(origin, Some(OriginError::Changed)) && !retried {
+                    retried = true;
                     continue;
                 }
                 let failure = origin.map_or_else(|| S3Error::BadGateway(e.to_string()).into(), Failure::from);
@@ -121,17 +118,38 @@ pub async fn serve(
     }
 }
 
-/// Sends the response header with the first body bytes.
+/// Sends the response header with the first body bytes, and counts body bytes by source.
 struct BodyWriter {
     header: Option<ResponseHeader>,
+    /// `shardcache_served_bytes_total` for memory, disk and upstream, resolved once per request.
+    served: [IntCounter; 3],
 }
 
 impl BodyWriter {
-    async fn send(&mut self, session: &mut Session, ctx: &mut RequestCtx, data: Bytes) -> Result<()> {
+    fn new(header: ResponseHeader, metrics: &Metrics) -> Self {
+        let counter = |s: Source| metrics.served_bytes.with_label_values(&[s.as_str()]);
+        let served = [
+            counter(Source::Memory),
+            counter(Source::Disk),
+            counter(Source::Upstream),
+        ];
+        Self {
+            header: Some(header),
+            served,
+        }
+    }
+
+    async fn send(&mut self, session: &mut Session, ctx: &mut RequestCtx, data: Bytes, source: Source) -> Result<()> {
         if let Some(h) = self.header.take() {
             session.write_response_header(Box::new(h), false).await?;
             ctx.ttfb = Some(ctx.start.elapsed());
         }
+        let i = match source {
+            Source::Memory => 0,
+            Source::Disk => 1,
+            Source::Upstream => 2,
+        };
+        self.served[i].inc_by(data.len() as u64);
         session.write_response_body(Some(data), false).await
     }
 
@@ -160,7 +178,7 @@ async fn stream(
     let fetch_of = |index| fetcher(state, route, object, meta, chunk_span(index, chunk_size, meta.size));
     let last = plan(whole.clone(), chunk_size, meta.size).last().map_or(0, |s| s.index);
     let ahead_limit = if sequential { chunks } else { last + 1 };
-    let mut out = BodyWriter { header: Some(header) };
+    let mut out = BodyWriter::new(header, &state.metrics);
     let after = |e| StreamError::AfterStart(e);
 
     for slice in plan(whole, chunk_size, meta.size) {
@@ -178,12 +196,7 @@ async fn stream(
                 };
                 ctx.outcome = ctx.outcome.max(outcome);
                 let part = data.slice(slice.within.start as usize..slice.within.end as usize);
-                state
-                    .metrics
-                    .served_bytes
-                    .with_label_values(&[source.as_str()])
-                    .inc_by(part.len() as u64);
-                out.send(session, ctx, part).await.map_err(after)?;
+                out.send(session, ctx, part, source).await.map_err(after)?;
                 continue;
             }
             ChunkRead::Leader(r) => (r, Outcome::Miss),
@@ -208,12 +221,7 @@ async fn stream(
             let (a, b) = (from.max(slice.within.start), to.min(slice.within.end));
             if a < b {
                 let part = piece.slice((a - from) as usize..(b - from) as usize);
-                state
-                    .metrics
-                    .served_bytes
-                    .with_label_values(&[Source::Upstream.as_str()])
-                    .inc_by(part.len() as u64);
-                out.send(session, ctx, part).await.map_err(after)?;
+                out.send(session, ctx, part, Source::Upstream).await.map_err(after)?;
             }
         }
         if pos < slice.within.end {

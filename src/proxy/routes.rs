@@ -72,7 +72,6 @@ pub struct BucketRoute {
 
 /// Bucket name to route.
 pub struct Router {
-    upstreams: HashMap<String, Arc<Upstream>>,
     buckets: HashMap<String, Route>,
     default: Option<(Arc<Upstream>, Duration)>,
 }
@@ -99,11 +98,7 @@ impl Router {
             })
             .collect();
         let default = default.and_then(|(name, ttl)| Some((upstreams.get(name)?.clone(), ttl)));
-        Self {
-            upstreams,
-            buckets,
-            default,
-        }
+        Self { buckets, default }
     }
 
     /// The route of a client bucket, if any.
@@ -126,10 +121,5 @@ impl Router {
     /// Client bucket names listed in the config.
     pub fn configured_buckets(&self) -> impl Iterator<Item = &str> {
         self.buckets.keys().map(String::as_str)
-    }
-
-    /// Every upstream.
-    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.upstreams.values()
     }
 }

@@ -17,7 +17,7 @@ use futures_util::stream::BoxStream;
 
 pub use fs::{FsOrigin, ListParams};
 pub use s3::{S3Origin, S3OriginOptions};
-pub use sign::{SignError, Signer, CLIENT_SIGNING_HEADERS, UNSIGNED_PAYLOAD};
+pub use sign::{SignError, Signer, UNSIGNED_PAYLOAD};
 
 use crate::types::{ETag, ObjectMeta};
 

@@ -1,8 +1,10 @@
 //! An S3-compatible upstream reached over HTTP(S) through Pingora's pooled connector.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -20,6 +22,11 @@ use crate::types::{ETag, ObjectMeta};
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// How long a resolved upstream address is reused before DNS is asked again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// Resolved names kept at once (one per bucket with virtual addressing); past this the table
+/// starts over.
+const DNS_ENTRIES: usize = 1024;
 
 /// Settings of one S3 upstream.
 pub struct S3OriginOptions {
@@ -45,6 +52,8 @@ pub struct S3Origin {
     connect_timeout: Duration,
     read_timeout: Duration,
     connector: Arc<Connector>,
+    /// Resolved addresses by DNS name, so no request waits on a blocking lookup.
+    resolved: Mutex<HashMap<String, (Instant, SocketAddr)>>,
 }
 
 impl S3Origin {
@@ -65,6 +74,7 @@ impl S3Origin {
             connect_timeout: opts.connect_timeout,
             read_timeout: opts.read_timeout,
             connector: Arc::new(Connector::new(None)),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,13 +116,38 @@ impl S3Origin {
     }
 
     /// The connection target for `bucket`, with this upstream's timeouts.
-    pub fn peer(&self, bucket: &str) -> HttpPeer {
+    pub async fn peer(&self, bucket: &str) -> Result<HttpPeer, OriginError> {
         let sni = self.dns_name(bucket);
-        let mut peer = HttpPeer::new((sni.as_str(), self.port), self.tls, sni.clone());
+        let addr = self.resolve(&sni).await?;
+        let mut peer = HttpPeer::new(addr, self.tls, sni);
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(POOL_IDLE);
-        peer
+        Ok(peer)
+    }
+
+    /// The address of `name`, from a recent lookup or a fresh (asynchronous) one.
+    async fn resolve(&self, name: &str) -> Result<SocketAddr, OriginError> {
+        let cached = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied();
+        if let Some((_, addr)) = cached.filter(|(at, _)| at.elapsed() < DNS_TTL) {
+            return Ok(addr);
+        }
+        let addr = tokio::net::lookup_host((name, self.port))
+            .await
+            .map_err(|e| OriginError::Unreachable(format!("resolving {name}: {e}")))?
+            .next()
+            .ok_or_else(|| OriginError::Unreachable(format!("{name} has no address")))?;
+        let mut table = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if table.len() >= DNS_ENTRIES {
+            table.clear();
+        }
+        table.insert(name.to_owned(), (Instant::now(), addr));
+        Ok(addr)
     }
 
     /// The signer for requests to this upstream.
@@ -128,7 +163,7 @@ impl S3Origin {
         key: &str,
         headers: &[(&str, String)],
     ) -> Result<(HttpSession, ResponseHeader, HttpPeer), OriginError> {
-        let peer = self.peer(bucket);
+        let peer = self.peer(bucket).await?;
         let mut req = RequestHeader::build(method, self.path_for(bucket, Some(key), "").as_bytes(), None)
             .map_err(|e| OriginError::Invalid(e.to_string()))?;
         req.insert_header("host", self.host_for(bucket))

@@ -19,7 +19,7 @@ use crate::config::{CredentialsConfig, CredentialsSource};
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// Headers the client may have sent for its own signature; they are dropped before re-signing.
-pub const CLIENT_SIGNING_HEADERS: &[&str] = &[
+const CLIENT_SIGNING_HEADERS: &[&str] = &[
     "authorization",
     "x-amz-date",
     "x-amz-security-token",
@@ -84,11 +84,6 @@ impl Signer {
             region: region.to_owned(),
             credentials,
         })
-    }
-
-    /// Whether requests are signed at all.
-    pub fn is_anonymous(&self) -> bool {
-        self.credentials.is_none()
     }
 
     /// Signs `req` in place. `host` must already be set; `payload_hash` is the body's SHA-256 in
@@ -235,6 +230,13 @@ mod tests {
             source: CredentialsSource::Anonymous,
             ..Default::default()
         };
-        assert!(Signer::new("r", &anon, &|_| None).unwrap().is_anonymous());
+        let mut req = RequestHeader::build("GET", b"/b/k", None).unwrap();
+        req.insert_header("authorization", "client").unwrap();
+        let signer = Signer::new("r", &anon, &|_| None).unwrap();
+        signer.sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now()).unwrap();
+        assert!(
+            req.headers.get("authorization").is_none(),
+            "anonymous requests go unsigned"
+        );
     }
 }

@@ -141,9 +141,20 @@ pub fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port for shardcache to bind: free when probed, never handed out twice in this
+/// process (tests run in parallel), and below the kernel's ephemeral range (32768 and up by
+/// default) so that servers binding port 0 cannot take it between the probe and the bind.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 400) as u16 * 30;
+    loop {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(offset < 10_000, "no free port found");
+        let port = base + offset;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 struct Stop(tokio::sync::Mutex<Option<oneshot::Receiver<()>>>);
@@ -281,8 +292,35 @@ pub fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// A raw HTTP/1.1 request to `addr`; returns status, headers (lower-case names) and body.
-pub async fn raw(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+/// An HTTP answer, as the wire carried it.
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A GET of `path` (query included) over a fresh connection, with `Host: x` unless `headers`
+/// names another. Raw HTTP, so tests see exactly what went over the wire.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut request = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        request.push_str("Host: x\r\n");
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
@@ -295,5 +333,9 @@ pub async fn raw(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)>
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
         .collect();
-    (status, headers, buf[split + 4..].to_vec())
+    Response {
+        status,
+        headers,
+        body: buf[split + 4..].to_vec(),
+    }
 }
