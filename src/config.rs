@@ -118,8 +118,9 @@ pub struct DiskConfig {
     /// Open the cache files with O_DIRECT (bypass the page cache). Default: `false`.
     #[serde(default)]
     pub direct: bool,
-    /// Bytes of chunk writes allowed to queue for the disk. Fills wait (never drop) when it is
-    /// full. Default: `268435456` (256 MiB).
+    /// Bytes of chunk writes allowed to wait for the disk. Fills wait (never drop) when it is
+    /// full. foyer's flush buffers are sized from it and take about twice this in memory.
+    /// Default: `67108864` (64 MiB).
     #[serde(default = "defaults::write_queue_bytes")]
     pub write_queue_bytes: u64,
 }
@@ -266,7 +267,7 @@ mod defaults {
         10 << 30
     }
     pub fn write_queue_bytes() -> u64 {
-        256 << 20
+        64 << 20
     }
     pub fn read_ahead_chunks() -> u32 {
         2

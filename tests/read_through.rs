@@ -347,3 +347,50 @@ async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
     );
     assert!(proxy.metric("shardcache_served_bytes_total{source=\"disk\"}").await >= body.len() as f64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_chunk_of_a_large_object_survives_a_restart() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,foyer_storage=debug")
+        .try_init();
+    // A fast origin (a local directory) and 8 MiB chunks filled 5 at a time (read-ahead): several
+    // chunks complete while one disk block is being written, which is when a flush buffer that
+    // is too small silently drops entries.
+    let root = tempfile::tempdir().unwrap();
+    let disk = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("large")).unwrap();
+    let body = data(12 * (8 << 20) + 1, 6);
+    std::fs::write(root.path().join("large/k"), &body).unwrap();
+    let yaml = || {
+        format!(
+            "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
+             cache:\n  memory_bytes: 33554432\n  read_ahead_chunks: 4\n  disk:\n    path: {}\n    capacity_bytes: 1073741824\n\
+             upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
+            common::free_port(),
+            common::free_port(),
+            disk.path().display(),
+            root.path().display()
+        )
+    };
+    let upstream_gets = "shardcache_upstream_requests_total{call=\"get\",upstream=\"local\"}";
+
+    let proxy = Proxy::start_yaml(&yaml());
+    assert_eq!(get(&proxy, "large", "k").await, body);
+    let dropped = proxy
+        .metric("foyer_storage_inner_op_total{name=\"shardcache\",op=\"buffer_overflow\"}")
+        .await;
+    assert_eq!(dropped, 0.0, "foyer dropped disk writes");
+    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+
+    let proxy = Proxy::start_yaml(&yaml());
+    assert_eq!(get(&proxy, "large", "k").await, body);
+    eprintln!(
+        "disk bytes served {}",
+        proxy.metric("shardcache_served_bytes_total{source=\"disk\"}").await
+    );
+    assert_eq!(
+        proxy.metric(upstream_gets).await,
+        0.0,
+        "chunks refetched after a restart"
+    );
+}

@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
@@ -115,10 +115,27 @@ struct Inner {
     memory_bytes: u64,
     disk_bytes: u64,
     inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    /// Serialises inserts and removes into foyer. foyer numbers a disk write when it is
+    /// enqueued and hands it to the flusher just after; two threads can swap between those
+    /// steps, putting entries in a block out of order, and recovery stops reading a block at the
+    /// first entry numbered lower than the one before it (its test for stale data), so every
+    /// later entry of that block was lost on restart. Held only for a memory insert and a
+    /// channel send.
+    write_order: Mutex<()>,
+    /// Where fills run (the cache's runtime).
+    fills: tokio::runtime::Handle,
+    /// Signalled when the in-flight table becomes empty.
+    drained: Notify,
     /// Disk write budget in KiB; `None` for a memory-only cache.
     write_budget: Option<Arc<Semaphore>>,
     metrics: Arc<Metrics>,
 }
+
+/// How long closing the cache waits for fills in flight to finish and be stored.
+const CLOSE_FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Flush-buffer room kept for metadata entries, which are written without a budget permit.
+const METADATA_HEADROOM: usize = 4 << 20;
 
 /// Chunks per disk block. foyer writes and evicts whole blocks, and an entry (chunk, key and
 /// header) must fit in one: a block of exactly two chunks would hold only one, wasting half.
@@ -137,6 +154,16 @@ fn kib(bytes: usize) -> u32 {
 impl ChunkCache {
     /// Opens (and on a disk tier, recovers) the cache. foyer's metrics go to `metrics`' registry.
     pub async fn open(opts: CacheOptions, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        // One runtime, owned by foyer (through its spawner) for as long as the cache lives, runs
+        // foyer's background work (flushers, reclaimers, disk I/O) and our fills: a fill must
+        // outlive the request and the listener that started it, or a chunk whose bytes were
+        // already streamed could be lost at shutdown before it is stored.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shardcache-cache")
+            .enable_all()
+            .build()?;
+        let fills = runtime.handle().clone();
         let registry = PrometheusMetricsRegistry::new(metrics.registry().clone());
         let builder = HybridCacheBuilder::new()
             .with_name("shardcache")
@@ -145,15 +172,7 @@ impl ChunkCache {
             .memory(opts.memory_bytes as usize)
             .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
             .storage()
-            // foyer's background tasks (flushers, reclaimers, psync I/O, loads) run on a runtime
-            // that foyer owns for as long as the cache lives, not on the caller's.
-            .with_spawner(Spawner::from(
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("shardcache-cache")
-                    .enable_all()
-                    .build()?,
-            ));
+            .with_spawner(Spawner::from(runtime));
         let (hybrid, write_budget, disk_bytes) = match &opts.disk {
             None => {
                 let hybrid = builder.build().await.map_err(|source| CacheError::Open {
@@ -183,9 +202,14 @@ impl ChunkCache {
                 .map_err(open_err)?;
                 let engine = BlockEngineConfig::new(device)
                     .with_block_size(disk_block_size(opts.chunk_size) as usize)
-                    // Our own budget keeps queued writes under `write_queue_bytes`; foyer's
-                    // threshold (past which it silently drops writes) sits well above it.
-                    .with_submit_queue_size_threshold(2 * disk.write_queue_bytes as usize)
+                    // foyer silently drops a write in two places: when its submit queue is over
+                    // the threshold, and when the flush buffer filling while a block is written
+                    // is full. Our budget keeps chunk bytes not yet on disk under
+                    // `write_queue_bytes` (a permit is held until the flush completes), so both
+                    // are sized to hold the whole budget plus room for the small, unbudgeted
+                    // metadata entries. foyer double-buffers: this costs 2x the buffer in memory.
+                    .with_buffer_pool_size(disk.write_queue_bytes as usize + METADATA_HEADROOM)
+                    .with_submit_queue_size_threshold(2 * (disk.write_queue_bytes as usize + METADATA_HEADROOM))
                     // Metadata entries are overwritten and removed: without the tombstone log a
                     // removed entry could reappear after a restart.
                     .with_tombstone_log(true);
@@ -212,6 +236,9 @@ impl ChunkCache {
             memory_bytes: opts.memory_bytes,
             disk_bytes,
             inflight: Mutex::new(HashMap::new()),
+            write_order: Mutex::new(()),
+            fills,
+            drained: Notify::new(),
             write_budget,
             metrics,
         };
@@ -234,13 +261,12 @@ impl ChunkCache {
     /// Stores an object's metadata.
     pub fn put_meta(&self, object: ObjectRef, entry: MetaEntry) {
         self.inner
-            .hybrid
             .insert(CacheKey::Meta(object), CacheValue::Meta(Arc::new(entry)));
     }
 
     /// Drops an object's metadata (after a write or delete through the proxy).
     pub fn forget_meta(&self, object: ObjectRef) {
-        self.inner.hybrid.remove(&CacheKey::Meta(object));
+        self.inner.remove(&CacheKey::Meta(object));
     }
 
     /// Reads chunk `key`, whose complete length is `len`: from a tier, from a fill in flight, or
@@ -305,6 +331,21 @@ impl ChunkCache {
 
     /// Flushes pending disk writes and closes the cache.
     pub async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_FILL_WAIT;
+        loop {
+            let drained = self.inner.drained.notified();
+            let pending = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if pending == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                tracing::warn!(
+                    pending,
+                    "closing the cache with fills still in flight; they are not stored"
+                );
+                break;
+            }
+        }
         if let Err(e) = self.inner.hybrid.close().await {
             tracing::warn!(error = %e, "closing the cache");
         }
@@ -318,6 +359,16 @@ fn engine_name(kind: IoEngineKind) -> &'static str {
 }
 
 impl Inner {
+    fn insert(&self, key: CacheKey, value: CacheValue) {
+        let _order = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
+        self.hybrid.insert(key, value);
+    }
+
+    fn remove(&self, key: &CacheKey) {
+        let _order = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
+        self.hybrid.remove(key);
+    }
+
     fn in_flight(&self, key: &CacheKey) -> Option<Arc<Fill>> {
         self.inflight
             .lock()
@@ -351,7 +402,7 @@ impl Inner {
             (CacheValue::Chunk(data), tier) if data.len() as u64 == len => Some(ChunkRead::Hit(data, tier)),
             _ => {
                 tracing::warn!(?key, len, "cached chunk has the wrong length or kind; refetching");
-                self.hybrid.remove(key);
+                self.remove(key);
                 None
             }
         }
@@ -379,7 +430,8 @@ impl Inner {
             inflight.insert(key.clone(), fill.clone());
             (fill, fetch)
         };
-        tokio::spawn(self.run_fill(key, fill.clone(), len, fetch()));
+        let fetch = fetch();
+        self.fills.spawn(self.clone().run_fill(key, fill.clone(), len, fetch));
         Some((fill, true))
     }
 
@@ -394,14 +446,18 @@ impl Inner {
             self.store(key.clone(), data).await;
         }
         // Removed only after the insert, so a newcomer finds the chunk in flight or cached.
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        inflight.remove(&key);
+        if inflight.is_empty() {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Inserts a complete chunk, waiting for disk write-queue room so that foyer never drops
     /// the write (it silently does past its queue threshold).
     async fn store(&self, key: CacheKey, data: Bytes) {
         let Some(budget) = &self.write_budget else {
-            self.hybrid.insert(key, CacheValue::Chunk(data));
+            self.insert(key, CacheValue::Chunk(data));
             return;
         };
         let units = kib(data.len());
@@ -415,7 +471,7 @@ impl Inner {
                 }
             }
         };
-        self.hybrid.insert(key, CacheValue::Chunk(data));
+        self.insert(key, CacheValue::Chunk(data));
         self.hybrid.storage().wait().await;
         drop(permit);
     }

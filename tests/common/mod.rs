@@ -201,7 +201,7 @@ impl Proxy {
     pub fn start(upstream: SocketAddr, opts: ProxyOptions) -> Self {
         let disk = match &opts.disk {
             Some(p) => format!(
-                "  disk:\n    path: {}\n    capacity_bytes: 67108864\n    write_queue_bytes: 4194304\n",
+                "  disk:\n    path: {}\n    capacity_bytes: 268435456\n    write_queue_bytes: 16777216\n",
                 p.display()
             ),
             None => "  disk: null\n".to_owned(),
