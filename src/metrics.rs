@@ -112,7 +112,8 @@ pub struct Metrics {
     pub fills: IntCounterVec,
     /// `shardcache_readahead_chunks_total`: chunk fetches started by read-ahead.
     pub readahead: IntCounter,
-    /// `shardcache_disk_write_waits_total`: fills that waited for disk write-queue room.
+    /// `shardcache_disk_write_waits_total`: fills that waited for disk write-queue room before
+    /// fetching (the disk is slower than the upstream).
     pub disk_write_waits: IntCounter,
     /// `shardcache_cache_read_errors_total`: cache entries that failed to load (I/O error,
     /// checksum mismatch); each is treated as a miss.

@@ -394,3 +394,56 @@ async fn every_chunk_of_a_large_object_survives_a_restart() {
         "chunks refetched after a restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_changed_behind_the_cache_is_served_whole_from_its_new_version() {
+    let (s3, proxy) = setup("changed", ProxyOptions::default()).await;
+    let (v1, v2) = (data(3 * C, 1), data(3 * C, 2));
+    s3.put("changed", "k", v1.clone()).await;
+    let first = proxy
+        .client()
+        .get_object()
+        .bucket("changed")
+        .key("k")
+        .range(format!("bytes=0-{}", C - 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        first.body.collect().await.unwrap().into_bytes().to_vec(),
+        v1[..C].to_vec()
+    );
+
+    // Overwritten at the upstream, not through shardcache: its metadata (TTL 60 s) is now stale.
+    s3.put("changed", "k", v2.clone()).await;
+    let range = format!("bytes={C}-{}", 2 * C - 1);
+    let second = proxy
+        .client()
+        .get_object()
+        .bucket("changed")
+        .key("k")
+        .range(range)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        second.e_tag(),
+        s3.client()
+            .head_object()
+            .bucket("changed")
+            .key("k")
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+    );
+    assert_eq!(
+        second.body.collect().await.unwrap().into_bytes().to_vec(),
+        v2[C..2 * C].to_vec()
+    );
+    assert_eq!(
+        get(&proxy, "changed", "k").await,
+        v2,
+        "no chunk of the old version is mixed in"
+    );
+}

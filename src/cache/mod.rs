@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
@@ -436,6 +436,11 @@ impl Inner {
     }
 
     async fn run_fill(self: Arc<Self>, key: CacheKey, fill: Arc<Fill>, len: u64, fetch: ChunkFetch) {
+        // The permit covers the chunk from before its first byte until it is on disk, so the
+        // chunks held in memory by fills (streamed, not yet stored) are bounded by the write
+        // budget even when the upstream is faster than the disk; a reader that outruns the
+        // disk is slowed to its speed rather than growing memory.
+        let permit = self.disk_permit(len).await;
         let outcome = pump(&fill, len, fetch).await;
         let result = if outcome.is_ok() { "complete" } else { "failed" };
         self.metrics.fills.with_label_values(&[result]).inc();
@@ -443,8 +448,13 @@ impl Inner {
             tracing::warn!(?key, error = %e, "chunk fill failed; nothing cached");
         }
         if let Some(data) = fill.finish(outcome) {
-            self.store(key.clone(), data).await;
+            self.insert(key.clone(), CacheValue::Chunk(data));
+            if permit.is_some() {
+                // Resolves once foyer has flushed what was queued before it, our chunk included.
+                self.hybrid.storage().wait().await;
+            }
         }
+        drop(permit);
         // Removed only after the insert, so a newcomer finds the chunk in flight or cached.
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         inflight.remove(&key);
@@ -453,27 +463,18 @@ impl Inner {
         }
     }
 
-    /// Inserts a complete chunk, waiting for disk write-queue room so that foyer never drops
-    /// the write (it silently does past its queue threshold).
-    async fn store(&self, key: CacheKey, data: Bytes) {
-        let Some(budget) = &self.write_budget else {
-            self.insert(key, CacheValue::Chunk(data));
-            return;
-        };
-        let units = kib(data.len());
-        let permit = match budget.clone().try_acquire_many_owned(units) {
-            Ok(p) => p,
+    /// Room for `len` bytes in the disk write budget; `None` for a memory-only cache.
+    async fn disk_permit(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+        let budget = self.write_budget.as_ref()?;
+        let units = kib(len as usize);
+        match budget.clone().try_acquire_many_owned(units) {
+            Ok(p) => Some(p),
             Err(_) => {
                 self.metrics.disk_write_waits.inc();
-                match budget.clone().acquire_many_owned(units).await {
-                    Ok(p) => p,
-                    Err(_) => return, // the semaphore is never closed
-                }
+                // The semaphore is never closed, so this only fails if it were.
+                budget.clone().acquire_many_owned(units).await.ok()
             }
-        };
-        self.insert(key, CacheValue::Chunk(data));
-        self.hybrid.storage().wait().await;
-        drop(permit);
+        }
     }
 }
 

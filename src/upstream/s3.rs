@@ -287,6 +287,11 @@ impl Origin for S3Origin {
         if !resp.status.is_success() {
             return Err(self.error_from(session, resp.status.as_u16()).await);
         }
+        // `If-Match` already pins the version; upstreams that ignore it (some S3 look-alikes do)
+        // are caught by the ETag they answer with.
+        if header(&resp, "etag").and_then(ETag::parse).is_some_and(|t| &t != etag) {
+            return Err(OriginError::Changed);
+        }
         check_span(&resp, &span)?;
         let connector = self.connector.clone();
         let body = futures_util::stream::try_unfold(Some((session, peer, connector)), |state| async move {
