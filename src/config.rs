@@ -139,7 +139,7 @@ pub enum IoEngineKind {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UpstreamConfig {
     /// An S3-compatible endpoint.
-    S3(S3UpstreamConfig),
+    S3(Box<S3UpstreamConfig>),
     /// A local directory whose top-level folders are buckets (read-only).
     Fs {
         /// Root directory. `${ENV}` is expanded. Required.
@@ -186,7 +186,8 @@ pub enum UpstreamAddressing {
 #[serde(deny_unknown_fields)]
 pub struct CredentialsConfig {
     /// `static` (the keys below), `env` (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_SESSION_TOKEN`), `profile` (the shared credentials file) or `anonymous` (unsigned).
+    /// `AWS_SESSION_TOKEN`), `profile` (the shared credentials file), `web_identity` (a
+    /// Kubernetes service-account token exchanged with STS) or `anonymous` (unsigned).
     /// Default: `env`.
     #[serde(default)]
     pub source: CredentialsSource,
@@ -201,6 +202,12 @@ pub struct CredentialsConfig {
     /// Credentials file for `profile`. Default: `$AWS_SHARED_CREDENTIALS_FILE`, else
     /// `$HOME/.aws/credentials`.
     pub file: Option<PathBuf>,
+    /// Role to assume for `web_identity`. Default: `$AWS_ROLE_ARN`.
+    pub role_arn: Option<String>,
+    /// Web identity token file for `web_identity`. Default: `$AWS_WEB_IDENTITY_TOKEN_FILE`.
+    pub token_file: Option<PathBuf>,
+    /// Session name for `web_identity`. Default: `$AWS_ROLE_SESSION_NAME`, else `shardcache`.
+    pub session_name: Option<String>,
 }
 
 /// See [`CredentialsConfig::source`].
@@ -214,6 +221,9 @@ pub enum CredentialsSource {
     Env,
     /// A profile of the shared credentials file.
     Profile,
+    /// STS AssumeRoleWithWebIdentity with a token file (IRSA, EKS Pod Identity's OIDC flavour,
+    /// GKE/AKS workload identity federation to AWS); temporary keys, refreshed before expiry.
+    WebIdentity,
     /// No signing (public buckets, test servers).
     Anonymous,
 }

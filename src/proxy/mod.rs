@@ -315,6 +315,7 @@ impl ProxyHttp for S3Proxy {
         origin
             .signer()
             .sign(req, &payload, SystemTime::now())
+            .await
             .map_err(|e| Error::because(ErrorType::InternalError, "signing the upstream request", e))?;
         let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
         self.state.metrics.upstream_requests.with_label_values(&labels).inc();

@@ -5,6 +5,7 @@
 //! connections through Pingora's connector) and [`FsOrigin`] (a local directory whose top-level
 //! folders are buckets). A peer shardcache node is the next one.
 
+mod credentials;
 mod fs;
 mod s3;
 mod sign;

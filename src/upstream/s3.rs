@@ -174,6 +174,7 @@ impl S3Origin {
         }
         self.signer
             .sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now())
+            .await
             .map_err(|e| OriginError::Invalid(e.to_string()))?;
         let unreachable = |e: Box<pingora_error::Error>| OriginError::Unreachable(e.to_string());
         let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(unreachable)?;

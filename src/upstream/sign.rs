@@ -1,11 +1,8 @@
 //! SigV4 signing of requests to an S3 upstream, with the settings S3 needs (single
-//! percent-encoding, no path normalisation, `x-amz-content-sha256` always sent), and the
-//! credential sources the config offers.
+//! percent-encoding, no path normalisation, `x-amz-content-sha256` always sent).
 
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
@@ -13,7 +10,8 @@ use aws_sigv4::http_request::{
 use aws_sigv4::sign::v4;
 use pingora_http::RequestHeader;
 
-use crate::config::{CredentialsConfig, CredentialsSource};
+use super::credentials::CredentialSource;
+use crate::config::CredentialsConfig;
 
 /// Payload hash for bodies that are streamed rather than hashed (S3 accepts it on every request).
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -41,65 +39,37 @@ pub enum SignError {
 #[derive(Clone)]
 pub struct Signer {
     region: String,
-    credentials: Option<Credentials>,
+    credentials: CredentialSource,
 }
 
 impl Signer {
-    /// Resolves the configured credentials once, at start-up. `env` looks variables up.
+    /// Resolves the configured credentials (see [`CredentialSource::new`]). `env` looks
+    /// variables up.
     pub fn new(
         region: &str,
         config: &CredentialsConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, SignError> {
-        let credentials = match config.source {
-            CredentialsSource::Anonymous => None,
-            CredentialsSource::Static => Some(credentials(
-                config.access_key_id.clone(),
-                config.secret_access_key.clone(),
-                config.session_token.clone(),
-                "static",
-            )?),
-            CredentialsSource::Env => Some(credentials(
-                env("AWS_ACCESS_KEY_ID"),
-                env("AWS_SECRET_ACCESS_KEY"),
-                env("AWS_SESSION_TOKEN"),
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-            )?),
-            CredentialsSource::Profile => {
-                let profile = config
-                    .profile
-                    .clone()
-                    .or_else(|| env("AWS_PROFILE"))
-                    .unwrap_or_else(|| "default".into());
-                let file = config
-                    .file
-                    .clone()
-                    .or_else(|| env("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from))
-                    .or_else(|| env("HOME").map(|h| Path::new(&h).join(".aws/credentials")))
-                    .ok_or_else(|| SignError::Credentials("no credentials file and no $HOME".into()))?;
-                Some(from_profile(&file, &profile)?)
-            }
-        };
         Ok(Self {
             region: region.to_owned(),
-            credentials,
+            credentials: CredentialSource::new(config, region, env)?,
         })
     }
 
     /// Signs `req` in place. `host` must already be set; `payload_hash` is the body's SHA-256 in
     /// hex, [`UNSIGNED_PAYLOAD`], or a streaming marker the client chose.
-    pub fn sign(&self, req: &mut RequestHeader, payload_hash: &str, now: SystemTime) -> Result<(), SignError> {
+    pub async fn sign(&self, req: &mut RequestHeader, payload_hash: &str, now: SystemTime) -> Result<(), SignError> {
         for name in CLIENT_SIGNING_HEADERS {
             req.remove_header(*name);
         }
-        let Some(creds) = &self.credentials else {
+        let Some(creds) = self.credentials.current().await? else {
             return Ok(());
         };
         let mut settings = SigningSettings::default();
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-        let identity = creds.clone().into();
+        let identity = creds.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
@@ -133,71 +103,15 @@ impl Signer {
     }
 }
 
-fn credentials(
-    id: Option<String>,
-    secret: Option<String>,
-    token: Option<String>,
-    what: &str,
-) -> Result<Credentials, SignError> {
-    match (id.filter(|s| !s.is_empty()), secret.filter(|s| !s.is_empty())) {
-        (Some(id), Some(secret)) => Ok(Credentials::new(
-            id,
-            secret,
-            token.filter(|t| !t.is_empty()),
-            None,
-            "shardcache",
-        )),
-        _ => Err(SignError::Credentials(format!("{what} not set"))),
-    }
-}
-
-/// Reads one profile of an AWS shared credentials file (INI: `[name]` then `key = value`).
-fn from_profile(file: &Path, profile: &str) -> Result<Credentials, SignError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| SignError::Credentials(format!("cannot read {}: {e}", file.display())))?;
-    let mut in_profile = false;
-    let (mut id, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-        } else if let (true, Some((k, v))) = (in_profile, line.split_once('=')) {
-            let v = Some(v.trim().to_owned());
-            match k.trim() {
-                "aws_access_key_id" => id = v,
-                "aws_secret_access_key" => secret = v,
-                "aws_session_token" => token = v,
-                _ => {}
-            }
-        }
-    }
-    credentials(id, secret, token, &format!("profile `{profile}` in {}", file.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::CredentialsSource;
 
-    #[test]
-    fn profiles_are_read_from_the_shared_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("credentials");
-        std::fs::write(
-            &file,
-            "[default]\naws_access_key_id = A\naws_secret_access_key = B\n[other]\naws_access_key_id=C\n",
-        )
-        .unwrap();
-        let creds = from_profile(&file, "default").unwrap();
-        assert_eq!((creds.access_key_id(), creds.secret_access_key()), ("A", "B"));
-        assert!(
-            from_profile(&file, "other").is_err(),
-            "a profile without a secret is an error"
-        );
-    }
-
-    #[test]
-    fn requests_are_signed_for_s3_and_client_signatures_are_dropped() {
+    #[tokio::test]
+    async fn requests_are_signed_for_s3_and_client_signatures_are_dropped() {
         let config = CredentialsConfig {
             source: CredentialsSource::Static,
             access_key_id: Some("AKID".into()),
@@ -209,7 +123,7 @@ mod tests {
         req.insert_header("host", "127.0.0.1:9000").unwrap();
         req.insert_header("authorization", "AWS4-HMAC-SHA256 client").unwrap();
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        signer.sign(&mut req, UNSIGNED_PAYLOAD, t).unwrap();
+        signer.sign(&mut req, UNSIGNED_PAYLOAD, t).await.unwrap();
         let auth = req.headers.get("authorization").unwrap().to_str().unwrap();
         assert!(
             auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/20231114/us-east-1/s3/aws4_request"),
@@ -222,10 +136,8 @@ mod tests {
         assert_eq!(req.headers.get("x-amz-content-sha256").unwrap(), UNSIGNED_PAYLOAD);
     }
 
-    #[test]
-    fn env_credentials_must_be_set() {
-        let config = CredentialsConfig::default();
-        assert!(Signer::new("r", &config, &|_| None).is_err());
+    #[tokio::test]
+    async fn anonymous_requests_go_unsigned() {
         let anon = CredentialsConfig {
             source: CredentialsSource::Anonymous,
             ..Default::default()
@@ -233,7 +145,10 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/b/k", None).unwrap();
         req.insert_header("authorization", "client").unwrap();
         let signer = Signer::new("r", &anon, &|_| None).unwrap();
-        signer.sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now()).unwrap();
+        signer
+            .sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now())
+            .await
+            .unwrap();
         assert!(
             req.headers.get("authorization").is_none(),
             "anonymous requests go unsigned"
