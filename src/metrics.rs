@@ -103,7 +103,7 @@ pub struct Metrics {
     pub upstream_bytes: IntCounterVec,
     /// `shardcache_upstream_request_duration_seconds{upstream,call}`: to response headers.
     pub upstream_duration: HistogramVec,
-    /// `shardcache_cache_usage_bytes{tier}`
+    /// `shardcache_cache_usage_bytes{tier}`: memory tier bytes; disk tier in whole blocks.
     pub cache_usage: IntGaugeVec,
     /// `shardcache_cache_capacity_bytes{tier}`
     pub cache_capacity: IntGaugeVec,

@@ -393,6 +393,11 @@ async fn every_chunk_of_a_large_object_survives_a_restart() {
         0.0,
         "chunks refetched after a restart"
     );
+    let disk_usage = proxy.metric("shardcache_cache_usage_bytes{tier=\"disk\"}").await;
+    assert!(
+        disk_usage >= body.len() as f64,
+        "disk usage {disk_usage} is below what it holds"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,5 +450,25 @@ async fn an_object_changed_behind_the_cache_is_served_whole_from_its_new_version
         get(&proxy, "changed", "k").await,
         v2,
         "no chunk of the old version is mixed in"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_pooled_and_reused() {
+    let (s3, proxy) = setup("pool", ProxyOptions::default()).await;
+    for key in ["a", "b"] {
+        s3.put("pool", key, data(4 * C, 3)).await;
+    }
+    s3.clear();
+    for key in ["a", "b", "a"] {
+        assert_eq!(get(&proxy, "pool", key).await, data(4 * C, 3));
+    }
+    // 2 metadata lookups + 8 chunk reads, one after another: one connection serves them all
+    // (two allowed, should the server close one between requests).
+    assert_eq!(s3.request_count(), 10);
+    assert!(
+        s3.connection_count() <= 2,
+        "{} connections for 10 requests",
+        s3.connection_count()
     );
 }

@@ -318,15 +318,42 @@ impl ChunkCache {
     /// Updates the tier usage gauges (called before each scrape).
     pub fn refresh_gauges(&self) {
         let m = &self.inner.metrics;
-        m.cache_usage
-            .with_label_values(&["memory"])
-            .set(self.inner.hybrid.memory().usage() as i64);
-        m.cache_capacity
-            .with_label_values(&["memory"])
-            .set(self.inner.memory_bytes as i64);
-        m.cache_capacity
-            .with_label_values(&["disk"])
-            .set(self.inner.disk_bytes as i64);
+        let set = |gauge: &prometheus::IntGaugeVec, tier: &str, value: u64| {
+            gauge
+                .with_label_values(&[tier])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&m.cache_usage, "memory", self.inner.hybrid.memory().usage() as u64);
+        set(&m.cache_capacity, "memory", self.inner.memory_bytes);
+        set(&m.cache_capacity, "disk", self.inner.disk_bytes);
+        if self.inner.disk_bytes > 0 {
+            set(
+                &m.cache_usage,
+                "disk",
+                self.disk_blocks_in_use() * disk_block_size(self.inner.chunk_size),
+            );
+        }
+    }
+
+    /// Disk blocks holding data (writing, evictable or being reclaimed). foyer publishes its
+    /// block states only as metrics, which it registers in our registry.
+    fn disk_blocks_in_use(&self) -> u64 {
+        let families = self.inner.metrics.registry().gather();
+        let Some(blocks) = families.iter().find(|f| f.name() == "foyer_storage_block_engine_block") else {
+            return 0;
+        };
+        let in_use = |metric: &&prometheus::proto::Metric| {
+            metric
+                .get_label()
+                .iter()
+                .any(|l| l.name() == "type" && l.value() != "clean")
+        };
+        blocks
+            .get_metric()
+            .iter()
+            .filter(in_use)
+            .map(|metric| metric.get_gauge().value() as u64)
+            .sum()
     }
 
     /// Flushes pending disk writes and closes the cache.

@@ -33,6 +33,7 @@ pub struct S3Server {
     pub addr: SocketAddr,
     pub root: tempfile::TempDir,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -49,12 +50,15 @@ impl S3Server {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = oneshot::channel();
         let log = seen.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
                     _ = &mut stopped => break,
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let service = service.clone();
                 let log = log.clone();
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -76,6 +80,7 @@ impl S3Server {
             addr,
             root,
             seen,
+            connections,
             stop: Some(stop),
         }
     }
@@ -114,9 +119,20 @@ impl S3Server {
             .collect()
     }
 
-    /// Forgets recorded requests.
+    /// Forgets recorded requests and connections.
     pub fn clear(&self) {
         self.seen.lock().unwrap().clear();
+        self.connections.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Requests seen since the last `clear`.
+    pub fn request_count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Connections accepted since the last `clear`.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
