@@ -1,27 +1,61 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (the cache is open and the S3 listener is serving).
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
+//! (the cache is open and the S3 listener is serving), and `POST /warm?bucket=B&key=K` (bring
+//! one object into the cache; answers JSON when it is cached, used by `shardcache warm`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
+use percent_encoding::percent_decode_str;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
+use serde_json::json;
 
-use crate::cache::ChunkCache;
-use crate::metrics::Metrics;
+use crate::proxy::ProxyState;
 
 /// The admin HTTP app.
 pub struct AdminApp {
-    metrics: Arc<Metrics>,
-    cache: ChunkCache,
+    state: Arc<ProxyState>,
 }
 
 impl AdminApp {
-    /// An admin app exporting `metrics` and `cache`'s gauges.
-    pub fn new(metrics: Arc<Metrics>, cache: ChunkCache) -> Self {
-        Self { metrics, cache }
+    /// An admin app over the proxy's shared state.
+    pub fn new(state: Arc<ProxyState>) -> Self {
+        Self { state }
     }
+
+    async fn warm(&self, query: &str) -> Response<Vec<u8>> {
+        let (Some(bucket), Some(key)) = (query_param(query, "bucket"), query_param(query, "key")) else {
+            let body = json!({ "error": "POST /warm needs the query parameters bucket and key" });
+            return reply_json(StatusCode::BAD_REQUEST, &body);
+        };
+        match self.state.warm(&bucket, &key).await {
+            Ok(r) => reply_json(
+                StatusCode::OK,
+                &json!({
+                    "bucket": bucket,
+                    "key": key,
+                    "size": r.size,
+                    "etag": r.etag,
+                    "chunks": r.chunks,
+                    "cached_bytes": r.cached_bytes,
+                }),
+            ),
+            Err(e) => {
+                let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                reply_json(status, &json!({ "bucket": bucket, "key": key, "error": e.message }))
+            }
+        }
+    }
+}
+
+/// The percent-decoded value of `name` in a query string.
+fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode_str(v).decode_utf8().ok()).flatten()
+    })
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -36,18 +70,46 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
     r
 }
 
+fn reply_json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut text = body.to_string();
+    text.push('\n');
+    reply(status, "application/json", text.into_bytes())
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        match session.req_header().uri.path() {
-            "/metrics" => {
-                self.cache.refresh_gauges();
-                reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())
+        let req = session.req_header();
+        let (method, path) = (req.method.clone(), req.uri.path().to_owned());
+        let query = req.uri.query().unwrap_or("").to_owned();
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => {
+                self.state.cache.refresh_gauges();
+                reply(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())
             }
-            "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             // The admin listener starts with the S3 listener, after the cache opened.
-            "/readyz" => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            (Method::POST, "/warm") => self.warm(&query).await,
+            (_, "/metrics" | "/healthz" | "/readyz" | "/warm") => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"method not allowed\n".to_vec(),
+            ),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let q = "bucket=shards&key=train%2Fshard%20000.tar";
+        assert_eq!(query_param(q, "bucket").as_deref(), Some("shards"));
+        assert_eq!(query_param(q, "key").as_deref(), Some("train/shard 000.tar"));
+        assert_eq!(query_param(q, "prefix"), None);
     }
 }

@@ -146,10 +146,13 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, S3Proxy::new(state), "shardcache-s3");
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        S3Proxy::new(state.clone()),
+        "shardcache-s3",
+    );
     proxy.add_tcp(&config.listen.to_string());
-    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(metrics, cache.clone()));
+    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state));
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);

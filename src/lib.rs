@@ -16,6 +16,7 @@ pub mod app;
 pub mod cache;
 pub mod config;
 pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod s3;
 pub mod types;

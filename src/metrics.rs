@@ -120,6 +120,9 @@ pub struct Metrics {
     pub cache_read_errors: IntCounter,
     /// `shardcache_disk_io_engine_info{engine}`: 1 for the disk tier's active I/O engine.
     pub io_engine: IntGaugeVec,
+    /// `shardcache_warmed_bytes_total{source}`: bytes of objects warmed on request, by where they
+    /// were (`cache`: already cached, `upstream`: fetched).
+    pub warmed_bytes: IntCounterVec,
 }
 
 const SECONDS_BUCKETS: (f64, f64, usize) = (0.0001, 2.0, 18); // 100 us .. ~13 s
@@ -208,6 +211,11 @@ impl Metrics {
                 "Cache entries that failed to load",
             ),
             io_engine: gauge("shardcache_disk_io_engine_info", "Active disk I/O engine", &["engine"]),
+            warmed_bytes: counter(
+                "shardcache_warmed_bytes_total",
+                "Bytes of objects warmed on request, by where they were",
+                &["source"],
+            ),
             registry,
         }
     }

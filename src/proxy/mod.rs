@@ -15,6 +15,7 @@ mod object;
 mod readahead;
 mod respond;
 mod routes;
+mod warm;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
+pub use warm::{WarmError, WarmReport};
 
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::metrics::{Metrics, Outcome, UpstreamCall};

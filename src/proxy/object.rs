@@ -238,7 +238,7 @@ async fn stream(
 }
 
 /// The fetch closure for one chunk: a ranged read pinned to the metadata's ETag, metered.
-fn fetcher(
+pub(super) fn fetcher(
     state: &ProxyState,
     route: &Route,
     object: &ObjectRef,

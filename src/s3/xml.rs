@@ -135,15 +135,49 @@ pub fn delete_request_keys(body: &[u8]) -> Vec<String> {
     let Ok(text) = std::str::from_utf8(body) else {
         return Vec::new();
     };
-    let mut keys = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("<Key>") {
-        rest = &rest[start + 5..];
-        let Some(end) = rest.find("</Key>") else { break };
-        keys.push(unescape(&rest[..end]));
-        rest = &rest[end + 6..];
+    elements(text, "Key").map(unescape).collect()
+}
+
+/// One page of a ListObjectsV2 answer, as a client reads it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListAnswer {
+    /// `(key, size)` of each object listed.
+    pub objects: Vec<(String, u64)>,
+    /// The token for the next page, when the listing is truncated.
+    pub next_token: Option<String>,
+}
+
+/// Reads a ListObjectsV2 answer (keys not URL-encoded). `None` if it is not one.
+pub fn parse_list_answer(text: &str) -> Option<ListAnswer> {
+    if !text.contains("<ListBucketResult") {
+        return None;
     }
-    keys
+    let objects = elements(text, "Contents")
+        .map(|c| {
+            let key = elements(c, "Key").next().map(unescape)?;
+            let size = elements(c, "Size").next()?.trim().parse().ok()?;
+            Some((key, size))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let truncated = elements(text, "IsTruncated").next() == Some("true");
+    let next_token = elements(text, "NextContinuationToken").next().map(unescape);
+    Some(ListAnswer {
+        objects,
+        next_token: if truncated { next_token } else { None },
+    })
+}
+
+/// The text inside each `<tag>...</tag>` of `text`, in order (no nesting of the same tag).
+fn elements<'a>(text: &'a str, tag: &str) -> impl Iterator<Item = &'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = rest.find(&open)? + open.len();
+        let end = start + rest[start..].find(&close)?;
+        let inner = &rest[start..end];
+        rest = &rest[end + close.len()..];
+        Some(inner)
+    })
 }
 
 fn unescape(s: &str) -> String {
@@ -167,6 +201,24 @@ mod tests {
         assert_eq!(iso8601(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_251_199); // leap year
         assert_eq!(iso8601(t), "2024-02-29T23:59:59.000Z");
+    }
+
+    #[test]
+    fn list_answers_parse_keys_sizes_and_the_next_token() {
+        let page = ListAnswer {
+            objects: vec![("a&b.tar".into(), 10), ("c.tar".into(), 0)],
+            next_token: None,
+        };
+        let xml = "<ListBucketResult><IsTruncated>true</IsTruncated>\
+            <Contents><Key>a&amp;b.tar</Key><Size>10</Size></Contents>\
+            <Contents><Key>c.tar</Key><Size>0</Size></Contents>\
+            <NextContinuationToken>t1</NextContinuationToken></ListBucketResult>";
+        let parsed = parse_list_answer(xml).unwrap();
+        assert_eq!(parsed.objects, page.objects);
+        assert_eq!(parsed.next_token.as_deref(), Some("t1"));
+        let last = xml.replace("<IsTruncated>true", "<IsTruncated>false");
+        assert_eq!(parse_list_answer(&last).unwrap().next_token, None);
+        assert_eq!(parse_list_answer("<Error><Code>NoSuchBucket</Code></Error>"), None);
     }
 
     #[test]

@@ -1,0 +1,39 @@
+//! Operator commands that talk to a running shardcache: `shardcache warm` and `shardcache stats`.
+//!
+//! They are clients of shardcache's public faces only (the S3 listener and the admin listener),
+//! so they work against any shardcache a user can reach.
+
+mod client;
+pub mod stats;
+pub mod warm;
+
+pub use client::Endpoint;
+
+/// `n` bytes in binary units, e.g. `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_print_in_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(10 << 30), "10.0 GiB");
+    }
+}

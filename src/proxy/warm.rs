@@ -1,0 +1,126 @@
+//! Prefetching an object into the cache without sending it anywhere (`POST /warm` on the admin
+//! listener, driven by `shardcache warm`).
+//!
+//! Each chunk goes through the same path as a GetObject: a cached chunk is left alone, a chunk in
+//! flight is joined, a missing one is fetched (ETag-pinned) and stored. The bytes are counted and
+//! dropped; the report says how much was already cached.
+
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::object::fetcher;
+use super::ProxyState;
+use crate::cache::plan::{chunk_count, chunk_span};
+use crate::cache::{CacheKey, ChunkRead, ObjectRef};
+use crate::upstream::OriginError;
+
+/// Chunks of one object fetched at once.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// What warming one object did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmReport {
+    /// Object size in bytes.
+    pub size: u64,
+    /// ETag of the version now cached.
+    pub etag: String,
+    /// Chunks the object has.
+    pub chunks: u64,
+    /// Bytes that were already in a cache tier.
+    pub cached_bytes: u64,
+}
+
+/// Why an object could not be warmed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct WarmError {
+    /// HTTP status for the admin answer: 404 (no such bucket or key) or 502 (upstream failure).
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl WarmError {
+    fn upstream(e: &OriginError) -> Self {
+        let status = match e {
+            OriginError::NoSuchKey | OriginError::NoSuchBucket => 404,
+            _ => 502,
+        };
+        Self {
+            status,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl ProxyState {
+    /// Brings every chunk of `bucket/key` into the cache.
+    pub async fn warm(&self, bucket: &str, key: &str) -> Result<WarmReport, WarmError> {
+        let route = self.router.route(bucket).ok_or_else(|| WarmError {
+            status: 404,
+            message: format!("bucket {bucket:?} has no route in the config"),
+        })?;
+        let object = ObjectRef {
+            upstream: route.upstream.name.clone(),
+            bucket: route.bucket.clone(),
+            key: key.into(),
+        };
+        let meta = self
+            .meta
+            .get(&self.cache, &self.metrics, &route, &object)
+            .await
+            .map_err(|e| WarmError::upstream(&e))?;
+        let chunk_size = self.cache.chunk_size();
+        let etag: Arc<str> = meta.etag.as_str().into();
+        let chunks = chunk_count(chunk_size, meta.size);
+        let cached: Vec<Result<u64, WarmError>> = stream::iter(0..chunks)
+            .map(|index| {
+                let span = chunk_span(index, chunk_size, meta.size);
+                let len = span.end - span.start;
+                let key = CacheKey::Chunk(object.clone(), etag.clone(), index);
+                let fetch = fetcher(self, &route, &object, &meta, span);
+                async move {
+                    let mut reader = match self.cache.chunk(key, len, fetch).await {
+                        ChunkRead::Hit(..) => return Ok(len),
+                        ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
+                    };
+                    let mut got = 0;
+                    loop {
+                        match reader.next().await {
+                            Ok(Some(piece)) => got += piece.len() as u64,
+                            Ok(None) if got == len => return Ok(0),
+                            Ok(None) => {
+                                return Err(WarmError {
+                                    status: 502,
+                                    message: format!("chunk {index} ended at byte {got} of {len}"),
+                                })
+                            }
+                            Err(e) => {
+                                return Err(match e.downcast_ref::<OriginError>() {
+                                    Some(origin) => WarmError::upstream(origin),
+                                    None => WarmError {
+                                        status: 502,
+                                        message: e.to_string(),
+                                    },
+                                })
+                            }
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(CHUNKS_IN_FLIGHT)
+            .collect()
+            .await;
+        let cached_bytes = cached.into_iter().sum::<Result<u64, WarmError>>()?;
+        let counter = |source: &str| self.metrics.warmed_bytes.with_label_values(&[source]);
+        counter("cache").inc_by(cached_bytes);
+        counter("upstream").inc_by(meta.size - cached_bytes);
+        Ok(WarmReport {
+            size: meta.size,
+            etag: meta.etag.as_str().to_owned(),
+            chunks,
+            cached_bytes,
+        })
+    }
+}

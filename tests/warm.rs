@@ -1,0 +1,96 @@
+//! `shardcache warm` against a running shardcache in front of a real S3 server (s3s-fs).
+
+mod common;
+
+use common::{data, Proxy, ProxyOptions, S3Server};
+use shardcache::ops::warm::{run, WarmArgs};
+
+const C: usize = 64 << 10; // chunk size of the test proxy
+
+fn args(proxy: &Proxy, target: &str, manifest: Option<String>) -> WarmArgs {
+    WarmArgs {
+        target: target.to_owned(),
+        manifest,
+        endpoint: format!("http://{}", proxy.addr).parse().unwrap(),
+        admin: format!("http://{}", proxy.admin).parse().unwrap(),
+        concurrency: 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmed_prefix_is_read_without_touching_the_upstream() {
+    let s3 = S3Server::start().await;
+    s3.bucket("dataset");
+    let shards: Vec<Vec<u8>> = (0..3).map(|i| data(3 * C + 100 * i, i as u8)).collect();
+    for (i, body) in shards.iter().enumerate() {
+        s3.put("dataset", &format!("train/shard-{i}.tar"), body.clone()).await;
+    }
+    s3.put("dataset", "val/shard-0.tar", data(C, 7)).await;
+    let proxy = Proxy::start(s3.addr, ProxyOptions::default());
+    s3.clear();
+
+    let summary = run(args(&proxy, "s3://dataset/train/", None)).await.unwrap();
+    assert_eq!(summary.objects, 3, "{summary}");
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_eq!(summary.bytes, shards.iter().map(|s| s.len() as u64).sum::<u64>());
+    assert_eq!(summary.cached_bytes, 0);
+    let fetched: usize = (0..3)
+        .map(|i| s3.requests("GET", "dataset", &format!("train/shard-{i}.tar")).len())
+        .sum();
+    let chunks: usize = shards.iter().map(|s| s.len().div_ceil(C)).sum();
+    assert_eq!(fetched, chunks, "one upstream GET per chunk");
+    assert!(
+        s3.requests("GET", "dataset", "val/shard-0.tar").is_empty(),
+        "outside the prefix"
+    );
+
+    s3.clear();
+    for (i, body) in shards.iter().enumerate() {
+        let out = proxy
+            .client()
+            .get_object()
+            .bucket("dataset")
+            .key(format!("train/shard-{i}.tar"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(&out.body.collect().await.unwrap().into_bytes()[..], &body[..]);
+    }
+    assert_eq!(s3.request_count(), 0, "every read was a hit");
+
+    let again = run(args(&proxy, "s3://dataset/train/", None)).await.unwrap();
+    assert_eq!(again.cached_bytes, again.bytes, "{again}");
+    assert!(proxy.metric("shardcache_warmed_bytes_total{source=\"cache\"}").await >= again.bytes as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_reports_missing_keys_and_warms_the_rest() {
+    let s3 = S3Server::start().await;
+    s3.bucket("dataset");
+    s3.put("dataset", "a.tar", data(2 * C, 1)).await;
+    let proxy = Proxy::start(s3.addr, ProxyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("keys.txt");
+    std::fs::write(&manifest, "# two keys\na.tar\ns3://dataset/missing.tar\n").unwrap();
+
+    let summary = run(args(&proxy, "s3://dataset", Some(manifest.display().to_string())))
+        .await
+        .unwrap();
+    assert_eq!(summary.objects, 1);
+    assert_eq!(summary.bytes, 2 * C as u64);
+    assert_eq!(summary.failed.len(), 1);
+    assert_eq!(summary.failed[0].0, "s3://dataset/missing.tar");
+    assert!(summary.failed[0].1.contains("404"), "{:?}", summary.failed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_endpoint_rejects_incomplete_requests() {
+    let s3 = S3Server::start().await;
+    let proxy = Proxy::start(s3.addr, ProxyOptions::default());
+    let admin: shardcache::ops::Endpoint = format!("http://{}", proxy.admin).parse().unwrap();
+    let reply = admin.call(http::Method::POST, "/warm?bucket=ds").await.unwrap();
+    assert_eq!(reply.status, 400);
+    assert!(reply.text().contains("bucket and key"), "{}", reply.text());
+    let reply = admin.call(http::Method::GET, "/warm?bucket=ds&key=a").await.unwrap();
+    assert_eq!(reply.status, 405);
+}
