@@ -349,6 +349,50 @@ async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_waiting_for_its_disk_write_is_already_a_memory_hit() {
+    // A block is flushed to disk only when it fills up, so a small object's chunks wait in
+    // foyer's buffer; a second read meanwhile must be a memory hit, not a reader of a fill
+    // that has long finished.
+    let disk = tempfile::tempdir().unwrap();
+    let (s3, proxy) = setup(
+        "pending",
+        ProxyOptions {
+            disk: Some(disk.path().to_path_buf()),
+            chunk_size: 4 << 20,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = data(2 * (4 << 20), 6);
+    s3.put("pending", "k", body.clone()).await;
+    assert_eq!(get(&proxy, "pending", "k").await, body);
+    assert_eq!(get(&proxy, "pending", "k").await, body);
+    let outcome = |o: &'static str| {
+        let proxy = &proxy;
+        async move {
+            proxy
+                .metric(&format!(
+                    "shardcache_requests_total{{operation=\"get_object\",outcome=\"{o}\""
+                ))
+                .await
+        }
+    };
+    assert_eq!(outcome("miss").await, 1.0);
+    assert_eq!(
+        outcome("memory_hit").await,
+        1.0,
+        "coalesced: {}, disk: {}",
+        outcome("coalesced").await,
+        outcome("disk_hit").await
+    );
+    assert_eq!(
+        s3.requests("GET", "pending", "k").len(),
+        2,
+        "one upstream GET per chunk"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_chunk_of_a_large_object_survives_a_restart() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("warn,foyer_storage=debug")

@@ -147,6 +147,17 @@ pub fn disk_block_size(chunk_size: u64) -> u64 {
     (CHUNKS_PER_BLOCK * (chunk_size + (4 << 10))).next_multiple_of(4 << 10)
 }
 
+/// Chunks each memory shard should hold at least. foyer splits the memory tier into shards of
+/// equal capacity, each evicting on its own; with its default of 8 shards a 32 MiB tier of 4 MiB
+/// chunks gave each shard room for one chunk, evicting most of what was just inserted.
+const CHUNKS_PER_MEMORY_SHARD: u64 = 32;
+
+/// Memory shards for a tier of `memory_bytes`: up to 8 (foyer's default), fewer when that would
+/// leave a shard with room for under [`CHUNKS_PER_MEMORY_SHARD`] chunks.
+fn memory_shards(memory_bytes: u64, chunk_size: u64) -> usize {
+    (memory_bytes / (chunk_size * CHUNKS_PER_MEMORY_SHARD)).clamp(1, 8) as usize
+}
+
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
@@ -170,6 +181,7 @@ impl ChunkCache {
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .with_metrics_registry(Box::new(registry))
             .memory(opts.memory_bytes as usize)
+            .with_shards(memory_shards(opts.memory_bytes, opts.chunk_size))
             .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
             .storage()
             .with_spawner(Spawner::from(runtime));
@@ -474,20 +486,26 @@ impl Inner {
         if let Err(e) = &outcome {
             tracing::warn!(?key, error = %e, "chunk fill failed; nothing cached");
         }
-        if let Some(data) = fill.finish(outcome) {
+        let whole = fill.finish(outcome);
+        let stored = whole.is_some();
+        if let Some(data) = whole {
             self.insert(key.clone(), CacheValue::Chunk(data));
-            if permit.is_some() {
-                // Resolves once foyer has flushed what was queued before it, our chunk included.
-                self.hybrid.storage().wait().await;
+        }
+        // Removed only after the insert, so a newcomer finds the chunk in flight or cached (in
+        // memory at least: from here on it is a memory hit, not a reader of this fill).
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            inflight.remove(&key);
+            if inflight.is_empty() {
+                self.drained.notify_waiters();
             }
         }
-        drop(permit);
-        // Removed only after the insert, so a newcomer finds the chunk in flight or cached.
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        inflight.remove(&key);
-        if inflight.is_empty() {
-            self.drained.notify_waiters();
+        if stored && permit.is_some() {
+            // Resolves once foyer has flushed what was queued before it, our chunk included;
+            // until then the chunk's bytes still count against the write budget.
+            self.hybrid.storage().wait().await;
         }
+        drop(permit);
     }
 
     /// Room for `len` bytes in the disk write budget; `None` for a memory-only cache.
@@ -537,4 +555,18 @@ pub struct LengthMismatch {
     pub expected: u64,
     /// Bytes received (so far, when too many).
     pub received: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_shards;
+
+    #[test]
+    fn memory_shards_hold_enough_chunks_each() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(memory_shards(32 * MIB, 4 * MIB), 1);
+        assert_eq!(memory_shards(256 * MIB, 8 * MIB), 1);
+        assert_eq!(memory_shards(1024 * MIB, 8 * MIB), 4);
+        assert_eq!(memory_shards(4096 * MIB, 8 * MIB), 8);
+    }
 }
