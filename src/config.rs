@@ -115,8 +115,12 @@ pub struct DiskConfig {
     /// I/O engine: `psync`. Default: `psync`.
     #[serde(default)]
     pub io_engine: IoEngineKind,
-    /// Open the cache files with O_DIRECT (bypass the page cache). Default: `false`.
-    #[serde(default)]
+    /// Open the cache files with O_DIRECT, bypassing the page cache: the memory tier already
+    /// holds the hot chunks, and buffered writes stall on dirty-page writeback (cold misses
+    /// streamed at 0.29 GB/s buffered vs 0.52-0.75 GB/s direct in the benchmark kit). Falls back
+    /// to buffered I/O, with a warning, where the filesystem refuses O_DIRECT (tmpfs).
+    /// Default: `true`.
+    #[serde(default = "defaults::direct")]
     pub direct: bool,
     /// Bytes of chunk writes allowed to wait for the disk. Fills wait (never drop) when it is
     /// full. foyer's flush buffers are sized from it and take about twice this in memory.
@@ -269,9 +273,12 @@ mod defaults {
             path: PathBuf::from("./var/cache"),
             capacity_bytes: disk_bytes(),
             io_engine: super::IoEngineKind::Psync,
-            direct: false,
+            direct: direct(),
             write_queue_bytes: write_queue_bytes(),
         })
+    }
+    pub fn direct() -> bool {
+        true
     }
     pub fn disk_bytes() -> u64 {
         10 << 30

@@ -199,17 +199,30 @@ impl ChunkCache {
                     source,
                 };
                 let is_dir = !disk.path.exists() || disk.path.is_dir();
-                let device = if is_dir {
+                if is_dir {
                     std::fs::create_dir_all(&disk.path)?;
-                    FsDeviceBuilder::new(&disk.path)
-                        .with_capacity(disk.capacity_bytes as usize)
-                        .with_direct(disk.direct)
-                        .build()
-                } else {
-                    FileDeviceBuilder::new(&disk.path)
-                        .with_capacity(disk.capacity_bytes as usize)
-                        .with_direct(disk.direct)
-                        .build()
+                }
+                let device = |direct| {
+                    if is_dir {
+                        FsDeviceBuilder::new(&disk.path)
+                            .with_capacity(disk.capacity_bytes as usize)
+                            .with_direct(direct)
+                            .build()
+                    } else {
+                        FileDeviceBuilder::new(&disk.path)
+                            .with_capacity(disk.capacity_bytes as usize)
+                            .with_direct(direct)
+                            .build()
+                    }
+                };
+                let device = match device(disk.direct) {
+                    // tmpfs and some overlay filesystems refuse O_DIRECT.
+                    Err(e) if disk.direct => {
+                        tracing::warn!(path = %disk.path.display(), error = %e,
+                            "the disk tier's filesystem refuses O_DIRECT; using buffered I/O");
+                        device(false)
+                    }
+                    other => other,
                 }
                 .map_err(open_err)?;
                 let engine = BlockEngineConfig::new(device)

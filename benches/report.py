@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Turns benches/results.json (written by benches/run.py) into BENCHMARKS.md: the method, the
+machine, the ceilings, the targets with their measured ratios, and one table per case with every
+contender side by side (medians over the rounds).
+
+Usage: benches/report.py [RESULTS_JSON] [BENCHMARKS_MD]
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+ORDER = ["upstream", "shardcache", "nginx", "cachey"]
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def grouped(runs):
+    by = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        by[r["case"]][r["contender"]].append(r)
+    return by
+
+
+def summary(rows):
+    """Median of each figure over the rounds of one (case, contender)."""
+    pick = lambda f: median([f(r) for r in rows])  # noqa: E731
+    return {
+        "gb_per_s": pick(lambda r: r.get("gb_per_s")),
+        "gb_min": min(r.get("gb_per_s", 0) for r in rows),
+        "gb_max": max(r.get("gb_per_s", 0) for r in rows),
+        "req_per_s": pick(lambda r: r.get("req_per_s")),
+        "ttfb_p50": pick(lambda r: r.get("ttfb", {}).get("p50_ms")),
+        "ttfb_p99": pick(lambda r: r.get("ttfb", {}).get("p99_ms")),
+        "lat_p50": pick(lambda r: r.get("latency", {}).get("p50_ms")),
+        "lat_p95": pick(lambda r: r.get("latency", {}).get("p95_ms")),
+        "lat_p99": pick(lambda r: r.get("latency", {}).get("p99_ms")),
+        "upstream_mib": pick(lambda r: r.get("upstream_bytes", 0) / MiB),
+        "upstream_req": pick(lambda r: r.get("upstream_requests", 0)),
+        "cpu_s": pick(lambda r: r.get("cpu_seconds")),
+        "rss_mib": pick(lambda r: r.get("peak_rss_bytes", 0) / MiB),
+        "errors": sum(r.get("errors", 0) for r in rows),
+        "rounds": len(rows),
+    }
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def case_table(contenders):
+    lines = [
+        "| contender | GB/s (median, min-max) | req/s | TTFB p50 / p99 ms | latency p50 / p95 / p99 ms "
+        "| upstream MiB / requests | CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted(contenders, key=lambda n: ORDER.index(n) if n in ORDER else 9):
+        s = summary(contenders[name])
+        err = f" ({s['errors']} errors)" if s["errors"] else ""
+        lines.append(
+            f"| {name}{err} | {fmt(s['gb_per_s'], 3)} ({fmt(s['gb_min'], 3)}-{fmt(s['gb_max'], 3)}) "
+            f"| {fmt(s['req_per_s'], 0)} | {fmt(s['ttfb_p50'])} / {fmt(s['ttfb_p99'])} "
+            f"| {fmt(s['lat_p50'])} / {fmt(s['lat_p95'])} / {fmt(s['lat_p99'])} "
+            f"| {fmt(s['upstream_mib'], 1)} / {fmt(s['upstream_req'], 0)} | {fmt(s['cpu_s'])} | {fmt(s['rss_mib'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def epoch_table(contenders):
+    lines = ["| contender | epoch | GB/s | accelerator utilization | upstream MiB (all epochs) |", "|---|---|---|---|---|"]
+    for name in sorted(contenders, key=lambda n: ORDER.index(n) if n in ORDER else 9):
+        run = contenders[name][0]
+        for e in run["epochs"]:
+            lines.append(
+                f"| {name} | {e['epoch']} | {e['gb_per_s']:.3f} | {100 * e['accelerator_utilization']:.1f}% "
+                f"| {run['upstream_bytes'] / MiB:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def targets(data, by):
+    """(case, target, measured, met) rows, ratios from the same run."""
+    ceil = data["ceilings"]
+    get = lambda case, who, key="gb_per_s": summary(by[case][who])[key] if by.get(case, {}).get(who) else None  # noqa: E731
+    ratio = lambda a, b: a / b if a is not None and b else None  # noqa: E731
+    rows = []
+
+    def add(case, target, value, ok, shown):
+        rows.append((case, target, shown if value is not None else "not run", "-" if value is None else ("met" if ok(value) else "missed")))
+
+    r1 = ratio(get("hit 64KiB x16", "shardcache", "req_per_s"), get("hit 64KiB x16", "nginx", "req_per_s"))
+    r2 = ratio(get("hit 64KiB x16", "shardcache", "req_per_s"), get("hit 64KiB x16", "cachey", "req_per_s"))
+    add("RAM hit, 64 KiB, 16 conns, req/s", ">= 1.0x nginx and >= 1.0x cachey", r1 and r2 and min(r1, r2),
+        lambda v: v >= 1.0, f"{fmt(r1)}x nginx, {fmt(r2)}x cachey")
+    sc16 = get("hit 16MiB x16", "shardcache")
+    r1, r2 = ratio(sc16, ceil.get("iperf3 16 streams")), ratio(sc16, get("hit 16MiB x16", "cachey"))
+    add("RAM hit, 16 MiB, 16 conns, GB/s", ">= 0.95x iperf3 16 streams, >= 1.0x cachey",
+        r1 and r2 and min(r1 / 0.95, r2), lambda v: v >= 1.0, f"{fmt(r1)}x iperf3, {fmt(r2)}x cachey")
+    sc1g = get("hit 1GiB x1", "shardcache")
+    r1, r2 = ratio(sc1g, ceil.get("iperf3 1 streams")), ratio(sc1g, get("hit 1GiB x1", "nginx"))
+    add("RAM hit, 1 GiB, 1 stream, GB/s", ">= 0.9x iperf3 1 stream, >= 1.0x nginx",
+        r1 and r2 and min(r1 / 0.9, r2), lambda v: v >= 1.0, f"{fmt(r1)}x iperf3, {fmt(r2)}x nginx")
+    r = ratio(get("disk hit 16MiB x16", "shardcache"), ceil.get("fio io_uring O_DIRECT sequential read"))
+    add("disk hit, 16 MiB, GB/s", ">= 0.8x fio io_uring O_DIRECT", r, lambda v: v >= 0.8, f"{fmt(r)}x fio")
+    r = ratio(get("cold 1GiB x1", "shardcache"), get("cold 1GiB x1", "upstream"))
+    rn = ratio(get("cold 1GiB x1", "nginx"), get("cold 1GiB x1", "upstream"))
+    add("cold miss, 1 GiB, 1 stream", ">= 0.9x direct upstream", r, lambda v: v >= 0.9,
+        f"{fmt(r)}x upstream (nginx {fmt(rn)}x)")
+    sc_p99 = get("cold 1MiB x1 (64 objects)", "shardcache", "ttfb_p99")
+    up_p99 = get("cold 1MiB x1 (64 objects)", "upstream", "ttfb_p99")
+    d = sc_p99 - up_p99 if sc_p99 is not None and up_p99 is not None else None
+    add("cold miss TTFB p99", "<= direct upstream + 2 ms", d, lambda v: v <= 2.0,
+        f"{fmt(sc_p99)} ms vs {fmt(up_p99)} ms (+{fmt(d)} ms)")
+    burst = [c for c in by if c.startswith("cold burst")]
+    if burst:
+        run = by[burst[0]].get("shardcache", [None])[0]
+        r = run["upstream_bytes"] / run["object_bytes"] if run else None
+        add("64 concurrent cold readers of one object", "upstream bytes <= 1.02x object", r, lambda v: v <= 1.02,
+            f"{fmt(r, 3)}x object size")
+    if by.get("epochs", {}).get("shardcache"):
+        e = by["epochs"]["shardcache"][0]["epochs"]
+        speedup = e[1]["gb_per_s"] / e[0]["gb_per_s"]
+        au = min(x["accelerator_utilization"] for x in e[1:])
+        add("epoch 2+ of the training simulation (slow upstream)", ">= 3x epoch 1 throughput, AU >= 90%",
+            min(speedup / 3, au / 0.9), lambda v: v >= 1.0, f"{speedup:.2f}x epoch 1, AU {100 * au:.1f}%")
+    rss = by.get("stream 10GiB twice (256 MiB memory tier)", {}).get("shardcache")
+    if rss:
+        over = rss[0]["peak_rss_bytes"] / MiB - 256
+        add("peak RSS while streaming 10 GiB", "<= memory tier + 64 MiB", over, lambda v: v <= 64,
+            f"memory tier + {over:.0f} MiB")
+    idle = data.get("shardcache_idle_cpu_fraction")
+    add("idle CPU", "~0 (no busy polling)", idle, lambda v: v < 0.01, f"{100 * idle:.2f}% of a core" if idle is not None else "")
+    return rows
+
+
+def render(data):
+    by = grouped(data["runs"])
+    m = data["machine"]
+    out = [
+        "# Benchmarks",
+        "",
+        "Produced by `benches/run.sh` (method in its docstring: `benches/run.py`), rendered from",
+        "[benches/results.json](benches/results.json) by `benches/report.py`. Re-run with one command:",
+        "",
+        "```sh",
+        data["command"],
+        "```",
+        "",
+        f"**Machine:** {m['cpus']} vCPUs ({m['cpu_model']}), {m['memory_gib']} GiB RAM, Linux {m['kernel']}; "
+        "everything on loopback on the same machine (client, caches, origin), so the load client and the "
+        "contender share the 2 cores.",
+        "",
+        f"**Method:** {data['rounds']} round(s); in each round every case runs once per contender, in an order "
+        "that rotates between rounds. Tables show the median over rounds (throughput also min-max). Client: "
+        "`benches/loadgen` (Rust, hyper, 2 threads, keep-alive; TTFB = first body byte). Upstream figures "
+        "come from the origin's access log; CPU and peak RSS from /proc for the contender's processes "
+        "(nginx: master and workers). Hits are measured after one unmeasured warming pass.",
+        "",
+        "**Contenders:** `upstream` = the origin itself (nginx serving the files as `/bucket/key`; also the "
+        "\"nginx static\" ceiling); `shardcache` (release build, 2 worker threads, 2 GiB memory tier); "
+        "`nginx` = nginx proxy_cache with proxy_cache_lock and 8 MiB slices (`benches/peers/nginx-cache.conf`); "
+        "`cachey` 0.13 (2 GiB memory, same disk).",
+        "",
+        "## Ceilings",
+        "",
+        "| ceiling | GB/s |",
+        "|---|---|",
+    ]
+    out += [f"| {k} | {v:.3f} |" for k, v in data["ceilings"].items()]
+    out += ["", "## Targets", "", "| case | target | measured (same run) | |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(data, by)]
+    out += ["", "## Results by case", ""]
+    for case in by:
+        out += [f"### {case}", ""]
+        out += [epoch_table(by[case]) if case == "epochs" else case_table(by[case]), ""]
+    return "\n".join(out)
+
+
+def main():
+    results = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benches" / "results.json"
+    target = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "BENCHMARKS.md"
+    data = json.loads(results.read_text())
+    text = render(data)
+    notes = ROOT / "benches" / "NOTES.md"
+    if notes.exists():
+        text += "\n" + notes.read_text()
+    target.write_text(text + "\n")
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""shardcache's benchmark kit: every case run side by side, in one run, on loopback, against
+
+  upstream    the origin itself (nginx serving files as /bucket/key: the no-cache baseline and
+              "nginx static" ceiling in one)
+  shardcache  this repo's release build, S3 upstream = the origin
+  nginx       nginx proxy_cache in front of the origin (benches/peers/nginx-cache.conf)
+  cachey      cachey (Rust + foyer), `cargo install cachey --locked`
+
+plus the machine's ceilings: iperf3 over loopback with the same number of streams, and fio
+(io_uring, O_DIRECT) reading the cache disk.
+
+Every case runs once per round for each contender, contenders in a rotating order, rounds
+interleaved, so all contenders see the same machine conditions; the tables give the median of the
+rounds. The load client is benches/loadgen (Rust, hyper, 2 threads). Per run: throughput, req/s,
+TTFB and latency percentiles, upstream bytes and requests (from the origin's access log), CPU
+seconds and peak RSS of the contender's processes (/proc; peak reset per run with clear_refs).
+
+Usage: benches/run.sh [--quick] [--rounds N] [--only CASE_PREFIX]
+Writes BENCHMARKS.md's results section and benches/results.json. Loopback only; everything it
+starts is stopped by PID.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "target" / "bench"
+DATA = WORK / "data"
+LOADGEN = ROOT / "target" / "release" / "examples" / "loadgen"
+SHARDCACHE = ROOT / "target" / "release" / "shardcache"
+CACHEY = ROOT / "target" / "bench-tools" / "bin" / "server"  # cachey installs its binary as `server`
+PEERS = ROOT / "benches" / "peers"
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+USER = os.environ.get("USER") or "root"
+MEMORY_TIER = 2 * GiB  # each cache's RAM tier: holds every hit set (about 1.6 GiB)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, log, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{log} exited:\n{Path(log).read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"port {port} never opened; see {log}")
+
+
+# --- processes -------------------------------------------------------------------------------
+
+class Proc:
+    """A process we started (and, for nginx, its workers), stopped by PID."""
+
+    def __init__(self, name, argv, log, env=None):
+        self.name, self.log = name, log
+        self.proc = subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+
+    def pids(self):
+        pids = [self.proc.pid]
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            pids += [int(c) for c in children]
+        except OSError:
+            pass
+        return pids
+
+    def cpu_seconds(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except OSError:
+                pass
+        return total / CLK_TCK
+
+    def reset_peak_rss(self):
+        for pid in self.pids():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                pass
+
+    def peak_rss(self):
+        total = 0
+        for pid in self.pids():
+            try:
+                m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+                total += int(m.group(1)) * KiB
+            except (OSError, AttributeError):
+                pass
+        return total
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- data ------------------------------------------------------------------------------------
+
+def write_random(path, size):
+    if path.exists() and path.stat().st_size == size:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 16 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def write_shard(path, size, member=MiB):
+    """A WebDataset-style tar: samples of (.bin, .cls) members."""
+    if path.exists() and path.stat().st_size >= size - 4 * member:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+    with tarfile.open(path, "w") as tar:
+        for i in range(size // (member + 2 * 512 + 512)):
+            for ext, data in (("bin", os.urandom(member)), ("cls", str(i % 1000).encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+class Dataset:
+    def __init__(self, quick):
+        self.sets = {
+            "64KiB": [(f"small/obj-{i:04d}", 64 * KiB) for i in range(256)],
+            "1MiB": [(f"mid/obj-{i:03d}", MiB) for i in range(64)],
+            "16MiB": [(f"big/obj-{i:02d}", 16 * MiB) for i in range(16 if quick else 32)],
+            "1GiB": [("huge/obj-0", (256 * MiB) if quick else GiB)],
+        }
+        self.shards = [f"shards/shard-{i:03d}.tar" for i in range(16 if quick else 64)]
+        self.shard_size = 64 * MiB
+
+    def build(self):
+        bucket = DATA / "bench"
+        for objects in self.sets.values():
+            for key, size in objects:
+                write_random(bucket / key, size)
+        for key in self.shards:
+            write_shard(bucket / key, self.shard_size)
+        self.shard_sizes = {k: (bucket / k).stat().st_size for k in self.shards}
+
+    def cold_copies(self, label, objects):
+        """Fresh names (hard links) for objects, so every cache sees them cold."""
+        out = []
+        for key, size in objects:
+            name = f"cold/{label}/{key.replace('/', '-')}"
+            target = DATA / "bench" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.link(DATA / "bench" / key, target)
+            out.append((name, size))
+        return out
+
+
+# --- contenders ------------------------------------------------------------------------------
+
+class Contender:
+    def __init__(self, name, port, procs, prefix="", headers=(), whole_range=False):
+        self.name, self.port, self.procs = name, port, procs
+        self.prefix, self.headers, self.whole_range = prefix, list(headers), whole_range
+
+    def paths_file(self, objects, bucket="bench"):
+        path = WORK / f"paths-{self.name}.txt"
+        path.write_text("".join(f"{self.prefix}/{bucket}/{key} {size}\n" for key, size in objects))
+        return path
+
+    def loadgen_target(self, objects, bucket="bench"):
+        args = ["--addr", f"127.0.0.1:{self.port}", "--paths", str(self.paths_file(objects, bucket))]
+        for h in self.headers:
+            args += ["--header", h]
+        if self.whole_range:
+            args.append("--whole-range")
+        return args
+
+
+class Origin:
+    """nginx serving DATA as /bucket/key, and the same files rate-limited on a second port."""
+
+    def __init__(self, slow_rate):
+        self.port, self.slow_port = free_port(), free_port()
+        self.log = WORK / "origin-access.log"
+        self.log.write_text("")
+        conf = render_conf("nginx-origin.conf", ORIGIN_PORT=self.port, SLOW_PORT=self.slow_port,
+                           SLOW_RATE=slow_rate, DATA=DATA, ACCESS_LOG=self.log, USER=USER)
+        self.proc = start_nginx("origin", conf)
+        wait_port(self.port, self.proc.proc, self.proc.log)
+
+    def mark(self):
+        return self.log.stat().st_size
+
+    def since(self, mark):
+        """(requests, body bytes) the origin served since `mark`."""
+        with open(self.log, "rb") as f:
+            f.seek(mark)
+            lines = f.read().decode().splitlines()
+        return len(lines), sum(int(l.split()[1]) for l in lines if l.strip())
+
+
+def render_conf(template, **values):
+    text = (PEERS / template).read_text()
+    for k, v in values.items():
+        text = text.replace("{{" + k + "}}", str(v))
+    if "{{" in text:
+        sys.exit(f"{template}: unfilled placeholder")
+    out = WORK / template
+    out.write_text(text)
+    return out
+
+
+def start_nginx(name, conf):
+    prefix = WORK / f"nginx-{name}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    (prefix / "logs").mkdir(exist_ok=True)
+    return Proc(f"nginx-{name}", ["nginx", "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
+                WORK / f"nginx-{name}.log")
+
+
+def start_shardcache(name, upstream_port, memory, disk_dir, direct=False):
+    s3_port, admin_port = free_port(), free_port()
+    if disk_dir.exists():
+        shutil.rmtree(disk_dir)
+    conf = WORK / f"{name}.yaml"
+    conf.write_text(f"""listen: 127.0.0.1:{s3_port}
+admin_listen: 127.0.0.1:{admin_port}
+threads: 2
+grace_period_seconds: 0
+cache:
+  memory_bytes: {memory}
+  disk:
+    path: {disk_dir}
+    capacity_bytes: {24 * GiB}
+    direct: {str(direct).lower()}
+upstreams:
+  origin:
+    kind: s3
+    endpoint: http://127.0.0.1:{upstream_port}
+    credentials: {{source: anonymous}}
+buckets:
+  - {{name: bench, upstream: origin, immutable: true}}
+""")
+    proc = Proc(name, [str(SHARDCACHE), "serve", "--config", str(conf)], WORK / f"{name}.log",
+                env={**os.environ, "SHARDCACHE_LOG": "warn"})
+    wait_port(admin_port, proc.proc, proc.log)
+    return Contender("shardcache", s3_port, [proc])
+
+
+def start_nginx_cache(upstream_port):
+    port = free_port()
+    cache = WORK / "nginx-cache-data"
+    if cache.exists():
+        shutil.rmtree(cache)
+    conf = render_conf("nginx-cache.conf", PORT=port, ORIGIN_PORT=upstream_port, CACHE=cache, USER=USER)
+    proc = start_nginx("cache", conf)
+    wait_port(port, proc.proc, proc.log)
+    return Contender("nginx", port, [proc])
+
+
+def start_cachey(upstream_port, memory):
+    """cachey (listens on all interfaces; only 127.0.0.1 gets traffic). Its S3 client takes the
+    endpoint from AWS_ENDPOINT_URL; `C0-Config: fps=true` asks for path-style requests."""
+    port = free_port()
+    disk = WORK / "cachey-data"
+    if disk.exists():
+        shutil.rmtree(disk)
+    disk.mkdir(parents=True)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{upstream_port}", "RUST_LOG": "warn"}
+    argv = [str(CACHEY), "--port", str(port), "--memory", f"{memory // MiB}MiB",
+            "--disk-path", str(disk), "--disk-capacity", f"{24 * GiB // MiB}MiB"]
+    proc = Proc("cachey", argv, WORK / "cachey.log", env=env)
+    wait_port(port, proc.proc, proc.log)
+    return Contender("cachey", port, [proc], prefix="/fetch",
+                     headers=["C0-Config: fps=true"], whole_range=True)
+
+
+def start_caches(upstream_port):
+    return [
+        start_shardcache("shardcache", upstream_port, MEMORY_TIER, WORK / "shardcache-cache"),
+        start_nginx_cache(upstream_port),
+        start_cachey(upstream_port, MEMORY_TIER),
+    ]
+
+
+# --- measurement -----------------------------------------------------------------------------
+
+def loadgen(args, timeout=900):
+    out = subprocess.run([str(LOADGEN), *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        sys.exit(f"loadgen {' '.join(args)} failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def measure(contender, origin, args):
+    """Runs loadgen `args` against `contender`, with the contender's CPU, peak RSS and the
+    origin's traffic over the run."""
+    for p in contender.procs:
+        p.reset_peak_rss()
+    cpu0 = sum(p.cpu_seconds() for p in contender.procs)
+    mark = origin.mark()
+    result = loadgen(args)
+    time.sleep(1.0)  # let the origin log the last responses before reading its access log
+    requests, body = origin.since(mark)
+    result.update(
+        cpu_seconds=sum(p.cpu_seconds() for p in contender.procs) - cpu0,
+        peak_rss_bytes=sum(p.peak_rss() for p in contender.procs),
+        upstream_requests=requests,
+        upstream_bytes=body,
+    )
+    return result
+
+
+def iperf3(streams, seconds):
+    port = free_port()
+    server = Proc("iperf3", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port), "-1"], WORK / "iperf3.log")
+    # Not wait_port: a one-off iperf3 server would take the probe for its client.
+    deadline = time.time() + 10
+    while "listening" not in Path(server.log).read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    server.stop()
+    report = json.loads(out.stdout)
+    return {"gb_per_s": report["end"]["sum_received"]["bits_per_second"] / 8 / 1e9}
+
+
+def fio_read(directory, size):
+    target = directory / "fio.dat"
+    out = subprocess.run(["fio", "--name=read", f"--filename={target}", f"--size={size}", "--rw=read", "--bs=8m",
+                          "--ioengine=io_uring", "--direct=1", "--iodepth=4", "--numjobs=1", "--output-format=json"],
+                         capture_output=True, text=True, timeout=300)
+    target.unlink(missing_ok=True)
+    job = json.loads(out.stdout)["jobs"][0]["read"]
+    return {"gb_per_s": job["bw_bytes"] / 1e9}
+
+
+# --- cases -----------------------------------------------------------------------------------
+
+def get_args(contender, objects, connections, seconds=None, requests=None, range_size=None, bucket="bench"):
+    args = ["get", *contender.loadgen_target(objects, bucket), "--connections", str(connections)]
+    if requests is not None:
+        args += ["--requests", str(requests)]
+    else:
+        args += ["--duration", str(seconds)]
+    if range_size:
+        args += ["--range-size", str(range_size)]
+    return args
+
+
+def warm(contender, objects, bucket="bench"):
+    """One unmeasured pass so that the objects are cached."""
+    loadgen(get_args(contender, objects, min(8, len(objects)), requests=len(objects), bucket=bucket))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller objects and dataset, 1 round, 2 s runs")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--only", default="", help="run only cases whose name starts with this")
+    ap.add_argument("--json", default=str(ROOT / "benches" / "results.json"))
+    opts = ap.parse_args()
+    rounds = opts.rounds or (1 if opts.quick else 3)
+    seconds = 2 if opts.quick else 4
+    WORK.mkdir(parents=True, exist_ok=True)
+    for tool in (LOADGEN, SHARDCACHE, CACHEY):
+        if not tool.exists():
+            sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
+
+    data = Dataset(opts.quick)
+    print("preparing data ...", flush=True)
+    data.build()
+    slow_rate = "8m"  # bytes/s per origin connection on the slow port (nginx limit_rate)
+    origin = Origin(slow_rate)
+    direct = Contender("upstream", origin.port, [origin.proc])
+    caches = start_caches(origin.port)
+    sc = caches[0]
+    started = [origin.proc] + [p for c in caches for p in c.procs]
+    rows = []
+
+    def record(case, contender, rnd, result, **extra):
+        row = {"case": case, "contender": contender.name, "round": rnd, **extra, **result}
+        rows.append(row)
+        print(f"  {case:<44} {contender.name:<10} r{rnd} {result.get('gb_per_s', 0):7.3f} GB/s "
+              f"{result.get('req_per_s', 0):9.1f} req/s  ttfb p99 {result.get('ttfb', {}).get('p99_ms', 0):8.2f} ms  "
+              f"upstream {result.get('upstream_bytes', 0) / MiB:9.1f} MiB", flush=True)
+
+    def wanted(case):
+        return case.startswith(opts.only)
+
+    try:
+        # Ceilings.
+        ceilings = {}
+        for streams in (1, 16, 64):
+            ceilings[f"iperf3 {streams} streams"] = statistics.median(
+                iperf3(streams, 3 if opts.quick else 5)["gb_per_s"] for _ in range(rounds))
+        ceilings["fio io_uring O_DIRECT sequential read"] = fio_read(WORK, "1G" if opts.quick else "4G")["gb_per_s"]
+        print(f"ceilings: {ceilings}", flush=True)
+
+        # Warm every cache with the hit sets.
+        hit_sets = {name: objs for name, objs in data.sets.items()}
+        for c in caches:
+            for objs in hit_sets.values():
+                warm(c, objs)
+
+        for rnd in range(1, rounds + 1):
+            order = [direct, *caches]
+            order = order[rnd % len(order):] + order[:rnd % len(order)]
+            print(f"round {rnd}", flush=True)
+            # Hits (the origin for "upstream"): every size x concurrency, whole objects.
+            for size, objs in hit_sets.items():
+                for conns in (1, 16, 64):
+                    case = f"hit {size} x{conns}"
+                    if not wanted(case):
+                        continue
+                    if size == "1GiB" and conns == 64 and not opts.quick:
+                        continue  # 64 GiB per run; the cold burst case covers 64 readers of 1 GiB
+                    for c in order:
+                        dur = seconds * (3 if size == "1GiB" else 1)
+                        record(case, c, rnd, measure(c, origin, get_args(c, objs, conns, seconds=dur)))
+            # Random 1 MiB ranges of large objects.
+            for size in ("16MiB", "1GiB"):
+                case = f"hit random 1MiB ranges of {size} x16"
+                if wanted(case):
+                    for c in order:
+                        record(case, c, rnd, measure(c, origin, get_args(c, hit_sets[size], 16, seconds=seconds,
+                                                                         range_size=MiB)))
+            # Cold: a fresh copy per contender and round.
+            case = "cold 1GiB x1"
+            if wanted(case):
+                for c in order:
+                    objs = data.cold_copies(f"r{rnd}-{c.name}-huge", data.sets["1GiB"])
+                    record(case, c, rnd, measure(c, origin, get_args(c, objs, 1, requests=1)))
+            case = "cold 1MiB x1 (64 objects)"
+            if wanted(case):
+                for c in order:
+                    objs = data.cold_copies(f"r{rnd}-{c.name}-mid", data.sets["1MiB"])
+                    record(case, c, rnd, measure(c, origin, get_args(c, objs, 1, requests=len(objs))))
+
+        # One round: 64 clients start together on one cold large object.
+        case = f"cold burst 64 readers of {data.sets['1GiB'][0][1] // MiB} MiB"
+        if wanted(case):
+            for c in caches:
+                objs = data.cold_copies(f"burst-{c.name}", data.sets["1GiB"])
+                record(case, c, 1, measure(c, origin, get_args(c, objs, 64, requests=64)),
+                       object_bytes=objs[0][1])
+
+        # Disk hits: shardcache with a 64 MiB memory tier and O_DIRECT, against fio.
+        case = "disk hit 16MiB x16"
+        if wanted(case):
+            sc_disk = start_shardcache("shardcache-disk", origin.port, 64 * MiB, WORK / "shardcache-disk-cache",
+                                       direct=True)
+            started.append(sc_disk.procs[0])
+            warm(sc_disk, hit_sets["16MiB"])
+            time.sleep(2)  # let the last block reach the disk
+            for rnd in range(1, rounds + 1):
+                record(case, sc_disk, rnd, measure(sc_disk, origin, get_args(sc_disk, hit_sets["16MiB"], 16,
+                                                                              seconds=seconds)))
+            sc_disk.procs[0].stop()
+
+        # Idle CPU of shardcache (the disk engine must not busy-poll).
+        cpu0 = sc.procs[0].cpu_seconds()
+        time.sleep(10)
+        idle = (sc.procs[0].cpu_seconds() - cpu0) / 10
+
+        # Training-epoch simulation through the rate-limited origin, with fresh caches.
+        case = "epochs"
+        if wanted(case):
+            for c in caches:
+                for p in c.procs:
+                    p.stop()
+            shards = [(k, data.shard_sizes[k]) for k in data.shards]
+            rate = 400e6  # accelerator consumption, bytes/s
+            fresh = [
+                lambda: Contender("upstream", origin.slow_port, [origin.proc]),
+                lambda: start_shardcache("shardcache-epochs", origin.slow_port, MEMORY_TIER, WORK / "shardcache-cache"),
+                lambda: start_nginx_cache(origin.slow_port),
+                lambda: start_cachey(origin.slow_port, MEMORY_TIER),
+            ]
+            for start in fresh:
+                c = start()
+                ours = [p for p in c.procs if p is not origin.proc]
+                started.extend(ours)
+                result = measure(c, origin, ["epoch", *c.loadgen_target(shards), "--workers", "8", "--epochs", "3",
+                                             "--consume-rate", str(rate), "--prefetch", "4"])
+                record(case, c, 1, result, consume_rate=rate, slow_rate=slow_rate)
+                for p in ours:
+                    p.stop()
+
+        # Peak memory while streaming an object far larger than the memory tier, twice (cold, then
+        # mixed): a sparse file, so the origin reads zeros at memory speed.
+        case = "stream 10GiB twice (256 MiB memory tier)"
+        if wanted(case):
+            size = (2 if opts.quick else 10) * GiB
+            sparse = DATA / "bench" / "sparse" / "obj-10g"
+            sparse.parent.mkdir(parents=True, exist_ok=True)
+            if not sparse.exists() or sparse.stat().st_size != size:
+                sparse.unlink(missing_ok=True)
+                sparse.touch()
+                os.truncate(sparse, size)
+            c = start_shardcache("shardcache-rss", origin.port, 256 * MiB, WORK / "shardcache-rss-cache")
+            started.extend(c.procs)
+            record(case, c, 1, measure(c, origin, get_args(c, [("sparse/obj-10g", size)], 1, requests=2)))
+            for p in c.procs:
+                p.stop()
+    finally:
+        for p in reversed(started):
+            p.stop()
+
+    machine = {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB, 1),
+        "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), ""),
+    }
+    out = {"machine": machine, "rounds": rounds, "quick": opts.quick, "ceilings": ceilings,
+           "shardcache_idle_cpu_fraction": idle, "runs": rows, "command": " ".join(["benches/run.sh", *sys.argv[1:]])}
+    Path(opts.json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {opts.json}")
+
+
+if __name__ == "__main__":
+    main()

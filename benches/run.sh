@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The benchmark kit, one command: installs the peers (nginx, iperf3, fio from Debian; cachey from
+# crates.io into target/bench-tools), builds shardcache and the load client in release, runs every
+# case side by side (benches/run.py) and writes BENCHMARKS.md and benches/results.json.
+#
+# Usage: benches/run.sh [--quick] [--rounds N] [--only CASE_PREFIX]
+# A full run takes about 30 minutes on 2 cores and needs ~12 GiB of free disk under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in nginx iperf3 fio; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -x target/bench-tools/bin/server ] || cargo install cachey --version 0.13.2 --locked --root target/bench-tools
+cargo build --release --locked --bin shardcache --example loadgen
+
+python3 benches/run.py "$@"
+python3 benches/report.py
