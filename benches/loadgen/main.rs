@@ -151,7 +151,19 @@ impl Conn {
         }
         let req = req.body(Empty::new()).expect("valid request");
         let start = Instant::now();
-        let res = self.sender().await.send_request(req).await.map_err(|e| e.to_string())?;
+        let sender = self.sender().await;
+        // A keep-alive connection takes the next request only once it has finished the last one.
+        if let Err(e) = sender.ready().await {
+            self.sender = None;
+            return Err(e.to_string());
+        }
+        let res = match sender.send_request(req).await {
+            Ok(res) => res,
+            Err(e) => {
+                self.sender = None;
+                return Err(e.to_string());
+            }
+        };
         let status = res.status();
         let mut body = res.into_body();
         let mut ttfb = None;
@@ -227,7 +239,7 @@ async fn run_get(args: GetArgs) -> serde_json::Value {
                         None if begin.elapsed() >= deadline => break,
                         _ => {}
                     }
-                    let object = &objects[(n as usize + w) % objects.len()];
+                    let object = &objects[n as usize % objects.len()];
                     let range = match range_size {
                         Some(len) => {
                             let first = rng.below(object.size.saturating_sub(len) + 1);
