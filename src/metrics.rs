@@ -89,8 +89,9 @@ pub struct Metrics {
     registry: Registry,
     /// `shardcache_requests_total{operation,status,outcome}`
     pub requests: IntCounterVec,
-    /// `shardcache_served_bytes_total{source}`: body bytes sent to clients for GetObject.
-    pub served_bytes: IntCounterVec,
+    /// `shardcache_served_bytes_total{source}`: body bytes sent to clients for GetObject, one
+    /// counter per [`Source`], resolved once (the hot path counts every body piece).
+    served_bytes: [IntCounter; 3],
     /// `shardcache_request_duration_seconds{outcome}`
     pub request_duration: HistogramVec,
     /// `shardcache_time_to_first_byte_seconds{outcome}`: request start to first body byte sent.
@@ -160,11 +161,14 @@ impl Metrics {
                 "S3 requests answered",
                 &["operation", "status", "outcome"],
             ),
-            served_bytes: counter(
-                "shardcache_served_bytes_total",
-                "Object bytes sent to clients",
-                &["source"],
-            ),
+            served_bytes: {
+                let vec = counter(
+                    "shardcache_served_bytes_total",
+                    "Object bytes sent to clients",
+                    &["source"],
+                );
+                [Source::Memory, Source::Disk, Source::Upstream].map(|s| vec.with_label_values(&[s.as_str()]))
+            },
             request_duration: histogram("shardcache_request_duration_seconds", "Request duration", &["outcome"]),
             ttfb: histogram(
                 "shardcache_time_to_first_byte_seconds",
@@ -218,6 +222,16 @@ impl Metrics {
             ),
             registry,
         }
+    }
+
+    /// `shardcache_served_bytes_total{source}`.
+    pub fn served_bytes(&self, source: Source) -> &IntCounter {
+        let i = match source {
+            Source::Memory => 0,
+            Source::Disk => 1,
+            Source::Upstream => 2,
+        };
+        &self.served_bytes[i]
     }
 
     /// The registry, for foyer to register its own metrics in.

@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+
 use common::{data, Proxy, ProxyOptions, S3Server};
 
 const C: usize = 64 << 10; // chunk size used by these tests
@@ -15,15 +17,21 @@ async fn setup(bucket: &str, opts: ProxyOptions) -> (S3Server, Proxy) {
     (s3, proxy)
 }
 
-async fn get(proxy: &Proxy, bucket: &str, key: &str) -> Vec<u8> {
-    let out = proxy
+/// GetObject through shardcache, optionally ranged.
+async fn get_object(proxy: &Proxy, bucket: &str, key: &str, range: Option<&str>) -> GetObjectOutput {
+    proxy
         .client()
         .get_object()
         .bucket(bucket)
         .key(key)
+        .set_range(range.map(str::to_owned))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn get(proxy: &Proxy, bucket: &str, key: &str) -> Vec<u8> {
+    let out = get_object(proxy, bucket, key, None).await;
     out.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
@@ -65,15 +73,7 @@ async fn every_range_form_is_served_and_unsatisfiable_ranges_get_416() {
         ("bytes=-999999999", 0..size),
     ];
     for (range, want) in cases {
-        let out = proxy
-            .client()
-            .get_object()
-            .bucket("ranges")
-            .key("k")
-            .range(range)
-            .send()
-            .await
-            .unwrap();
+        let out = get_object(&proxy, "ranges", "k", Some(range)).await;
         let expect_header = format!("bytes {}-{}/{size}", want.start, want.end - 1);
         assert_eq!(out.content_range(), Some(expect_header.as_str()), "{range}");
         assert_eq!(
@@ -287,15 +287,7 @@ async fn sequential_reads_fetch_the_next_chunks_ahead() {
     .await;
     s3.put("ahead", "k", data(8 * C, 2)).await;
     s3.clear();
-    let first = proxy
-        .client()
-        .get_object()
-        .bucket("ahead")
-        .key("k")
-        .range(format!("bytes=0-{}", C - 1))
-        .send()
-        .await
-        .unwrap();
+    let first = get_object(&proxy, "ahead", "k", Some(&format!("bytes=0-{}", C - 1))).await;
     assert_eq!(first.body.collect().await.unwrap().into_bytes().len(), C);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while s3.requests("GET", "ahead", "k").len() < 3 {
@@ -306,15 +298,7 @@ async fn sequential_reads_fetch_the_next_chunks_ahead() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(proxy.metric("shardcache_readahead_chunks_total").await, 2.0);
-    let second = proxy
-        .client()
-        .get_object()
-        .bucket("ahead")
-        .key("k")
-        .range(format!("bytes={C}-{}", 2 * C - 1))
-        .send()
-        .await
-        .unwrap();
+    let second = get_object(&proxy, "ahead", "k", Some(&format!("bytes={C}-{}", 2 * C - 1))).await;
     assert_eq!(
         second.body.collect().await.unwrap().into_bytes().to_vec(),
         data(8 * C, 2)[C..2 * C].to_vec()
@@ -449,15 +433,7 @@ async fn an_object_changed_behind_the_cache_is_served_whole_from_its_new_version
     let (s3, proxy) = setup("changed", ProxyOptions::default()).await;
     let (v1, v2) = (data(3 * C, 1), data(3 * C, 2));
     s3.put("changed", "k", v1.clone()).await;
-    let first = proxy
-        .client()
-        .get_object()
-        .bucket("changed")
-        .key("k")
-        .range(format!("bytes=0-{}", C - 1))
-        .send()
-        .await
-        .unwrap();
+    let first = get_object(&proxy, "changed", "k", Some(&format!("bytes=0-{}", C - 1))).await;
     assert_eq!(
         first.body.collect().await.unwrap().into_bytes().to_vec(),
         v1[..C].to_vec()
@@ -466,15 +442,7 @@ async fn an_object_changed_behind_the_cache_is_served_whole_from_its_new_version
     // Overwritten at the upstream, not through shardcache: its metadata (TTL 60 s) is now stale.
     s3.put("changed", "k", v2.clone()).await;
     let range = format!("bytes={C}-{}", 2 * C - 1);
-    let second = proxy
-        .client()
-        .get_object()
-        .bucket("changed")
-        .key("k")
-        .range(range)
-        .send()
-        .await
-        .unwrap();
+    let second = get_object(&proxy, "changed", "k", Some(&range)).await;
     assert_eq!(
         second.e_tag(),
         s3.client()

@@ -16,7 +16,6 @@ use futures_util::StreamExt;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use prometheus::IntCounter;
 
 use super::respond::{object_header, send_error, send_failure, validator_header, Failure};
 use super::routes::Route;
@@ -119,37 +118,18 @@ pub async fn serve(
 }
 
 /// Sends the response header with the first body bytes, and counts body bytes by source.
-struct BodyWriter {
+struct BodyWriter<'m> {
     header: Option<ResponseHeader>,
-    /// `shardcache_served_bytes_total` for memory, disk and upstream, resolved once per request.
-    served: [IntCounter; 3],
+    metrics: &'m Metrics,
 }
 
-impl BodyWriter {
-    fn new(header: ResponseHeader, metrics: &Metrics) -> Self {
-        let counter = |s: Source| metrics.served_bytes.with_label_values(&[s.as_str()]);
-        let served = [
-            counter(Source::Memory),
-            counter(Source::Disk),
-            counter(Source::Upstream),
-        ];
-        Self {
-            header: Some(header),
-            served,
-        }
-    }
-
+impl BodyWriter<'_> {
     async fn send(&mut self, session: &mut Session, ctx: &mut RequestCtx, data: Bytes, source: Source) -> Result<()> {
         if let Some(h) = self.header.take() {
             session.write_response_header(Box::new(h), false).await?;
             ctx.ttfb = Some(ctx.start.elapsed());
         }
-        let i = match source {
-            Source::Memory => 0,
-            Source::Disk => 1,
-            Source::Upstream => 2,
-        };
-        self.served[i].inc_by(data.len() as u64);
+        self.metrics.served_bytes(source).inc_by(data.len() as u64);
         session.write_response_body(Some(data), false).await
     }
 
@@ -178,7 +158,10 @@ async fn stream(
     let fetch_of = |index| fetcher(state, route, object, meta, chunk_span(index, chunk_size, meta.size));
     let last = plan(whole.clone(), chunk_size, meta.size).last().map_or(0, |s| s.index);
     let ahead_limit = if sequential { chunks } else { last + 1 };
-    let mut out = BodyWriter::new(header, &state.metrics);
+    let mut out = BodyWriter {
+        header: Some(header),
+        metrics: &state.metrics,
+    };
     let after = |e| StreamError::AfterStart(e);
 
     for slice in plan(whole, chunk_size, meta.size) {

@@ -12,7 +12,7 @@ use futures_util::stream::{self, StreamExt};
 use super::object::fetcher;
 use super::ProxyState;
 use crate::cache::plan::{chunk_count, chunk_span};
-use crate::cache::{CacheKey, ChunkRead, ObjectRef};
+use crate::cache::{CacheKey, ChunkRead, FillError, ObjectRef};
 use crate::upstream::OriginError;
 
 /// Chunks of one object fetched at once.
@@ -42,6 +42,16 @@ pub struct WarmError {
 }
 
 impl WarmError {
+    fn fill(e: &FillError) -> Self {
+        match e.downcast_ref::<OriginError>() {
+            Some(origin) => Self::upstream(origin),
+            None => Self {
+                status: 502,
+                message: e.to_string(),
+            },
+        }
+    }
+
     fn upstream(e: &OriginError) -> Self {
         let status = match e {
             OriginError::NoSuchKey | OriginError::NoSuchBucket => 404,
@@ -85,26 +95,13 @@ impl ProxyState {
                         ChunkRead::Hit(..) => return Ok(len),
                         ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
                     };
-                    let mut got = 0;
+                    // A fill ends cleanly only with exactly `len` bytes (it checks), so draining
+                    // to the end is enough.
                     loop {
                         match reader.next().await {
-                            Ok(Some(piece)) => got += piece.len() as u64,
-                            Ok(None) if got == len => return Ok(0),
-                            Ok(None) => {
-                                return Err(WarmError {
-                                    status: 502,
-                                    message: format!("chunk {index} ended at byte {got} of {len}"),
-                                })
-                            }
-                            Err(e) => {
-                                return Err(match e.downcast_ref::<OriginError>() {
-                                    Some(origin) => WarmError::upstream(origin),
-                                    None => WarmError {
-                                        status: 502,
-                                        message: e.to_string(),
-                                    },
-                                })
-                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) => return Ok(0),
+                            Err(e) => return Err(WarmError::fill(&e)),
                         }
                     }
                 }

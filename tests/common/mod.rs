@@ -268,12 +268,8 @@ impl Proxy {
 
     /// Sum of the samples of a metric whose line starts with `prefix` (name and labels).
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).await.unwrap();
+        let admin: shardcache::ops::Endpoint = format!("http://{}", self.admin).parse().unwrap();
+        let text = admin.call(http::Method::GET, "/metrics").await.unwrap().text();
         text.lines()
             .filter(|l| l.starts_with(prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
