@@ -247,21 +247,24 @@ def start_nginx(name, conf):
                 WORK / f"nginx-{name}.log")
 
 
-def start_shardcache(name, upstream_port, memory, disk_dir, direct=False):
+def start_shardcache(name, upstream_port, memory, disk_dir):
+    """shardcache with its default disk settings (O_DIRECT), or memory only if `disk_dir` is None."""
     s3_port, admin_port = free_port(), free_port()
-    if disk_dir.exists():
-        shutil.rmtree(disk_dir)
+    disk = "\n  disk: null"
+    if disk_dir is not None:
+        if disk_dir.exists():
+            shutil.rmtree(disk_dir)
+        disk = f"""
+  disk:
+    path: {disk_dir}
+    capacity_bytes: {24 * GiB}"""
     conf = WORK / f"{name}.yaml"
     conf.write_text(f"""listen: 127.0.0.1:{s3_port}
 admin_listen: 127.0.0.1:{admin_port}
 threads: 2
 grace_period_seconds: 0
 cache:
-  memory_bytes: {memory}
-  disk:
-    path: {disk_dir}
-    capacity_bytes: {24 * GiB}
-    direct: {str(direct).lower()}
+  memory_bytes: {memory}{disk}
 upstreams:
   origin:
     kind: s3
@@ -478,8 +481,7 @@ def main():
         # Disk hits: shardcache with a 64 MiB memory tier and O_DIRECT, against fio.
         case = "disk hit 16MiB x16"
         if wanted(case):
-            sc_disk = start_shardcache("shardcache-disk", origin.port, 64 * MiB, WORK / "shardcache-disk-cache",
-                                       direct=True)
+            sc_disk = start_shardcache("shardcache-disk", origin.port, 64 * MiB, WORK / "shardcache-disk-cache")
             started.append(sc_disk.procs[0])
             warm(sc_disk, hit_sets["16MiB"])
             time.sleep(2)  # let the last block reach the disk

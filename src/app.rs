@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -14,6 +15,11 @@ use crate::config::{Config, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{BucketRoute, ProxyState, Router, S3Proxy, Upstream};
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
+
+/// Write buffer of each S3 connection: a response whose header and body fit leaves in one write
+/// (one TCP segment train, one wakeup of the client) instead of a write for each. Sized for a
+/// 64 KiB object and its header; larger bodies are written straight from the cache.
+const SMALL_RESPONSE_BYTES: usize = (64 << 10) + (4 << 10);
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +157,10 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
         S3Proxy::new(state.clone()),
         "shardcache-s3",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    proxy.add_listener(
+        ListenerConfig::tcp(config.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().write(SMALL_RESPONSE_BYTES)),
+    );
     let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state));
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(proxy);
