@@ -1,67 +1,46 @@
 //! A chunk being fetched from the upstream, shared by every request that wants it meanwhile.
 //!
-//! The fetching task appends pieces as they arrive; each reader walks the pieces at its own pace
-//! and waits for more. Readers never wait for the whole chunk, so time to first byte on a miss is
-//! the upstream's, and concurrent readers of one chunk cause one upstream fetch.
+//! The fetching task copies bytes into the chunk's buffer as they arrive; each reader takes what
+//! is written at its own pace (as views of that buffer, not copies) and waits for more. Readers
+//! never wait for the whole chunk, so time to first byte on a miss is the upstream's, and
+//! concurrent readers of one chunk cause one upstream fetch. The completed buffer is the cached
+//! chunk.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::watch;
+
+use super::buf::{ChunkBuf, ChunkWriter};
+use super::LengthMismatch;
 
 /// Why a fill did not complete. Readers see it after the bytes that did arrive.
 pub type FillError = Arc<dyn std::error::Error + Send + Sync>;
 
-#[derive(Default)]
-struct State {
-    pieces: Vec<Bytes>,
-    outcome: Option<Result<(), FillError>>,
-}
-
 /// A chunk in flight.
 pub struct Fill {
-    state: Mutex<State>,
+    buf: Arc<ChunkBuf>,
+    outcome: Mutex<Option<Result<(), FillError>>>,
     /// Bumped on every change; readers wait on it.
     changed: watch::Sender<u64>,
 }
 
 impl Fill {
-    /// A new, empty fill.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(State::default()),
+    /// A new, empty fill of a chunk of `len` bytes, and the one handle that writes it.
+    pub fn new(len: usize) -> (Arc<Self>, FillWriter) {
+        let (buf, writer) = ChunkBuf::with_capacity(len);
+        let fill = Arc::new(Self {
+            buf,
+            outcome: Mutex::new(None),
             changed: watch::channel(0).0,
-        })
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock means a reader panicked mid-read; the state itself is still consistent
-        // (every mutation is a single push or assignment).
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Appends bytes that arrived from the upstream.
-    pub fn push(&self, piece: Bytes) {
-        if piece.is_empty() {
-            return;
-        }
-        self.state().pieces.push(piece);
-        self.changed.send_modify(|v| *v += 1);
-    }
-
-    /// Ends the fill; on success returns the whole chunk as one buffer.
-    pub fn finish(&self, outcome: Result<(), FillError>) -> Option<Bytes> {
-        let mut state = self.state();
-        let whole = outcome.is_ok().then(|| {
-            let len = state.pieces.iter().map(Bytes::len).sum();
-            let mut buf = BytesMut::with_capacity(len);
-            state.pieces.iter().for_each(|p| buf.extend_from_slice(p));
-            buf.freeze()
         });
-        state.outcome = Some(outcome);
-        drop(state);
-        self.changed.send_modify(|v| *v += 1);
-        whole
+        (fill.clone(), FillWriter { fill, writer })
+    }
+
+    fn outcome(&self) -> MutexGuard<'_, Option<Result<(), FillError>>> {
+        // A poisoned lock means a reader panicked mid-read; the outcome itself is a single
+        // assignment, so it is still consistent.
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A reader starting at the first byte of the chunk.
@@ -74,6 +53,43 @@ impl Fill {
     }
 }
 
+/// The fetching task's end of a [`Fill`]: appends bytes as they arrive, then ends it.
+pub struct FillWriter {
+    fill: Arc<Fill>,
+    writer: ChunkWriter,
+}
+
+impl FillWriter {
+    /// Appends bytes that arrived from the upstream and wakes the readers.
+    pub fn push(&mut self, piece: &[u8]) -> Result<(), LengthMismatch> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        let expected = self.fill.buf.capacity() as u64;
+        let received = (self.writer.written() + piece.len()) as u64;
+        self.writer
+            .write(piece)
+            .map_err(|_| LengthMismatch { expected, received })?;
+        self.fill.changed.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Bytes pushed so far.
+    pub fn written(&self) -> usize {
+        self.writer.written()
+    }
+
+    /// Ends the fill; returns the chunk if `outcome` is a success and every byte arrived.
+    pub fn finish(self, outcome: Result<(), FillError>) -> Option<Bytes> {
+        let fill = &self.fill;
+        let complete = outcome.is_ok() && self.written() == fill.buf.capacity();
+        let whole = complete.then(|| fill.buf.bytes(0..fill.buf.capacity()));
+        *fill.outcome() = Some(outcome);
+        fill.changed.send_modify(|v| *v += 1);
+        whole
+    }
+}
+
 /// One request's position in a [`Fill`].
 pub struct FillReader {
     fill: Arc<Fill>,
@@ -82,20 +98,20 @@ pub struct FillReader {
 }
 
 impl FillReader {
-    /// The next piece, `Ok(None)` at the end of a complete chunk, or the fill's error.
+    /// Everything written since the last call (at least one byte), `Ok(None)` at the end of a
+    /// complete chunk, or the fill's error.
     pub async fn next(&mut self) -> Result<Option<Bytes>, FillError> {
         loop {
-            {
-                let state = self.fill.state();
-                if let Some(piece) = state.pieces.get(self.next) {
-                    self.next += 1;
-                    return Ok(Some(piece.clone()));
-                }
-                match &state.outcome {
-                    Some(Ok(())) => return Ok(None),
-                    Some(Err(e)) => return Err(e.clone()),
-                    None => {}
-                }
+            let written = self.fill.buf.written();
+            if written > self.next {
+                let piece = self.fill.buf.bytes(self.next..written);
+                self.next = written;
+                return Ok(Some(piece));
+            }
+            match &*self.fill.outcome() {
+                Some(Ok(())) => return Ok(None),
+                Some(Err(e)) => return Err(e.clone()),
+                None => {}
             }
             if self.changed.changed().await.is_err() {
                 // The sender lives in the fill we hold, so this cannot happen; be safe anyway.
@@ -110,29 +126,40 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn readers_see_pieces_as_they_arrive_and_the_end() {
-        let fill = Fill::new();
+    async fn readers_see_bytes_as_they_arrive_and_the_end() {
+        let (fill, mut w) = Fill::new(4);
         let mut early = fill.reader();
-        fill.push(Bytes::from_static(b"ab"));
+        w.push(b"ab").unwrap();
         assert_eq!(early.next().await.unwrap().unwrap(), "ab");
         let waiting = tokio::spawn(async move {
             let second = early.next().await.unwrap().unwrap();
             (second, early.next().await.unwrap())
         });
-        fill.push(Bytes::from_static(b"cd"));
-        assert_eq!(fill.finish(Ok(())).unwrap(), "abcd");
+        tokio::task::yield_now().await;
+        w.push(b"cd").unwrap();
+        assert_eq!(w.finish(Ok(())).unwrap(), "abcd");
         assert_eq!(waiting.await.unwrap(), (Bytes::from_static(b"cd"), None));
         let mut late = fill.reader();
-        assert_eq!(late.next().await.unwrap().unwrap(), "ab");
+        assert_eq!(late.next().await.unwrap().unwrap(), "abcd");
+        assert_eq!(late.next().await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn a_failed_fill_reports_its_error_after_the_bytes_that_arrived() {
-        let fill = Fill::new();
-        fill.push(Bytes::from_static(b"ab"));
-        assert!(fill.finish(Err(Arc::new(std::io::Error::other("cut")))).is_none());
+        let (fill, mut w) = Fill::new(4);
+        w.push(b"ab").unwrap();
+        assert!(w.finish(Err(Arc::new(std::io::Error::other("cut")))).is_none());
         let mut r = fill.reader();
         assert_eq!(r.next().await.unwrap().unwrap(), "ab");
         assert_eq!(r.next().await.unwrap_err().to_string(), "cut");
+    }
+
+    #[test]
+    fn bytes_past_the_chunk_are_refused() {
+        let (_fill, mut w) = Fill::new(3);
+        w.push(b"ab").unwrap();
+        let e = w.push(b"cd").unwrap_err();
+        assert_eq!((e.expected, e.received), (3, 4));
+        assert_eq!(w.written(), 2);
     }
 }

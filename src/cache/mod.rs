@@ -9,6 +9,7 @@
 //! The cache never knows who fills it: callers hand it a fetch closure. foyer's types stay in
 //! this module.
 
+mod buf;
 mod entry;
 mod fill;
 pub mod plan;
@@ -17,14 +18,13 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FileDeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
     HybridCachePolicy, PsyncIoEngineConfig, RecoverMode, Source as FoyerSource, Spawner,
 };
 use futures_util::future::BoxFuture;
-use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -33,12 +33,17 @@ pub use fill::{FillError, FillReader};
 
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
-use fill::Fill;
+use fill::{Fill, FillWriter};
 
-/// The body of a chunk fetch: pieces as they arrive.
-pub type ChunkBody = BoxStream<'static, Result<Bytes, FillError>>;
-/// A chunk fetch: resolves once the upstream answered, to the body stream.
-pub type ChunkFetch = BoxFuture<'static, Result<ChunkBody, FillError>>;
+/// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
+#[async_trait]
+pub trait ChunkBody: Send {
+    /// The next bytes, `None` at the end. The slice is only valid until the next call.
+    async fn next(&mut self) -> Result<Option<&[u8]>, FillError>;
+}
+
+/// A chunk fetch: resolves once the upstream answered, to the body.
+pub type ChunkFetch = BoxFuture<'static, Result<Box<dyn ChunkBody>, FillError>>;
 
 /// Cache settings, from the `cache` section of the config.
 #[derive(Clone, Debug)]
@@ -323,17 +328,21 @@ impl ChunkCache {
         }
     }
 
-    /// Starts fetching chunk `key` in the background unless it is cached or in flight.
-    /// Returns whether a fetch started.
-    pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> bool {
+    /// Starts a fill of chunk `key` with `fetch`, unless the chunk is cached or in flight.
+    /// Returns whether it started.
+    pub fn start(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> bool {
         if self.inner.hybrid.contains(&key) {
             return false;
         }
-        let started = self
-            .inner
+        self.inner
             .clone()
             .join_or_start(key, len, &mut Some(fetch), false)
-            .is_some_and(|(_, s)| s);
+            .is_some_and(|(_, started)| started)
+    }
+
+    /// [`Self::start`] for a chunk read ahead of a sequential reader (counted as such).
+    pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> bool {
+        let started = self.start(key, len, fetch);
         if started {
             self.inner.metrics.readahead.inc();
         }
@@ -430,6 +439,14 @@ impl Inner {
     }
 
     async fn load(&self, key: &CacheKey) -> Option<(CacheValue, Tier)> {
+        // The memory tier and the disk index answer without waiting: a memory hit, or a key the
+        // disk cannot hold, never takes foyer's asynchronous path (a hop to its runtime and back).
+        if let Some(entry) = self.hybrid.memory().get(key) {
+            return Some((entry.value().clone(), Tier::Memory));
+        }
+        if !self.hybrid.storage().may_contains(key) {
+            return None;
+        }
         match self.hybrid.get(key).await {
             Ok(Some(entry)) => {
                 let tier = if entry.source() == FoyerSource::Disk {
@@ -478,22 +495,23 @@ impl Inner {
                 return None;
             }
             let fetch = fetch.take()?;
-            let fill = Fill::new();
+            let (fill, writer) = Fill::new(len as usize);
             inflight.insert(key.clone(), fill.clone());
-            (fill, fetch)
+            (fill, (writer, fetch))
         };
+        let (writer, fetch) = fetch;
         let fetch = fetch();
-        self.fills.spawn(self.clone().run_fill(key, fill.clone(), len, fetch));
+        self.fills.spawn(self.clone().run_fill(key, writer, len, fetch));
         Some((fill, true))
     }
 
-    async fn run_fill(self: Arc<Self>, key: CacheKey, fill: Arc<Fill>, len: u64, fetch: ChunkFetch) {
+    async fn run_fill(self: Arc<Self>, key: CacheKey, mut fill: FillWriter, len: u64, fetch: ChunkFetch) {
         // The permit covers the chunk from before its first byte until it is on disk, so the
         // chunks held in memory by fills (streamed, not yet stored) are bounded by the write
         // budget even when the upstream is faster than the disk; a reader that outruns the
         // disk is slowed to its speed rather than growing memory.
         let permit = self.disk_permit(len).await;
-        let outcome = pump(&fill, len, fetch).await;
+        let outcome = pump(&mut fill, len, fetch).await;
         let result = if outcome.is_ok() { "complete" } else { "failed" };
         self.metrics.fills.with_label_values(&[result]).inc();
         if let Err(e) = &outcome {
@@ -536,21 +554,13 @@ impl Inner {
     }
 }
 
-/// Pulls the fetch's body into the fill, checking it is exactly `len` bytes.
-async fn pump(fill: &Fill, len: u64, fetch: ChunkFetch) -> Result<(), FillError> {
+/// Reads the fetch's body into the fill, checking it is exactly `len` bytes.
+async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<(), FillError> {
     let mut body = fetch.await?;
-    let mut received = 0u64;
-    while let Some(piece) = body.next().await {
-        let piece = piece?;
-        received += piece.len() as u64;
-        if received > len {
-            return Err(Arc::new(LengthMismatch {
-                expected: len,
-                received,
-            }));
-        }
-        fill.push(piece);
+    while let Some(piece) = body.next().await? {
+        fill.push(piece).map_err(|e| Arc::new(e) as FillError)?;
     }
+    let received = fill.written() as u64;
     if received != len {
         return Err(Arc::new(LengthMismatch {
             expected: len,

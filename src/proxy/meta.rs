@@ -1,5 +1,11 @@
 //! Object metadata through the cache: fresh entries come from the cache, the rest from the
 //! upstream, with concurrent lookups of one object sharing one upstream request.
+//!
+//! An object the cache has never seen is opened with a ranged GET of the chunk the request
+//! starts in, not a HEAD: its answer carries the metadata (size from `Content-Range`, ETag,
+//! headers), and its body becomes that chunk's fill. A cold read thus costs one round trip before
+//! its first byte, not two. Stale metadata is revalidated with a HEAD, which moves no object
+//! bytes: the chunks of an unchanged object are most likely still cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,13 +13,26 @@ use std::time::{Instant, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
+use super::object::MeteredBody;
 use super::routes::Route;
-use crate::cache::{ChunkCache, MetaEntry, ObjectRef};
+use crate::cache::plan::chunk_span;
+use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef};
 use crate::metrics::{Metrics, UpstreamCall};
 use crate::types::ObjectMeta;
 use crate::upstream::OriginError;
 
-type Lookup = Shared<BoxFuture<'static, Result<Arc<ObjectMeta>, Arc<OriginError>>>>;
+/// What a shared lookup found: the metadata, and the chunk whose fill it started, if any.
+type Found = (Arc<ObjectMeta>, Option<u64>);
+type Lookup = Shared<BoxFuture<'static, Result<Found, Arc<OriginError>>>>;
+
+/// Metadata for one request.
+pub struct Looked {
+    /// The object's metadata.
+    pub meta: Arc<ObjectMeta>,
+    /// The chunk this request's own lookup started fetching along with the metadata: reading it
+    /// is this request's miss, not a read coalesced onto another's.
+    pub opened: Option<u64>,
+}
 
 /// Metadata lookups in flight, by object.
 #[derive(Default)]
@@ -21,49 +40,71 @@ pub struct MetaLookups {
     inflight: Arc<Mutex<HashMap<ObjectRef, Lookup>>>,
 }
 
+/// The cache's answer for an object's metadata.
+enum Cached {
+    Fresh(Arc<ObjectMeta>),
+    Stale,
+    Absent,
+}
+
 impl MetaLookups {
-    /// The object's metadata: cached if fresh, else from the upstream. To force an upstream
-    /// lookup (the upstream reported the object changed), drop the cached entry first.
+    /// The object's metadata: cached if fresh, else from the upstream. `first_chunk` is the
+    /// chunk the request will read first (`None` for a HEAD or a read that needs the size to
+    /// know where it starts). To force an upstream lookup (the upstream reported the object
+    /// changed), drop the cached entry first.
     pub async fn get(
         &self,
         cache: &ChunkCache,
         metrics: &Arc<Metrics>,
         route: &Route,
         object: &ObjectRef,
-    ) -> Result<Arc<ObjectMeta>, Arc<OriginError>> {
-        if let Some(meta) = fresh(cache, route, object).await {
-            return Ok(meta);
-        }
-        let lookup = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            inflight
-                .entry(object.clone())
-                .or_insert_with(|| self.start(cache.clone(), metrics.clone(), route.clone(), object.clone()))
-                .clone()
+        first_chunk: Option<u64>,
+    ) -> Result<Looked, Arc<OriginError>> {
+        let open = match cached(cache, route, object).await {
+            Cached::Fresh(meta) => return Ok(Looked { meta, opened: None }),
+            Cached::Stale => None,
+            Cached::Absent => first_chunk,
         };
-        lookup.await
+        let (lookup, leader) = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.get(object) {
+                Some(lookup) => (lookup.clone(), false),
+                None => {
+                    let lookup = self.start(cache.clone(), metrics.clone(), route.clone(), object.clone(), open);
+                    inflight.insert(object.clone(), lookup.clone());
+                    (lookup, true)
+                }
+            }
+        };
+        let (meta, opened) = lookup.await?;
+        Ok(Looked {
+            meta,
+            opened: opened.filter(|_| leader),
+        })
     }
 
-    fn start(&self, cache: ChunkCache, metrics: Arc<Metrics>, route: Route, object: ObjectRef) -> Lookup {
+    fn start(
+        &self,
+        cache: ChunkCache,
+        metrics: Arc<Metrics>,
+        route: Route,
+        object: ObjectRef,
+        open: Option<u64>,
+    ) -> Lookup {
         let inflight = self.inflight.clone();
         async move {
             // A lookup that finished between our cache check and our taking the in-flight table
             // has stored its answer: use it rather than asking the upstream again.
-            if let Some(meta) = fresh(&cache, &route, &object).await {
+            if let Cached::Fresh(meta) = cached(&cache, &route, &object).await {
                 inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
-                return Ok(meta);
+                return Ok((meta, None));
             }
-            let name = route.upstream.name.clone();
-            let labels = [&*name, UpstreamCall::Head.as_str()];
-            metrics.upstream_requests.with_label_values(&labels).inc();
-            let started = Instant::now();
-            let result = route.upstream.origin.head(&route.bucket, &object.key).await;
-            metrics
-                .upstream_duration
-                .with_label_values(&labels)
-                .observe(started.elapsed().as_secs_f64());
+            let result = match open {
+                Some(index) => open_chunk(&cache, &metrics, &route, &object, index).await,
+                None => head(&metrics, &route, &object).await.map(|meta| (meta, None)),
+            };
             let result = match result {
-                Ok(meta) => {
+                Ok((meta, opened)) => {
                     cache.put_meta(
                         object.clone(),
                         MetaEntry {
@@ -71,14 +112,9 @@ impl MetaLookups {
                             fetched_at: SystemTime::now(),
                         },
                     );
-                    Ok(Arc::new(meta))
+                    Ok((Arc::new(meta), opened))
                 }
-                Err(e) => {
-                    if !matches!(e, OriginError::NoSuchKey | OriginError::NoSuchBucket) {
-                        metrics.upstream_errors.with_label_values(&labels).inc();
-                    }
-                    Err(Arc::new(e))
-                }
+                Err(e) => Err(Arc::new(e)),
             };
             inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
             result
@@ -88,14 +124,72 @@ impl MetaLookups {
     }
 }
 
-/// The cached metadata of `object`, if within its route's TTL.
-async fn fresh(cache: &ChunkCache, route: &Route, object: &ObjectRef) -> Option<Arc<ObjectMeta>> {
-    let entry = cache.meta(object).await?;
+/// Times an upstream call and counts it (and its failure, unless the object is simply absent).
+async fn metered<T>(
+    metrics: &Metrics,
+    route: &Route,
+    call: UpstreamCall,
+    request: impl std::future::Future<Output = Result<T, OriginError>>,
+) -> Result<T, OriginError> {
+    let labels = [&*route.upstream.name, call.as_str()];
+    metrics.upstream_requests.with_label_values(&labels).inc();
+    let started = Instant::now();
+    let result = request.await;
+    metrics
+        .upstream_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        if !matches!(e, OriginError::NoSuchKey | OriginError::NoSuchBucket) {
+            metrics.upstream_errors.with_label_values(&labels).inc();
+        }
+    }
+    result
+}
+
+async fn head(metrics: &Metrics, route: &Route, object: &ObjectRef) -> Result<ObjectMeta, OriginError> {
+    let request = route.upstream.origin.head(&route.bucket, &object.key);
+    metered(metrics, route, UpstreamCall::Head, request).await
+}
+
+/// Opens the object with a GET of chunk `index` and makes that answer's body the chunk's fill.
+async fn open_chunk(
+    cache: &ChunkCache,
+    metrics: &Arc<Metrics>,
+    route: &Route,
+    object: &ObjectRef,
+    index: u64,
+) -> Result<(ObjectMeta, Option<u64>), OriginError> {
+    let chunk_size = cache.chunk_size();
+    let span = chunk_span(index, chunk_size, u64::MAX);
+    let request = route.upstream.origin.open(&route.bucket, &object.key, span);
+    let opened = metered(metrics, route, UpstreamCall::Get, request).await?;
+    let meta = opened.meta;
+    let Some(body) = opened.body else {
+        return Ok((meta, None));
+    };
+    let span = chunk_span(index, chunk_size, meta.size);
+    let key = CacheKey::Chunk(object.clone(), meta.etag.as_str().into(), index);
+    let body = MeteredBody::boxed(body, metrics, &route.upstream.name);
+    let fetch = move || -> ChunkFetch { Box::pin(async move { Ok(body) }) };
+    // Not started if the chunk is cached or in flight already; dropping the body then hangs up.
+    let started = cache.start(key, span.end - span.start, fetch);
+    Ok((meta, started.then_some(index)))
+}
+
+/// The cached metadata of `object`, and whether it is within its route's TTL.
+async fn cached(cache: &ChunkCache, route: &Route, object: &ObjectRef) -> Cached {
+    let Some(entry) = cache.meta(object).await else {
+        return Cached::Absent;
+    };
     let fresh = match route.meta_ttl {
         None => true,
         Some(ttl) => SystemTime::now()
             .duration_since(entry.fetched_at)
             .is_ok_and(|age| age < ttl),
     };
-    fresh.then(|| Arc::new(entry.meta.clone()))
+    match fresh {
+        true => Cached::Fresh(Arc::new(entry.meta.clone())),
+        false => Cached::Stale,
+    }
 }

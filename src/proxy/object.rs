@@ -11,23 +11,24 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use prometheus::IntCounter;
 
 use super::respond::{object_header, send_error, send_failure, validator_header, Failure};
 use super::routes::Route;
 use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
-use crate::cache::{CacheKey, ChunkFetch, ChunkRead, FillError, ObjectRef, Tier};
+use crate::cache::{CacheKey, ChunkBody, ChunkFetch, ChunkRead, FillError, ObjectRef, Tier};
 use crate::metrics::{Metrics, Outcome, Source, UpstreamCall};
 use crate::s3::conditional::{evaluate, Precondition};
 use crate::s3::range::ByteRange;
 use crate::s3::S3Error;
 use crate::types::{ObjectKey, ObjectMeta};
-use crate::upstream::OriginError;
+use crate::upstream::{OriginBody, OriginError};
 
 /// Why streaming stopped.
 enum StreamError {
@@ -51,10 +52,31 @@ pub async fn serve(
         bucket: route.bucket.clone(),
         key: key.as_str().into(),
     };
+    let requested = session
+        .req_header()
+        .headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(ByteRange::parse);
+    // The chunk a cold read starts in can be fetched along with the metadata, unless the start
+    // depends on the size (a suffix range) or the answer may well have no body (HEAD, or a
+    // conditional request).
+    let conditional = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
+        .iter()
+        .any(|h| session.req_header().headers.contains_key(*h));
+    let first_chunk = match (head || conditional, requested) {
+        (true, _) => None,
+        (false, None) => Some(0),
+        (false, Some(r)) => r.first_byte().map(|b| b / state.cache.chunk_size()),
+    };
     let mut retried = false;
     loop {
-        let meta = match state.meta.get(&state.cache, &state.metrics, route, &object).await {
-            Ok(meta) => meta,
+        let looked = state
+            .meta
+            .get(&state.cache, &state.metrics, route, &object, first_chunk)
+            .await;
+        let (meta, opened) = match looked {
+            Ok(looked) => (looked.meta, looked.opened),
             Err(e) => {
                 return ctx.answered(send_failure(session, e.as_ref().into(), &ctx.resource, &ctx.request_id).await)
             }
@@ -72,13 +94,7 @@ pub async fn serve(
                     .answered(send_error(session, S3Error::PreconditionFailed, &ctx.resource, &ctx.request_id).await)
             }
         }
-        let range = session
-            .req_header()
-            .headers
-            .get("range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(ByteRange::parse);
-        let span = match range.map(|r| r.resolve(meta.size)).transpose() {
+        let span = match requested.map(|r| r.resolve(meta.size)).transpose() {
             Ok(span) => span,
             Err(_) => {
                 let e = S3Error::InvalidRange { size: meta.size };
@@ -93,7 +109,13 @@ pub async fn serve(
         }
         ctx.outcome = Outcome::MemoryHit;
         let whole = span.unwrap_or(0..meta.size);
-        match stream(state, session, ctx, route, &object, &meta, whole, header).await {
+        let read = Read {
+            object: &object,
+            meta: &meta,
+            whole,
+            opened,
+        };
+        match stream(state, session, ctx, route, read, header).await {
             Ok(()) => return Ok(()),
             Err(StreamError::AfterStart(e)) => {
                 // Part of the body is out: the only honest signal left is closing the connection.
@@ -138,17 +160,30 @@ impl BodyWriter<'_> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one GET reads.
+struct Read<'a> {
+    object: &'a ObjectRef,
+    meta: &'a ObjectMeta,
+    /// The bytes to send.
+    whole: Range<u64>,
+    /// The chunk whose fill this request's metadata lookup started.
+    opened: Option<u64>,
+}
+
 async fn stream(
     state: &ProxyState,
     session: &mut Session,
     ctx: &mut RequestCtx,
     route: &Route,
-    object: &ObjectRef,
-    meta: &ObjectMeta,
-    whole: Range<u64>,
+    read: Read<'_>,
     header: ResponseHeader,
 ) -> Result<(), StreamError> {
+    let Read {
+        object,
+        meta,
+        whole,
+        opened,
+    } = read;
     let cache = &state.cache;
     let chunk_size = cache.chunk_size();
     let chunks = chunk_count(chunk_size, meta.size);
@@ -165,13 +200,15 @@ async fn stream(
     let after = |e| StreamError::AfterStart(e);
 
     for slice in plan(whole, chunk_size, meta.size) {
+        let len = slice.chunk.end - slice.chunk.start;
+        let read = cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await;
+        // Read-ahead starts once this chunk is under way, so it never delays this chunk's fetch.
         let ahead = (slice.index + 1)..(slice.index + 1 + u64::from(state.read_ahead)).min(ahead_limit);
         for i in ahead {
             let span = chunk_span(i, chunk_size, meta.size);
             cache.prefetch(key_of(i), span.end - span.start, fetch_of(i));
         }
-        let len = slice.chunk.end - slice.chunk.start;
-        let (mut reader, outcome) = match cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await {
+        let (mut reader, outcome) = match read {
             ChunkRead::Hit(data, tier) => {
                 let (outcome, source) = match tier {
                     Tier::Memory => (Outcome::MemoryHit, Source::Memory),
@@ -183,6 +220,7 @@ async fn stream(
                 continue;
             }
             ChunkRead::Leader(r) => (r, Outcome::Miss),
+            ChunkRead::Follower(r) if opened == Some(slice.index) => (r, Outcome::Miss),
             ChunkRead::Follower(r) => (r, Outcome::Coalesced),
         };
         ctx.outcome = ctx.outcome.max(outcome);
@@ -248,20 +286,43 @@ pub(super) fn fetcher(
                 metrics.upstream_errors.with_label_values(&labels).inc();
                 Arc::new(e) as FillError
             })?;
-            let bytes = metrics.upstream_bytes.with_label_values(&[&*name]);
-            let errors = metrics.upstream_errors.with_label_values(&labels);
-            Ok(body
-                .map(move |piece| match piece {
-                    Ok(b) => {
-                        bytes.inc_by(b.len() as u64);
-                        Ok(b)
-                    }
-                    Err(e) => {
-                        errors.inc();
-                        Err(Arc::new(e) as FillError)
-                    }
-                })
-                .boxed())
+            Ok(MeteredBody::boxed(body, &metrics, &name))
         })
+    }
+}
+
+/// An upstream GET's body that counts its bytes and errors.
+pub(super) struct MeteredBody {
+    body: Box<dyn OriginBody>,
+    bytes: IntCounter,
+    errors: IntCounter,
+}
+
+impl MeteredBody {
+    /// `body`, from a GET to upstream `name`, metered.
+    pub(super) fn boxed(body: Box<dyn OriginBody>, metrics: &Metrics, name: &str) -> Box<dyn ChunkBody> {
+        Box::new(Self {
+            body,
+            bytes: metrics.upstream_bytes.with_label_values(&[name]),
+            errors: metrics
+                .upstream_errors
+                .with_label_values(&[name, UpstreamCall::Get.as_str()]),
+        })
+    }
+}
+
+#[async_trait]
+impl ChunkBody for MeteredBody {
+    async fn next(&mut self) -> Result<Option<&[u8]>, FillError> {
+        match self.body.next().await {
+            Ok(piece) => {
+                self.bytes.inc_by(piece.map_or(0, |p| p.len() as u64));
+                Ok(piece)
+            }
+            Err(e) => {
+                self.errors.inc();
+                Err(Arc::new(e))
+            }
+        }
     }
 }

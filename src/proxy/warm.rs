@@ -78,9 +78,10 @@ impl ProxyState {
         };
         let meta = self
             .meta
-            .get(&self.cache, &self.metrics, &route, &object)
+            .get(&self.cache, &self.metrics, &route, &object, Some(0))
             .await
-            .map_err(|e| WarmError::upstream(&e))?;
+            .map_err(|e| WarmError::upstream(&e))?
+            .meta;
         let chunk_size = self.cache.chunk_size();
         let etag: Arc<str> = meta.etag.as_str().into();
         let chunks = chunk_count(chunk_size, meta.size);

@@ -47,6 +47,14 @@ impl ByteRange {
         }
     }
 
+    /// The first byte this range asks for, if it does not depend on the object's size.
+    pub fn first_byte(self) -> Option<u64> {
+        match self {
+            Self::FromTo(a, _) | Self::From(a) => Some(a),
+            Self::Suffix(_) => None,
+        }
+    }
+
     /// The half-open byte span this range selects in an object of `size` bytes.
     pub fn resolve(self, size: u64) -> Result<Range<u64>, Unsatisfiable> {
         match self {

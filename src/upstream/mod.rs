@@ -14,7 +14,6 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 
 pub use fs::{FsOrigin, ListParams};
 pub use s3::{S3Origin, S3OriginOptions};
@@ -22,8 +21,13 @@ pub use sign::{SignError, Signer, UNSIGNED_PAYLOAD};
 
 use crate::types::{ETag, ObjectMeta};
 
-/// Body of a ranged read: pieces as they arrive.
-pub type OriginBody = BoxStream<'static, Result<Bytes, OriginError>>;
+/// Body of a ranged read, read piece by piece. Pieces are borrowed from the origin's own buffer,
+/// so the caller copies each once, straight to where it belongs.
+#[async_trait]
+pub trait OriginBody: Send {
+    /// The next bytes, `None` at the end. The slice is only valid until the next call.
+    async fn next(&mut self) -> Result<Option<&[u8]>, OriginError>;
+}
 
 /// What went wrong talking to an origin.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +60,40 @@ pub enum OriginError {
     Io(#[from] std::io::Error),
 }
 
+/// An object opened by a read: its metadata, and the body of the span asked for.
+pub struct Opened {
+    /// Metadata of the version that answered.
+    pub meta: ObjectMeta,
+    /// The span, clipped to the object's size; `None` when the object ends before it starts.
+    pub body: Option<Box<dyn OriginBody>>,
+}
+
 /// A source of objects.
 #[async_trait]
 pub trait Origin: Send + Sync + 'static {
     /// Metadata of the current version of `bucket/key` (`bucket` is the upstream's name).
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, OriginError>;
 
+    /// Metadata of the current version of `bucket/key` and the bytes of `span` (non-empty) of
+    /// it. An origin that can answers both with one request, saving a cold read the round trip
+    /// of `head` before `read`; this default makes both calls.
+    async fn open(&self, bucket: &str, key: &str, span: Range<u64>) -> Result<Opened, OriginError> {
+        let meta = self.head(bucket, key).await?;
+        let span = span.start.min(meta.size)..span.end.min(meta.size);
+        let body = match span.is_empty() {
+            true => None,
+            false => Some(self.read(bucket, key, span, &meta.etag).await?),
+        };
+        Ok(Opened { meta, body })
+    }
+
     /// Bytes `span` of the version of `bucket/key` whose ETag is `etag`; fails with
     /// [`OriginError::Changed`] if the object is now another version.
-    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<OriginBody, OriginError>;
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        span: Range<u64>,
+        etag: &ETag,
+    ) -> Result<Box<dyn OriginBody>, OriginError>;
 }

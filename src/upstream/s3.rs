@@ -13,7 +13,7 @@ use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::{Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
+use super::{Opened, Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
 use crate::config::UpstreamAddressing;
 use crate::s3::{code_of_error_body, encode_path};
 use crate::types::{ETag, ObjectMeta};
@@ -216,13 +216,25 @@ fn header<'a>(resp: &'a ResponseHeader, name: &str) -> Option<&'a str> {
     resp.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn meta_from(resp: &ResponseHeader) -> Result<ObjectMeta, OriginError> {
-    let size = header(resp, "content-length")
+/// The object's size from a whole-object answer (HEAD or 200 GET).
+fn content_length(resp: &ResponseHeader) -> Result<u64, OriginError> {
+    header(resp, "content-length")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| OriginError::Invalid("HEAD without Content-Length".into()))?;
+        .ok_or_else(|| OriginError::Invalid("answer without Content-Length".into()))
+}
+
+/// `(first, last, size)` of a 206's `Content-Range: bytes first-last/size`.
+fn content_range(resp: &ResponseHeader) -> Option<(u64, u64, u64)> {
+    let (span, size) = header(resp, "content-range")?.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last, size) = (first.parse().ok()?, last.parse().ok()?, size.parse().ok()?);
+    (first <= last && last < size).then_some((first, last, size))
+}
+
+fn meta_from(resp: &ResponseHeader, size: u64) -> Result<ObjectMeta, OriginError> {
     let etag = header(resp, "etag")
         .and_then(ETag::parse)
-        .ok_or_else(|| OriginError::Invalid("HEAD without ETag".into()))?;
+        .ok_or_else(|| OriginError::Invalid("answer without ETag".into()))?;
     let last_modified = header(resp, "last-modified")
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -261,7 +273,7 @@ impl Origin for S3Origin {
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, OriginError> {
         let (session, resp, peer) = self.send("HEAD", bucket, key, &[]).await?;
         if resp.status.is_success() {
-            let meta = meta_from(&resp);
+            let meta = content_length(&resp).and_then(|size| meta_from(&resp, size));
             Self::release(&self.connector, session, &peer).await;
             return meta;
         }
@@ -275,7 +287,41 @@ impl Origin for S3Origin {
         }
     }
 
-    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<OriginBody, OriginError> {
+    async fn open(&self, bucket: &str, key: &str, span: Range<u64>) -> Result<Opened, OriginError> {
+        let range = format!("bytes={}-{}", span.start, span.end - 1);
+        let (session, resp, peer) = self.send("GET", bucket, key, &[("range", range)]).await?;
+        let (meta, answered) = match resp.status.as_u16() {
+            206 => {
+                let (first, last, size) = content_range(&resp)
+                    .ok_or_else(|| OriginError::Invalid("206 without a valid Content-Range".into()))?;
+                (meta_from(&resp, size)?, first..last + 1)
+            }
+            200 => {
+                let size = content_length(&resp)?;
+                (meta_from(&resp, size)?, 0..size)
+            }
+            // The object ends before the span starts (or is empty): nothing to read.
+            416 => {
+                drop(session);
+                let meta = self.head(bucket, key).await?;
+                return Ok(Opened { meta, body: None });
+            }
+            status => return Err(self.error_from(session, status).await),
+        };
+        // Keep the body only if it is exactly the span asked for, clipped to the object; an
+        // upstream that answers otherwise (a whole large object for a range) is hung up on.
+        let wanted = span.start..span.end.min(meta.size);
+        let body = (answered == wanted && !wanted.is_empty()).then(|| S3Body::boxed(session, peer, &self.connector));
+        Ok(Opened { meta, body })
+    }
+
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        span: Range<u64>,
+        etag: &ETag,
+    ) -> Result<Box<dyn OriginBody>, OriginError> {
         let range = format!("bytes={}-{}", span.start, span.end - 1);
         let (session, resp, peer) = self
             .send(
@@ -294,24 +340,57 @@ impl Origin for S3Origin {
             return Err(OriginError::Changed);
         }
         check_span(&resp, &span)?;
-        let connector = self.connector.clone();
-        let body = futures_util::stream::try_unfold(Some((session, peer, connector)), |state| async move {
-            let Some((mut session, peer, connector)) = state else {
-                return Ok(None);
-            };
-            match session.read_response_body().await {
-                Ok(Some(piece)) => Ok(Some((piece, Some((session, peer, connector))))),
-                Ok(None) => {
-                    Self::release(&connector, session, &peer).await;
-                    Ok(None)
-                }
-                Err(e) => Err(OriginError::Unreachable(e.to_string())),
+        Ok(S3Body::boxed(session, peer, &self.connector))
+    }
+}
+
+/// A response body being read; the connection goes back to the pool once it is all read.
+struct S3Body {
+    session: Option<HttpSession>,
+    peer: HttpPeer,
+    connector: Arc<Connector>,
+    /// The last piece of an HTTP/2 body (HTTP/1 pieces are borrowed from the connection).
+    held: Bytes,
+}
+
+impl S3Body {
+    fn boxed(session: HttpSession, peer: HttpPeer, connector: &Arc<Connector>) -> Box<dyn OriginBody> {
+        Box::new(Self {
+            session: Some(session),
+            peer,
+            connector: connector.clone(),
+            held: Bytes::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl OriginBody for S3Body {
+    async fn next(&mut self) -> Result<Option<&[u8]>, OriginError> {
+        let done = match self.session.as_mut() {
+            Some(session) => session.response_done(),
+            None => return Ok(None),
+        };
+        if done {
+            if let Some(session) = self.session.take() {
+                S3Origin::release(&self.connector, session, &self.peer).await;
             }
-        });
-        Ok(Box::pin(futures_util::StreamExt::filter(
-            body,
-            |r: &Result<Bytes, _>| std::future::ready(!matches!(r, Ok(b) if b.is_empty())),
-        )))
+            return Ok(None);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Ok(None);
+        };
+        let failed = |e: Box<pingora_error::Error>| OriginError::Unreachable(e.to_string());
+        match session {
+            HttpSession::H1(h1) => h1.read_body_ref().await.map_err(failed),
+            other => match other.read_response_body().await.map_err(failed)? {
+                Some(piece) => {
+                    self.held = piece;
+                    Ok(Some(&self.held))
+                }
+                None => Ok(None),
+            },
+        }
     }
 }
 
