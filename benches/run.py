@@ -247,8 +247,9 @@ def start_nginx(name, conf):
                 WORK / f"nginx-{name}.log")
 
 
-def start_shardcache(name, upstream_port, memory, disk_dir):
-    """shardcache with its default disk settings (O_DIRECT), or memory only if `disk_dir` is None."""
+def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None):
+    """shardcache with its default disk settings (O_DIRECT), or memory only if `disk_dir` is None;
+    `write_queue` overrides cache.disk.write_queue_bytes."""
     s3_port, admin_port = free_port(), free_port()
     disk = "\n  disk: null"
     if disk_dir is not None:
@@ -258,6 +259,8 @@ def start_shardcache(name, upstream_port, memory, disk_dir):
   disk:
     path: {disk_dir}
     capacity_bytes: {24 * GiB}"""
+        if write_queue is not None:
+            disk += f"\n    write_queue_bytes: {write_queue}"
     conf = WORK / f"{name}.yaml"
     conf.write_text(f"""listen: 127.0.0.1:{s3_port}
 admin_listen: 127.0.0.1:{admin_port}

@@ -1,23 +1,43 @@
-//! Chunk buffers. A chunk's bytes are written once, front to back, by the fill that fetches them,
-//! while every request reading the chunk meanwhile takes [`Bytes`] views of the part written so
-//! far. The finished buffer is the cached chunk as it is: one allocation and one copy per chunk
-//! (from the upstream connection's buffer), with no pieces kept and no assembly afterwards.
+//! Chunk buffers. A chunk's bytes are written once, front to back, by the fill that fetches them
+//! (or by the decoder reading it from disk), while every request reading the chunk meanwhile
+//! takes [`Bytes`] views of the part written so far. The finished buffer is the cached chunk as
+//! it is: one allocation and one copy per chunk, with no pieces kept and no assembly afterwards.
 //!
-//! Buffers are not zeroed: no view ever covers a byte before it is written.
+//! Where the memory comes from matters as much as the copies. Buffers of 1 MiB and more are
+//! mapped straight from the kernel, never from the heap allocator: glibc keeps freed blocks of
+//! that size in its per-thread arenas, and streaming through a full memory tier grew the process
+//! by hundreds of MiB of freed chunks. A dropped buffer (evicted from the memory tier, read by
+//! everyone) goes back to the kernel, or into a small pool that the next chunk takes it from, so
+//! a steadily evicting cache fills new chunks without faulting fresh pages in.
 
 use std::alloc::Layout;
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// A fixed-size buffer written once by its [`ChunkWriter`].
+/// Buffers from this size up are mapped from the kernel (and pooled), not allocated from the heap.
+const MAPPED_FROM: usize = 1 << 20;
+/// Dropped mapped buffers kept for reuse, at most. With 8 MiB chunks this keeps up to 16 MiB
+/// mapped but unused: enough for a cache that evicts one chunk for each it fills.
+const POOL_SLOTS: usize = 2;
+
+/// Mapped regions waiting to be reused: `(address, length)`.
+static POOL: Mutex<Vec<Region>> = Mutex::new(Vec::new());
+
+/// A mapped region owned by the pool.
+struct Region(NonNull<u8>, usize);
+// SAFETY: a region is plain memory that nothing else references while it is in the pool.
+unsafe impl Send for Region {}
+
+/// A fixed-size buffer written once, front to back, by its [`ChunkWriter`].
 ///
 /// The bytes below `written` are never written again; views only ever cover them. The bytes at
 /// and above `written` are touched only by the single writer. That split is what makes sharing
-/// the buffer while it is being written sound.
+/// the buffer while it is being written sound. All of the memory is initialised (zeroed when new,
+/// old bytes when reused), so the writer can lend out its unwritten part as a plain slice.
 pub struct ChunkBuf {
     ptr: NonNull<u8>,
     capacity: usize,
@@ -73,10 +93,7 @@ impl ChunkBuf {
 
 impl Drop for ChunkBuf {
     fn drop(&mut self) {
-        if self.capacity > 0 {
-            // SAFETY: allocated in `allocate` with this same layout.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), byte_layout(self.capacity)) };
-        }
+        release(self.ptr, self.capacity);
     }
 }
 
@@ -90,27 +107,39 @@ pub struct ChunkWriter {
 pub struct Overflow;
 
 impl ChunkWriter {
+    /// The part not written yet, to fill in place; [`Self::commit`] then publishes it.
+    pub fn spare(&mut self) -> &mut [u8] {
+        let at = self.written();
+        // SAFETY: `[at, capacity)` is inside the allocation and initialised (see `ChunkBuf`). It
+        // is at or past `written`, so no view covers it, and the returned slice borrows this
+        // writer (unique for the buffer) mutably, so nothing else can write there meanwhile.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.ptr.as_ptr().add(at), self.buf.capacity - at) }
+    }
+
+    /// Publishes the next `n` bytes of the spare part to readers.
+    ///
+    /// # Panics
+    /// If `n` is more than the spare part holds.
+    pub fn commit(&mut self, n: usize) {
+        let at = self.written();
+        assert!(n <= self.buf.capacity - at, "commit past a chunk buffer's end");
+        self.buf.written.store(at + n, Ordering::Release);
+    }
+
     /// Appends `data` and publishes it to readers.
     pub fn write(&mut self, data: &[u8]) -> Result<(), Overflow> {
-        let buf = &self.buf;
-        // Only this writer stores `written`, so its own last store is current.
-        let at = buf.written.load(Ordering::Relaxed);
-        if data.len() > buf.capacity - at {
+        let spare = self.spare();
+        if data.len() > spare.len() {
             return Err(Overflow);
         }
-        // SAFETY: `at + data.len() <= capacity`, so the destination lies inside the allocation.
-        // It is at or past `written`, so no view covers it, and this writer (unique, borrowed
-        // mutably) is the only code that writes to the buffer. `data` cannot overlap it: no
-        // reference to the unwritten part is ever handed out.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), buf.ptr.as_ptr().add(at), data.len());
-        }
-        buf.written.store(at + data.len(), Ordering::Release);
+        spare[..data.len()].copy_from_slice(data);
+        self.commit(data.len());
         Ok(())
     }
 
     /// Bytes written so far.
     pub fn written(&self) -> usize {
+        // Only this writer stores `written`, so its own last store is current.
         self.buf.written.load(Ordering::Relaxed)
     }
 }
@@ -129,19 +158,65 @@ impl AsRef<[u8]> for View {
     }
 }
 
-fn byte_layout(capacity: usize) -> Layout {
+fn heap_layout(capacity: usize) -> Layout {
     Layout::array::<u8>(capacity).expect("a chunk buffer's size fits in isize")
 }
 
-/// Uninitialised memory for `capacity` bytes.
+/// Initialised memory for `capacity` bytes.
 fn allocate(capacity: usize) -> NonNull<u8> {
     if capacity == 0 {
         return NonNull::dangling();
     }
-    let layout = byte_layout(capacity);
+    if capacity >= MAPPED_FROM {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = pool.iter().position(|r| r.1 == capacity) {
+            return pool.swap_remove(i).0;
+        }
+        drop(pool);
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions; the
+        // kernel zeroes it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                capacity,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr != libc::MAP_FAILED {
+            if let Some(ptr) = NonNull::new(ptr.cast()) {
+                return ptr;
+            }
+        }
+        std::alloc::handle_alloc_error(heap_layout(capacity));
+    }
+    let layout = heap_layout(capacity);
     // SAFETY: `layout` has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc(layout) };
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
     NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+}
+
+/// Gives back memory from [`allocate`].
+fn release(ptr: NonNull<u8>, capacity: usize) {
+    if capacity == 0 {
+        return;
+    }
+    if capacity >= MAPPED_FROM {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_SLOTS {
+            pool.push(Region(ptr, capacity));
+            return;
+        }
+        drop(pool);
+        // SAFETY: `ptr` and `capacity` are exactly what `mmap` returned and was asked for, and
+        // nothing references the region any more.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), capacity) };
+        return;
+    }
+    // SAFETY: allocated in `allocate` with this same layout.
+    unsafe { std::alloc::dealloc(ptr.as_ptr(), heap_layout(capacity)) };
 }
 
 #[cfg(test)]
@@ -150,21 +225,37 @@ mod tests {
 
     #[test]
     fn views_see_what_was_written_and_outlive_the_writer() {
-        for capacity in [0, 10, (8 << 20) + 3] {
+        for capacity in [0, 10, MAPPED_FROM + 3] {
             let (buf, mut w) = ChunkBuf::with_capacity(capacity);
             let data: Vec<u8> = (0..capacity).map(|i| (i % 251) as u8).collect();
             let (head, tail) = data.split_at(capacity / 2);
             w.write(head).unwrap();
             let early = buf.bytes(0..head.len());
-            w.write(tail).unwrap();
+            w.spare()[..tail.len()].copy_from_slice(tail);
+            w.commit(tail.len());
             assert!(w.write(b"x").is_err(), "a write past the capacity was accepted");
             drop(w);
             let whole = buf.bytes(0..capacity);
             drop(buf);
             assert_eq!(&early[..], head);
             assert_eq!(&whole[..], &data[..]);
-            assert_eq!(&whole.slice(1.min(capacity)..)[..], &data[1.min(capacity)..]);
         }
+    }
+
+    #[test]
+    fn a_dropped_mapped_buffer_is_reused_whole() {
+        // A size no other test uses, so the pool slot found is this test's.
+        let capacity = MAPPED_FROM + 4099;
+        let (buf, mut w) = ChunkBuf::with_capacity(capacity);
+        w.write(&vec![7; capacity]).unwrap();
+        let first = buf.ptr;
+        drop((buf, w));
+        let (again, mut w) = ChunkBuf::with_capacity(capacity);
+        assert_eq!(again.ptr, first, "the pooled region was not reused");
+        assert_eq!(again.written(), 0);
+        assert_eq!(w.spare().len(), capacity);
+        w.write(b"new").unwrap();
+        assert_eq!(&again.bytes(0..3)[..], b"new");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use foyer::{Code, Error as FoyerError, ErrorKind};
 
+use super::buf::ChunkBuf;
 use crate::types::{ETag, ObjectMeta};
 
 const MAGIC: &[u8; 2] = b"SC";
@@ -269,14 +270,26 @@ impl Code for CacheValue {
         }
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
         let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        let mut payload = vec![0u8; len];
-        reader.read_exact(&mut payload).map_err(FoyerError::io_error)?;
-        if crc32fast::hash(&payload) != crc {
-            return Err(parse_err("cache entry checksum mismatch"));
-        }
+        let checked = |payload: &[u8]| match crc32fast::hash(payload) == crc {
+            true => Ok(()),
+            false => Err(parse_err("cache entry checksum mismatch")),
+        };
         match header[3] {
-            KIND_META => Ok(Self::Meta(Arc::new(meta_from_payload(&payload)?))),
-            KIND_CHUNK => Ok(Self::Chunk(Bytes::from(payload))),
+            KIND_META => {
+                let mut payload = vec![0u8; len];
+                reader.read_exact(&mut payload).map_err(FoyerError::io_error)?;
+                checked(&payload)?;
+                Ok(Self::Meta(Arc::new(meta_from_payload(&payload)?)))
+            }
+            KIND_CHUNK => {
+                // Read straight into a chunk buffer, as a fill would write it.
+                let (buf, mut writer) = ChunkBuf::with_capacity(len);
+                reader.read_exact(writer.spare()).map_err(FoyerError::io_error)?;
+                writer.commit(len);
+                let payload = buf.bytes(0..len);
+                checked(&payload)?;
+                Ok(Self::Chunk(payload))
+            }
             _ => Err(parse_err("unknown cache value kind")),
         }
     }

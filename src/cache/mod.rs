@@ -96,6 +96,19 @@ pub enum Tier {
     Disk,
 }
 
+/// A fill started by [`ChunkCache::start`]: its starter reads it from the first byte even if it
+/// has finished (or failed) by then, so the chunk counts as the starter's miss, never as a hit
+/// or a second fetch.
+#[derive(Clone)]
+pub struct StartedFill(Arc<Fill>);
+
+impl StartedFill {
+    /// A reader from the chunk's first byte.
+    pub fn reader(&self) -> FillReader {
+        self.0.reader()
+    }
+}
+
 /// How a chunk will be read.
 pub enum ChunkRead {
     /// The whole chunk, from a cache tier.
@@ -329,24 +342,22 @@ impl ChunkCache {
     }
 
     /// Starts a fill of chunk `key` with `fetch`, unless the chunk is cached or in flight.
-    /// Returns whether it started.
-    pub fn start(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> bool {
+    /// Returns the fill it started.
+    pub fn start(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> Option<StartedFill> {
         if self.inner.hybrid.contains(&key) {
-            return false;
+            return None;
         }
-        self.inner
-            .clone()
-            .join_or_start(key, len, &mut Some(fetch), false)
-            .is_some_and(|(_, started)| started)
+        match self.inner.clone().join_or_start(key, len, &mut Some(fetch), false) {
+            Some((fill, true)) => Some(StartedFill(fill)),
+            _ => None,
+        }
     }
 
     /// [`Self::start`] for a chunk read ahead of a sequential reader (counted as such).
-    pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> bool {
-        let started = self.start(key, len, fetch);
-        if started {
+    pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) {
+        if self.start(key, len, fetch).is_some() {
             self.inner.metrics.readahead.inc();
         }
-        started
     }
 
     /// Updates the tier usage gauges (called before each scrape).

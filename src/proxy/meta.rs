@@ -16,22 +16,22 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use super::object::MeteredBody;
 use super::routes::Route;
 use crate::cache::plan::chunk_span;
-use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef};
+use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, StartedFill};
 use crate::metrics::{Metrics, UpstreamCall};
 use crate::types::ObjectMeta;
 use crate::upstream::OriginError;
 
 /// What a shared lookup found: the metadata, and the chunk whose fill it started, if any.
-type Found = (Arc<ObjectMeta>, Option<u64>);
+type Found = (Arc<ObjectMeta>, Option<(u64, StartedFill)>);
 type Lookup = Shared<BoxFuture<'static, Result<Found, Arc<OriginError>>>>;
 
 /// Metadata for one request.
 pub struct Looked {
     /// The object's metadata.
     pub meta: Arc<ObjectMeta>,
-    /// The chunk this request's own lookup started fetching along with the metadata: reading it
-    /// is this request's miss, not a read coalesced onto another's.
-    pub opened: Option<u64>,
+    /// The chunk this request's own lookup started fetching along with the metadata, and its
+    /// fill: the request reads that chunk from it (its miss, whether or not the fill has ended).
+    pub opened: Option<(u64, StartedFill)>,
 }
 
 /// Metadata lookups in flight, by object.
@@ -159,7 +159,7 @@ async fn open_chunk(
     route: &Route,
     object: &ObjectRef,
     index: u64,
-) -> Result<(ObjectMeta, Option<u64>), OriginError> {
+) -> Result<(ObjectMeta, Option<(u64, StartedFill)>), OriginError> {
     let chunk_size = cache.chunk_size();
     let span = chunk_span(index, chunk_size, u64::MAX);
     let request = route.upstream.origin.open(&route.bucket, &object.key, span);
@@ -174,7 +174,7 @@ async fn open_chunk(
     let fetch = move || -> ChunkFetch { Box::pin(async move { Ok(body) }) };
     // Not started if the chunk is cached or in flight already; dropping the body then hangs up.
     let started = cache.start(key, span.end - span.start, fetch);
-    Ok((meta, started.then_some(index)))
+    Ok((meta, started.map(|fill| (index, fill))))
 }
 
 /// The cached metadata of `object`, and whether it is within its route's TTL.

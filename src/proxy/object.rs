@@ -22,7 +22,7 @@ use super::respond::{object_header, send_error, send_failure, validator_header, 
 use super::routes::Route;
 use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
-use crate::cache::{CacheKey, ChunkBody, ChunkFetch, ChunkRead, FillError, ObjectRef, Tier};
+use crate::cache::{CacheKey, ChunkBody, ChunkFetch, ChunkRead, FillError, ObjectRef, StartedFill, Tier};
 use crate::metrics::{Metrics, Outcome, Source, UpstreamCall};
 use crate::s3::conditional::{evaluate, Precondition};
 use crate::s3::range::ByteRange;
@@ -166,8 +166,8 @@ struct Read<'a> {
     meta: &'a ObjectMeta,
     /// The bytes to send.
     whole: Range<u64>,
-    /// The chunk whose fill this request's metadata lookup started.
-    opened: Option<u64>,
+    /// The chunk whose fill this request's metadata lookup started, and that fill.
+    opened: Option<(u64, StartedFill)>,
 }
 
 async fn stream(
@@ -182,7 +182,7 @@ async fn stream(
         object,
         meta,
         whole,
-        opened,
+        mut opened,
     } = read;
     let cache = &state.cache;
     let chunk_size = cache.chunk_size();
@@ -201,7 +201,10 @@ async fn stream(
 
     for slice in plan(whole, chunk_size, meta.size) {
         let len = slice.chunk.end - slice.chunk.start;
-        let read = cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await;
+        let read = match opened.take_if(|(index, _)| *index == slice.index) {
+            Some((_, fill)) => ChunkRead::Leader(fill.reader()),
+            None => cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await,
+        };
         // Read-ahead starts once this chunk is under way, so it never delays this chunk's fetch.
         let ahead = (slice.index + 1)..(slice.index + 1 + u64::from(state.read_ahead)).min(ahead_limit);
         for i in ahead {
@@ -220,7 +223,6 @@ async fn stream(
                 continue;
             }
             ChunkRead::Leader(r) => (r, Outcome::Miss),
-            ChunkRead::Follower(r) if opened == Some(slice.index) => (r, Outcome::Miss),
             ChunkRead::Follower(r) => (r, Outcome::Coalesced),
         };
         ctx.outcome = ctx.outcome.max(outcome);

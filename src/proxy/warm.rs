@@ -76,12 +76,12 @@ impl ProxyState {
             bucket: route.bucket.clone(),
             key: key.into(),
         };
-        let meta = self
+        let looked = self
             .meta
             .get(&self.cache, &self.metrics, &route, &object, Some(0))
             .await
-            .map_err(|e| WarmError::upstream(&e))?
-            .meta;
+            .map_err(|e| WarmError::upstream(&e))?;
+        let (meta, mut opened) = (looked.meta, looked.opened);
         let chunk_size = self.cache.chunk_size();
         let etag: Arc<str> = meta.etag.as_str().into();
         let chunks = chunk_count(chunk_size, meta.size);
@@ -91,10 +91,14 @@ impl ProxyState {
                 let len = span.end - span.start;
                 let key = CacheKey::Chunk(object.clone(), etag.clone(), index);
                 let fetch = fetcher(self, &route, &object, &meta, span);
+                let started = opened.take_if(|(i, _)| *i == index).map(|(_, fill)| fill.reader());
                 async move {
-                    let mut reader = match self.cache.chunk(key, len, fetch).await {
-                        ChunkRead::Hit(..) => return Ok(len),
-                        ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
+                    let mut reader = match started {
+                        Some(reader) => reader,
+                        None => match self.cache.chunk(key, len, fetch).await {
+                            ChunkRead::Hit(..) => return Ok(len),
+                            ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
+                        },
                     };
                     // A fill ends cleanly only with exactly `len` bytes (it checks), so draining
                     // to the end is enough.
