@@ -277,7 +277,7 @@ buckets:
   - {{name: bench, upstream: origin, immutable: true}}
 """)
     proc = Proc(name, [str(SHARDCACHE), "serve", "--config", str(conf)], WORK / f"{name}.log",
-                env={**os.environ, "SHARDCACHE_LOG": "warn"})
+                env={"SHARDCACHE_LOG": "warn", **os.environ})
     wait_port(admin_port, proc.proc, proc.log)
     return Contender("shardcache", s3_port, [proc])
 
@@ -467,6 +467,13 @@ def main():
                 for c in order:
                     objs = data.cold_copies(f"r{rnd}-{c.name}-huge", data.sets["1GiB"])
                     record(case, c, rnd, measure(c, origin, get_args(c, objs, 1, requests=1)))
+            # The same cold read through a memory-only shardcache: the proxy path without the disk.
+            case = "cold 1GiB x1, memory-only tier"
+            if wanted(case):
+                mem = start_shardcache("shardcache-mem", origin.port, MEMORY_TIER, None)
+                objs = data.cold_copies(f"r{rnd}-mem-huge", data.sets["1GiB"])
+                record(case, mem, rnd, measure(mem, origin, get_args(mem, objs, 1, requests=1)))
+                mem.procs[0].stop()
             case = "cold 1MiB x1 (64 objects)"
             if wanted(case):
                 for c in order:
@@ -524,8 +531,11 @@ def main():
 
         # Peak memory while streaming an object far larger than the memory tier, twice (cold, then
         # mixed): a sparse file, so the origin reads zeros at memory speed.
-        case = "stream 10GiB twice (256 MiB memory tier)"
-        if wanted(case):
+        # Default settings, then the smaller disk write queue CONFIG.md suggests for a tight budget.
+        for case, write_queue in (("stream 10GiB twice (256 MiB memory tier)", None),
+                                  ("stream 10GiB twice (256 MiB memory tier, 16 MiB write queue)", 16 * MiB)):
+            if not wanted(case):
+                continue
             size = (2 if opts.quick else 10) * GiB
             sparse = DATA / "bench" / "sparse" / "obj-10g"
             sparse.parent.mkdir(parents=True, exist_ok=True)
@@ -533,7 +543,8 @@ def main():
                 sparse.unlink(missing_ok=True)
                 sparse.touch()
                 os.truncate(sparse, size)
-            c = start_shardcache("shardcache-rss", origin.port, 256 * MiB, WORK / "shardcache-rss-cache")
+            c = start_shardcache("shardcache-rss", origin.port, 256 * MiB, WORK / "shardcache-rss-cache",
+                                 write_queue=write_queue)
             started.extend(c.procs)
             record(case, c, 1, measure(c, origin, get_args(c, [("sparse/obj-10g", size)], 1, requests=2)))
             for p in c.procs:
