@@ -205,14 +205,20 @@ async fn stream(
             Some((_, fill)) => ChunkRead::Leader(fill.reader()),
             None => cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await,
         };
-        // Read-ahead starts once this chunk is under way, so it never delays this chunk's fetch.
-        let ahead = (slice.index + 1)..(slice.index + 1 + u64::from(state.read_ahead)).min(ahead_limit);
-        for i in ahead {
-            let span = chunk_span(i, chunk_size, meta.size);
-            cache.prefetch(key_of(i), span.end - span.start, fetch_of(i));
-        }
+        // Read-ahead starts once this chunk's first bytes are here, so that its fetches never
+        // compete with this chunk's for the connection setup and CPU before the first byte.
+        let mut read_ahead = Some(|| {
+            let ahead = (slice.index + 1)..(slice.index + 1 + u64::from(state.read_ahead)).min(ahead_limit);
+            for i in ahead {
+                let span = chunk_span(i, chunk_size, meta.size);
+                cache.prefetch(key_of(i), span.end - span.start, fetch_of(i));
+            }
+        });
         let (mut reader, outcome) = match read {
             ChunkRead::Hit(data, tier) => {
+                if let Some(start) = read_ahead.take() {
+                    start();
+                }
                 let (outcome, source) = match tier {
                     Tier::Memory => (Outcome::MemoryHit, Source::Memory),
                     Tier::Disk => (Outcome::DiskHit, Source::Disk),
@@ -239,6 +245,9 @@ async fn stream(
                     )))
                 }
             };
+            if let Some(start) = read_ahead.take() {
+                start();
+            }
             let (from, to) = (pos, pos + piece.len() as u64);
             pos = to;
             let (a, b) = (from.max(slice.within.start), to.min(slice.within.end));
