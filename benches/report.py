@@ -6,6 +6,7 @@ contender side by side (medians over the rounds).
 Usage: benches/report.py [RESULTS_JSON] [BENCHMARKS_MD]
 """
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -141,6 +142,54 @@ def targets(data, by):
     return rows
 
 
+COLORS = {"upstream": "#8c8c8c", "shardcache": "#d9480f", "nginx": "#1c7ed6", "cachey": "#37b24d"}
+
+
+def plot(by):
+    """An SVG of every case that has a throughput: GB/s (left) and TTFB p99 (right, log scale),
+    one bar per contender, medians over the rounds."""
+    cases = [c for c in by if c != "epochs" and any(summary(r)["gb_per_s"] for r in by[c].values())]
+    names = [n for n in ORDER if any(n in by[c] for c in cases)]
+    bar, gap, label_w, panel_w = 9, 10, 330, 300
+    rows = [(c, n) for c in cases for n in names if n in by[c]]
+    height = 40 + len(rows) * bar + len(cases) * gap + 30
+    gb_max = max(summary(by[c][n])["gb_per_s"] or 0 for c, n in rows)
+    p99s = [summary(by[c][n])["ttfb_p99"] for c, n in rows]
+    lo, hi = math.log10(0.05), math.log10(max(p or 0.05 for p in p99s) * 1.2)
+    x_gb = lambda v: label_w + panel_w * v / gb_max  # noqa: E731
+    x_ms = lambda v: label_w + panel_w + 60 + panel_w * (math.log10(max(v, 0.05)) - lo) / (hi - lo)  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + 2 * panel_w + 80}" height="{height}" '
+           'font-family="sans-serif" font-size="10">',
+           f'<text x="{label_w}" y="14" font-weight="bold">throughput, GB/s</text>',
+           f'<text x="{label_w + panel_w + 60}" y="14" font-weight="bold">TTFB p99, ms (log scale)</text>']
+    for i, n in enumerate(names):
+        out.append(f'<rect x="{label_w + 90 * i}" y="20" width="10" height="10" fill="{COLORS.get(n, "#000")}"/>'
+                   f'<text x="{label_w + 90 * i + 14}" y="29">{n}</text>')
+    y = 40
+    for c in cases:
+        out.append(f'<text x="{label_w - 6}" y="{y + bar * len(by[c]) / 2 + 4}" text-anchor="end">{c}</text>')
+        for n in names:
+            if n not in by[c]:
+                continue
+            s = summary(by[c][n])
+            color = COLORS.get(n, "#000")
+            if s["gb_per_s"]:
+                out.append(f'<rect x="{label_w}" y="{y}" width="{x_gb(s["gb_per_s"]) - label_w:.1f}" '
+                           f'height="{bar - 1}" fill="{color}"/>')
+            if s["ttfb_p99"]:
+                out.append(f'<rect x="{label_w + panel_w + 60}" y="{y}" '
+                           f'width="{x_ms(s["ttfb_p99"]) - label_w - panel_w - 60:.1f}" height="{bar - 1}" fill="{color}"/>')
+            y += bar
+        y += gap
+    ticks = [(x_gb(v), f"{v:.1f}") for v in (0, gb_max / 2, gb_max)]
+    ticks += [(x_ms(10.0 ** e), f"{10.0 ** e:g}") for e in range(math.ceil(lo), math.floor(hi) + 1)]
+    # Grid lines first, under the bars.
+    out[1:1] = [f'<line x1="{x:.1f}" y1="36" x2="{x:.1f}" y2="{y}" stroke="#ddd"/>'
+                f'<text x="{x:.1f}" y="{y + 12}" text-anchor="middle">{text}</text>' for x, text in ticks]
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def render(data):
     by = grouped(data["runs"])
     m = data["machine"]
@@ -177,7 +226,7 @@ def render(data):
     out += [f"| {k} | {v:.3f} |" for k, v in data["ceilings"].items()]
     out += ["", "## Targets", "", "| case | target | measured (same run) | |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(data, by)]
-    out += ["", "## Results by case", ""]
+    out += ["", "## Results by case", "", "![throughput and TTFB p99 by case](benches/results.svg)", ""]
     for case in by:
         out += [f"### {case}", ""]
         out += [epoch_table(by[case]) if case == "epochs" else case_table(by[case]), ""]
@@ -193,7 +242,9 @@ def main():
     if notes.exists():
         text += "\n" + notes.read_text()
     target.write_text(text + "\n")
-    print(f"wrote {target}")
+    svg = target.parent / "benches" / "results.svg"
+    svg.write_text(plot(grouped(data["runs"])))
+    print(f"wrote {target} and {svg}")
 
 
 if __name__ == "__main__":

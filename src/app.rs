@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
@@ -15,11 +14,6 @@ use crate::config::{Config, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{BucketRoute, ProxyState, Router, S3Proxy, Upstream};
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
-
-/// Write buffer of each S3 connection: a response whose header and body fit leaves in one write
-/// (one TCP segment train, one wakeup of the client) instead of a write for each. Sized for a
-/// 64 KiB object and its header; larger bodies are written straight from the cache.
-const SMALL_RESPONSE_BYTES: usize = (64 << 10) + (4 << 10);
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,10 +151,7 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
         S3Proxy::new(state.clone()),
         "shardcache-s3",
     );
-    proxy.add_listener(
-        ListenerConfig::tcp(config.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().write(SMALL_RESPONSE_BYTES)),
-    );
+    proxy.add_tcp(&config.listen.to_string());
     let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state));
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(proxy);
