@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark kit, one command: installs the peers (nginx, iperf3, fio from Debian; cachey from
 # crates.io into target/bench-tools), builds shardcache and the load client in release, runs every
-# case side by side (benches/run.py) and writes BENCHMARKS.md and benches/results.json.
+# case side by side (benches/run.py) and writes BENCHMARKS.md, benches/results.json and
+# benches/results.svg.
 #
 # Usage: benches/run.sh [--quick] [--rounds N] [--only CASE_PREFIX]
 # A full run takes about 30 minutes on 2 cores and needs ~12 GiB of free disk under target/.
