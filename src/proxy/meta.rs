@@ -9,11 +9,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::object::MeteredBody;
+use super::object::{timed, MeteredBody};
 use super::routes::Route;
 use crate::cache::plan::chunk_span;
 use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, StartedFill};
@@ -124,23 +124,18 @@ impl MetaLookups {
     }
 }
 
-/// Times an upstream call and counts it (and its failure, unless the object is simply absent).
+/// An upstream call of a metadata lookup, timed and counted; a missing object is an answer, not
+/// an upstream error.
 async fn metered<T>(
     metrics: &Metrics,
     route: &Route,
     call: UpstreamCall,
     request: impl std::future::Future<Output = Result<T, OriginError>>,
 ) -> Result<T, OriginError> {
-    let labels = [&*route.upstream.name, call.as_str()];
-    metrics.upstream_requests.with_label_values(&labels).inc();
-    let started = Instant::now();
-    let result = request.await;
-    metrics
-        .upstream_duration
-        .with_label_values(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    let result = timed(metrics, &route.upstream.name, call, request).await;
     if let Err(e) = &result {
         if !matches!(e, OriginError::NoSuchKey | OriginError::NoSuchBucket) {
+            let labels = [&*route.upstream.name, call.as_str()];
             metrics.upstream_errors.with_label_values(&labels).inc();
         }
     }

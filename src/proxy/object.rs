@@ -24,7 +24,7 @@ use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
 use crate::cache::{CacheKey, ChunkBody, ChunkFetch, ChunkRead, FillError, ObjectRef, StartedFill, Tier};
 use crate::metrics::{Metrics, Outcome, Source, UpstreamCall};
-use crate::s3::conditional::{evaluate, Precondition};
+use crate::s3::conditional::{self, evaluate, Precondition};
 use crate::s3::range::ByteRange;
 use crate::s3::S3Error;
 use crate::types::{ObjectKey, ObjectMeta};
@@ -61,10 +61,7 @@ pub async fn serve(
     // The chunk a cold read starts in can be fetched along with the metadata, unless the start
     // depends on the size (a suffix range) or the answer may well have no body (HEAD, or a
     // conditional request).
-    let conditional = ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
-        .iter()
-        .any(|h| session.req_header().headers.contains_key(*h));
-    let first_chunk = match (head || conditional, requested) {
+    let first_chunk = match (head || conditional::any(&session.req_header().headers), requested) {
         (true, _) => None,
         (false, None) => Some(0),
         (false, Some(r)) => r.first_byte().map(|b| b / state.cache.chunk_size()),
@@ -285,21 +282,35 @@ pub(super) fn fetcher(
     let metrics = state.metrics.clone();
     move || {
         Box::pin(async move {
-            let labels = [&*name, UpstreamCall::Get.as_str()];
-            metrics.upstream_requests.with_label_values(&labels).inc();
-            let started = Instant::now();
-            let result = origin.read(&bucket, &key, span, &etag).await;
-            metrics
-                .upstream_duration
-                .with_label_values(&labels)
-                .observe(started.elapsed().as_secs_f64());
-            let body = result.map_err(|e| {
+            let request = origin.read(&bucket, &key, span, &etag);
+            let body = timed(&metrics, &name, UpstreamCall::Get, request).await.map_err(|e| {
+                let labels = [&*name, UpstreamCall::Get.as_str()];
                 metrics.upstream_errors.with_label_values(&labels).inc();
                 Arc::new(e) as FillError
             })?;
             Ok(MeteredBody::boxed(body, &metrics, &name))
         })
     }
+}
+
+/// Counts an upstream call to `upstream` and times it until it answers (its body, if any, is
+/// metered by [`MeteredBody`]). Failures are the caller's to count: what is one depends on why
+/// it asked.
+pub(super) async fn timed<T>(
+    metrics: &Metrics,
+    upstream: &str,
+    call: UpstreamCall,
+    request: impl std::future::Future<Output = std::result::Result<T, OriginError>>,
+) -> std::result::Result<T, OriginError> {
+    let labels = [upstream, call.as_str()];
+    metrics.upstream_requests.with_label_values(&labels).inc();
+    let started = Instant::now();
+    let result = request.await;
+    metrics
+        .upstream_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
 }
 
 /// An upstream GET's body that counts its bytes and errors.

@@ -22,6 +22,13 @@ pub enum Precondition {
     Failed,
 }
 
+/// Whether the request carries any conditional header.
+pub fn any(headers: &HeaderMap) -> bool {
+    ["if-match", "if-none-match", "if-modified-since", "if-unmodified-since"]
+        .iter()
+        .any(|name| headers.contains_key(*name))
+}
+
 /// Evaluates the conditional headers of a GET or HEAD.
 pub fn evaluate(headers: &HeaderMap, meta: &ObjectMeta) -> Precondition {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
