@@ -8,11 +8,46 @@ use clap::{Parser, Subcommand};
 use shardcache::config::Config;
 use shardcache::ops::{self, Endpoint};
 
+/// Shown under `--help`: the environment that shapes the logs.
+const LOG_HELP: &str = "Logs go to standard output. SHARDCACHE_LOG (or RUST_LOG) sets what is logged, \
+as tracing-subscriber filter directives: `info` (default), `debug` (a line per request), \
+`shardcache=debug,pingora=warn`. Colour only on a terminal, and never with NO_COLOR set.";
+
 #[derive(Parser)]
-#[command(version, about = "A caching read-through S3 proxy for GPU training nodes")]
+#[command(version, about = "A caching read-through S3 proxy for GPU training nodes", after_help = LOG_HELP)]
 struct Cli {
+    /// Log line format: `text`, or `json` (one object per line, for log pipelines).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber: filter from SHARDCACHE_LOG, else RUST_LOG, else `info`.
+fn init_logs(format: LogFormat) -> Result<(), String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+
+    let mut filter = EnvFilter::new("info");
+    for var in ["SHARDCACHE_LOG", "RUST_LOG"] {
+        if let Ok(directives) = std::env::var(var) {
+            filter = EnvFilter::try_new(&directives).map_err(|e| format!("{var}={directives:?}: {e}"))?;
+            break;
+        }
+    }
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.with_ansi(colour).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -105,12 +140,12 @@ fn stats(admin: Endpoint) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHARDCACHE_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Err(e) = init_logs(cli.log_format) {
+        eprintln!("shardcache: {e}");
+        return ExitCode::FAILURE;
+    }
+    match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: ok", config.display());

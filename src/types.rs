@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use http::HeaderValue;
+
 /// A bucket name as a client or an upstream spells it.
 ///
 /// Accepts what S3 has ever accepted (including legacy upper-case and `_` names): 1 to 255
@@ -115,8 +117,14 @@ pub struct ObjectMeta {
     pub version_id: Option<String>,
     /// Other representation headers returned verbatim on GET and HEAD: `x-amz-meta-*`,
     /// `Cache-Control`, `Content-Encoding`, `Content-Disposition`, `Content-Language`, `Expires`,
-    /// `x-amz-storage-class`, ... Names are lower case.
-    pub headers: Vec<(String, String)>,
+    /// `x-amz-storage-class`, ... Names are lower case; values are byte-exact as the upstream
+    /// sent them (user metadata need not be ASCII).
+    pub headers: Vec<(String, HeaderValue)>,
+    /// The object's checksums (`x-amz-checksum-<algorithm>` and `x-amz-checksum-type`), sent
+    /// only to clients that ask with `x-amz-checksum-mode: ENABLED`. `None` when the answer the
+    /// metadata came from could not carry them (a ranged GET): a client that asks for them gets
+    /// them after a HEAD.
+    pub checksums: Option<Vec<(String, HeaderValue)>>,
 }
 
 impl ObjectMeta {
@@ -135,7 +143,42 @@ impl ObjectMeta {
                     | "x-amz-website-redirect-location"
                     | "x-amz-tagging-count"
                     | "x-amz-missing-meta"
+                    | "x-amz-server-side-encryption-aws-kms-key-id"
+                    | "x-amz-server-side-encryption-bucket-key-enabled"
+                    | "x-amz-server-side-encryption-customer-algorithm"
+                    | "x-amz-server-side-encryption-customer-key-md5"
+                    | "x-amz-object-lock-mode"
+                    | "x-amz-object-lock-retain-until-date"
+                    | "x-amz-object-lock-legal-hold"
+                    | "x-amz-replication-status"
+                    | "x-amz-restore"
+                    | "x-amz-expiration"
+                    | "x-amz-mp-parts-count"
             )
+    }
+
+    /// The checksums a whole-object answer carries: all of them, except on a GET of a multipart
+    /// object (ETag ending `-N`) whose checksums came without `x-amz-checksum-type`: a composite
+    /// checksum sent without its `-N` suffix (moto does so on HEAD) would be taken by the client
+    /// for the checksum of the bytes, and fail a correct download. S3 names the type.
+    pub fn checksums_for(&self, head: bool) -> &[(String, HeaderValue)] {
+        let Some(checksums) = &self.checksums else { return &[] };
+        let multipart = self
+            .etag
+            .as_str()
+            .trim_matches('"')
+            .rsplit_once('-')
+            .is_some_and(|(_, parts)| !parts.is_empty() && parts.bytes().all(|b| b.is_ascii_digit()));
+        let typed = checksums.iter().any(|(k, _)| k == "x-amz-checksum-type");
+        match head || !multipart || typed {
+            true => checksums,
+            false => &[],
+        }
+    }
+
+    /// Whether a response header of this name is one of the object's checksums.
+    pub fn is_checksum_header(name: &str) -> bool {
+        name.starts_with("x-amz-checksum-") && name != "x-amz-checksum-mode"
     }
 }
 
@@ -157,6 +200,33 @@ mod tests {
         assert!(ObjectKey::parse(&"k".repeat(1024)).is_some());
         assert!(ObjectKey::parse(&"k".repeat(1025)).is_none());
         assert!(ObjectKey::parse("").is_none());
+    }
+
+    #[test]
+    fn untyped_checksums_of_multipart_objects_stay_off_gets() {
+        let meta = |etag: &str, checksums: &[(&str, &str)]| ObjectMeta {
+            size: 1,
+            etag: ETag::parse(etag).unwrap(),
+            last_modified: SystemTime::UNIX_EPOCH,
+            content_type: None,
+            version_id: None,
+            headers: vec![],
+            checksums: Some(
+                checksums
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), HeaderValue::from_str(v).unwrap()))
+                    .collect(),
+            ),
+        };
+        let crc = ("x-amz-checksum-crc32", "pkOjvA==");
+        assert_eq!(meta("\"abc\"", &[crc]).checksums_for(false).len(), 1);
+        assert_eq!(meta("\"abc-5\"", &[crc]).checksums_for(false).len(), 0);
+        assert_eq!(meta("\"abc-5\"", &[crc]).checksums_for(true).len(), 1);
+        let typed = [
+            ("x-amz-checksum-crc32", "pkOjvA==-5"),
+            ("x-amz-checksum-type", "COMPOSITE"),
+        ];
+        assert_eq!(meta("\"abc-5\"", &typed).checksums_for(false).len(), 2);
     }
 
     #[test]

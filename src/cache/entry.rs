@@ -7,7 +7,7 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic "SC"
-//! 2       1     format version (1)
+//! 2       1     format version (2; chunks of version 1 are still read)
 //! 3       1     kind: 1 = object metadata, 2 = chunk bytes
 //! 4       4     payload length, u32 LE
 //! 8       4     CRC-32 (IEEE) of the payload, u32 LE
@@ -23,12 +23,15 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use foyer::{Code, Error as FoyerError, ErrorKind};
+use http::HeaderValue;
 
 use super::buf::ChunkBuf;
 use crate::types::{ETag, ObjectMeta};
 
 const MAGIC: &[u8; 2] = b"SC";
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+/// Version 1 differs only in its metadata payload, which is not read (a miss).
+const CHUNK_FORMATS: [u8; 2] = [1, 2];
 const KIND_META: u8 = 1;
 const KIND_CHUNK: u8 = 2;
 const HEADER_LEN: usize = 12;
@@ -53,13 +56,16 @@ pub enum CacheKey {
     Chunk(ObjectRef, Arc<str>, u64),
 }
 
-/// Metadata with the time it was fetched, to apply the TTL.
+/// Metadata with the time it was fetched, to apply the TTL, and the stamp its lookup took, to
+/// tell it from metadata a write through shardcache made stale (see [`super::generation`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetaEntry {
     /// The object's metadata.
     pub meta: ObjectMeta,
     /// When the upstream returned it.
     pub fetched_at: SystemTime,
+    /// Taken before the lookup asked the upstream.
+    pub stamp: u64,
 }
 
 /// A cache value.
@@ -75,7 +81,10 @@ impl CacheValue {
     /// Bytes this value holds in the memory tier (approximate for metadata).
     pub fn weight(&self) -> usize {
         match self {
-            Self::Meta(m) => 256 + m.meta.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
+            Self::Meta(m) => {
+                let pairs = m.meta.headers.iter().chain(m.meta.checksums.iter().flatten());
+                256 + pairs.map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            }
             Self::Chunk(b) => b.len(),
         }
     }
@@ -86,9 +95,36 @@ fn parse_err(what: &'static str) -> FoyerError {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    let len = u16::try_from(s.len()).unwrap_or(u16::MAX);
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u16::try_from(b.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
+    out.extend_from_slice(&b[..usize::from(len)]);
+}
+
+/// Header pairs: a u16 count, then each name and value (values as raw bytes: S3 passes user
+/// metadata through byte for byte, UTF-8 or not).
+fn put_headers(out: &mut Vec<u8>, headers: &[(String, HeaderValue)]) {
+    let n = u16::try_from(headers.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&n.to_le_bytes());
+    for (k, v) in headers.iter().take(usize::from(n)) {
+        put_str(out, k);
+        put_bytes(out, v.as_bytes());
+    }
+}
+
+fn get_headers(buf: &mut &[u8]) -> Result<Vec<(String, HeaderValue)>, FoyerError> {
+    let n = get_u16(buf)?;
+    (0..n)
+        .map(|_| {
+            let name = get_str(buf)?;
+            let len = usize::from(get_u16(buf)?);
+            let value = HeaderValue::from_bytes(take(buf, len)?).map_err(|_| parse_err("bad header value"))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], FoyerError> {
@@ -209,13 +245,13 @@ fn meta_payload(m: &MetaEntry) -> Vec<u8> {
     out.extend_from_slice(&unix_secs(m.meta.last_modified).to_le_bytes());
     put_opt_str(&mut out, m.meta.content_type.as_deref());
     put_opt_str(&mut out, m.meta.version_id.as_deref());
-    let n = u16::try_from(m.meta.headers.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&n.to_le_bytes());
-    for (k, v) in m.meta.headers.iter().take(usize::from(n)) {
-        put_str(&mut out, k);
-        put_str(&mut out, v);
+    put_headers(&mut out, &m.meta.headers);
+    out.push(u8::from(m.meta.checksums.is_some()));
+    if let Some(checksums) = &m.meta.checksums {
+        put_headers(&mut out, checksums);
     }
     out.extend_from_slice(&unix_secs(m.fetched_at).to_le_bytes());
+    out.extend_from_slice(&m.stamp.to_le_bytes());
     out
 }
 
@@ -226,11 +262,13 @@ fn meta_from_payload(mut buf: &[u8]) -> Result<MetaEntry, FoyerError> {
     let last_modified = SystemTime::UNIX_EPOCH + Duration::from_secs(get_u64(buf)?);
     let content_type = get_opt_str(buf)?;
     let version_id = get_opt_str(buf)?;
-    let n = get_u16(buf)?;
-    let headers = (0..n)
-        .map(|_| Ok((get_str(buf)?, get_str(buf)?)))
-        .collect::<Result<_, FoyerError>>()?;
+    let headers = get_headers(buf)?;
+    let checksums = match take(buf, 1)?[0] {
+        0 => None,
+        _ => Some(get_headers(buf)?),
+    };
     let fetched_at = SystemTime::UNIX_EPOCH + Duration::from_secs(get_u64(buf)?);
+    let stamp = get_u64(buf)?;
     let meta = ObjectMeta {
         size,
         etag,
@@ -238,8 +276,13 @@ fn meta_from_payload(mut buf: &[u8]) -> Result<MetaEntry, FoyerError> {
         content_type,
         version_id,
         headers,
+        checksums,
     };
-    Ok(MetaEntry { meta, fetched_at })
+    Ok(MetaEntry {
+        meta,
+        fetched_at,
+        stamp,
+    })
 }
 
 impl Code for CacheValue {
@@ -265,7 +308,11 @@ impl Code for CacheValue {
     fn decode(reader: &mut impl Read) -> foyer::Result<Self> {
         let mut header = [0u8; HEADER_LEN];
         reader.read_exact(&mut header).map_err(FoyerError::io_error)?;
-        if &header[..2] != MAGIC || header[2] != FORMAT_VERSION {
+        let known = match header[3] {
+            KIND_META => header[2] == FORMAT_VERSION,
+            _ => CHUNK_FORMATS.contains(&header[2]),
+        };
+        if &header[..2] != MAGIC || !known {
             return Err(parse_err("cache entry has an unknown magic or format version"));
         }
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
@@ -340,16 +387,21 @@ mod tests {
 
         #[test]
         fn meta_values_round_trip(size in any::<u64>(), secs in 0u64..4_000_000_000, ct in proptest::option::of("[a-z/]{1,20}"),
-                                  headers in proptest::collection::vec(("x-amz-meta-[a-z]{1,8}", "\\PC{0,16}"), 0..4)) {
+                                  headers in proptest::collection::vec(("x-amz-meta-[a-z]{1,8}", proptest::collection::vec(prop_oneof![0x20u8..0x7f, 0x80u8..=0xff], 0..16)), 0..4),
+                                  checksums in proptest::option::of(proptest::collection::vec(("x-amz-checksum-[a-z0-9]{1,8}", "[A-Za-z0-9+/=]{4,12}"), 0..3)),
+                                  stamp in any::<u64>()) {
+            let value = |v: &[u8]| HeaderValue::from_bytes(v).unwrap();
             let meta = ObjectMeta {
                 size,
                 etag: ETag::parse("\"e\"").unwrap(),
                 last_modified: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
                 content_type: ct,
                 version_id: None,
-                headers,
+                headers: headers.iter().map(|(k, v)| (k.clone(), value(v))).collect(),
+                checksums: checksums.map(|c| c.iter().map(|(k, v)| (k.clone(), value(v.as_bytes()))).collect()),
             };
-            let v = CacheValue::Meta(Arc::new(MetaEntry { meta, fetched_at: SystemTime::UNIX_EPOCH + Duration::from_secs(secs) }));
+            let fetched_at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let v = CacheValue::Meta(Arc::new(MetaEntry { meta, fetched_at, stamp }));
             prop_assert_eq!(round_trip(&v).unwrap(), v);
         }
     }

@@ -12,6 +12,7 @@
 mod buf;
 mod entry;
 mod fill;
+mod generation;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -30,10 +31,12 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
+pub use generation::Standing;
 
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use fill::{Fill, FillWriter};
+use generation::Generations;
 
 /// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
 #[async_trait]
@@ -146,6 +149,8 @@ struct Inner {
     drained: Notify,
     /// Disk write budget in KiB; `None` for a memory-only cache.
     write_budget: Option<Arc<Semaphore>>,
+    /// Which metadata entries writes through shardcache made stale.
+    generations: Generations,
     metrics: Arc<Metrics>,
 }
 
@@ -283,6 +288,7 @@ impl ChunkCache {
             fills,
             drained: Notify::new(),
             write_budget,
+            generations: Generations::new(),
             metrics,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -293,23 +299,40 @@ impl ChunkCache {
         self.inner.chunk_size
     }
 
-    /// Cached metadata of an object, if present (freshness is the caller's call).
-    pub async fn meta(&self, object: &ObjectRef) -> Option<Arc<MetaEntry>> {
-        match self.inner.load(&CacheKey::Meta(object.clone())).await? {
-            (CacheValue::Meta(m), _) => Some(m),
-            (CacheValue::Chunk(_), _) => None,
+    /// Cached metadata of an object and how far it can be trusted, unless absent or superseded
+    /// by a write through shardcache (freshness within the TTL is the caller's call).
+    pub async fn meta(&self, object: &ObjectRef) -> Option<(Arc<MetaEntry>, Standing)> {
+        let (CacheValue::Meta(entry), _) = self.inner.load(&CacheKey::Meta(object.clone())).await? else {
+            return None;
+        };
+        match self.inner.generations.standing(object, entry.stamp) {
+            Standing::Superseded => None,
+            standing => Some((entry, standing)),
         }
     }
 
-    /// Stores an object's metadata.
+    /// A stamp for a metadata lookup, taken before it asks the upstream: see [`MetaEntry::stamp`].
+    pub fn meta_stamp(&self) -> u64 {
+        self.inner.generations.stamp()
+    }
+
+    /// Stores an object's metadata, unless a write through shardcache superseded it while it was
+    /// being looked up.
     pub fn put_meta(&self, object: ObjectRef, entry: MetaEntry) {
+        if self.inner.generations.standing(&object, entry.stamp) == Standing::Superseded {
+            return;
+        }
         self.inner
             .insert(CacheKey::Meta(object), CacheValue::Meta(Arc::new(entry)));
     }
 
-    /// Drops an object's metadata (after a write or delete through the proxy).
+    /// Forgets an object's metadata (after a write or delete through the proxy, or when the
+    /// upstream reports a change): no entry looked up before this call is served again, even one
+    /// that a disk write still queued would bring back.
     pub fn forget_meta(&self, object: ObjectRef) {
-        self.inner.remove(&CacheKey::Meta(object));
+        let key = CacheKey::Meta(object.clone());
+        self.inner.generations.invalidate(object);
+        self.inner.remove(&key);
     }
 
     /// Reads chunk `key`, whose complete length is `len`: from a tier, from a fill in flight, or

@@ -1,37 +1,63 @@
-//! Calls answered without forwarding: listings of a local-directory upstream, and ListBuckets
-//! when no S3 upstream is the default.
+//! Calls answered without forwarding: bucket calls to a local-directory upstream (ListObjects v1
+//! and v2, HeadBucket, GetBucketLocation), and ListBuckets when no S3 upstream is the default.
 
 use pingora_error::Result;
 use pingora_proxy::Session;
 
-use super::respond::{send_error, send_failure, send_xml};
+use http::StatusCode;
+
+use super::respond::{base_header, send_xml, Failure};
 use super::{ProxyState, RequestCtx};
-use crate::s3::xml::list_buckets_xml;
+use crate::s3::xml::{list_buckets_xml, location_xml, ListVersion};
 use crate::s3::{Operation, S3Error};
 use crate::upstream::FsOrigin;
 use crate::upstream::ListParams;
 
 /// Answers a non-object call to a local-directory bucket.
 pub async fn serve_fs(session: &mut Session, ctx: &mut RequestCtx, fs: &FsOrigin, bucket: &str) -> Result<()> {
-    if ctx.op != Operation::ListObjectsV2 {
-        let e = S3Error::NotImplemented(
-            "A local-directory upstream is read-only: it serves GetObject, HeadObject and ListObjectsV2.".into(),
-        );
-        return ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await);
+    match ctx.op {
+        Operation::ListObjectsV2 | Operation::ListObjects => list(session, ctx, fs, bucket).await,
+        Operation::HeadBucket | Operation::GetBucketLocation if !fs.has_bucket(bucket) => {
+            ctx.fail(session, S3Error::NoSuchBucket).await
+        }
+        Operation::HeadBucket => {
+            let mut h = base_header(StatusCode::OK, &ctx.request_id)?;
+            h.insert_header("x-amz-bucket-region", LOCAL_REGION)?;
+            session.write_response_header(Box::new(h), true).await?;
+            ctx.status = 200;
+            Ok(())
+        }
+        Operation::GetBucketLocation => {
+            ctx.answered(send_xml(session, location_xml(LOCAL_REGION), &ctx.request_id).await)
+        }
+        _ => {
+            let e = S3Error::NotImplemented(
+                "A local-directory upstream is read-only: it serves GetObject, HeadObject, ListObjects (v1 and v2), \
+                 HeadBucket, GetBucketLocation and ListBuckets."
+                    .into(),
+            );
+            ctx.fail(session, e).await
+        }
     }
-    let params = match list_params(&ctx.query) {
+}
+
+/// The region a local-directory bucket reports.
+const LOCAL_REGION: &str = "us-east-1";
+
+async fn list(session: &mut Session, ctx: &mut RequestCtx, fs: &FsOrigin, bucket: &str) -> Result<()> {
+    let v1 = ctx.op == Operation::ListObjects;
+    let (params, version, url_encoded) = match list_params(&ctx.query, v1) {
         Ok(p) => p,
-        Err(e) => return ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await),
+        Err(e) => return ctx.fail(session, e).await,
     };
-    let (token, start_after) = (params.1, params.2);
-    match fs.list_objects(bucket, params.0).await {
+    match fs.list_objects(bucket, params).await {
         Ok(mut page) => {
             page.bucket = ctx.bucket_name.clone();
-            page.continuation_token = token;
-            page.start_after = start_after;
+            page.version = version;
+            page.url_encoded = url_encoded;
             ctx.answered(send_xml(session, page.to_xml(), &ctx.request_id).await)
         }
-        Err(e) => ctx.answered(send_failure(session, (&e).into(), &ctx.resource, &ctx.request_id).await),
+        Err(e) => ctx.fail(session, Failure::from(&e)).await,
     }
 }
 
@@ -45,7 +71,7 @@ pub async fn list_buckets(
     let buckets = match fs {
         Some(fs) => match fs.list_buckets().await {
             Ok(b) => b,
-            Err(e) => return ctx.answered(send_failure(session, (&e).into(), &ctx.resource, &ctx.request_id).await),
+            Err(e) => return ctx.fail(session, Failure::from(&e)).await,
         },
         None => {
             let mut names: Vec<_> = state
@@ -60,13 +86,14 @@ pub async fn list_buckets(
     ctx.answered(send_xml(session, list_buckets_xml(&buckets), &ctx.request_id).await)
 }
 
-/// ListObjectsV2 parameters, with the continuation token and start-after to echo back.
-fn list_params(query: &str) -> Result<(ListParams, Option<String>, Option<String>), S3Error> {
+/// ListObjects parameters (`v1`: ListObjects, else ListObjectsV2): what to list, the fields to
+/// echo back, and whether to URL-encode the answer.
+fn list_params(query: &str, v1: bool) -> Result<(ListParams, ListVersion, bool), S3Error> {
     let mut params = ListParams {
         max_keys: 1000,
         ..Default::default()
     };
-    let (mut token, mut start_after) = (None, None);
+    let (mut marker, mut token, mut start_after, mut url_encoded) = (None, None, None, false);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
@@ -82,13 +109,32 @@ fn list_params(query: &str) -> Result<(ListParams, Option<String>, Option<String
                     .map_err(|_| S3Error::InvalidRequest("max-keys must be a non-negative integer".into()))?;
                 params.max_keys = n.min(1000);
             }
-            "continuation-token" => token = Some(v),
-            "start-after" => start_after = Some(v),
+            "encoding-type" if v == "url" => url_encoded = true,
+            "encoding-type" => {
+                return Err(S3Error::InvalidRequest(
+                    "Invalid Encoding Method specified in Request".into(),
+                ))
+            }
+            "marker" if v1 => marker = Some(v),
+            "continuation-token" if !v1 => token = Some(v),
+            "start-after" if !v1 => start_after = Some(v),
             _ => {}
         }
     }
-    params.after = token.clone().or_else(|| start_after.clone());
-    Ok((params, token, start_after))
+    let version = match v1 {
+        true => {
+            params.after = marker.clone();
+            ListVersion::V1 { marker }
+        }
+        false => {
+            params.after = token.clone().or_else(|| start_after.clone());
+            ListVersion::V2 {
+                continuation_token: token,
+                start_after,
+            }
+        }
+    };
+    Ok((params, version, url_encoded))
 }
 
 #[cfg(test)]
@@ -97,13 +143,28 @@ mod tests {
 
     #[test]
     fn list_parameters_are_decoded_and_bounded() {
-        let (p, token, _) =
-            list_params("list-type=2&prefix=a%2Fb&delimiter=%2F&max-keys=5000&continuation-token=k%201").unwrap();
+        let query = "list-type=2&prefix=a%2Fb&delimiter=%2F&max-keys=5000&continuation-token=k%201";
+        let (p, version, url) = list_params(query, false).unwrap();
         assert_eq!(p.prefix, "a/b");
         assert_eq!(p.delimiter.as_deref(), Some("/"));
         assert_eq!(p.max_keys, 1000);
-        assert_eq!(token.as_deref(), Some("k 1"));
         assert_eq!(p.after.as_deref(), Some("k 1"));
-        assert!(list_params("max-keys=x").is_err());
+        assert!(!url);
+        assert!(matches!(version, ListVersion::V2 { continuation_token: Some(t), .. } if t == "k 1"));
+        assert!(list_params("max-keys=x", false).is_err());
+        assert!(list_params("encoding-type=base64", false).is_err());
+    }
+
+    #[test]
+    fn v1_listings_resume_after_the_marker() {
+        let (p, version, url) = list_params("marker=a%2Fz&encoding-type=url&start-after=q", true).unwrap();
+        assert_eq!(p.after.as_deref(), Some("a/z"));
+        assert_eq!(
+            version,
+            ListVersion::V1 {
+                marker: Some("a/z".into())
+            }
+        );
+        assert!(url);
     }
 }

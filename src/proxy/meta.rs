@@ -6,6 +6,10 @@
 //! headers), and its body becomes that chunk's fill. A cold read thus costs one round trip before
 //! its first byte, not two. Stale metadata is revalidated with a HEAD, which moves no object
 //! bytes: the chunks of an unchanged object are most likely still cached.
+//!
+//! A write through shardcache [`invalidates`](MetaLookups::invalidate) an object: its cached
+//! entry and any lookup in flight are forgotten, and an answer that lookup stores later is
+//! ignored (the cache compares stamps), so every request after the write asks the upstream anew.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use super::object::{timed, MeteredBody};
 use super::routes::Route;
 use crate::cache::plan::chunk_span;
-use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, StartedFill};
+use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, Standing, StartedFill};
 use crate::metrics::{Metrics, UpstreamCall};
 use crate::types::ObjectMeta;
 use crate::upstream::OriginError;
@@ -34,10 +38,21 @@ pub struct Looked {
     pub opened: Option<(u64, StartedFill)>,
 }
 
-/// Metadata lookups in flight, by object.
+/// Metadata lookups in flight, by object, each with its stamp.
 #[derive(Default)]
 pub struct MetaLookups {
-    inflight: Arc<Mutex<HashMap<ObjectRef, Lookup>>>,
+    inflight: Arc<Mutex<HashMap<ObjectRef, (u64, Lookup)>>>,
+}
+
+/// What one upstream lookup asks for.
+#[derive(Clone, Copy)]
+struct Plan {
+    /// Open the object with a GET of this chunk (else a HEAD).
+    open: Option<u64>,
+    /// The object's checksums are wanted.
+    checksums: bool,
+    /// The cache stamp taken before asking (see [`MetaEntry::stamp`]).
+    stamp: u64,
 }
 
 /// The cache's answer for an object's metadata.
@@ -50,8 +65,8 @@ enum Cached {
 impl MetaLookups {
     /// The object's metadata: cached if fresh, else from the upstream. `first_chunk` is the
     /// chunk the request will read first (`None` for a HEAD or a read that needs the size to
-    /// know where it starts). To force an upstream lookup (the upstream reported the object
-    /// changed), drop the cached entry first.
+    /// know where it starts). With `checksums`, cached metadata that does not know the object's
+    /// checksums is looked up again (a HEAD).
     pub async fn get(
         &self,
         cache: &ChunkCache,
@@ -59,8 +74,9 @@ impl MetaLookups {
         route: &Route,
         object: &ObjectRef,
         first_chunk: Option<u64>,
+        checksums: bool,
     ) -> Result<Looked, Arc<OriginError>> {
-        let open = match cached(cache, route, object).await {
+        let open = match cached(cache, route, object, checksums).await {
             Cached::Fresh(meta) => return Ok(Looked { meta, opened: None }),
             Cached::Stale => None,
             Cached::Absent => first_chunk,
@@ -68,55 +84,77 @@ impl MetaLookups {
         let (lookup, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(object) {
-                Some(lookup) => (lookup.clone(), false),
+                Some((_, lookup)) => (lookup.clone(), false),
                 None => {
-                    let lookup = self.start(cache.clone(), metrics.clone(), route.clone(), object.clone(), open);
-                    inflight.insert(object.clone(), lookup.clone());
+                    let plan = Plan {
+                        open,
+                        checksums,
+                        stamp: cache.meta_stamp(),
+                    };
+                    let lookup = self.start(cache.clone(), metrics.clone(), route.clone(), object.clone(), plan);
+                    inflight.insert(object.clone(), (plan.stamp, lookup.clone()));
                     (lookup, true)
                 }
             }
         };
         let (meta, opened) = lookup.await?;
+        if checksums && meta.checksums.is_none() {
+            // Joined a lookup that did not ask for the checksums (a ranged GET): ask with a HEAD.
+            let stamp = cache.meta_stamp();
+            let meta = head(metrics, route, object).await.map_err(Arc::new)?;
+            return Ok(Looked {
+                meta: remember(cache, object, meta, stamp),
+                opened: None,
+            });
+        }
         Ok(Looked {
             meta,
             opened: opened.filter(|_| leader),
         })
     }
 
-    fn start(
-        &self,
-        cache: ChunkCache,
-        metrics: Arc<Metrics>,
-        route: Route,
-        object: ObjectRef,
-        open: Option<u64>,
-    ) -> Lookup {
+    /// Forgets what is known of `object` after a write through shardcache: its cached metadata,
+    /// and the lookup in flight, whose answer may predate the write.
+    pub fn invalidate(&self, cache: &ChunkCache, object: ObjectRef) {
+        // The cache first: the lookup dropped here may still store its answer, and the cache
+        // must already know to ignore it.
+        cache.forget_meta(object.clone());
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+    }
+
+    fn start(&self, cache: ChunkCache, metrics: Arc<Metrics>, route: Route, object: ObjectRef, plan: Plan) -> Lookup {
+        let Plan { open, checksums, stamp } = plan;
         let inflight = self.inflight.clone();
+        // Leaves the in-flight table, unless an invalidation replaced this lookup already.
+        let done = move |object: &ObjectRef| {
+            let mut table = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if table.get(object).is_some_and(|(s, _)| *s == stamp) {
+                table.remove(object);
+            }
+        };
         async move {
             // A lookup that finished between our cache check and our taking the in-flight table
             // has stored its answer: use it rather than asking the upstream again.
-            if let Cached::Fresh(meta) = cached(&cache, &route, &object).await {
-                inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+            if let Cached::Fresh(meta) = cached(&cache, &route, &object, checksums).await {
+                done(&object);
                 return Ok((meta, None));
             }
             let result = match open {
+                // A ranged GET carries no checksums: a HEAD beside it brings them in the same
+                // round trip.
+                Some(index) if checksums => {
+                    let opened = open_chunk(&cache, &metrics, &route, &object, index);
+                    let (opened, headed) = tokio::join!(opened, head(&metrics, &route, &object));
+                    opened.map(|(meta, fill)| (with_checksums_of(meta, headed.ok()), fill))
+                }
                 Some(index) => open_chunk(&cache, &metrics, &route, &object, index).await,
                 None => head(&metrics, &route, &object).await.map(|meta| (meta, None)),
             };
             let result = match result {
-                Ok((meta, opened)) => {
-                    cache.put_meta(
-                        object.clone(),
-                        MetaEntry {
-                            meta: meta.clone(),
-                            fetched_at: SystemTime::now(),
-                        },
-                    );
-                    Ok((Arc::new(meta), opened))
-                }
+                Ok((meta, opened)) => Ok((remember(&cache, &object, meta, stamp), opened)),
                 Err(e) => Err(Arc::new(e)),
             };
-            inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+            done(&object);
             result
         }
         .boxed()
@@ -147,6 +185,25 @@ async fn head(metrics: &Metrics, route: &Route, object: &ObjectRef) -> Result<Ob
     metered(metrics, route, UpstreamCall::Head, request).await
 }
 
+/// Stores what a lookup stamped `stamp` found (unless a write superseded it meanwhile).
+fn remember(cache: &ChunkCache, object: &ObjectRef, meta: ObjectMeta, stamp: u64) -> Arc<ObjectMeta> {
+    let entry = MetaEntry {
+        meta: meta.clone(),
+        fetched_at: SystemTime::now(),
+        stamp,
+    };
+    cache.put_meta(object.clone(), entry);
+    Arc::new(meta)
+}
+
+/// `meta` with the checksums of `headed`, if that is the same version.
+fn with_checksums_of(mut meta: ObjectMeta, headed: Option<ObjectMeta>) -> ObjectMeta {
+    if let Some(headed) = headed.filter(|h| h.etag == meta.etag && meta.checksums.is_none()) {
+        meta.checksums = headed.checksums;
+    }
+    meta
+}
+
 /// Opens the object with a GET of chunk `index` and makes that answer's body the chunk's fill.
 async fn open_chunk(
     cache: &ChunkCache,
@@ -172,17 +229,19 @@ async fn open_chunk(
     Ok((meta, started.map(|fill| (index, fill))))
 }
 
-/// The cached metadata of `object`, and whether it is within its route's TTL.
-async fn cached(cache: &ChunkCache, route: &Route, object: &ObjectRef) -> Cached {
-    let Some(entry) = cache.meta(object).await else {
+/// The cached metadata of `object`, and whether it can be served: within its route's TTL, not
+/// possibly older than a forgotten write, and knowing the object's checksums if `checksums`.
+async fn cached(cache: &ChunkCache, route: &Route, object: &ObjectRef, checksums: bool) -> Cached {
+    let Some((entry, standing)) = cache.meta(object).await else {
         return Cached::Absent;
     };
-    let fresh = match route.meta_ttl {
+    let within_ttl = match route.meta_ttl {
         None => true,
         Some(ttl) => SystemTime::now()
             .duration_since(entry.fetched_at)
             .is_ok_and(|age| age < ttl),
     };
+    let fresh = within_ttl && standing == Standing::Current && !(checksums && entry.meta.checksums.is_none());
     match fresh {
         true => Cached::Fresh(Arc::new(entry.meta.clone())),
         false => Cached::Stale,

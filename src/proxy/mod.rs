@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
@@ -39,7 +39,6 @@ use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
 use meta::MetaLookups;
 use readahead::SequentialReads;
-use respond::send_error;
 use routes::Route;
 
 /// Largest DeleteObjects body kept to learn which keys to drop (S3 allows 1000 keys).
@@ -129,8 +128,18 @@ impl S3Proxy {
         }
     }
 
-    /// Service-level calls (no bucket in the request).
+    /// Service-level calls (no bucket in the request). S3 has one, ListBuckets; anything else at
+    /// `/` is another AWS service's call (STS, IAM), which re-signed as S3 would get a wrong
+    /// answer: it is refused.
     async fn service_call(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if ctx.op != Operation::ListBuckets {
+            let e = S3Error::NotImplemented(
+                "shardcache serves the S3 API only; send calls to other AWS services (STS, IAM, ...) to their own endpoints."
+                    .into(),
+            );
+            ctx.fail(session, e).await?;
+            return Ok(true);
+        }
         match self.state.router.default_upstream().map(|u| &u.kind) {
             Some(UpstreamKind::S3(_)) => {
                 let upstream = self.state.router.default_upstream().cloned().expect("matched above");
@@ -142,7 +151,7 @@ impl S3Proxy {
                 ctx.outcome = Outcome::Passthrough;
                 Ok(false)
             }
-            kind if ctx.op == Operation::ListBuckets => {
+            kind => {
                 let fs = match kind {
                     Some(UpstreamKind::Fs(fs)) => Some(fs.clone()),
                     _ => None,
@@ -150,28 +159,25 @@ impl S3Proxy {
                 local::list_buckets(&self.state, session, ctx, fs.as_deref()).await?;
                 Ok(true)
             }
-            _ => {
-                ctx.answered(send_error(session, S3Error::MethodNotAllowed, &ctx.resource, &ctx.request_id).await)?;
-                Ok(true)
-            }
         }
     }
 
-    /// Drops cached metadata that a successful write or delete made stale.
+    /// Forgets what is known of the objects a write or delete touched. Called before the client
+    /// hears the outcome, whatever it is: a failed write costs a metadata lookup, a write that
+    /// went through but whose answer was lost must not leave the old object served.
     fn invalidate(&self, ctx: &RequestCtx) {
         let Some(route) = &ctx.route else { return };
-        let object = |key: &str| ObjectRef {
-            upstream: route.upstream.name.clone(),
-            bucket: route.bucket.clone(),
-            key: key.into(),
+        let forget = |key: &str| {
+            let object = ObjectRef {
+                upstream: route.upstream.name.clone(),
+                bucket: route.bucket.clone(),
+                key: key.into(),
+            };
+            self.state.meta.invalidate(&self.state.cache, object);
         };
         match (ctx.op, &ctx.key) {
-            (Operation::WriteObject, Some(key)) => self.state.cache.forget_meta(object(key.as_str())),
-            (Operation::DeleteObjects, _) => {
-                for key in delete_request_keys(&ctx.delete_body) {
-                    self.state.cache.forget_meta(object(&key));
-                }
-            }
+            (Operation::WriteObject, Some(key)) => forget(key.as_str()),
+            (Operation::DeleteObjects, _) => delete_request_keys(&ctx.delete_body).iter().for_each(|k| forget(k)),
             _ => {}
         }
     }
@@ -209,6 +215,9 @@ impl ProxyHttp for S3Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.start = Instant::now();
+        // Requests a client pipelines (sends before reading the answers) are answered in order;
+        // without this Pingora answers the first and closes the connection.
+        session.set_pipelining_enabled(true);
         let req = session.req_header();
         ctx.resource = req.uri.path().to_owned();
         let host = req
@@ -226,7 +235,7 @@ impl ProxyHttp for S3Proxy {
         let parsed = match parsed {
             Ok(p) => p,
             Err(e) => {
-                ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await)?;
+                ctx.fail(session, e).await?;
                 return Ok(true);
             }
         };
@@ -238,7 +247,7 @@ impl ProxyHttp for S3Proxy {
         };
         ctx.bucket_name = bucket.to_string();
         let Some(route) = self.state.router.route(bucket.as_str()) else {
-            ctx.answered(send_error(session, S3Error::NoSuchBucket, &ctx.resource, &ctx.request_id).await)?;
+            ctx.fail(session, S3Error::NoSuchBucket).await?;
             return Ok(true);
         };
         ctx.route = Some(route.clone());
@@ -263,7 +272,7 @@ impl ProxyHttp for S3Proxy {
                     let e = S3Error::NotImplemented(
                         "Chunk-signed uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) cannot be forwarded; send an unsigned or fully hashed payload.".into(),
                     );
-                    ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await)?;
+                    ctx.fail(session, e).await?;
                     return Ok(true);
                 }
                 ctx.outcome = Outcome::Passthrough;
@@ -332,13 +341,23 @@ impl ProxyHttp for S3Proxy {
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
         ctx.ttfb = Some(ctx.start.elapsed());
-        if resp.status.is_success() {
-            self.invalidate(ctx);
-        }
+        self.invalidate(ctx);
         Ok(())
     }
 
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        // A client that hangs up (mid-download, or a bare TCP probe) is normal: `logging` still
+        // records it at debug. Errors talking to the upstream stay visible.
+        match e.esource() {
+            ErrorSource::Downstream => true,
+            ErrorSource::Upstream => false,
+            _ => matches!(e.etype(), ErrorType::WriteError | ErrorType::ConnectionClosed),
+        }
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        // The upstream may have applied a write whose answer never came back.
+        self.invalidate(ctx);
         if session.response_written().is_some() {
             // Bytes already went out: closing the connection is the only honest signal left.
             return FailToProxy {
@@ -351,13 +370,11 @@ impl ProxyHttp for S3Proxy {
             self.state.metrics.upstream_errors.with_label_values(&labels).inc();
         }
         tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
-        let err = S3Error::BadGateway(e.to_string());
-        let code = send_error(session, err, &ctx.resource, &ctx.request_id)
-            .await
-            .unwrap_or(0);
-        ctx.status = code;
+        if ctx.fail(session, S3Error::BadGateway(e.to_string())).await.is_err() {
+            ctx.status = 0;
+        }
         FailToProxy {
-            error_code: code,
+            error_code: ctx.status,
             can_reuse_downstream: false,
         }
     }

@@ -18,7 +18,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use prometheus::IntCounter;
 
-use super::respond::{object_header, send_error, send_failure, validator_header, Failure};
+use super::respond::{object_header, validator_header, Checksums, Failure};
 use super::routes::Route;
 use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
@@ -66,17 +66,17 @@ pub async fn serve(
         (false, None) => Some(0),
         (false, Some(r)) => r.first_byte().map(|b| b / state.cache.chunk_size()),
     };
+    // S3 returns an object's checksums to a client that asks, on answers about the whole object.
+    let checksums = requested.is_none() && checksum_mode(&session.req_header().headers);
     let mut retried = false;
     loop {
         let looked = state
             .meta
-            .get(&state.cache, &state.metrics, route, &object, first_chunk)
+            .get(&state.cache, &state.metrics, route, &object, first_chunk, checksums)
             .await;
         let (meta, opened) = match looked {
             Ok(looked) => (looked.meta, looked.opened),
-            Err(e) => {
-                return ctx.answered(send_failure(session, e.as_ref().into(), &ctx.resource, &ctx.request_id).await)
-            }
+            Err(e) => return ctx.fail(session, Failure::from(e.as_ref())).await,
         };
         match evaluate(&session.req_header().headers, &meta) {
             Precondition::Proceed => {}
@@ -86,19 +86,31 @@ pub async fn serve(
                 ctx.status = 304;
                 return Ok(());
             }
-            Precondition::Failed => {
-                return ctx
-                    .answered(send_error(session, S3Error::PreconditionFailed, &ctx.resource, &ctx.request_id).await)
+            Precondition::Failed(condition) => {
+                return ctx.fail(session, S3Error::PreconditionFailed { condition }).await
             }
         }
         let span = match requested.map(|r| r.resolve(meta.size)).transpose() {
             Ok(span) => span,
             Err(_) => {
-                let e = S3Error::InvalidRange { size: meta.size };
-                return ctx.answered(send_error(session, e, &ctx.resource, &ctx.request_id).await);
+                let requested = session
+                    .req_header()
+                    .headers
+                    .get("range")
+                    .map(|v| v.to_str().unwrap_or_default());
+                let e = S3Error::InvalidRange {
+                    requested: requested.unwrap_or_default().to_owned(),
+                    size: meta.size,
+                };
+                return ctx.fail(session, e).await;
             }
         };
-        let header = object_header(&meta, span.as_ref(), &ctx.request_id)?;
+        let sums = match (checksums, head) {
+            (false, _) => Checksums::Off,
+            (true, true) => Checksums::Head,
+            (true, false) => Checksums::Get,
+        };
+        let header = object_header(&meta, span.as_ref(), sums, &ctx.request_id)?;
         ctx.status = header.status.as_u16();
         if head {
             session.write_response_header(Box::new(header), true).await?;
@@ -122,18 +134,22 @@ pub async fn serve(
             }
             Err(StreamError::BeforeStart(e)) => {
                 let origin = e.downcast_ref::<OriginError>();
-                if matches!(origin, Some(OriginError::Changed | OriginError::NoSuchKey)) {
-                    state.cache.forget_meta(object.clone());
-                }
                 if matches!(origin, Some(OriginError::Changed)) && !retried {
                     retried = true;
                     continue;
                 }
                 let failure = origin.map_or_else(|| S3Error::BadGateway(e.to_string()).into(), Failure::from);
-                return ctx.answered(send_failure(session, failure, &ctx.resource, &ctx.request_id).await);
+                return ctx.fail(session, failure).await;
             }
         }
     }
+}
+
+/// Whether the request asks for the object's checksums (`x-amz-checksum-mode: ENABLED`).
+fn checksum_mode(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("x-amz-checksum-mode")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enabled"))
 }
 
 /// Sends the response header with the first body bytes, and counts body bytes by source.
@@ -234,12 +250,20 @@ async fn stream(
             let piece = match reader.next().await {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
-                Err(e) if !out.started() => return Err(StreamError::BeforeStart(e)),
                 Err(e) => {
-                    return Err(after(Error::explain(
-                        ErrorType::ReadError,
-                        format!("upstream fill failed: {e}"),
-                    )))
+                    // The upstream says the object changed or went away: forget its metadata at
+                    // once, so the next read opens the new version instead of failing too.
+                    let origin = e.downcast_ref::<OriginError>();
+                    if matches!(origin, Some(OriginError::Changed | OriginError::NoSuchKey)) {
+                        state.meta.invalidate(cache, object.clone());
+                    }
+                    return Err(match out.started() {
+                        false => StreamError::BeforeStart(e),
+                        true => after(Error::explain(
+                            ErrorType::ReadError,
+                            format!("upstream fill failed: {e}"),
+                        )),
+                    });
                 }
             };
             if let Some(start) = read_ahead.take() {

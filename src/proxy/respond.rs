@@ -9,8 +9,9 @@ use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+use super::RequestCtx;
 use crate::s3::range::{content_range, unsatisfied_content_range};
-use crate::s3::S3Error;
+use crate::s3::{ErrorSite, S3Error};
 use crate::types::ObjectMeta;
 use crate::upstream::OriginError;
 
@@ -41,7 +42,7 @@ impl From<&OriginError> for Failure {
         match e {
             OriginError::NoSuchKey => S3Error::NoSuchKey.into(),
             OriginError::NoSuchBucket => S3Error::NoSuchBucket.into(),
-            OriginError::Changed => S3Error::PreconditionFailed.into(),
+            OriginError::Changed => S3Error::PreconditionFailed { condition: "If-Match" }.into(),
             OriginError::Rejected { status, body } if crate::s3::code_of_error_body(body).is_some() => Self::Upstream {
                 status: *status,
                 body: body.clone(),
@@ -70,16 +71,30 @@ pub fn base_header(status: StatusCode, request_id: &str) -> Result<ResponseHeade
     Ok(h)
 }
 
+impl RequestCtx {
+    /// Answers the request with an error and records its status.
+    pub(super) async fn fail(&mut self, session: &mut Session, failure: impl Into<Failure>) -> Result<()> {
+        let site = ErrorSite {
+            resource: &self.resource,
+            request_id: &self.request_id,
+            bucket: Some(self.bucket_name.as_str()).filter(|b| !b.is_empty()),
+            key: self.key.as_ref().map(|k| k.as_str()),
+        };
+        self.status = send_failure(session, failure.into(), &site).await?;
+        Ok(())
+    }
+}
+
 /// Writes an error answer; returns its status.
-pub async fn send_failure(session: &mut Session, failure: Failure, resource: &str, request_id: &str) -> Result<u16> {
+async fn send_failure(session: &mut Session, failure: Failure, at: &ErrorSite<'_>) -> Result<u16> {
     let head = session.req_header().method == http::Method::HEAD;
     let (status, body, range_size) = match &failure {
         Failure::S3(e) => {
             let size = match e {
-                S3Error::InvalidRange { size } => Some(*size),
+                S3Error::InvalidRange { size, .. } => Some(*size),
                 _ => None,
             };
-            (e.status(), e.to_xml(resource, request_id), size)
+            (e.status(), e.to_xml(at), size)
         }
         Failure::Upstream { status, body } => (
             StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -87,7 +102,7 @@ pub async fn send_failure(session: &mut Session, failure: Failure, resource: &st
             None,
         ),
     };
-    let mut h = base_header(status, request_id)?;
+    let mut h = base_header(status, at.request_id)?;
     h.insert_header("content-type", "application/xml")?;
     h.insert_header("content-length", body.len().to_string())?;
     if let Some(size) = range_size {
@@ -101,13 +116,25 @@ pub async fn send_failure(session: &mut Session, failure: Failure, resource: &st
     Ok(status.as_u16())
 }
 
-/// An error document for a plain S3 error (used before routing).
-pub async fn send_error(session: &mut Session, e: S3Error, resource: &str, request_id: &str) -> Result<u16> {
-    send_failure(session, e.into(), resource, request_id).await
+/// Which checksums an object answer carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksums {
+    /// None: not asked for, or a ranged answer.
+    Off,
+    /// Those a HEAD answer carries.
+    Head,
+    /// Those a whole-object GET answer carries.
+    Get,
 }
 
-/// The header of a GET/HEAD answer: 200 for the whole object, 206 for `span` of it.
-pub fn object_header(meta: &ObjectMeta, span: Option<&Range<u64>>, request_id: &str) -> Result<ResponseHeader> {
+/// The header of a GET/HEAD answer: 200 for the whole object, 206 for `span` of it, with the
+/// object's `checksums` that apply.
+pub fn object_header(
+    meta: &ObjectMeta,
+    span: Option<&Range<u64>>,
+    checksums: Checksums,
+    request_id: &str,
+) -> Result<ResponseHeader> {
     let status = if span.is_some() {
         StatusCode::PARTIAL_CONTENT
     } else {
@@ -123,8 +150,13 @@ pub fn object_header(meta: &ObjectMeta, span: Option<&Range<u64>>, request_id: &
         "content-type",
         meta.content_type.as_deref().unwrap_or(DEFAULT_CONTENT_TYPE),
     )?;
-    for (name, value) in &meta.headers {
-        h.append_header(name.clone(), value.as_str()).map_err(internal)?;
+    let checksums = match checksums {
+        Checksums::Off => &[],
+        Checksums::Head => meta.checksums_for(true),
+        Checksums::Get => meta.checksums_for(false),
+    };
+    for (name, value) in meta.headers.iter().chain(checksums) {
+        h.append_header(name.clone(), value.clone()).map_err(internal)?;
     }
     Ok(h)
 }

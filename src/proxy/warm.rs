@@ -76,9 +76,11 @@ impl ProxyState {
             bucket: route.bucket.clone(),
             key: key.into(),
         };
+        // With the checksums too: the SDKs ask for them on every GetObject, and metadata without
+        // them would cost each warmed object a HEAD at its first read.
         let looked = self
             .meta
-            .get(&self.cache, &self.metrics, &route, &object, Some(0))
+            .get(&self.cache, &self.metrics, &route, &object, Some(0), true)
             .await
             .map_err(|e| WarmError::upstream(&e))?;
         let (meta, mut opened) = (looked.meta, looked.opened);

@@ -18,8 +18,8 @@ pub enum Precondition {
     Proceed,
     /// Answer 304 Not Modified.
     NotModified,
-    /// Answer 412 Precondition Failed.
-    Failed,
+    /// Answer 412 Precondition Failed; names the header that failed, as S3's `<Condition>`.
+    Failed(&'static str),
 }
 
 /// Whether the request carries any conditional header.
@@ -37,11 +37,11 @@ pub fn evaluate(headers: &HeaderMap, meta: &ObjectMeta) -> Precondition {
 
     if let Some(list) = text("if-match") {
         if !meta.etag.matches_list(list) {
-            return Precondition::Failed;
+            return Precondition::Failed("If-Match");
         }
     } else if let Some(t) = date("if-unmodified-since") {
         if modified_after(t) {
-            return Precondition::Failed;
+            return Precondition::Failed("If-Unmodified-Since");
         }
     }
     if let Some(list) = text("if-none-match") {
@@ -76,6 +76,7 @@ mod tests {
             content_type: None,
             version_id: None,
             headers: vec![],
+            checksums: None,
         }
     }
 
@@ -95,7 +96,10 @@ mod tests {
     #[test]
     fn if_match_fails_on_another_etag() {
         assert_eq!(check(&[("if-match", "\"v1\"".into())]), Precondition::Proceed);
-        assert_eq!(check(&[("if-match", "\"v2\"".into())]), Precondition::Failed);
+        assert_eq!(
+            check(&[("if-match", "\"v2\"".into())]),
+            Precondition::Failed("If-Match")
+        );
     }
 
     #[test]
@@ -109,7 +113,10 @@ mod tests {
         assert_eq!(check(&[("if-modified-since", date(0))]), Precondition::NotModified);
         assert_eq!(check(&[("if-modified-since", date(-1))]), Precondition::Proceed);
         assert_eq!(check(&[("if-unmodified-since", date(0))]), Precondition::Proceed);
-        assert_eq!(check(&[("if-unmodified-since", date(-1))]), Precondition::Failed);
+        assert_eq!(
+            check(&[("if-unmodified-since", date(-1))]),
+            Precondition::Failed("If-Unmodified-Since")
+        );
     }
 
     #[test]

@@ -21,12 +21,17 @@ pub enum S3Error {
     /// A well-formed `Range` that does not overlap the object.
     #[error("The requested range is not satisfiable")]
     InvalidRange {
+        /// The `Range` header as the client sent it.
+        requested: String,
         /// Object size, for `Content-Range: bytes */size`.
         size: u64,
     },
     /// A conditional header failed (412).
     #[error("At least one of the pre-conditions you specified did not hold")]
-    PreconditionFailed,
+    PreconditionFailed {
+        /// The header that failed (`If-Match`, `If-Unmodified-Since`).
+        condition: &'static str,
+    },
     /// The request names no bucket, or a name that cannot be one.
     #[error("The specified bucket is not valid.")]
     InvalidBucketName,
@@ -36,9 +41,6 @@ pub enum S3Error {
     /// The operation is not offered by this upstream (writes to a local-directory origin).
     #[error("{0}")]
     NotImplemented(String),
-    /// The HTTP method is not allowed on this resource.
-    #[error("The specified method is not allowed against this resource.")]
-    MethodNotAllowed,
     /// The upstream could not be reached or answered nonsense.
     #[error("The upstream could not be reached: {0}")]
     BadGateway(String),
@@ -54,10 +56,9 @@ impl S3Error {
             Self::NoSuchKey | Self::NoSuchBucket => StatusCode::NOT_FOUND,
             Self::AccessDenied => StatusCode::FORBIDDEN,
             Self::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::InvalidBucketName | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,33 +71,62 @@ impl S3Error {
             Self::NoSuchBucket => "NoSuchBucket",
             Self::AccessDenied => "AccessDenied",
             Self::InvalidRange { .. } => "InvalidRange",
-            Self::PreconditionFailed => "PreconditionFailed",
+            Self::PreconditionFailed { .. } => "PreconditionFailed",
             Self::InvalidBucketName => "InvalidBucketName",
             Self::InvalidRequest(_) => "InvalidRequest",
             Self::NotImplemented(_) => "NotImplemented",
-            Self::MethodNotAllowed => "MethodNotAllowed",
             Self::BadGateway(_) => "BadGateway",
             Self::Internal => "InternalError",
         }
     }
 
-    /// The XML error document for `resource` (the request path).
-    pub fn to_xml(&self, resource: &str, request_id: &str) -> Bytes {
-        error_xml(self.code(), &self.to_string(), resource, request_id)
+    /// The XML error document for a request to `at`, with the fields S3 adds for this error.
+    pub fn to_xml(&self, at: &ErrorSite<'_>) -> Bytes {
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        match self {
+            Self::NoSuchKey => fields.extend(at.key.map(|k| ("Key", k.to_owned()))),
+            Self::NoSuchBucket => fields.extend(at.bucket.map(|b| ("BucketName", b.to_owned()))),
+            Self::InvalidRange { requested, size } => {
+                fields.push(("RangeRequested", requested.clone()));
+                fields.push(("ActualObjectSize", size.to_string()));
+            }
+            Self::PreconditionFailed { condition } => fields.push(("Condition", (*condition).to_owned())),
+            _ => {}
+        }
+        error_xml(self.code(), &self.to_string(), &fields, at)
     }
 }
 
-/// Builds an S3 `<Error>` document.
-pub fn error_xml(code: &str, message: &str, resource: &str, request_id: &str) -> Bytes {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>\
-         <Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+/// What an error document says about the request it answers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorSite<'a> {
+    /// The request path.
+    pub resource: &'a str,
+    /// The request's id.
+    pub request_id: &'a str,
+    /// The bucket as the client named it, if any.
+    pub bucket: Option<&'a str>,
+    /// The key, if any.
+    pub key: Option<&'a str>,
+}
+
+/// Builds an S3 `<Error>` document: code, message, the error's own `fields`, resource and
+/// request id.
+pub fn error_xml(code: &str, message: &str, fields: &[(&str, String)], at: &ErrorSite<'_>) -> Bytes {
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>",
         escape(code),
-        escape(message),
-        escape(resource),
-        escape(request_id)
-    )
-    .into()
+        escape(message)
+    );
+    for (name, value) in fields {
+        x.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+    }
+    x.push_str(&format!(
+        "<Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+        escape(at.resource),
+        escape(at.request_id)
+    ));
+    x.into()
 }
 
 /// Escapes text for an XML element body or attribute.
@@ -130,18 +160,52 @@ pub fn code_of_error_body(body: &[u8]) -> Option<&str> {
 mod tests {
     use super::*;
 
+    fn site() -> ErrorSite<'static> {
+        ErrorSite {
+            resource: "/b/a&b<c>",
+            request_id: "req-1",
+            bucket: Some("b"),
+            key: Some("a&b<c>"),
+        }
+    }
+
+    fn text(xml: &Bytes) -> &str {
+        std::str::from_utf8(xml).unwrap()
+    }
+
     #[test]
     fn error_documents_escape_the_resource() {
-        let xml = S3Error::NoSuchKey.to_xml("/b/a&b<c>", "req-1");
-        let xml = std::str::from_utf8(&xml).unwrap();
+        let xml = S3Error::NoSuchKey.to_xml(&site());
+        let xml = text(&xml);
         assert!(xml.contains("<Code>NoSuchKey</Code>"));
+        assert!(xml.contains("<Key>a&amp;b&lt;c&gt;</Key>"));
         assert!(xml.contains("<Resource>/b/a&amp;b&lt;c&gt;</Resource>"));
         assert_eq!(code_of_error_body(xml.as_bytes()), Some("NoSuchKey"));
     }
 
     #[test]
+    fn error_documents_carry_the_fields_s3_adds() {
+        let bucket = S3Error::NoSuchBucket.to_xml(&site());
+        assert!(text(&bucket).contains("<BucketName>b</BucketName>"));
+        let range = S3Error::InvalidRange {
+            requested: "bytes=10-".into(),
+            size: 3,
+        };
+        let range = range.to_xml(&site());
+        assert!(
+            text(&range).contains("<RangeRequested>bytes=10-</RangeRequested><ActualObjectSize>3</ActualObjectSize>")
+        );
+        let failed = S3Error::PreconditionFailed { condition: "If-Match" }.to_xml(&site());
+        assert!(text(&failed).contains("<Condition>If-Match</Condition>"));
+    }
+
+    #[test]
     fn statuses_follow_s3() {
-        assert_eq!(S3Error::InvalidRange { size: 3 }.status(), 416);
+        let range = S3Error::InvalidRange {
+            requested: String::new(),
+            size: 3,
+        };
+        assert_eq!(range.status(), 416);
         assert_eq!(S3Error::NoSuchBucket.status(), 404);
         assert_eq!(S3Error::NotImplemented("x".into()).status(), 501);
         assert_eq!(code_of_error_body(b"<html>"), None);

@@ -7,5 +7,5 @@ pub mod range;
 mod request;
 pub mod xml;
 
-pub use error::{code_of_error_body, error_xml, escape, S3Error};
+pub use error::{code_of_error_body, escape, ErrorSite, S3Error};
 pub use request::{encode_path, Addressing, Operation, S3Request};

@@ -17,6 +17,12 @@ pub enum Operation {
     HeadObject,
     /// `GET /bucket?list-type=2`.
     ListObjectsV2,
+    /// `GET /bucket` with no sub-resource (ListObjects v1).
+    ListObjects,
+    /// `GET /bucket?location`.
+    GetBucketLocation,
+    /// `HEAD /bucket`.
+    HeadBucket,
     /// `GET /`.
     ListBuckets,
     /// A PUT, POST or DELETE on a key (PutObject, CopyObject, multipart, DeleteObject):
@@ -24,7 +30,7 @@ pub enum Operation {
     WriteObject,
     /// `POST /bucket?delete` (DeleteObjects): on success the named keys' metadata is dropped.
     DeleteObjects,
-    /// Anything else (ListObjects v1, GetObject with versionId/partNumber/response-*, ACLs, ...).
+    /// Anything else (GetObject with versionId/partNumber/response-*, ACLs, ...).
     Other,
 }
 
@@ -35,6 +41,9 @@ impl Operation {
             Self::GetObject => "get_object",
             Self::HeadObject => "head_object",
             Self::ListObjectsV2 => "list_objects_v2",
+            Self::ListObjects => "list_objects",
+            Self::GetBucketLocation => "get_bucket_location",
+            Self::HeadBucket => "head_bucket",
             Self::ListBuckets => "list_buckets",
             Self::WriteObject => "write_object",
             Self::DeleteObjects => "delete_objects",
@@ -70,6 +79,9 @@ pub struct S3Request {
 /// Query parameters that do not change what a GET/HEAD of an object returns: the AWS SDKs add
 /// `x-id=GetObject` to every GetObject.
 const NEUTRAL_PARAMS: &[&str] = &["x-id"];
+
+/// The parameters of ListObjects (v1); any other makes a `GET /bucket` another operation.
+const LIST_V1_PARAMS: &[&str] = &["prefix", "delimiter", "marker", "max-keys", "encoding-type", "x-id"];
 
 impl S3Request {
     /// Parses method, path, query and `Host`. `vhost_domains` are the base domains under which
@@ -120,10 +132,14 @@ fn classify(method: &Method, has_bucket: bool, has_key: bool, query: &str) -> Op
         .collect();
     let plain = params.iter().all(|p| NEUTRAL_PARAMS.contains(p));
     match (method, has_bucket, has_key) {
-        (&Method::GET, false, _) => Operation::ListBuckets,
+        // Other AWS services (STS, IAM) take `Action=` at `/`; S3's only service call is GET /.
+        (&Method::GET, false, _) if !params.contains(&"Action") => Operation::ListBuckets,
         (&Method::GET, true, true) if plain => Operation::GetObject,
         (&Method::HEAD, true, true) if plain => Operation::HeadObject,
         (&Method::GET, true, false) if query.split('&').any(|p| p == "list-type=2") => Operation::ListObjectsV2,
+        (&Method::GET, true, false) if params.iter().all(|p| LIST_V1_PARAMS.contains(p)) => Operation::ListObjects,
+        (&Method::GET, true, false) if params == ["location"] => Operation::GetBucketLocation,
+        (&Method::HEAD, true, false) if plain => Operation::HeadBucket,
         (&Method::POST, true, false) if params.contains(&"delete") => Operation::DeleteObjects,
         (&Method::PUT | &Method::POST | &Method::DELETE, true, true) => Operation::WriteObject,
         _ => Operation::Other,
@@ -196,11 +212,17 @@ mod tests {
     fn operations_are_classified() {
         let op = |m: Method, p: &str, q: Option<&str>| parse(m, p, q, "h").op;
         assert_eq!(op(Method::GET, "/", None), Operation::ListBuckets);
+        assert_eq!(op(Method::GET, "/", Some("Action=GetCallerIdentity")), Operation::Other);
+        assert_eq!(op(Method::POST, "/", None), Operation::Other);
         assert_eq!(
             op(Method::GET, "/b", Some("list-type=2&prefix=a")),
             Operation::ListObjectsV2
         );
-        assert_eq!(op(Method::GET, "/b", None), Operation::Other);
+        assert_eq!(op(Method::GET, "/b", None), Operation::ListObjects);
+        assert_eq!(op(Method::GET, "/b", Some("prefix=a&marker=b")), Operation::ListObjects);
+        assert_eq!(op(Method::GET, "/b", Some("location")), Operation::GetBucketLocation);
+        assert_eq!(op(Method::HEAD, "/b", None), Operation::HeadBucket);
+        assert_eq!(op(Method::GET, "/b", Some("policy")), Operation::Other);
         assert_eq!(op(Method::GET, "/b/k", Some("x-id=GetObject")), Operation::GetObject);
         assert_eq!(op(Method::GET, "/b/k", Some("versionId=3")), Operation::Other);
         assert_eq!(op(Method::GET, "/b/k", Some("partNumber=1")), Operation::Other);

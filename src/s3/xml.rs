@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::s3::escape;
+use crate::s3::{encode_path, escape};
 
 /// One object in a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,7 +19,33 @@ pub struct ListedObject {
     pub last_modified: SystemTime,
 }
 
-/// A page of ListObjectsV2.
+/// Which ListObjects a page answers, with the request fields it echoes back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListVersion {
+    /// ListObjects (v1): resumes after `marker`.
+    V1 {
+        /// `marker` parameter echoed back.
+        marker: Option<String>,
+    },
+    /// ListObjectsV2: resumes after a continuation token or `start-after`.
+    V2 {
+        /// `continuation-token` parameter echoed back.
+        continuation_token: Option<String>,
+        /// `start-after` parameter echoed back.
+        start_after: Option<String>,
+    },
+}
+
+impl Default for ListVersion {
+    fn default() -> Self {
+        Self::V2 {
+            continuation_token: None,
+            start_after: None,
+        }
+    }
+}
+
+/// A page of ListObjects (v1 or v2).
 #[derive(Clone, Debug, Default)]
 pub struct ListPage {
     /// Bucket name as the client addressed it.
@@ -30,16 +56,16 @@ pub struct ListPage {
     pub delimiter: Option<String>,
     /// `max-keys` parameter.
     pub max_keys: usize,
-    /// `continuation-token` parameter echoed back.
-    pub continuation_token: Option<String>,
-    /// `start-after` parameter echoed back.
-    pub start_after: Option<String>,
+    /// Which listing, and its echoed fields.
+    pub version: ListVersion,
+    /// `encoding-type=url`: keys, prefixes, delimiter and markers are URL-encoded.
+    pub url_encoded: bool,
     /// Objects of this page.
     pub contents: Vec<ListedObject>,
     /// Common prefixes of this page.
     pub common_prefixes: Vec<String>,
-    /// Token for the next page, when truncated.
-    pub next_token: Option<String>,
+    /// Where the next page starts (`NextMarker` or `NextContinuationToken`), when truncated.
+    pub next: Option<String>,
 }
 
 /// ISO 8601 with milliseconds, as S3 writes `LastModified` in listings.
@@ -71,27 +97,48 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 impl ListPage {
     /// The `ListBucketResult` document.
     pub fn to_xml(&self) -> String {
+        // What a client sent or will send back is text; with `encoding-type=url` it is encoded.
+        let text = |s: &str| match self.url_encoded {
+            true => escape(&encode_path(s)),
+            false => escape(s),
+        };
         let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         x.push_str("<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
         let _ = write!(
             x,
             "<Name>{}</Name><Prefix>{}</Prefix>",
             escape(&self.bucket),
-            escape(&self.prefix)
+            text(&self.prefix)
         );
         if let Some(d) = &self.delimiter {
-            let _ = write!(x, "<Delimiter>{}</Delimiter>", escape(d));
+            let _ = write!(x, "<Delimiter>{}</Delimiter>", text(d));
         }
-        let count = self.contents.len() + self.common_prefixes.len();
-        let _ = write!(x, "<MaxKeys>{}</MaxKeys><KeyCount>{count}</KeyCount>", self.max_keys);
-        let _ = write!(x, "<IsTruncated>{}</IsTruncated>", self.next_token.is_some());
-        for (tag, value) in [
-            ("ContinuationToken", &self.continuation_token),
-            ("StartAfter", &self.start_after),
-            ("NextContinuationToken", &self.next_token),
-        ] {
+        let _ = write!(x, "<MaxKeys>{}</MaxKeys>", self.max_keys);
+        if self.url_encoded {
+            x.push_str("<EncodingType>url</EncodingType>");
+        }
+        let _ = write!(x, "<IsTruncated>{}</IsTruncated>", self.next.is_some());
+        let fields = match &self.version {
+            ListVersion::V1 { marker } => {
+                let _ = write!(x, "<Marker>{}</Marker>", text(marker.as_deref().unwrap_or_default()));
+                vec![("NextMarker", self.next.as_ref())]
+            }
+            ListVersion::V2 {
+                continuation_token,
+                start_after,
+            } => {
+                let count = self.contents.len() + self.common_prefixes.len();
+                let _ = write!(x, "<KeyCount>{count}</KeyCount>");
+                vec![
+                    ("ContinuationToken", continuation_token.as_ref()),
+                    ("StartAfter", start_after.as_ref()),
+                    ("NextContinuationToken", self.next.as_ref()),
+                ]
+            }
+        };
+        for (tag, value) in fields {
             if let Some(v) = value {
-                let _ = write!(x, "<{tag}>{}</{tag}>", escape(v));
+                let _ = write!(x, "<{tag}>{}</{tag}>", text(v));
             }
         }
         for o in &self.contents {
@@ -99,18 +146,28 @@ impl ListPage {
                 x,
                 "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag>\
                  <Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
-                escape(&o.key),
+                text(&o.key),
                 iso8601(o.last_modified),
                 escape(&o.etag),
                 o.size
             );
         }
         for p in &self.common_prefixes {
-            let _ = write!(x, "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", escape(p));
+            let _ = write!(x, "<CommonPrefixes><Prefix>{}</Prefix></CommonPrefixes>", text(p));
         }
         x.push_str("</ListBucketResult>");
         x
     }
+}
+
+/// The `LocationConstraint` document of GetBucketLocation; `us-east-1` is the empty constraint.
+pub fn location_xml(region: &str) -> String {
+    let region = if region == "us-east-1" { "" } else { region };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <LocationConstraint xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{}</LocationConstraint>",
+        escape(region)
+    )
 }
 
 /// The `ListAllMyBucketsResult` document.
@@ -239,12 +296,47 @@ mod tests {
                 etag: "\"e\"".into(),
                 last_modified: SystemTime::UNIX_EPOCH,
             }],
-            next_token: Some("a<b".into()),
+            next: Some("a<b".into()),
             ..Default::default()
         };
         let xml = page.to_xml();
         assert!(xml.contains("<Key>a&lt;b</Key>"));
         assert!(xml.contains("<IsTruncated>true</IsTruncated>"));
         assert!(xml.contains("<KeyCount>1</KeyCount>"));
+        assert!(xml.contains("<NextContinuationToken>a&lt;b</NextContinuationToken>"));
+    }
+
+    #[test]
+    fn v1_listings_use_markers_and_url_encoding_when_asked() {
+        let page = ListPage {
+            bucket: "b".into(),
+            prefix: "dir one/".into(),
+            max_keys: 1,
+            version: ListVersion::V1 {
+                marker: Some("a+b".into()),
+            },
+            url_encoded: true,
+            contents: vec![ListedObject {
+                key: "dir one/é&.bin".into(),
+                size: 3,
+                etag: "\"e\"".into(),
+                last_modified: SystemTime::UNIX_EPOCH,
+            }],
+            next: Some("dir one/é&.bin".into()),
+            ..Default::default()
+        };
+        let xml = page.to_xml();
+        assert!(xml.contains("<Prefix>dir%20one/</Prefix>"), "{xml}");
+        assert!(xml.contains("<EncodingType>url</EncodingType>"));
+        assert!(xml.contains("<Marker>a%2Bb</Marker>"));
+        assert!(xml.contains("<NextMarker>dir%20one/%C3%A9%26.bin</NextMarker>"));
+        assert!(xml.contains("<Key>dir%20one/%C3%A9%26.bin</Key>"));
+        assert!(!xml.contains("KeyCount"), "v1 has no KeyCount");
+    }
+
+    #[test]
+    fn bucket_locations_follow_s3() {
+        assert!(location_xml("us-east-1").contains("2006-03-01/\"></LocationConstraint>"));
+        assert!(location_xml("eu-west-1").contains(">eu-west-1</LocationConstraint>"));
     }
 }

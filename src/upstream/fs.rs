@@ -1,11 +1,17 @@
 //! A local directory as a read-only S3 origin: each top-level folder is a bucket, each file
 //! below it an object whose key is its relative path.
 //!
-//! ETags are derived from size and modification time (like nginx's), so a rewritten file is a
-//! new version and its old cached chunks are never mixed with new ones.
+//! ETags are derived from the file's identity and every time that moves when its content can
+//! have changed: inode, size, and mtime and ctime to the nanosecond. A file replaced with the same
+//! size and a preserved mtime (`rsync -a`, `cp -p`) still gets a new ctime, or a new inode when it
+//! was renamed into place, so its old cached chunks are never mixed with new ones. A read checks
+//! the ETag of the file it opened before its first byte and again after its last, so a file
+//! rewritten in place while being read fails the read instead of being served mixed.
 
+use std::fs::Metadata;
 use std::io::SeekFrom;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -24,7 +30,7 @@ pub struct FsOrigin {
     root: PathBuf,
 }
 
-/// Parameters of a ListObjectsV2 call.
+/// Parameters of a ListObjects (v1 or v2) call.
 #[derive(Clone, Debug, Default)]
 pub struct ListParams {
     /// Only keys starting with this.
@@ -33,7 +39,7 @@ pub struct ListParams {
     pub delimiter: Option<String>,
     /// Page size (at most 1000).
     pub max_keys: usize,
-    /// Resume after this key (continuation token or start-after).
+    /// Resume after this key (marker, continuation token or start-after).
     pub after: Option<String>,
 }
 
@@ -69,14 +75,15 @@ impl FsOrigin {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OriginError::NoSuchKey),
             Err(e) => return Err(e.into()),
         };
-        let mtime = md.modified()?;
         Ok(ObjectMeta {
             size: md.len(),
-            etag: etag(md.len(), mtime),
-            last_modified: mtime,
+            etag: etag(&md),
+            last_modified: md.modified()?,
             content_type: Some("application/octet-stream".to_owned()),
             version_id: None,
             headers: Vec::new(),
+            // A local file has no stored checksums; that is known, not missing.
+            checksums: Some(Vec::new()),
         })
     }
 
@@ -95,7 +102,12 @@ impl FsOrigin {
         Ok(out)
     }
 
-    /// One page of ListObjectsV2 over `bucket`.
+    /// Whether `bucket` exists.
+    pub fn has_bucket(&self, bucket: &str) -> bool {
+        self.bucket_dir(bucket).is_ok()
+    }
+
+    /// One page of a listing of `bucket` (the version-specific fields are the caller's).
     pub async fn list_objects(&self, bucket: &str, params: ListParams) -> Result<ListPage, OriginError> {
         let dir = self.bucket_dir(bucket)?;
         let files = tokio::task::spawn_blocking(move || walk(&dir))
@@ -109,7 +121,7 @@ impl FsOrigin {
         };
         page.delimiter = params.delimiter.clone();
         let mut last_prefix: Option<String> = None;
-        for (key, size, mtime) in files {
+        for (key, md) in files {
             if !key.starts_with(&params.prefix) || params.after.as_deref().is_some_and(|a| key.as_str() <= a) {
                 continue;
             }
@@ -122,7 +134,7 @@ impl FsOrigin {
                 continue;
             }
             if page.contents.len() + page.common_prefixes.len() == params.max_keys {
-                page.next_token = Some(last_key(&page));
+                page.next = Some(last_key(&page));
                 break;
             }
             match rolled {
@@ -131,10 +143,10 @@ impl FsOrigin {
                     last_prefix = Some(p);
                 }
                 None => page.contents.push(ListedObject {
-                    etag: etag(size, mtime).as_str().to_owned(),
+                    etag: etag(&md).as_str().to_owned(),
                     key,
-                    size,
-                    last_modified: mtime,
+                    size: md.len(),
+                    last_modified: md.modified()?,
                 }),
             }
         }
@@ -154,14 +166,18 @@ fn last_key(page: &ListPage) -> String {
     key.max(prefix)
 }
 
-fn etag(size: u64, mtime: SystemTime) -> ETag {
-    let nanos = mtime.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    ETag::parse(&format!("\"{nanos:x}-{size:x}\"")).expect("hex digits form a valid etag")
+/// The version of a file: `"<inode>-<size>-<mtime ns>-<ctime ns>"` in hex. ctime cannot be set
+/// from user space, so a content change always moves it.
+fn etag(md: &Metadata) -> ETag {
+    let nanos = |secs: i64, ns: i64| (i128::from(secs) * 1_000_000_000 + i128::from(ns)) as u128;
+    let (mtime, ctime) = (nanos(md.mtime(), md.mtime_nsec()), nanos(md.ctime(), md.ctime_nsec()));
+    let tag = format!("\"{:x}-{:x}-{mtime:x}-{ctime:x}\"", md.ino(), md.len());
+    ETag::parse(&tag).expect("hex digits form a valid etag")
 }
 
-/// Every regular file under `dir` as (key, size, mtime), sorted by key (S3 lists in UTF-8
-/// binary order, which is byte order).
-fn walk(dir: &Path) -> std::io::Result<Vec<(String, u64, SystemTime)>> {
+/// Every regular file under `dir` as (key, metadata), sorted by key (S3 lists in UTF-8 binary
+/// order, which is byte order).
+fn walk(dir: &Path) -> std::io::Result<Vec<(String, Metadata)>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -177,7 +193,7 @@ fn walk(dir: &Path) -> std::io::Result<Vec<(String, u64, SystemTime)>> {
                     .map(Path::to_path_buf)
                     .unwrap_or_default();
                 if let Some(key) = rel.to_str() {
-                    out.push((key.to_owned(), md.len(), md.modified()?));
+                    out.push((key.to_owned(), md));
                 }
             }
         }
@@ -204,14 +220,14 @@ impl Origin for FsOrigin {
             std::io::ErrorKind::NotFound => OriginError::NoSuchKey,
             _ => e.into(),
         })?;
-        let md = file.metadata().await?;
-        if &self::etag(md.len(), md.modified()?) != etag {
+        if &self::etag(&file.metadata().await?) != etag {
             return Err(OriginError::Changed);
         }
         file.seek(SeekFrom::Start(span.start)).await?;
         let remaining = span.end - span.start;
         Ok(Box::new(FileBody {
             file,
+            etag: etag.clone(),
             remaining,
             buf: vec![0; READ_PIECE.min(remaining as usize)],
         }))
@@ -221,6 +237,8 @@ impl Origin for FsOrigin {
 /// A span of a file, read a piece at a time into one reused buffer.
 struct FileBody {
     file: tokio::fs::File,
+    /// The version the read is pinned to, checked again once the span is read.
+    etag: ETag,
     remaining: u64,
     buf: Vec<u8>,
 }
@@ -237,9 +255,14 @@ impl OriginBody for FileBody {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.file.read(&mut self.buf[..want]).await?;
         if n == 0 {
-            return Err(OriginError::Invalid("file shrank while being read".into()));
+            return Err(OriginError::Changed);
         }
         self.remaining -= n as u64;
+        // A file rewritten in place while it was read may have given us bytes of both versions:
+        // its ctime has moved, so the last piece is withheld and the fill fails.
+        if self.remaining == 0 && etag(&self.file.metadata().await?) != self.etag {
+            return Err(OriginError::Changed);
+        }
         Ok(Some(&self.buf[..n]))
     }
 }
@@ -287,6 +310,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_rewritten_with_its_size_and_mtime_kept_is_a_new_version() {
+        let (dir, o) = origin();
+        let path = dir.path().join("b/d/1");
+        let old = o.head("b", "d/1").await.unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        // ctime ticks with the kernel's clock (a few ms at worst): step past it, as any real
+        // rewrite after a read through the cache is.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Rewritten in place (cp -p), then renamed into place (rsync -a): same size and mtime.
+        for replace in [false, true] {
+            if replace {
+                let tmp = dir.path().join("b/d/.1.tmp");
+                std::fs::write(&tmp, b"b/d/9").unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&tmp)
+                    .unwrap()
+                    .set_modified(mtime)
+                    .unwrap();
+                std::fs::rename(&tmp, &path).unwrap();
+            } else {
+                std::fs::write(&path, b"b/d/8").unwrap();
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(mtime)
+                    .unwrap();
+            }
+            let new = o.head("b", "d/1").await.unwrap();
+            assert_eq!((new.size, new.last_modified), (old.size, old.last_modified));
+            assert_ne!(new.etag, old.etag, "replace={replace}");
+            assert!(matches!(
+                o.read("b", "d/1", 0..1, &old.etag).await,
+                Err(OriginError::Changed)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_rewritten_while_read_fails_the_read() {
+        let (dir, o) = origin();
+        let meta = o.head("b", "d/1").await.unwrap();
+        let mut body = o.read("b", "d/1", 0..5, &meta.etag).await.unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("b/d/1"), b"b/d/7").unwrap();
+        assert!(matches!(body.next().await, Err(OriginError::Changed)));
+    }
+
+    #[tokio::test]
     async fn listings_group_by_delimiter_and_paginate() {
         let (_dir, o) = origin();
         let params = ListParams {
@@ -315,7 +388,7 @@ mod tests {
                     .map(|c| c.key.clone())
                     .chain(page.common_prefixes.clone()),
             );
-            match page.next_token {
+            match page.next {
                 Some(t) => after = Some(t),
                 None => break,
             }

@@ -18,6 +18,8 @@ use crate::config::UpstreamAddressing;
 use crate::s3::{code_of_error_body, encode_path};
 use crate::types::{ETag, ObjectMeta};
 
+/// Asks for the object's checksums with its metadata (S3 returns them only when asked).
+const CHECKSUM_MODE: (&str, &str) = ("x-amz-checksum-mode", "ENABLED");
 /// Largest error body read from an upstream.
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// How long an idle upstream connection stays in the pool.
@@ -161,7 +163,7 @@ impl S3Origin {
         method: &str,
         bucket: &str,
         key: &str,
-        headers: &[(&str, String)],
+        headers: &[(&str, &str)],
     ) -> Result<(HttpSession, ResponseHeader, HttpPeer), OriginError> {
         let peer = self.peer(bucket).await?;
         let mut req = RequestHeader::build(method, self.path_for(bucket, Some(key), "").as_bytes(), None)
@@ -169,7 +171,7 @@ impl S3Origin {
         req.insert_header("host", self.host_for(bucket))
             .map_err(|e| OriginError::Invalid(e.to_string()))?;
         for (name, value) in headers {
-            req.insert_header(name.to_string(), value.as_str())
+            req.insert_header(name.to_string(), *value)
                 .map_err(|e| OriginError::Invalid(e.to_string()))?;
         }
         self.signer
@@ -231,26 +233,31 @@ fn content_range(resp: &ResponseHeader) -> Option<(u64, u64, u64)> {
     (first <= last && last < size).then_some((first, last, size))
 }
 
-fn meta_from(resp: &ResponseHeader, size: u64) -> Result<ObjectMeta, OriginError> {
+/// Metadata from an answer's headers. `whole` says the answer is about the whole object (a HEAD
+/// or a 200 GET, asked with checksum mode on), so its checksums, or their absence, are the
+/// object's; a ranged answer carries none.
+fn meta_from(resp: &ResponseHeader, size: u64, whole: bool) -> Result<ObjectMeta, OriginError> {
     let etag = header(resp, "etag")
         .and_then(ETag::parse)
         .ok_or_else(|| OriginError::Invalid("answer without ETag".into()))?;
     let last_modified = header(resp, "last-modified")
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    let headers = resp
-        .headers
-        .iter()
-        .filter(|(k, _)| ObjectMeta::keeps_header(k.as_str()))
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
+    let pairs = |keep: fn(&str) -> bool| {
+        resp.headers
+            .iter()
+            .filter(|(k, _)| keep(k.as_str()))
+            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect::<Vec<_>>()
+    };
     Ok(ObjectMeta {
         size,
         etag,
         last_modified,
         content_type: header(resp, "content-type").map(str::to_owned),
         version_id: header(resp, "x-amz-version-id").map(str::to_owned),
-        headers,
+        headers: pairs(ObjectMeta::keeps_header),
+        checksums: whole.then(|| pairs(ObjectMeta::is_checksum_header)),
     })
 }
 
@@ -271,34 +278,31 @@ fn check_span(resp: &ResponseHeader, span: &Range<u64>) -> Result<(), OriginErro
 #[async_trait]
 impl Origin for S3Origin {
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, OriginError> {
-        let (session, resp, peer) = self.send("HEAD", bucket, key, &[]).await?;
+        let (session, resp, peer) = self.send("HEAD", bucket, key, &[CHECKSUM_MODE]).await?;
         if resp.status.is_success() {
-            let meta = content_length(&resp).and_then(|size| meta_from(&resp, size));
+            let meta = content_length(&resp).and_then(|size| meta_from(&resp, size, true));
             Self::release(&self.connector, session, &peer).await;
             return meta;
         }
-        // A HEAD error has no body, so NoSuchKey and NoSuchBucket look alike: ask with a GET,
-        // whose error document names the code.
-        drop(session);
-        let (session, resp, _) = self.send("GET", bucket, key, &[("range", "bytes=0-0".into())]).await?;
-        match resp.status.as_u16() {
-            s if s < 300 => Err(OriginError::Invalid("HEAD failed but GET succeeded; retry".into())),
-            s => Err(self.error_from(session, s).await),
-        }
+        // A HEAD error has no body to name its code: a 404 is taken as NoSuchKey (a HEAD through
+        // shardcache answers 404 with no body either way, as S3 does).
+        Err(self.error_from(session, resp.status.as_u16()).await)
     }
 
     async fn open(&self, bucket: &str, key: &str, span: Range<u64>) -> Result<Opened, OriginError> {
         let range = format!("bytes={}-{}", span.start, span.end - 1);
-        let (session, resp, peer) = self.send("GET", bucket, key, &[("range", range)]).await?;
+        let (session, resp, peer) = self
+            .send("GET", bucket, key, &[("range", range.as_str()), CHECKSUM_MODE])
+            .await?;
         let (meta, answered) = match resp.status.as_u16() {
             206 => {
                 let (first, last, size) = content_range(&resp)
                     .ok_or_else(|| OriginError::Invalid("206 without a valid Content-Range".into()))?;
-                (meta_from(&resp, size)?, first..last + 1)
+                (meta_from(&resp, size, false)?, first..last + 1)
             }
             200 => {
                 let size = content_length(&resp)?;
-                (meta_from(&resp, size)?, 0..size)
+                (meta_from(&resp, size, true)?, 0..size)
             }
             // The object ends before the span starts (or is empty): nothing to read.
             416 => {
@@ -328,7 +332,7 @@ impl Origin for S3Origin {
                 "GET",
                 bucket,
                 key,
-                &[("range", range), ("if-match", etag.as_str().to_owned())],
+                &[("range", range.as_str()), ("if-match", etag.as_str())],
             )
             .await?;
         if !resp.status.is_success() {
@@ -419,6 +423,21 @@ mod tests {
         assert_eq!(o.host_for("b"), "127.0.0.1:9000");
         assert_eq!(o.path_for("b", Some("a b/c"), ""), "/b/a%20b/c");
         assert_eq!(o.path_for("b", None, "list-type=2"), "/b?list-type=2");
+    }
+
+    #[test]
+    fn metadata_keeps_header_values_byte_exact_and_checksums_only_from_whole_answers() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("etag", "\"e\"").unwrap();
+        let utf8 = http::HeaderValue::from_bytes("caf\u{e9} \u{1F680}".as_bytes()).unwrap();
+        resp.insert_header("x-amz-meta-note", utf8.clone()).unwrap();
+        resp.insert_header("x-amz-checksum-crc32", "2JMqrA==").unwrap();
+        resp.insert_header("x-amz-request-id", "not kept").unwrap();
+        let meta = meta_from(&resp, 2, true).unwrap();
+        assert_eq!(meta.headers, vec![("x-amz-meta-note".to_owned(), utf8)]);
+        let crc = http::HeaderValue::from_static("2JMqrA==");
+        assert_eq!(meta.checksums, Some(vec![("x-amz-checksum-crc32".to_owned(), crc)]));
+        assert_eq!(meta_from(&resp, 2, false).unwrap().checksums, None);
     }
 
     #[test]

@@ -24,6 +24,34 @@ const CLIENT_SIGNING_HEADERS: &[&str] = &[
     "x-amz-content-sha256",
 ];
 
+/// Headers left out of the signature although they are forwarded: hop-by-hop headers, and headers
+/// that proxies and HTTP clients add or rewrite on the way. Signing one breaks the request at an
+/// upstream that leaves it out of its canonical request, as botocore does with `expect` (boto3
+/// sends `Expect: 100-continue` on every PutObject and UploadPart), or at one that sees it
+/// altered. This is botocore's list (`SIGNED_HEADERS_BLACKLIST`), plus `authorization` and the
+/// headers proxies rewrite.
+const UNSIGNED_HEADERS: &[&str] = &[
+    "accept-encoding",
+    "authorization",
+    "connection",
+    "expect",
+    "forwarded",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "user-agent",
+    "via",
+    "x-amzn-trace-id",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
 /// Credentials could not be found or the request could not be signed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
@@ -69,6 +97,7 @@ impl Signer {
         settings.percent_encoding_mode = PercentEncodingMode::Single;
         settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.excluded_headers = Some(UNSIGNED_HEADERS.iter().map(|h| (*h).into()).collect());
         let identity = creds.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -110,15 +139,19 @@ mod tests {
     use super::*;
     use crate::config::CredentialsSource;
 
-    #[tokio::test]
-    async fn requests_are_signed_for_s3_and_client_signatures_are_dropped() {
+    fn static_signer() -> Signer {
         let config = CredentialsConfig {
             source: CredentialsSource::Static,
             access_key_id: Some("AKID".into()),
             secret_access_key: Some("SECRET".into()),
             ..Default::default()
         };
-        let signer = Signer::new("us-east-1", &config, &|_| None).unwrap();
+        Signer::new("us-east-1", &config, &|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_are_signed_for_s3_and_client_signatures_are_dropped() {
+        let signer = static_signer();
         let mut req = RequestHeader::build("GET", b"/bucket/a%20b", None).unwrap();
         req.insert_header("host", "127.0.0.1:9000").unwrap();
         req.insert_header("authorization", "AWS4-HMAC-SHA256 client").unwrap();
@@ -134,6 +167,34 @@ mod tests {
             "{auth}"
         );
         assert_eq!(req.headers.get("x-amz-content-sha256").unwrap(), UNSIGNED_PAYLOAD);
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_and_proxy_altered_headers_are_left_unsigned() {
+        let signer = static_signer();
+        let mut req = RequestHeader::build("PUT", b"/bucket/k", None).unwrap();
+        for (name, value) in [
+            ("host", "127.0.0.1:9000"),
+            ("expect", "100-continue"),
+            ("user-agent", "Boto3/1.43"),
+            ("accept-encoding", "identity"),
+            ("content-type", "text/plain"),
+            ("content-md5", "1B2M2Y8AsgTpgAmY7PhCfg=="),
+            ("x-amz-meta-a", "b"),
+        ] {
+            req.insert_header(name, value).unwrap();
+        }
+        signer
+            .sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now())
+            .await
+            .unwrap();
+        let auth = req.headers.get("authorization").unwrap().to_str().unwrap();
+        let signed = auth.split("SignedHeaders=").nth(1).unwrap().split(',').next().unwrap();
+        assert_eq!(
+            signed,
+            "content-md5;content-type;host;x-amz-content-sha256;x-amz-date;x-amz-meta-a"
+        );
+        assert_eq!(req.headers.get("expect").unwrap(), "100-continue", "still forwarded");
     }
 
     #[tokio::test]

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+#[path = "../support/s3s_service.rs"]
+mod s3s_service;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -41,10 +44,7 @@ impl S3Server {
     /// Starts s3s-fs on 127.0.0.1 with one access key, on the current runtime.
     pub async fn start() -> Self {
         let root = tempfile::tempdir().unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = builder.build();
+        let service = s3s_service::s3s_service(root.path(), ACCESS_KEY, SECRET_KEY);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -78,10 +78,10 @@ so a Job still completes.
   {{- if eq .Values.mode "sidecar" }}
   restartPolicy: Always
   {{- end }}
-  args: ["serve", "--config", "/etc/shardcache/shardcache.yaml"]
+  args: ["--log-format", {{ .Values.logs.format | default "json" | quote }}, "serve", "--config", "/etc/shardcache/shardcache.yaml"]
   env:
     - name: SHARDCACHE_LOG
-      value: info
+      value: {{ .Values.logs.level | default "info" | quote }}
   {{- with .Values.credentials.existingSecret }}
   envFrom:
     - secretRef:

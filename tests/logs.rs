@@ -1,0 +1,90 @@
+//! The `shardcache` binary's logs: what a normal client hang-up costs, JSON lines for log
+//! pipelines, no terminal colours in files, and the log settings named in `--help`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `shardcache serve` over a local directory holding one 8 MiB object; hangs up mid-way
+/// through a download of it and opens a bare TCP probe; then stops it and returns its output.
+fn serve_and_hang_up(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/b")).unwrap();
+    std::fs::write(dir.path().join("data/b/big"), common::data(8 << 20, 1)).unwrap();
+    let (s3, admin) = (common::free_port(), common::free_port());
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:{s3}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\n\
+         graceful_shutdown_timeout_seconds: 1\ncache:\n  memory_bytes: 33554432\n  disk: null\n\
+         upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardcache"));
+    cmd.args(args).arg("serve").arg("--config").arg(&config);
+    cmd.env_remove("SHARDCACHE_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+    cmd.envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(Instant::now() < deadline, "shardcache did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(TcpStream::connect(("127.0.0.1", s3)).unwrap());
+    let mut client = TcpStream::connect(("127.0.0.1", s3)).unwrap();
+    client.write_all(b"GET /b/big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 4096];
+    client.read_exact(&mut first).unwrap();
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGTERM: a clean stop flushes the logs.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn a_client_hanging_up_is_not_an_error_and_logs_carry_no_colour_codes() {
+    let logs = serve_and_hang_up(&[], &[]);
+    assert!(logs.contains("shardcache starting"), "{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI codes in a log that is not a terminal:\n{logs}"
+    );
+    let errors: Vec<_> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_and_rust_log_is_honoured() {
+    let logs = serve_and_hang_up(&["--log-format", "json"], &[("RUST_LOG", "debug")]);
+    let mut requests = 0;
+    for line in logs.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+        if v["fields"]["message"] == "request" {
+            requests += 1;
+            assert_eq!(v["level"], "DEBUG", "a hang-up is logged at debug: {line}");
+        }
+    }
+    assert!(requests >= 1, "RUST_LOG=debug shows the request line:\n{logs}");
+}
+
+#[test]
+fn help_names_the_log_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in ["SHARDCACHE_LOG", "RUST_LOG", "NO_COLOR", "--log-format"] {
+        assert!(help.contains(needle), "--help does not mention {needle}:\n{help}");
+    }
+}
