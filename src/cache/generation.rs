@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::SystemTime;
 
 use super::ObjectRef;
@@ -40,7 +40,8 @@ pub enum Standing {
 pub struct Generations {
     next: AtomicU64,
     floor: AtomicU64,
-    invalidated: Mutex<HashMap<ObjectRef, u64>>,
+    /// Read on every metadata lookup, written only by invalidations.
+    invalidated: RwLock<HashMap<ObjectRef, u64>>,
 }
 
 impl Generations {
@@ -52,7 +53,7 @@ impl Generations {
         Self {
             next: AtomicU64::new(now),
             floor: AtomicU64::new(now),
-            invalidated: Mutex::new(HashMap::new()),
+            invalidated: RwLock::new(HashMap::new()),
         }
     }
 
@@ -64,7 +65,7 @@ impl Generations {
     /// Records that `object` changed through shardcache: entries stamped before now are
     /// superseded.
     pub fn invalidate(&self, object: ObjectRef) {
-        let mut table = self.invalidated.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.invalidated.write().unwrap_or_else(|p| p.into_inner());
         let stamp = self.stamp();
         if table.len() >= MAX_REMEMBERED {
             // Forgetting an invalidation must not make its superseded entries current again:
@@ -77,7 +78,7 @@ impl Generations {
 
     /// How far an entry of `object` stamped `stamp` can be trusted.
     pub fn standing(&self, object: &ObjectRef, stamp: u64) -> Standing {
-        let table = self.invalidated.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self.invalidated.read().unwrap_or_else(|p| p.into_inner());
         if table.get(object).is_some_and(|&at| stamp <= at) {
             return Standing::Superseded;
         }
