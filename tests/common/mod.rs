@@ -276,6 +276,19 @@ impl Proxy {
             .sum()
     }
 
+    /// [`Self::metric`] once it reaches `at_least`, or its value after 5 s. A request's metrics
+    /// are recorded when it is logged, just after its last byte reached the client.
+    pub async fn metric_at_least(&self, prefix: &str, at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let value = self.metric(prefix).await;
+            if value >= at_least || Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stops shardcache and waits until it has flushed its cache.
     pub fn stop(mut self) {
         self.shutdown();
