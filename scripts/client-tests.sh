@@ -81,14 +81,23 @@ buckets:
   - {name: rclone, upstream: s3s}
   - {name: s5cmd, upstream: s3s}
   - {name: arrow, upstream: s3s}
+# Every client signs with this key and shardcache verifies it: each client's own SigV4 (botocore,
+# the Go and C++ SDKs, object_store) meets shardcache's verifier.
+auth:
+  keys:
+    - {access_key_id: AKIDCLIENTSUITE, secret_access_key: "client/suite+secret", principal: suite}
+  policy:
+    - {effect: allow, principals: [suite], actions: ['*'], resources: ['*']}
+    # shardcache warm lists through the S3 listener unsigned.
+    - {effect: allow, principals: [anonymous], actions: [ListBucket], resources: ['train/*']}
 YAML
 "$bin" serve --config "$work/config.yaml" > "$work/shardcache.log" 2>&1 &
 pids+=($!)
 wait_ready "$admin_port" "$work/shardcache.log"
 endpoint="http://127.0.0.1:$s3_port"
 admin="http://127.0.0.1:$admin_port"
-# Clients sign with any key: shardcache does not check client identity yet.
-export AWS_ACCESS_KEY_ID=any AWS_SECRET_ACCESS_KEY=any AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
+export AWS_ACCESS_KEY_ID=AKIDCLIENTSUITE AWS_SECRET_ACCESS_KEY="client/suite+secret"
+export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 
 python3 tests/clients/boto3_suite.py "$endpoint" "$vhost_domain" "$work" "$admin"
 

@@ -9,10 +9,11 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::auth::{AccessKey, AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{AuthConfig, Config, UpstreamConfig};
 use crate::metrics::Metrics;
-use crate::proxy::{BucketRoute, ProxyState, Router, S3Proxy, Upstream};
+use crate::proxy::{BucketRoute, Gate, ProxyState, Router, S3Proxy, Upstream};
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
 
 /// Start-up failed.
@@ -90,6 +91,29 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<R
     ))
 }
 
+/// The client authentication and authorization of an `auth` section.
+pub fn gate(auth: &AuthConfig) -> Gate {
+    let keys = auth
+        .keys
+        .iter()
+        .map(|k| AccessKey {
+            id: k.access_key_id.clone(),
+            secret: k.secret_access_key.clone(),
+            principal: k.principal().to_owned(),
+        })
+        .collect();
+    Gate {
+        verifier: Verifier::new(AuthOptions {
+            region: auth.region.clone(),
+            max_skew: Duration::from_secs(auth.max_skew_seconds),
+            keys,
+        }),
+        policy: Policy {
+            statements: auth.policy.clone(),
+        },
+    }
+}
+
 /// Runs `fut` to completion on a fresh thread with its own runtime, so callers may be inside
 /// or outside a runtime.
 fn on_helper_thread<T: Send + 'static>(
@@ -132,6 +156,7 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
         metrics.clone(),
         config.cache.read_ahead_chunks,
         config.virtual_host_domains.clone(),
+        config.auth.as_ref().map(gate),
     ));
 
     let conf = ServerConf {

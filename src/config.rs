@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod auth;
+pub use auth::{AuthConfig, KeyConfig};
+
 /// A configuration error; the message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -77,6 +80,10 @@ pub struct Config {
     /// Default: none (unlisted buckets answer NoSuchBucket).
     #[serde(default)]
     pub default_upstream: Option<String>,
+    /// Client authentication (SigV4) and authorization. Default: none (every request is
+    /// accepted, unsigned).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 /// The chunked hybrid cache.
@@ -334,6 +341,9 @@ impl Config {
     }
 
     fn expand_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(auth) = &mut self.auth {
+            auth.expand_env(env)?;
+        }
         if let Some(disk) = &mut self.cache.disk {
             disk.path = expand_path(&disk.path, "cache.disk.path", env)?;
         }
@@ -386,6 +396,9 @@ impl Config {
         }
         if self.upstreams.is_empty() {
             return Err(invalid("upstreams", "at least one upstream is required"));
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
         }
         for (name, up) in &self.upstreams {
             if let UpstreamConfig::S3(s3) = up {
@@ -545,6 +558,28 @@ mod tests {
             err.contains("upstreams.u.credentials.secret_access_key") && err.contains("MISSING"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn auth_keys_and_statements_are_checked_by_field() {
+        let auth = |rest: &str| load(&format!("{MINIMAL}auth:\n{rest}"));
+        let key = "  keys:\n    - {access_key_id: AK, secret_access_key: '${SECRET}', principal: p}\n";
+        let ok = auth(&format!("{key}  policy:\n    - {{effect: allow, principals: [p, anonymous], actions: [GetObject], resources: ['b/*']}}\n")).unwrap();
+        assert_eq!(ok.auth.unwrap().keys[0].secret_access_key, "s3cr3t");
+        let stranger =
+            format!("{key}  policy:\n    - {{effect: allow, principals: [q], actions: ['*'], resources: ['*']}}\n");
+        assert!(auth(&stranger)
+            .unwrap_err()
+            .to_string()
+            .starts_with("auth.policy[0].principals:"));
+        let twice = format!("{key}    - {{access_key_id: AK, secret_access_key: x}}\n");
+        assert!(auth(&twice)
+            .unwrap_err()
+            .to_string()
+            .starts_with("auth.keys[1].access_key_id:"));
+        let action =
+            format!("{key}  policy:\n    - {{effect: allow, principals: [p], actions: [Fly], resources: ['*']}}\n");
+        assert!(auth(&action).unwrap_err().to_string().contains("Fly"));
     }
 
     #[test]

@@ -124,6 +124,11 @@ pub struct Metrics {
     /// `shardcache_warmed_bytes_total{source}`: bytes of objects warmed on request, by where they
     /// were (`cache`: already cached, `upstream`: fetched).
     pub warmed_bytes: IntCounterVec,
+    /// `shardcache_auth_failures_total{code}`: requests whose credentials were refused, by the S3
+    /// error code answered (`SignatureDoesNotMatch`, `InvalidAccessKeyId`, ...).
+    pub auth_failures: IntCounterVec,
+    /// `shardcache_access_denied_total{action}`: verified requests the policy denied, by action.
+    pub access_denied: IntCounterVec,
 }
 
 const SECONDS_BUCKETS: (f64, f64, usize) = (0.0001, 2.0, 18); // 100 us .. ~13 s
@@ -201,6 +206,16 @@ impl Metrics {
                 "shardcache_chunk_fills_total",
                 "Upstream chunk fetches by result",
                 &["result"],
+            ),
+            auth_failures: counter(
+                "shardcache_auth_failures_total",
+                "Requests whose credentials were refused, by S3 error code",
+                &["code"],
+            ),
+            access_denied: counter(
+                "shardcache_access_denied_total",
+                "Requests the policy denied, by action",
+                &["action"],
             ),
             readahead: single(
                 "shardcache_readahead_chunks_total",

@@ -92,13 +92,14 @@ impl ETag {
     }
 }
 
-/// Who is asking. Anonymous until client authentication lands; carried through the whole request
-/// path so that permissions and audit can be added without reshaping the code.
+/// Who is asking, carried through the whole request path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Identity {
-    /// No credentials were checked.
+    /// The request carried no signature (or client authentication is off).
     #[default]
     Anonymous,
+    /// A principal whose access key signed the request.
+    Principal(std::sync::Arc<str>),
 }
 
 /// What shardcache knows about one version of an object: enough to answer HEAD, evaluate

@@ -9,6 +9,7 @@
 //!
 //! This is the one module that sees every layer.
 
+mod authorize;
 mod local;
 mod meta;
 mod object;
@@ -28,9 +29,11 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+pub use authorize::Gate;
 pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
+use crate::auth::RequestParts;
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
 use crate::s3::xml::delete_request_keys;
@@ -56,6 +59,8 @@ pub struct ProxyState {
     pub read_ahead: u32,
     /// Base domains for virtual-hosted-style requests.
     pub vhost_domains: Vec<String>,
+    /// Client authentication and authorization; `None`: every request is anonymous and allowed.
+    pub gate: Option<Gate>,
     meta: MetaLookups,
     sequential: SequentialReads,
 }
@@ -68,6 +73,7 @@ impl ProxyState {
         metrics: Arc<Metrics>,
         read_ahead: u32,
         vhost_domains: Vec<String>,
+        gate: Option<Gate>,
     ) -> Self {
         Self {
             router,
@@ -75,6 +81,7 @@ impl ProxyState {
             metrics,
             read_ahead,
             vhost_domains,
+            gate,
             meta: MetaLookups::default(),
             sequential: SequentialReads::default(),
         }
@@ -220,25 +227,35 @@ impl ProxyHttp for S3Proxy {
         session.set_pipelining_enabled(true);
         let req = session.req_header();
         ctx.resource = req.uri.path().to_owned();
-        let host = req
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host());
-        let parsed = S3Request::parse(
-            &req.method,
-            req.uri.path(),
-            req.uri.query(),
-            host,
-            &self.state.vhost_domains,
-        );
-        let parsed = match parsed {
+        let parts = RequestParts {
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            query: req.uri.query().unwrap_or_default(),
+            headers: &req.headers,
+        };
+        let gate = self.state.gate.as_ref();
+        let metrics = &self.state.metrics;
+        let parsed = Gate::verify(gate, &parts, metrics).and_then(|verified| {
+            let host = req
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.host());
+            let query = authorize::forwarded_query(&verified, parts.query);
+            let parsed = S3Request::parse(&req.method, parts.path, Some(&query), host, &self.state.vhost_domains)?;
+            if let Some(gate) = gate {
+                gate.authorize(&verified, &req.method, &parsed, metrics)?;
+            }
+            Ok((verified, parsed))
+        });
+        let (verified, parsed) = match parsed {
             Ok(p) => p,
             Err(e) => {
                 ctx.fail(session, e).await?;
                 return Ok(true);
             }
         };
+        ctx.identity = verified.identity;
         ctx.op = parsed.op;
         ctx.key = parsed.key.clone();
         ctx.query = parsed.query;

@@ -6,6 +6,8 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::auth::AuthError;
+
 /// An error answered to the client as an S3 XML error document.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum S3Error {
@@ -15,9 +17,12 @@ pub enum S3Error {
     /// The bucket is not routed to any upstream, or the upstream does not have it.
     #[error("The specified bucket does not exist.")]
     NoSuchBucket,
-    /// The upstream refused shardcache's credentials.
+    /// The policy does not allow the request, or the upstream refused shardcache's credentials.
     #[error("Access Denied")]
     AccessDenied,
+    /// The request's credentials were refused (see [`AuthError`] for each reason).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// A well-formed `Range` that does not overlap the object.
     #[error("The requested range is not satisfiable")]
     InvalidRange {
@@ -55,6 +60,14 @@ impl S3Error {
         match self {
             Self::NoSuchKey | Self::NoSuchBucket => StatusCode::NOT_FOUND,
             Self::AccessDenied => StatusCode::FORBIDDEN,
+            Self::Auth(e) => match e {
+                AuthError::HeaderMalformed(_)
+                | AuthError::QueryMalformed(_)
+                | AuthError::MissingHeader(_)
+                | AuthError::WrongScope { .. }
+                | AuthError::SigV2 => StatusCode::BAD_REQUEST,
+                _ => StatusCode::FORBIDDEN,
+            },
             Self::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::InvalidBucketName | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -70,6 +83,16 @@ impl S3Error {
             Self::NoSuchKey => "NoSuchKey",
             Self::NoSuchBucket => "NoSuchBucket",
             Self::AccessDenied => "AccessDenied",
+            Self::Auth(e) => match e {
+                AuthError::HeaderMalformed(_) | AuthError::WrongScope { .. } => "AuthorizationHeaderMalformed",
+                AuthError::QueryMalformed(_) => "AuthorizationQueryParametersError",
+                AuthError::MissingHeader(_) => "MissingSecurityHeader",
+                AuthError::UnknownKey => "InvalidAccessKeyId",
+                AuthError::SignatureMismatch => "SignatureDoesNotMatch",
+                AuthError::Skewed => "RequestTimeTooSkewed",
+                AuthError::Expired | AuthError::NotYetValid | AuthError::UnsignedHeader(_) => "AccessDenied",
+                AuthError::SigV2 => "InvalidRequest",
+            },
             Self::InvalidRange { .. } => "InvalidRange",
             Self::PreconditionFailed { .. } => "PreconditionFailed",
             Self::InvalidBucketName => "InvalidBucketName",
@@ -197,6 +220,32 @@ mod tests {
         );
         let failed = S3Error::PreconditionFailed { condition: "If-Match" }.to_xml(&site());
         assert!(text(&failed).contains("<Condition>If-Match</Condition>"));
+    }
+
+    #[test]
+    fn auth_failures_answer_as_s3_does() {
+        let cases = [
+            (AuthError::SignatureMismatch, 403, "SignatureDoesNotMatch"),
+            (AuthError::UnknownKey, 403, "InvalidAccessKeyId"),
+            (AuthError::Skewed, 403, "RequestTimeTooSkewed"),
+            (AuthError::Expired, 403, "AccessDenied"),
+            (
+                AuthError::HeaderMalformed("x".into()),
+                400,
+                "AuthorizationHeaderMalformed",
+            ),
+            (
+                AuthError::QueryMalformed("x".into()),
+                400,
+                "AuthorizationQueryParametersError",
+            ),
+            (AuthError::MissingHeader("x-amz-date"), 400, "MissingSecurityHeader"),
+            (AuthError::SigV2, 400, "InvalidRequest"),
+        ];
+        for (e, status, code) in cases {
+            let e = S3Error::from(e);
+            assert_eq!((e.status().as_u16(), e.code()), (status, code));
+        }
     }
 
     #[test]

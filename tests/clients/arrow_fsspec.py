@@ -3,7 +3,7 @@ tables written and read back, listings and deletes, with a repeated read proven 
 cache. pyarrow (the AWS C++ SDK) and polars (Rust object_store) have their own S3 clients and
 their own endpoint settings.
 
-Usage: arrow_fsspec.py ENDPOINT ADMIN_URL
+Usage: arrow_fsspec.py ENDPOINT ADMIN_URL (keys in AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
 """
 import os
 import sys
@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import s3fs
 
 endpoint, admin = sys.argv[1], sys.argv[2]
+KEY, SECRET = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
 MiB = 1 << 20
 
 
@@ -30,8 +31,8 @@ def memory_hits():
 
 
 fs = s3fs.S3FileSystem(
-    key="any",
-    secret="any",
+    key=KEY,
+    secret=SECRET,
     endpoint_url=endpoint,
     client_kwargs={"region_name": "us-east-1"},
     config_kwargs={"s3": {"addressing_style": "path"}},
@@ -52,7 +53,7 @@ assert not fs.exists("arrow/raw/blob.bin")
 print("s3fs: write, cat, ranged read (cached), ls, rm: ok")
 
 host = urllib.parse.urlsplit(endpoint).netloc
-arrow = pafs.S3FileSystem(access_key="any", secret_key="any", region="us-east-1", endpoint_override=host, scheme="http")
+arrow = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, region="us-east-1", endpoint_override=host, scheme="http")
 table = pa.table({"step": list(range(200_000)), "label": [f"sample-{i % 997}" for i in range(200_000)]})
 pq.write_table(table, "arrow/tables/train.parquet", filesystem=arrow)
 assert pq.read_table("arrow/tables/train.parquet", filesystem=arrow).equals(table)
@@ -67,7 +68,7 @@ print("pyarrow: Parquet written and read back (pyarrow and s3fs), listed, delete
 
 # polars takes the endpoint in storage_options.
 options = {"aws_endpoint_url": endpoint, "aws_allow_http": "true", "aws_region": "us-east-1",
-           "aws_access_key_id": "any", "aws_secret_access_key": "any"}
+           "aws_access_key_id": KEY, "aws_secret_access_key": SECRET}
 pq.write_table(table, "arrow/tables/polars.parquet", filesystem=arrow)
 frame = pl.read_parquet("s3://arrow/tables/polars.parquet", storage_options=options)
 assert frame.height == table.num_rows and frame["step"].to_list() == table["step"].to_pylist()

@@ -15,7 +15,7 @@ head -c $((9 * 1024 * 1024 + 3)) /dev/urandom > "$work/tool.bin"
 # rclone: an "Other" S3 provider, path-style, configured from the environment alone. It lists
 # with ListObjects v1 and reads ranges with --offset/--count.
 export RCLONE_CONFIG_SC_TYPE=s3 RCLONE_CONFIG_SC_PROVIDER=Other RCLONE_CONFIG_SC_ENDPOINT="$endpoint"
-export RCLONE_CONFIG_SC_ACCESS_KEY_ID=any RCLONE_CONFIG_SC_SECRET_ACCESS_KEY=any
+export RCLONE_CONFIG_SC_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" RCLONE_CONFIG_SC_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
 export RCLONE_CONFIG_SC_FORCE_PATH_STYLE=true RCLONE_CONFIG_SC_REGION=us-east-1
 # rclone refuses a custom CA bundle (AWS_CA_BUNDLE, set on some machines) on plain HTTP.
 rc() { env -u AWS_CA_BUNDLE rclone --config /dev/null --retries 1 --low-level-retries 1 "$@"; }

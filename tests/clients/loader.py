@@ -26,8 +26,6 @@ BUCKET, SHARDS, SAMPLES, WORKERS = "webdataset", 8, 24, 4
 s3 = boto3.client(
     "s3",
     endpoint_url=endpoint,
-    aws_access_key_id="any",
-    aws_secret_access_key="any",
     region_name="us-east-1",
     config=Config(s3={"addressing_style": "path"}, max_pool_connections=WORKERS),
 )

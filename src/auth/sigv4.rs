@@ -1,0 +1,483 @@
+//! AWS Signature Version 4 as S3 checks it: the two ways a request carries a signature (the
+//! `Authorization` header, or a presigned URL's query), the canonical request, and the signature
+//! itself. Pure functions over the request's parts; no I/O, no clock (the caller passes `now`).
+//!
+//! Reference: <https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-authenticating-requests.html>.
+//! S3 differs from other services in two ways that matter here: the canonical URI is the path
+//! encoded once (no normalisation, no double encoding), and the payload hash comes from the
+//! `x-amz-content-sha256` header (`UNSIGNED-PAYLOAD` for presigned URLs).
+
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest, Sha256};
+
+use super::AuthError;
+
+/// The only algorithm SigV4 names.
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The payload hash of presigned URLs and of requests whose body is not hashed.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// The longest a presigned URL may be valid: 7 days.
+pub const MAX_EXPIRES: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Characters SigV4 leaves unencoded in a query key or value: RFC 3986's unreserved set.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `<key>/<yyyymmdd>/<region>/<service>/aws4_request`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// The access key id.
+    pub access_key: String,
+    /// `yyyymmdd`.
+    pub date: String,
+    /// Signing region.
+    pub region: String,
+    /// Signing service (`s3`).
+    pub service: String,
+}
+
+/// A request's signature and what it signs, from either carrier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedRequest {
+    /// The credential scope.
+    pub credential: Credential,
+    /// Lower-case header names, in the order the client listed them.
+    pub signed_headers: Vec<String>,
+    /// The signature, lower-case hex.
+    pub signature: String,
+    /// `x-amz-date` (or the presigned `X-Amz-Date`) as sent: `yyyymmddThhmmssZ`.
+    pub timestamp: String,
+    /// When the request was signed.
+    pub signed_at: SystemTime,
+    /// The payload hash the signature covers.
+    pub payload: String,
+    /// For a presigned URL, how long it is valid.
+    pub expires: Option<Duration>,
+}
+
+/// Parses `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...` with the request's
+/// `x-amz-date` and `x-amz-content-sha256` headers.
+pub fn parse_header(authorization: &str, headers: &HeaderMap) -> Result<SignedRequest, AuthError> {
+    let malformed = |why: &str| AuthError::HeaderMalformed(why.to_owned());
+    let rest = authorization
+        .strip_prefix(ALGORITHM)
+        .filter(|r| r.starts_with(' '))
+        .ok_or_else(|| malformed("the authorization header must start with AWS4-HMAC-SHA256"))?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',').map(str::trim) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| malformed("a component has no value"))?;
+        let slot = match name.trim() {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
+            _ => return Err(malformed("unknown component in the authorization header")),
+        };
+        if slot.replace(value.trim()).is_some() {
+            return Err(malformed("a component appears twice"));
+        }
+    }
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    let timestamp = text("x-amz-date")
+        .ok_or(AuthError::MissingHeader("x-amz-date"))?
+        .to_owned();
+    let payload = text("x-amz-content-sha256")
+        .ok_or(AuthError::MissingHeader("x-amz-content-sha256"))?
+        .to_owned();
+    signed_request(
+        credential.ok_or_else(|| malformed("missing Credential"))?,
+        signed.ok_or_else(|| malformed("missing SignedHeaders"))?,
+        signature.ok_or_else(|| malformed("missing Signature"))?,
+        timestamp,
+        payload,
+        None,
+    )
+    .map_err(|e| match e {
+        AuthError::QueryMalformed(why) => AuthError::HeaderMalformed(why),
+        e => e,
+    })
+}
+
+/// Whether a query string carries a presigned signature.
+pub fn is_presigned(query: &str) -> bool {
+    query_pairs(query).any(|(k, _)| k == "X-Amz-Algorithm" || k == "X-Amz-Signature")
+}
+
+/// The query parameters of a presigned URL's signature, in the order [`parse_query`] reads them.
+const PRESIGNED_PARAMS: [&str; 6] = [
+    "X-Amz-Algorithm",
+    "X-Amz-Credential",
+    "X-Amz-Date",
+    "X-Amz-Expires",
+    "X-Amz-SignedHeaders",
+    "X-Amz-Signature",
+];
+
+/// The query without a presigned URL's signature parameters (nor a session token): what is
+/// left to route and to forward.
+pub fn strip_presigned(query: &str) -> String {
+    let auth = |k: &str| PRESIGNED_PARAMS.contains(&k) || k == "X-Amz-Security-Token";
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !auth(p.split_once('=').map_or(p, |(k, _)| k)))
+        .collect();
+    kept.join("&")
+}
+
+/// Parses a presigned URL's `X-Amz-*` query parameters.
+pub fn parse_query(query: &str) -> Result<SignedRequest, AuthError> {
+    let malformed = |why: &str| AuthError::QueryMalformed(why.to_owned());
+    let mut fields: [Option<String>; 6] = Default::default();
+    for (k, v) in query_pairs(query) {
+        if let Some(i) = PRESIGNED_PARAMS.iter().position(|n| *n == k) {
+            if fields[i].replace(decode(v)?).is_some() {
+                return Err(malformed("a parameter appears twice"));
+            }
+        }
+    }
+    let [algorithm, credential, date, expires, signed, signature] = fields;
+    let missing = |name: &str| malformed(&format!("missing {name}"));
+    if algorithm.as_deref() != Some(ALGORITHM) {
+        return Err(malformed("X-Amz-Algorithm must be AWS4-HMAC-SHA256"));
+    }
+    let expires: u64 = expires
+        .ok_or_else(|| missing("X-Amz-Expires"))?
+        .parse()
+        .map_err(|_| malformed("X-Amz-Expires must be a number of seconds"))?;
+    let expires = Duration::from_secs(expires);
+    if expires > MAX_EXPIRES {
+        return Err(malformed("X-Amz-Expires must be less than a week (604800 seconds)"));
+    }
+    signed_request(
+        &credential.ok_or_else(|| missing("X-Amz-Credential"))?,
+        &signed.ok_or_else(|| missing("X-Amz-SignedHeaders"))?,
+        &signature.ok_or_else(|| missing("X-Amz-Signature"))?,
+        date.ok_or_else(|| missing("X-Amz-Date"))?,
+        UNSIGNED_PAYLOAD.to_owned(),
+        Some(expires),
+    )
+}
+
+fn signed_request(
+    credential: &str,
+    signed: &str,
+    signature: &str,
+    timestamp: String,
+    payload: String,
+    expires: Option<Duration>,
+) -> Result<SignedRequest, AuthError> {
+    let malformed = |why: &str| AuthError::QueryMalformed(why.to_owned());
+    let credential = parse_credential(credential)?;
+    let signed_headers: Vec<String> = signed.split(';').map(str::to_owned).collect();
+    let well_formed = |h: &String| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b"0123456789-_.".contains(&b))
+    };
+    if signed_headers.len() > 64 || !signed_headers.iter().all(well_formed) {
+        return Err(malformed("SignedHeaders must be at most 64 lower-case header names"));
+    }
+    if !signed_headers.iter().any(|h| h == "host") {
+        return Err(malformed("the host header must be signed"));
+    }
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed("the signature must be 64 hex digits"));
+    }
+    let signed_at = parse_timestamp(&timestamp).ok_or_else(|| malformed("the date must be yyyymmddThhmmssZ"))?;
+    if !timestamp.starts_with(&credential.date) {
+        return Err(malformed("the credential's date is not the request's date"));
+    }
+    Ok(SignedRequest {
+        credential,
+        signed_headers,
+        signature: signature.to_ascii_lowercase(),
+        timestamp,
+        signed_at,
+        payload,
+        expires,
+    })
+}
+
+fn parse_credential(text: &str) -> Result<Credential, AuthError> {
+    let malformed = || AuthError::QueryMalformed("the credential must be KEY/yyyymmdd/region/s3/aws4_request".into());
+    let mut parts = text.rsplitn(5, '/');
+    let (terminator, service, region, date, key) = (
+        parts.next().ok_or_else(malformed)?,
+        parts.next().ok_or_else(malformed)?,
+        parts.next().ok_or_else(malformed)?,
+        parts.next().ok_or_else(malformed)?,
+        parts.next().ok_or_else(malformed)?,
+    );
+    let date_ok = date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
+    if terminator != "aws4_request" || key.is_empty() || region.is_empty() || !date_ok {
+        return Err(malformed());
+    }
+    Ok(Credential {
+        access_key: key.to_owned(),
+        date: date.to_owned(),
+        region: region.to_owned(),
+        service: service.to_owned(),
+    })
+}
+
+/// `yyyymmddThhmmssZ` to a time.
+fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u64> {
+        let part = s.get(r)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    let (y, mo, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (h, mi, se) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, mo as i64, d as i64);
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + mi * 60 + se;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The query's `key=value` pairs, raw (still percent-encoded).
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+fn decode(s: &str) -> Result<String, AuthError> {
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| AuthError::QueryMalformed("a query parameter is not valid UTF-8".into()))
+}
+
+/// The canonical query string: every parameter but the signature, keys and values encoded with
+/// SigV4's rules, sorted.
+fn canonical_query(query: &str) -> Result<String, AuthError> {
+    let mut pairs = Vec::new();
+    for (k, v) in query_pairs(query) {
+        if k == "X-Amz-Signature" {
+            continue;
+        }
+        let encode = |s: &str| decode(s).map(|d| utf8_percent_encode(&d, UNRESERVED).to_string());
+        pairs.push((encode(k)?, encode(v)?));
+    }
+    pairs.sort();
+    let joined: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    Ok(joined.join("&"))
+}
+
+/// The value a header contributes to the canonical request: every value of the name, trimmed,
+/// inner runs of spaces folded to one, joined with commas.
+fn canonical_header(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The canonical request for `uri_path` (as it is to be signed: encoded once).
+pub fn canonical_request(
+    method: &str,
+    uri_path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    signed: &SignedRequest,
+) -> Result<String, AuthError> {
+    let mut out = format!("{method}\n{uri_path}\n{}\n", canonical_query(query)?);
+    for name in &signed.signed_headers {
+        let value = canonical_header(headers, name)
+            .ok_or_else(|| AuthError::HeaderMalformed(format!("the signed header `{name}` is not in the request")))?;
+        out.push_str(&format!("{name}:{value}\n"));
+    }
+    out.push_str(&format!("\n{}\n{}", signed.signed_headers.join(";"), signed.payload));
+    Ok(out)
+}
+
+/// The string to sign for a canonical request.
+pub fn string_to_sign(canonical_request: &str, signed: &SignedRequest) -> String {
+    let c = &signed.credential;
+    let hash = hex::encode(Sha256::digest(canonical_request.as_bytes()));
+    format!(
+        "{ALGORITHM}\n{}\n{}/{}/{}/aws4_request\n{hash}",
+        signed.timestamp, c.date, c.region, c.service
+    )
+}
+
+/// The candidate canonical URIs of a request path as received: re-encoded with SigV4's rules
+/// (the form SDKs sign), then the path exactly as sent, for clients that sign what they send.
+pub fn canonical_paths(raw_path: &str) -> Vec<String> {
+    let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
+    let encoded = crate::s3::encode_path(&decoded);
+    if encoded == raw_path {
+        vec![encoded]
+    } else {
+        vec![encoded, raw_path.to_owned()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AWS's worked examples use this secret, key and date.
+    pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    fn signature(canonical: &str, signed: &SignedRequest) -> String {
+        let key = aws_sigv4::sign::v4::generate_signing_key(SECRET, signed.signed_at, "us-east-1", "s3");
+        aws_sigv4::sign::v4::calculate_signature(key, string_to_sign(canonical, signed).as_bytes())
+    }
+
+    #[test]
+    fn aws_example_get_object_with_a_range() {
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let h = headers(&[
+            ("host", "examplebucket.s3.amazonaws.com"),
+            ("range", "bytes=0-9"),
+            ("x-amz-content-sha256", empty),
+            ("x-amz-date", "20130524T000000Z"),
+        ]);
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,\
+                    SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,\
+                    Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
+        let signed = parse_header(auth, &h).unwrap();
+        assert_eq!(signed.credential.access_key, "AKIAIOSFODNN7EXAMPLE");
+        let canonical = canonical_request("GET", "/test.txt", "", &h, &signed).unwrap();
+        let sts = string_to_sign(&canonical, &signed);
+        assert!(
+            sts.ends_with("7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"),
+            "{sts}"
+        );
+        assert_eq!(signature(&canonical, &signed), signed.signature);
+    }
+
+    #[test]
+    fn aws_example_presigned_url() {
+        let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256\
+                     &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+                     &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
+                     &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
+        assert!(is_presigned(query));
+        let signed = parse_query(query).unwrap();
+        assert_eq!(signed.expires, Some(Duration::from_secs(86400)));
+        let h = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
+        let canonical = canonical_request("GET", "/test.txt", query, &h, &signed).unwrap();
+        assert_eq!(signature(&canonical, &signed), signed.signature);
+    }
+
+    #[test]
+    fn malformed_authorization_is_refused_never_a_panic() {
+        let h = headers(&[
+            ("x-amz-date", "20130524T000000Z"),
+            ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"),
+        ]);
+        let sig = "a".repeat(64);
+        for bad in [
+            "AWS4-HMAC-SHA256".to_owned(),
+            "AWS4-HMAC-SHA256X Credential=a/20130524/us-east-1/s3/aws4_request".to_owned(),
+            format!("AWS4-HMAC-SHA256 Credential=a/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={sig}, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 Credential=a/2013052/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 Credential=a/20130524/us-east-1/s3/aws5_request, SignedHeaders=host, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 Credential=a/20130525/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 Credential=a/20130524/us-east-1/s3/aws4_request, SignedHeaders=range, Signature={sig}"),
+            format!("AWS4-HMAC-SHA256 Credential=a/20130524/us-east-1/s3/aws4_request, SignedHeaders=host;Range, Signature={sig}"),
+            "AWS4-HMAC-SHA256 Credential=a/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=zz".to_owned(),
+        ] {
+            assert!(matches!(parse_header(&bad, &h), Err(AuthError::HeaderMalformed(_))), "{bad}");
+        }
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=a/20130524/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={sig}"
+        );
+        assert!(matches!(
+            parse_header(&auth, &HeaderMap::new()),
+            Err(AuthError::MissingHeader("x-amz-date"))
+        ));
+    }
+
+    #[test]
+    fn malformed_presigned_queries_are_refused() {
+        let good = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
+                    &X-Amz-Date=20130524T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=";
+        let sig = "b".repeat(64);
+        assert!(parse_query(&format!("{good}{sig}")).is_ok());
+        for bad in [
+            format!("{good}{sig}&X-Amz-Date=20130524T000000Z"),
+            good.replace("Expires=60", "Expires=604801") + &sig,
+            good.replace("Expires=60", "Expires=soon") + &sig,
+            good.replace("T000000Z", "T250000Z") + &sig,
+            good.replace("&X-Amz-SignedHeaders=host", "") + &sig,
+            good.replace("AWS4-HMAC-SHA256&", "AWS4-HMAC-SHA1&") + &sig,
+        ] {
+            assert!(matches!(parse_query(&bad), Err(AuthError::QueryMalformed(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn canonical_queries_sort_and_encode_like_sigv4() {
+        let q = "prefix=a%2Fb&list-type=2&x=%7E&empty&z=a+b";
+        assert_eq!(
+            canonical_query(q).unwrap(),
+            "empty=&list-type=2&prefix=a%2Fb&x=~&z=a%2Bb"
+        );
+        assert_eq!(canonical_paths("/b/a b"), ["/b/a%20b", "/b/a b"]);
+        assert_eq!(canonical_paths("/b/a%20b"), ["/b/a%20b"]);
+    }
+
+    #[test]
+    fn timestamps_parse_to_the_second() {
+        let t = parse_timestamp("20240229T235959Z").unwrap();
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1_709_251_199
+        );
+        for bad in [
+            "20241329T000000Z",
+            "2024022T235959Z",
+            "20240229 235959Z",
+            "2024022éT23595Z",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(auth in "\\PC{0,200}", query in "\\PC{0,200}") {
+            let h = headers(&[("x-amz-date", "20130524T000000Z"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]);
+            let _ = parse_header(&auth, &h);
+            let _ = parse_query(&query);
+            let _ = canonical_query(&query);
+            let _ = parse_timestamp(&auth);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The gate every S3 request passes before routing, the cache or the upstream: its signature is
+//! verified, then the policy is asked whether its principal may do what it asks, on the names
+//! the client used (before routing renames buckets).
+
+use std::time::SystemTime;
+
+use http::Method;
+
+use crate::auth::{self, Action, Policy, RequestParts, Verified, Verifier};
+use crate::metrics::Metrics;
+use crate::s3::{Operation, S3Error, S3Request};
+
+/// Client authentication and authorization.
+pub struct Gate {
+    /// Signature checks.
+    pub verifier: Verifier,
+    /// Who may do what.
+    pub policy: Policy,
+}
+
+impl Gate {
+    /// Verifies the request's signature. With authentication off (`gate` is `None`) every
+    /// request is anonymous, and a presigned URL's parameters are still set aside, so that it
+    /// reads through the cache like any GET.
+    pub fn verify(gate: Option<&Gate>, req: &RequestParts<'_>, metrics: &Metrics) -> Result<Verified, S3Error> {
+        match gate {
+            None => Ok(Verified {
+                identity: Default::default(),
+                presigned: auth::sigv4::is_presigned(req.query),
+            }),
+            Some(g) => g.verifier.verify(req, SystemTime::now()).map_err(|e| {
+                let e = S3Error::from(e);
+                metrics.auth_failures.with_label_values(&[e.code()]).inc();
+                e
+            }),
+        }
+    }
+
+    /// Whether `verified` may make `req` (parsed with presigned parameters already removed).
+    /// A denial is counted by action.
+    pub fn authorize(
+        &self,
+        verified: &Verified,
+        method: &Method,
+        req: &S3Request,
+        metrics: &Metrics,
+    ) -> Result<(), S3Error> {
+        let (action, resource) = action_of(method, req);
+        if self.policy.allows(&verified.identity, action, &resource) {
+            return Ok(());
+        }
+        metrics.access_denied.with_label_values(&[action.as_str()]).inc();
+        Err(S3Error::AccessDenied)
+    }
+}
+
+/// The action a request takes and the resource it names.
+fn action_of(method: &Method, req: &S3Request) -> (Action, String) {
+    let bucket = req.bucket.as_ref().map_or("", |b| b.as_str());
+    let object = |key: &str| format!("{bucket}/{key}");
+    let key = req.key.as_ref().map(|k| k.as_str());
+    match (req.op, key) {
+        (Operation::ListBuckets, _) => (Action::ListAllMyBuckets, "*".into()),
+        (Operation::GetObject | Operation::HeadObject, Some(k)) => (Action::GetObject, object(k)),
+        (Operation::ListObjects | Operation::ListObjectsV2, _) => {
+            (Action::ListBucket, object(&param(&req.query, "prefix")))
+        }
+        (Operation::HeadBucket, _) => (Action::ListBucket, bucket.into()),
+        (Operation::GetBucketLocation, _) => (Action::GetBucketLocation, bucket.into()),
+        // DeleteObjects names its keys in the body, which is not read before it is forwarded.
+        (Operation::DeleteObjects, _) => (Action::DeleteObject, object("*")),
+        (Operation::WriteObject, Some(k)) if method == Method::DELETE && !has(&req.query, "uploadId") => {
+            (Action::DeleteObject, object(k))
+        }
+        (Operation::WriteObject, Some(k)) => (Action::PutObject, object(k)),
+        // A read of one version, one part, or with response header overrides is still a read.
+        (Operation::Other, Some(k))
+            if (method == Method::GET || method == Method::HEAD) && reads_object(&req.query) =>
+        {
+            (Action::GetObject, object(k))
+        }
+        (_, Some(k)) => (Action::Other, object(k)),
+        (_, None) => (Action::Other, bucket.into()),
+    }
+}
+
+/// Whether a GET/HEAD query only selects what to read: a version, a part, answer headers.
+fn reads_object(query: &str) -> bool {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+        .all(|k| matches!(k, "versionId" | "partNumber" | "x-id") || k.starts_with("response-"))
+}
+
+fn has(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .any(|p| p.split_once('=').map_or(p, |(k, _)| k) == name)
+}
+
+/// A query parameter, decoded (empty if absent).
+fn param(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The query to route and forward: a presigned URL's signature parameters removed.
+pub fn forwarded_query<'a>(verified: &Verified, raw: &'a str) -> std::borrow::Cow<'a, str> {
+    match verified.presigned {
+        true => auth::sigv4::strip_presigned(raw).into(),
+        false => raw.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(method: Method, path: &str, query: &str) -> (Action, String) {
+        let req = S3Request::parse(&method, path, Some(query), None, &[]).unwrap();
+        action_of(&method, &req)
+    }
+
+    #[test]
+    fn requests_map_to_iam_actions_on_client_names() {
+        assert_eq!(
+            action(Method::GET, "/d/a/b.tar", ""),
+            (Action::GetObject, "d/a/b.tar".into())
+        );
+        assert_eq!(action(Method::HEAD, "/d/k", ""), (Action::GetObject, "d/k".into()));
+        assert_eq!(
+            action(Method::GET, "/d/k", "versionId=3"),
+            (Action::GetObject, "d/k".into())
+        );
+        assert_eq!(action(Method::GET, "/d/k", "acl"), (Action::Other, "d/k".into()));
+        assert_eq!(
+            action(Method::GET, "/d", "list-type=2&prefix=train%2F"),
+            (Action::ListBucket, "d/train/".into())
+        );
+        assert_eq!(action(Method::GET, "/d", ""), (Action::ListBucket, "d/".into()));
+        assert_eq!(action(Method::HEAD, "/d", ""), (Action::ListBucket, "d".into()));
+        assert_eq!(action(Method::PUT, "/d/k", ""), (Action::PutObject, "d/k".into()));
+        assert_eq!(
+            action(Method::POST, "/d/k", "uploads"),
+            (Action::PutObject, "d/k".into())
+        );
+        assert_eq!(
+            action(Method::DELETE, "/d/k", "uploadId=1"),
+            (Action::PutObject, "d/k".into())
+        );
+        assert_eq!(action(Method::DELETE, "/d/k", ""), (Action::DeleteObject, "d/k".into()));
+        assert_eq!(
+            action(Method::POST, "/d", "delete"),
+            (Action::DeleteObject, "d/*".into())
+        );
+        assert_eq!(action(Method::GET, "/", ""), (Action::ListAllMyBuckets, "*".into()));
+        assert_eq!(action(Method::PUT, "/d", "policy"), (Action::Other, "d".into()));
+    }
+}

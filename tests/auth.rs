@@ -1,0 +1,181 @@
+//! Client authentication and authorization through a running shardcache, with aws-sdk-s3 as the
+//! client and a signature-checking S3 server behind: who may read, write and list what, on cache
+//! hits as on misses, and presigned URLs.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::presigning::PresigningConfig;
+use common::{data, Proxy, ProxyOptions, S3Server};
+
+const AUTH: &str = "\
+auth:
+  keys:
+    - {access_key_id: AKIDTRAINER, secret_access_key: trainer-secret, principal: trainer}
+    - {access_key_id: AKIDWRITER, secret_access_key: writer-secret, principal: writer}
+    - {access_key_id: AKIDOTHER, secret_access_key: other-secret}
+  policy:
+    - {effect: allow, principals: [trainer], actions: [GetObject, ListBucket], resources: ['data/train/*']}
+    - {effect: allow, principals: [writer], actions: ['*'], resources: ['data/*']}
+    - {effect: deny, principals: ['*'], actions: ['*'], resources: ['data/train/secret*']}
+    - {effect: allow, principals: [anonymous], actions: [GetObject], resources: ['data/public/*']}
+";
+
+async fn setup() -> (S3Server, Proxy) {
+    let s3 = S3Server::start().await;
+    s3.bucket("data");
+    let opts = ProxyOptions {
+        extra: AUTH.into(),
+        ..Default::default()
+    };
+    let proxy = Proxy::start(s3.addr, opts);
+    (s3, proxy)
+}
+
+fn client(proxy: &Proxy, key: &str, secret: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(format!("http://{}", proxy.addr))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The S3 error code of a failed call, or "ok".
+async fn code<T, E>(r: Result<T, aws_sdk_s3::error::SdkError<E>>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e
+            .as_service_error()
+            .and_then(|s| s.code())
+            .map_or_else(|| format!("{e:?}"), str::to_owned),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_read_only_what_their_policy_allows_hits_included() {
+    let (s3, proxy) = setup().await;
+    let body = data(150_000, 3);
+    s3.put("data", "train/1.tar", body.clone()).await;
+    s3.put("data", "train/secret.tar", body.clone()).await;
+    let trainer = client(&proxy, "AKIDTRAINER", "trainer-secret");
+    let other = client(&proxy, "AKIDOTHER", "other-secret");
+
+    let get = |c: &aws_sdk_s3::Client, key: &str| c.get_object().bucket("data").key(key).send();
+    let out = get(&trainer, "train/1.tar").await.unwrap();
+    assert_eq!(out.body.collect().await.unwrap().into_bytes().to_vec(), body);
+
+    // The object is cached now: a principal without a grant is still refused, before the cache.
+    s3.clear();
+    assert_eq!(code(get(&other, "train/1.tar").await).await, "AccessDenied");
+    assert_eq!(
+        code(get(&trainer, "train/secret.tar").await).await,
+        "AccessDenied",
+        "explicit deny wins"
+    );
+    let anonymous = common::get(proxy.addr, "/data/train/1.tar", &[]).await;
+    assert_eq!(anonymous.status, 403);
+    assert_eq!(
+        s3.request_count(),
+        0,
+        "refused requests reach neither the cache's fills nor the upstream"
+    );
+
+    let wrong_secret = client(&proxy, "AKIDTRAINER", "not-the-secret");
+    assert_eq!(
+        code(get(&wrong_secret, "train/1.tar").await).await,
+        "SignatureDoesNotMatch"
+    );
+    let unknown = client(&proxy, "AKIDNOBODY", "x");
+    assert_eq!(code(get(&unknown, "train/1.tar").await).await, "InvalidAccessKeyId");
+    for (metric, at_least) in [
+        ("shardcache_auth_failures_total{code=\"SignatureDoesNotMatch\"}", 1.0),
+        ("shardcache_auth_failures_total{code=\"InvalidAccessKeyId\"}", 1.0),
+        ("shardcache_access_denied_total{action=\"GetObject\"}", 3.0),
+    ] {
+        assert!(proxy.metric(metric).await >= at_least, "{metric}");
+    }
+
+    // Listing is allowed within the granted prefix only.
+    let list = |prefix: &str| trainer.list_objects_v2().bucket("data").prefix(prefix).send();
+    assert_eq!(code(list("train/").await).await, "ok");
+    assert_eq!(code(list("").await).await, "AccessDenied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_a_grant_and_anonymous_reads_only_what_a_statement_names() {
+    let (s3, proxy) = setup().await;
+    let writer = client(&proxy, "AKIDWRITER", "writer-secret");
+    let trainer = client(&proxy, "AKIDTRAINER", "trainer-secret");
+    let put = |c: &aws_sdk_s3::Client, key: &str| {
+        c.put_object()
+            .bucket("data")
+            .key(key)
+            .body(b"hello".to_vec().into())
+            .send()
+    };
+    assert_eq!(code(put(&trainer, "train/new.tar").await).await, "AccessDenied");
+    assert_eq!(code(put(&writer, "public/hello.txt").await).await, "ok");
+    let r = common::get(proxy.addr, "/data/public/hello.txt", &[]).await;
+    assert_eq!((r.status, r.body.as_slice()), (200, b"hello".as_slice()));
+    let del = trainer
+        .delete_object()
+        .bucket("data")
+        .key("public/hello.txt")
+        .send()
+        .await;
+    assert_eq!(code(del).await, "AccessDenied");
+    assert_eq!(s3.requests("DELETE", "data", "public/hello.txt").len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_gets_are_cached_reads_and_expire() {
+    let (s3, proxy) = setup().await;
+    let body = data(100_000, 5);
+    s3.put("data", "train/p.tar", body.clone()).await;
+    let trainer = client(&proxy, "AKIDTRAINER", "trainer-secret");
+    let presigned = trainer
+        .get_object()
+        .bucket("data")
+        .key("train/p.tar")
+        .presigned(PresigningConfig::expires_in(Duration::from_secs(300)).unwrap())
+        .await
+        .unwrap();
+    let uri: http::Uri = presigned.uri().parse().unwrap();
+    let path = uri.path_and_query().unwrap().as_str();
+    let host = [("Host", uri.authority().unwrap().as_str())];
+    let first = common::get(proxy.addr, path, &host).await;
+    assert_eq!((first.status, first.body.len()), (200, body.len()));
+    s3.clear();
+    let second = common::get(proxy.addr, path, &host).await;
+    assert_eq!(second.body, body);
+    assert_eq!(s3.request_count(), 0, "the second presigned GET is a cache hit");
+    let tampered = common::get(proxy.addr, &path.replace("/p.tar", "/q.tar"), &host).await;
+    assert_eq!(tampered.status, 403);
+    assert!(tampered.text().contains("SignatureDoesNotMatch"), "{}", tampered.text());
+
+    let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    let expired = PresigningConfig::builder()
+        .start_time(an_hour_ago)
+        .expires_in(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let old = trainer
+        .get_object()
+        .bucket("data")
+        .key("train/p.tar")
+        .presigned(expired)
+        .await
+        .unwrap();
+    let uri: http::Uri = old.uri().parse().unwrap();
+    let r = common::get(proxy.addr, uri.path_and_query().unwrap().as_str(), &host).await;
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("Request has expired"), "{}", r.text());
+}
