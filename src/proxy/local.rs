@@ -17,7 +17,7 @@ use crate::upstream::ListParams;
 pub async fn serve_fs(session: &mut Session, ctx: &mut RequestCtx, fs: &FsOrigin, bucket: &str) -> Result<()> {
     match ctx.op {
         Operation::ListObjectsV2 | Operation::ListObjects => list(session, ctx, fs, bucket).await,
-        Operation::HeadBucket | Operation::GetBucketLocation if !fs.has_bucket(bucket) => {
+        Operation::HeadBucket | Operation::GetBucketLocation if !fs.has_bucket(bucket).await => {
             ctx.fail(session, S3Error::NoSuchBucket).await
         }
         Operation::HeadBucket => {

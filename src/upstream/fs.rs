@@ -44,28 +44,53 @@ pub struct ListParams {
 }
 
 impl FsOrigin {
-    /// An origin serving `root`.
+    /// An origin serving `root` (resolved once, so containment checks compare real paths).
     pub fn new(root: PathBuf) -> Self {
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
         Self { root }
     }
 
-    /// The directory of `bucket`, if it exists.
-    fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, OriginError> {
-        let dir = self.root.join(bucket);
-        if bucket.starts_with('.') || !dir.is_dir() {
-            return Err(OriginError::NoSuchBucket);
+    /// `path` with every symbolic link resolved, if it exists and stays inside the root;
+    /// otherwise `absent`. A link out of the root (`passwd -> /etc/passwd`, a bucket folder
+    /// linked to `/etc`) is as absent as a missing file.
+    async fn inside_root(&self, path: &Path, absent: OriginError) -> Result<PathBuf, OriginError> {
+        match tokio::fs::canonicalize(path).await {
+            Ok(real) if real.starts_with(&self.root) && real != self.root => Ok(real),
+            Ok(_) => Err(absent),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Err(absent)
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(dir)
     }
 
-    /// The file of `bucket/key`. Keys that cannot name a file below the bucket (empty, `.` or
-    /// `..` segments) are simply absent.
-    fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf, OriginError> {
-        let dir = self.bucket_dir(bucket)?;
+    /// The directory of `bucket`, if it exists inside the root.
+    async fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, OriginError> {
+        if bucket.starts_with('.') {
+            return Err(OriginError::NoSuchBucket);
+        }
+        let dir = self
+            .inside_root(&self.root.join(bucket), OriginError::NoSuchBucket)
+            .await?;
+        match tokio::fs::metadata(&dir).await {
+            Ok(md) if md.is_dir() => Ok(dir),
+            _ => Err(OriginError::NoSuchBucket),
+        }
+    }
+
+    /// The file of `bucket/key`, resolved inside the root. Keys that cannot name a file below
+    /// the bucket (empty, `.` or `..` segments) are simply absent.
+    async fn object_path(&self, bucket: &str, key: &str) -> Result<PathBuf, OriginError> {
+        let dir = self.bucket_dir(bucket).await?;
         if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") || key.contains('\0') {
             return Err(OriginError::NoSuchKey);
         }
-        Ok(dir.join(key))
+        self.inside_root(&dir.join(key), OriginError::NoSuchKey).await
     }
 
     async fn stat(path: &Path) -> Result<ObjectMeta, OriginError> {
@@ -103,13 +128,13 @@ impl FsOrigin {
     }
 
     /// Whether `bucket` exists.
-    pub fn has_bucket(&self, bucket: &str) -> bool {
-        self.bucket_dir(bucket).is_ok()
+    pub async fn has_bucket(&self, bucket: &str) -> bool {
+        self.bucket_dir(bucket).await.is_ok()
     }
 
     /// One page of a listing of `bucket` (the version-specific fields are the caller's).
     pub async fn list_objects(&self, bucket: &str, params: ListParams) -> Result<ListPage, OriginError> {
-        let dir = self.bucket_dir(bucket)?;
+        let dir = self.bucket_dir(bucket).await?;
         let files = tokio::task::spawn_blocking(move || walk(&dir))
             .await
             .map_err(|e| OriginError::Io(std::io::Error::other(e)))??;
@@ -205,7 +230,7 @@ fn walk(dir: &Path) -> std::io::Result<Vec<(String, Metadata)>> {
 #[async_trait]
 impl Origin for FsOrigin {
     async fn head(&self, bucket: &str, key: &str) -> Result<ObjectMeta, OriginError> {
-        Self::stat(&self.object_path(bucket, key)?).await
+        Self::stat(&self.object_path(bucket, key).await?).await
     }
 
     async fn read(
@@ -215,7 +240,7 @@ impl Origin for FsOrigin {
         span: Range<u64>,
         etag: &ETag,
     ) -> Result<Box<dyn OriginBody>, OriginError> {
-        let path = self.object_path(bucket, key)?;
+        let path = self.object_path(bucket, key).await?;
         let mut file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => OriginError::NoSuchKey,
             _ => e.into(),
@@ -290,6 +315,49 @@ mod tests {
         }
         assert!(matches!(o.head("nope", "z").await, Err(OriginError::NoSuchBucket)));
         assert!(matches!(o.head("b", "d").await, Err(OriginError::NoSuchKey)));
+    }
+
+    #[tokio::test]
+    async fn symlinks_out_of_the_root_are_absent() {
+        let (dir, o) = origin();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("passwd"), "root:x:0:0").unwrap();
+        let link = |target: &Path, at: &str| std::os::unix::fs::symlink(target, dir.path().join(at)).unwrap();
+        link(&outside.path().join("passwd"), "b/passwd-link");
+        link(outside.path(), "b/outside-dir");
+        link(outside.path(), "etc-bucket");
+        link(&dir.path().join("b/d/1"), "b/inside-link");
+        assert!(matches!(o.head("b", "passwd-link").await, Err(OriginError::NoSuchKey)));
+        assert!(matches!(
+            o.head("b", "outside-dir/passwd").await,
+            Err(OriginError::NoSuchKey)
+        ));
+        assert!(matches!(
+            o.head("etc-bucket", "passwd").await,
+            Err(OriginError::NoSuchBucket)
+        ));
+        assert!(!o.has_bucket("etc-bucket").await);
+        let etag = ETag::parse("\"x\"").unwrap();
+        assert!(matches!(
+            o.read("b", "passwd-link", 0..1, &etag).await,
+            Err(OriginError::NoSuchKey)
+        ));
+        assert!(matches!(
+            o.list_objects(
+                "etc-bucket",
+                ListParams {
+                    max_keys: 10,
+                    ..Default::default()
+                }
+            )
+            .await,
+            Err(OriginError::NoSuchBucket)
+        ));
+        assert_eq!(
+            o.head("b", "inside-link").await.unwrap().size,
+            5,
+            "a link within the root is served"
+        );
     }
 
     #[tokio::test]
