@@ -1,15 +1,17 @@
 //! Criterion microbenchmarks of the hot pure code: range -> chunk plan, cache key and value
-//! encoding (with the CRC32 of an 8 MiB chunk), and SigV4 signing of an upstream request.
+//! encoding (with the CRC32 of an 8 MiB chunk), SigV4 signing of an upstream request, and
+//! SigV4 verification of a client request (what `auth` adds to every request).
 //!
 //! `cargo bench --bench micro` (reports in target/criterion).
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use foyer::Code;
+use shardcache::auth::{AccessKey, AuthOptions, RequestParts, Verifier};
 use shardcache::cache::plan::plan;
 use shardcache::cache::{CacheKey, CacheValue, ObjectRef};
 use shardcache::config::{CredentialsConfig, CredentialsSource};
@@ -91,5 +93,42 @@ fn signing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, chunk_plan, encoding, signing);
+fn verification(c: &mut Criterion) {
+    let (id, secret) = ("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY");
+    let config = CredentialsConfig {
+        source: CredentialsSource::Static,
+        access_key_id: Some(id.into()),
+        secret_access_key: Some(secret.into()),
+        ..Default::default()
+    };
+    let signer = Signer::new("us-east-1", &config, &|_| None).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let now = SystemTime::now();
+    let mut req =
+        pingora_http::RequestHeader::build("GET", b"/datasets/imagenet/train/shard-000123.tar", None).unwrap();
+    req.insert_header("host", "127.0.0.1:8080").unwrap();
+    req.insert_header("range", "bytes=142606336-142671871").unwrap();
+    runtime.block_on(signer.sign(&mut req, UNSIGNED_PAYLOAD, now)).unwrap();
+    let verifier = Verifier::new(AuthOptions {
+        region: "us-east-1".into(),
+        max_skew: Duration::from_secs(900),
+        keys: vec![AccessKey {
+            id: id.into(),
+            secret: secret.into(),
+            principal: "trainer".into(),
+        }],
+    });
+    let parts = RequestParts {
+        method: "GET",
+        path: req.uri.path(),
+        query: "",
+        headers: &req.headers,
+    };
+    assert!(verifier.verify(&parts, now).is_ok());
+    c.bench_function("sigv4/verify a client's ranged GET", |b| {
+        b.iter(|| verifier.verify(black_box(&parts), now).unwrap())
+    });
+}
+
+criterion_group!(benches, chunk_plan, encoding, signing, verification);
 criterion_main!(benches);
