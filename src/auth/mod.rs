@@ -93,11 +93,11 @@ pub struct Verified {
     pub presigned: bool,
 }
 
-/// Signing keys cached at once before the cache starts over (one per key and day).
+/// Signing keys cached at once before the cache starts over (one per key: the day's).
 const SIGNING_KEYS: usize = 4096;
 
-/// Derived signing keys by (access key id, `yyyymmdd`).
-type SigningKeys = HashMap<(String, String), Arc<[u8]>>;
+/// Derived signing keys by access key id, with the `yyyymmdd` each was derived for.
+type SigningKeys = HashMap<String, (String, Arc<[u8]>)>;
 
 /// Checks SigV4 signatures against the configured keys.
 pub struct Verifier {
@@ -206,9 +206,9 @@ impl Verifier {
     }
 
     fn signing_key(&self, key: &AccessKey, signed: &SignedRequest) -> Arc<[u8]> {
-        let slot = (key.id.clone(), signed.credential.date.clone());
+        let date = &signed.credential.date;
         let mut cache = self.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = cache.get(&slot) {
+        if let Some((_, k)) = cache.get(&key.id).filter(|(d, _)| d == date) {
             return k.clone();
         }
         if cache.len() >= SIGNING_KEYS {
@@ -216,7 +216,7 @@ impl Verifier {
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(&key.secret, signed.signed_at, &self.opts.region, "s3");
         let derived: Arc<[u8]> = derived.as_ref().into();
-        cache.insert(slot, derived.clone());
+        cache.insert(key.id.clone(), (date.clone(), derived.clone()));
         derived
     }
 }

@@ -286,16 +286,25 @@ fn canonical_query(query: &str) -> Result<String, AuthError> {
 
 /// The value a header contributes to the canonical request: every value of the name, trimmed,
 /// inner runs of spaces folded to one, joined with commas.
-fn canonical_header(headers: &HeaderMap, name: &str) -> Option<String> {
-    let values: Vec<String> = headers
-        .get_all(name)
-        .iter()
-        .map(|v| {
-            let text = String::from_utf8_lossy(v.as_bytes());
-            text.split_whitespace().collect::<Vec<_>>().join(" ")
-        })
-        .collect();
-    (!values.is_empty()).then(|| values.join(","))
+/// Appends it to `out`; `false` if the request has no such header.
+fn push_canonical_header(out: &mut String, headers: &HeaderMap, name: &str) -> bool {
+    let mut values = headers.get_all(name).iter().peekable();
+    if values.peek().is_none() {
+        return false;
+    }
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let text = String::from_utf8_lossy(v.as_bytes());
+        for (j, word) in text.split_whitespace().enumerate() {
+            if j > 0 {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
+    true
 }
 
 /// The canonical request for `uri_path` (as it is to be signed: encoded once).
@@ -306,13 +315,28 @@ pub fn canonical_request(
     headers: &HeaderMap,
     signed: &SignedRequest,
 ) -> Result<String, AuthError> {
-    let mut out = format!("{method}\n{uri_path}\n{}\n", canonical_query(query)?);
-    for name in &signed.signed_headers {
-        let value = canonical_header(headers, name)
-            .ok_or_else(|| AuthError::HeaderMalformed(format!("the signed header `{name}` is not in the request")))?;
-        out.push_str(&format!("{name}:{value}\n"));
+    let mut out = String::with_capacity(512);
+    for part in [method, "\n", uri_path, "\n", &canonical_query(query)?, "\n"] {
+        out.push_str(part);
     }
-    out.push_str(&format!("\n{}\n{}", signed.signed_headers.join(";"), signed.payload));
+    for name in &signed.signed_headers {
+        out.push_str(name);
+        out.push(':');
+        if !push_canonical_header(&mut out, headers, name) {
+            let why = format!("the signed header `{name}` is not in the request");
+            return Err(AuthError::HeaderMalformed(why));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for (i, name) in signed.signed_headers.iter().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(name);
+    }
+    out.push('\n');
+    out.push_str(&signed.payload);
     Ok(out)
 }
 
@@ -329,6 +353,13 @@ pub fn string_to_sign(canonical_request: &str, signed: &SignedRequest) -> String
 /// The candidate canonical URIs of a request path as received: re-encoded with SigV4's rules
 /// (the form SDKs sign), then the path exactly as sent, for clients that sign what they send.
 pub fn canonical_paths(raw_path: &str) -> Vec<String> {
+    // The common case: nothing to decode and nothing SigV4 would encode.
+    if raw_path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
+    {
+        return vec![raw_path.to_owned()];
+    }
     let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
     let encoded = crate::s3::encode_path(&decoded);
     if encoded == raw_path {
