@@ -179,3 +179,25 @@ async fn presigned_gets_are_cached_reads_and_expire() {
     assert_eq!(r.status, 403);
     assert!(r.text().contains("Request has expired"), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_config_lets_anyone_read_the_demo_bucket_and_nothing_more() {
+    // config/shardcache.yaml as shipped, on free ports and with its disk tier in a temporary
+    // directory.
+    let cache = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("config/shardcache.yaml").unwrap();
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    config["listen"] = format!("127.0.0.1:{}", common::free_port()).into();
+    config["admin_listen"] = format!("127.0.0.1:{}", common::free_port()).into();
+    config["cache"]["disk"]["path"] = cache.path().display().to_string().into();
+    let proxy = Proxy::start_yaml(&serde_yaml::to_string(&config).unwrap());
+
+    let hello = common::get(proxy.addr, "/demo/hello.txt", &[]).await;
+    assert_eq!(hello.status, 200, "the README's first command");
+    assert_eq!(hello.body, std::fs::read("data/demo/hello.txt").unwrap());
+    assert_eq!(common::get(proxy.addr, "/demo?list-type=2", &[]).await.status, 200);
+    for refused in ["/", "/other/k", "/other?list-type=2"] {
+        let r = common::get(proxy.addr, refused, &[]).await;
+        assert_eq!(r.status, 403, "{refused}: {}", r.text());
+    }
+}
