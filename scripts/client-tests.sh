@@ -90,7 +90,9 @@ auth:
     - {effect: allow, principals: [suite], actions: ['*'], resources: ['*']}
     # shardcache warm lists through the S3 listener unsigned.
     - {effect: allow, principals: [anonymous], actions: [ListBucket], resources: ['train/*']}
+  admin_token_file: $work/admin-token
 YAML
+echo "client-suite-admin-token" > "$work/admin-token"
 "$bin" serve --config "$work/config.yaml" > "$work/shardcache.log" 2>&1 &
 pids+=($!)
 wait_ready "$admin_port" "$work/shardcache.log"
@@ -135,7 +137,10 @@ tests/clients/cli_tools.sh "$endpoint" "$admin" "$work"
 python3 tests/clients/arrow_fsspec.py "$endpoint" "$admin"
 python3 tests/clients/loader.py "$endpoint" "$admin"
 
-warm=$("$bin" warm s3://train/ --endpoint "$endpoint" --admin "$admin")
+if "$bin" warm s3://train/ --endpoint "$endpoint" --admin "$admin" >/dev/null 2>&1; then
+    echo "shardcache warm: warmed without the admin token" >&2; exit 1
+fi
+warm=$("$bin" warm s3://train/ --endpoint "$endpoint" --admin "$admin" --admin-token-file "$work/admin-token")
 echo "shardcache warm: $warm"
 grep -q 'warmed 8 objects.* 0 failed' <<<"$warm"
 "$bin" stats --admin "$admin" | tee "$work/stats.txt"

@@ -1,8 +1,12 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
 //! (the cache is open and the S3 listener is serving), and `POST /warm?bucket=B&key=K` (bring
 //! one object into the cache; answers JSON when it is cached, used by `shardcache warm`).
+//!
+//! The three GETs stay open and read-only. `POST /warm` changes state: with client
+//! authentication on it needs the admin bearer token ([`WarmAccess`]).
 
 use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,18 +15,61 @@ use percent_encoding::percent_decode_str;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::proxy::ProxyState;
+
+/// Who may call `POST /warm`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WarmAccess {
+    /// Anyone who reaches the admin listener (client authentication is off).
+    Open,
+    /// Nobody (authentication is on and no admin token is configured).
+    Closed,
+    /// Callers presenting `Authorization: Bearer <token>`, the token read from this file.
+    Token(PathBuf),
+}
 
 /// The admin HTTP app.
 pub struct AdminApp {
     state: Arc<ProxyState>,
+    warm_access: WarmAccess,
 }
 
 impl AdminApp {
     /// An admin app over the proxy's shared state.
-    pub fn new(state: Arc<ProxyState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<ProxyState>, warm_access: WarmAccess) -> Self {
+        Self { state, warm_access }
+    }
+
+    /// Why a `POST /warm` carrying `authorization` is refused, if it is.
+    async fn warm_refusal(&self, authorization: Option<&[u8]>) -> Option<(StatusCode, &'static str)> {
+        let file = match &self.warm_access {
+            WarmAccess::Open => return None,
+            WarmAccess::Closed => {
+                return Some((StatusCode::FORBIDDEN, "POST /warm is off: set auth.admin_token_file"));
+            }
+            WarmAccess::Token(file) => file,
+        };
+        let token = match tokio::fs::read(file).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read the admin token file");
+                return Some((StatusCode::FORBIDDEN, "the admin token cannot be read"));
+            }
+        };
+        let token = token.trim_ascii();
+        let presented = authorization
+            .and_then(|a| a.strip_prefix(b"Bearer "))
+            .map(<[u8]>::trim_ascii);
+        match presented {
+            Some(p) if !token.is_empty() && bool::from(p.ct_eq(token)) => None,
+            Some(_) => Some((StatusCode::FORBIDDEN, "wrong admin token")),
+            None => Some((
+                StatusCode::UNAUTHORIZED,
+                "POST /warm needs Authorization: Bearer <admin token>",
+            )),
+        }
     }
 
     async fn warm(&self, query: &str) -> Response<Vec<u8>> {
@@ -90,7 +137,16 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             // The admin listener starts with the S3 listener, after the cache opened.
             (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
-            (Method::POST, "/warm") => self.warm(&query).await,
+            (Method::POST, "/warm") => {
+                let authorization = req
+                    .headers
+                    .get(http::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes().to_vec());
+                match self.warm_refusal(authorization.as_deref()).await {
+                    Some((status, why)) => reply_json(status, &json!({ "error": why })),
+                    None => self.warm(&query).await,
+                }
+            }
             (_, "/metrics" | "/healthz" | "/readyz" | "/warm") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

@@ -8,7 +8,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::listening::Service;
 
-use crate::admin::AdminApp;
+use crate::admin::{AdminApp, WarmAccess};
 use crate::auth::{AccessKey, AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
 use crate::config::{AuthConfig, Config, UpstreamConfig};
@@ -177,7 +177,14 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
         "shardcache-s3",
     );
     proxy.add_tcp(&config.listen.to_string());
-    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state));
+    let warm_access = match &config.auth {
+        None => WarmAccess::Open,
+        Some(auth) => auth
+            .admin_token_file
+            .clone()
+            .map_or(WarmAccess::Closed, WarmAccess::Token),
+    };
+    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state, warm_access));
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);

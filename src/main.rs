@@ -78,6 +78,10 @@ enum Command {
         /// shardcache's admin listener (does the warming).
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: Endpoint,
+        /// File holding the admin token (`auth.admin_token_file` of the running shardcache),
+        /// needed when it checks who asks.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         /// Objects warmed at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -161,14 +165,25 @@ fn main() -> ExitCode {
             manifest,
             endpoint,
             admin,
+            admin_token_file,
             concurrency,
-        } => warm(ops::warm::WarmArgs {
-            target,
-            manifest,
-            endpoint,
-            admin,
-            concurrency,
-        }),
+        } => {
+            let admin = match admin_token_file.map(std::fs::read_to_string).transpose() {
+                Ok(Some(token)) => admin.with_bearer(token.trim().to_owned()),
+                Ok(None) => admin,
+                Err(e) => {
+                    eprintln!("shardcache warm: --admin-token-file: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            warm(ops::warm::WarmArgs {
+                target,
+                manifest,
+                endpoint,
+                admin,
+                concurrency,
+            })
+        }
         Command::Stats { admin } => stats(admin),
         Command::Serve { config: path } => {
             let result = Config::load(&path)

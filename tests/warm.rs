@@ -94,3 +94,58 @@ async fn the_warm_endpoint_rejects_incomplete_requests() {
     let reply = admin.call(http::Method::GET, "/warm?bucket=ds&key=a").await.unwrap();
     assert_eq!(reply.status, 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_on_warming_needs_the_admin_token() {
+    let s3 = S3Server::start().await;
+    s3.bucket("dataset");
+    s3.put("dataset", "a.tar", data(2 * C, 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cr3t-admin-token\n").unwrap();
+    let auth = |token: Option<&std::path::Path>| {
+        let file = token.map_or(String::new(), |f| format!("  admin_token_file: {}\n", f.display()));
+        format!(
+            "auth:\n{file}  policy:\n    - {{effect: allow, principals: [anonymous], actions: [ListBucket], resources: ['dataset/*']}}\n"
+        )
+    };
+    let warm = |proxy: &Proxy, token: Option<&str>| {
+        let mut a = args(proxy, "s3://dataset/", None);
+        if let Some(t) = token {
+            a.admin = a.admin.with_bearer(t.to_owned());
+        }
+        run(a)
+    };
+
+    let proxy = Proxy::start(
+        s3.addr,
+        ProxyOptions {
+            extra: auth(Some(&token_file)),
+            ..Default::default()
+        },
+    );
+    for (token, why) in [(None, "HTTP 401"), (Some("guess"), "HTTP 403")] {
+        let refused = warm(&proxy, token).await.unwrap();
+        assert_eq!(refused.failed.len(), 1, "{refused}");
+        assert!(refused.failed[0].1.starts_with(why), "{:?}", refused.failed);
+    }
+    assert_eq!(proxy.metric("shardcache_warmed_bytes_total").await, 0.0);
+    let warmed = warm(&proxy, Some("s3cr3t-admin-token")).await.unwrap();
+    assert!(warmed.failed.is_empty() && warmed.objects == 1, "{warmed}");
+    drop(proxy);
+
+    // Authentication on and no token configured: warming is off.
+    let proxy = Proxy::start(
+        s3.addr,
+        ProxyOptions {
+            extra: auth(None),
+            ..Default::default()
+        },
+    );
+    let refused = warm(&proxy, Some("s3cr3t-admin-token")).await.unwrap();
+    assert!(
+        refused.failed[0].1.contains("auth.admin_token_file"),
+        "{:?}",
+        refused.failed
+    );
+}

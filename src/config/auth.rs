@@ -1,8 +1,10 @@
 //! The `auth` section: the access keys clients sign with and the policy over them.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
-use super::{expand, invalid, ConfigError};
+use super::{expand, expand_path, invalid, ConfigError};
 use crate::auth::{Action, Statement};
 
 /// Client authentication and authorization. Absent: every request is accepted, unsigned.
@@ -23,6 +25,11 @@ pub struct AuthConfig {
     /// Policy statements; a request no statement allows is denied. Default: `[]`.
     #[serde(default)]
     pub policy: Vec<Statement>,
+    /// A file holding the bearer token that the admin listener's `POST /warm` requires (read at
+    /// each call, so it can be rotated in place; `${ENV}` expanded). Default: none, and then
+    /// `POST /warm` is refused while `auth` is on.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// One access key.
@@ -62,6 +69,9 @@ impl AuthConfig {
                 &format!("auth.keys[{i}].secret_access_key"),
                 env,
             )?;
+        }
+        if let Some(file) = &mut self.admin_token_file {
+            *file = expand_path(file, "auth.admin_token_file", env)?;
         }
         Ok(())
     }

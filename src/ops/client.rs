@@ -7,10 +7,11 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// A base address such as `http://127.0.0.1:9090`.
+/// A base address such as `http://127.0.0.1:9090`, and the bearer token its calls carry.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     authority: String,
+    bearer: Option<String>,
 }
 
 impl std::str::FromStr for Endpoint {
@@ -21,6 +22,7 @@ impl std::str::FromStr for Endpoint {
         match (uri.scheme_str(), uri.authority()) {
             (Some("http"), Some(a)) if uri.path() == "/" || uri.path().is_empty() => Ok(Self {
                 authority: a.as_str().to_owned(),
+                bearer: None,
             }),
             (Some("http"), Some(_)) => Err(format!("{s:?}: give the base address, without a path")),
             _ => Err(format!("{s:?}: expected http://HOST:PORT")),
@@ -44,6 +46,14 @@ impl Reply {
 }
 
 impl Endpoint {
+    /// The same endpoint, its calls carrying `Authorization: Bearer <token>`.
+    pub fn with_bearer(self, token: String) -> Self {
+        Self {
+            bearer: Some(token),
+            ..self
+        }
+    }
+
     /// Sends `method path_and_query` and reads the whole answer.
     pub async fn call(&self, method: Method, path_and_query: &str) -> Result<Reply, String> {
         let fail = |e: &dyn std::fmt::Display| format!("{method} http://{}{path_and_query}: {e}", self.authority);
@@ -52,12 +62,14 @@ impl Endpoint {
             .await
             .map_err(|e| fail(&e))?;
         let driver = tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method.clone())
             .uri(path_and_query)
-            .header(http::header::HOST, &self.authority)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| fail(&e))?;
+            .header(http::header::HOST, &self.authority);
+        if let Some(token) = &self.bearer {
+            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| fail(&e))?;
         let res = sender.send_request(req).await.map_err(|e| fail(&e))?;
         let status = res.status().as_u16();
         let body = res.into_body().collect().await.map_err(|e| fail(&e))?.to_bytes();
