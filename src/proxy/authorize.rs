@@ -5,6 +5,7 @@
 use std::time::SystemTime;
 
 use http::Method;
+use pingora_http::RequestHeader;
 
 use crate::auth::{self, Action, Policy, RequestParts, Verified, Verifier};
 use crate::metrics::Metrics;
@@ -22,7 +23,7 @@ impl Gate {
     /// Verifies the request's signature. With authentication off (`gate` is `None`) every
     /// request is anonymous, and a presigned URL's parameters are still set aside, so that it
     /// reads through the cache like any GET.
-    pub fn verify(gate: Option<&Gate>, req: &RequestParts<'_>, metrics: &Metrics) -> Result<Verified, S3Error> {
+    fn verify(gate: Option<&Gate>, req: &RequestParts<'_>, metrics: &Metrics) -> Result<Verified, S3Error> {
         match gate {
             None => Ok(Verified {
                 identity: Default::default(),
@@ -38,7 +39,7 @@ impl Gate {
 
     /// Whether `verified` may make `req` (parsed with presigned parameters already removed).
     /// A denial is counted by action.
-    pub fn authorize(
+    fn authorize(
         &self,
         verified: &Verified,
         method: &Method,
@@ -52,6 +53,34 @@ impl Gate {
         metrics.access_denied.with_label_values(&[action.as_str()]).inc();
         Err(S3Error::AccessDenied)
     }
+}
+
+/// Reads a request as S3 and lets it in, or says why not: its signature verified (with `gate`),
+/// its presigned parameters set aside, then the policy asked about what it does.
+pub fn admit(
+    gate: Option<&Gate>,
+    req: &RequestHeader,
+    vhost_domains: &[String],
+    metrics: &Metrics,
+) -> Result<(Verified, S3Request), S3Error> {
+    let parts = RequestParts {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query: req.uri.query().unwrap_or_default(),
+        headers: &req.headers,
+    };
+    let verified = Gate::verify(gate, &parts, metrics)?;
+    let host = req
+        .headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.host());
+    let query = forwarded_query(&verified, parts.query);
+    let parsed = S3Request::parse(&req.method, parts.path, Some(&query), host, vhost_domains)?;
+    if let Some(gate) = gate {
+        gate.authorize(&verified, &req.method, &parsed, metrics)?;
+    }
+    Ok((verified, parsed))
 }
 
 /// The action a request takes and the resource it names.
@@ -110,7 +139,7 @@ fn param(query: &str, name: &str) -> String {
 }
 
 /// The query to route and forward: a presigned URL's signature parameters removed.
-pub fn forwarded_query<'a>(verified: &Verified, raw: &'a str) -> std::borrow::Cow<'a, str> {
+fn forwarded_query<'a>(verified: &Verified, raw: &'a str) -> std::borrow::Cow<'a, str> {
     match verified.presigned {
         true => auth::sigv4::strip_presigned(raw).into(),
         false => raw.into(),

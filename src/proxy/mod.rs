@@ -33,11 +33,10 @@ pub use authorize::Gate;
 pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
-use crate::auth::RequestParts;
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
 use crate::s3::xml::delete_request_keys;
-use crate::s3::{Operation, S3Error, S3Request};
+use crate::s3::{Operation, S3Error};
 use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
 use meta::MetaLookups;
@@ -227,27 +226,12 @@ impl ProxyHttp for S3Proxy {
         session.set_pipelining_enabled(true);
         let req = session.req_header();
         ctx.resource = req.uri.path().to_owned();
-        let parts = RequestParts {
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            query: req.uri.query().unwrap_or_default(),
-            headers: &req.headers,
-        };
-        let gate = self.state.gate.as_ref();
-        let metrics = &self.state.metrics;
-        let parsed = Gate::verify(gate, &parts, metrics).and_then(|verified| {
-            let host = req
-                .headers
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri.host());
-            let query = authorize::forwarded_query(&verified, parts.query);
-            let parsed = S3Request::parse(&req.method, parts.path, Some(&query), host, &self.state.vhost_domains)?;
-            if let Some(gate) = gate {
-                gate.authorize(&verified, &req.method, &parsed, metrics)?;
-            }
-            Ok((verified, parsed))
-        });
+        let parsed = authorize::admit(
+            self.state.gate.as_ref(),
+            req,
+            &self.state.vhost_domains,
+            &self.state.metrics,
+        );
         let (verified, parsed) = match parsed {
             Ok(p) => p,
             Err(e) => {
