@@ -52,12 +52,13 @@ pub async fn serve(
         bucket: route.bucket.clone(),
         key: key.as_str().into(),
     };
-    let requested = session
+    let range_header = session
         .req_header()
         .headers
         .get("range")
         .and_then(|v| v.to_str().ok())
-        .and_then(ByteRange::parse);
+        .map(str::to_owned);
+    let requested = range_header.as_deref().and_then(ByteRange::parse);
     // The chunk a cold read starts in can be fetched along with the metadata, unless the start
     // depends on the size (a suffix range) or the answer may well have no body (HEAD, or a
     // conditional request).
@@ -93,13 +94,8 @@ pub async fn serve(
         let span = match requested.map(|r| r.resolve(meta.size)).transpose() {
             Ok(span) => span,
             Err(_) => {
-                let requested = session
-                    .req_header()
-                    .headers
-                    .get("range")
-                    .map(|v| v.to_str().unwrap_or_default());
                 let e = S3Error::InvalidRange {
-                    requested: requested.unwrap_or_default().to_owned(),
+                    requested: range_header.clone().unwrap_or_default(),
                     size: meta.size,
                 };
                 return ctx.fail(session, e).await;
