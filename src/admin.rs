@@ -5,19 +5,18 @@
 //! The three GETs stay open and read-only. `POST /warm` changes state: with client
 //! authentication on it needs the admin bearer token ([`WarmAccess`]).
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
-use percent_encoding::percent_decode_str;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::proxy::ProxyState;
+use crate::s3::query_param;
 
 /// Who may call `POST /warm`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,14 +96,6 @@ impl AdminApp {
     }
 }
 
-/// The percent-decoded value of `name` in a query string.
-fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode_str(v).decode_utf8().ok()).flatten()
-    })
-}
-
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
@@ -154,18 +145,5 @@ impl ServeHttp for AdminApp {
             ),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::query_param;
-
-    #[test]
-    fn query_values_are_percent_decoded() {
-        let q = "bucket=shards&key=train%2Fshard%20000.tar";
-        assert_eq!(query_param(q, "bucket").as_deref(), Some("shards"));
-        assert_eq!(query_param(q, "key").as_deref(), Some("train/shard 000.tar"));
-        assert_eq!(query_param(q, "prefix"), None);
     }
 }

@@ -24,6 +24,8 @@ pub const MAX_EXPIRES: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Characters SigV4 leaves unencoded in a query key or value: RFC 3986's unreserved set.
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+/// And in a path: the unreserved set and `/`.
+const PATH_SAFE: &AsciiSet = &UNRESERVED.remove(b'/');
 
 /// `<key>/<yyyymmdd>/<region>/<service>/aws4_request`, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -361,7 +363,7 @@ pub fn canonical_paths(raw_path: &str) -> Vec<String> {
         return vec![raw_path.to_owned()];
     }
     let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
-    let encoded = crate::s3::encode_path(&decoded);
+    let encoded = utf8_percent_encode(&decoded, PATH_SAFE).to_string();
     if encoded == raw_path {
         vec![encoded]
     } else {

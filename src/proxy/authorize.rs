@@ -9,7 +9,7 @@ use pingora_http::RequestHeader;
 
 use crate::auth::{self, Action, Policy, RequestParts, Verified, Verifier};
 use crate::metrics::Metrics;
-use crate::s3::{Operation, S3Error, S3Request};
+use crate::s3::{query_keys, query_param, Operation, S3Error, S3Request};
 
 /// Client authentication and authorization.
 pub struct Gate {
@@ -91,14 +91,17 @@ fn action_of(method: &Method, req: &S3Request) -> (Action, String) {
     match (req.op, key) {
         (Operation::ListBuckets, _) => (Action::ListAllMyBuckets, "*".into()),
         (Operation::GetObject | Operation::HeadObject, Some(k)) => (Action::GetObject, object(k)),
-        (Operation::ListObjects | Operation::ListObjectsV2, _) => {
-            (Action::ListBucket, object(&param(&req.query, "prefix")))
-        }
+        (Operation::ListObjects | Operation::ListObjectsV2, _) => (
+            Action::ListBucket,
+            object(&query_param(&req.query, "prefix").unwrap_or_default()),
+        ),
         (Operation::HeadBucket, _) => (Action::ListBucket, bucket.into()),
         (Operation::GetBucketLocation, _) => (Action::GetBucketLocation, bucket.into()),
         // DeleteObjects names its keys in the body, which is not read before it is forwarded.
         (Operation::DeleteObjects, _) => (Action::DeleteObject, object("*")),
-        (Operation::WriteObject, Some(k)) if method == Method::DELETE && !has(&req.query, "uploadId") => {
+        (Operation::WriteObject, Some(k))
+            if method == Method::DELETE && !query_keys(&req.query).any(|k| k == "uploadId") =>
+        {
             (Action::DeleteObject, object(k))
         }
         (Operation::WriteObject, Some(k)) => (Action::PutObject, object(k)),
@@ -115,27 +118,7 @@ fn action_of(method: &Method, req: &S3Request) -> (Action, String) {
 
 /// Whether a GET/HEAD query only selects what to read: a version, a part, answer headers.
 fn reads_object(query: &str) -> bool {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
-        .all(|k| matches!(k, "versionId" | "partNumber" | "x-id") || k.starts_with("response-"))
-}
-
-fn has(query: &str, name: &str) -> bool {
-    query
-        .split('&')
-        .any(|p| p.split_once('=').map_or(p, |(k, _)| k) == name)
-}
-
-/// A query parameter, decoded (empty if absent).
-fn param(query: &str, name: &str) -> String {
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned())
-        .unwrap_or_default()
+    query_keys(query).all(|k| matches!(k, "versionId" | "partNumber" | "x-id") || k.starts_with("response-"))
 }
 
 /// The query to route and forward: a presigned URL's signature parameters removed.

@@ -8,4 +8,4 @@ mod request;
 pub mod xml;
 
 pub use error::{code_of_error_body, escape, ErrorSite, S3Error};
-pub use request::{encode_path, Addressing, Operation, S3Request};
+pub use request::{encode_path, query_keys, query_param, Addressing, Operation, S3Request};

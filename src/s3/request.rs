@@ -1,6 +1,8 @@
 //! Reading an incoming HTTP request as an S3 request: which bucket and key it addresses
 //! (path-style or virtual-hosted-style) and which operation it is.
 
+use std::borrow::Cow;
+
 use http::Method;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -124,12 +126,24 @@ impl S3Request {
     }
 }
 
-fn classify(method: &Method, has_bucket: bool, has_key: bool, query: &str) -> Operation {
-    let params: Vec<&str> = query
+/// The parameter names of a query string, in order (raw, as sent).
+pub fn query_keys(query: &str) -> impl Iterator<Item = &str> {
+    query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
-        .collect();
+}
+
+/// The percent-decoded value of `name` in a query string (`None` if absent or not UTF-8).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then(|| percent_decode_str(v).decode_utf8().ok()).flatten()
+    })
+}
+
+fn classify(method: &Method, has_bucket: bool, has_key: bool, query: &str) -> Operation {
+    let params: Vec<&str> = query_keys(query).collect();
     let plain = params.iter().all(|p| NEUTRAL_PARAMS.contains(p));
     match (method, has_bucket, has_key) {
         // Other AWS services (STS, IAM) take `Action=` at `/`; S3's only service call is GET /.
@@ -241,6 +255,15 @@ mod tests {
             p(&format!("/b/{}", "k".repeat(1025))),
             Err(S3Error::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        let q = "bucket=shards&key=train%2Fshard%20000.tar&uploads";
+        assert_eq!(query_param(q, "bucket").as_deref(), Some("shards"));
+        assert_eq!(query_param(q, "key").as_deref(), Some("train/shard 000.tar"));
+        assert_eq!(query_param(q, "prefix"), None);
+        assert_eq!(query_keys(q).collect::<Vec<_>>(), ["bucket", "key", "uploads"]);
     }
 
     #[test]
