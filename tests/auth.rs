@@ -201,3 +201,157 @@ async fn the_default_config_lets_anyone_read_the_demo_bucket_and_nothing_more() 
         assert_eq!(r.status, 403, "{refused}: {}", r.text());
     }
 }
+
+/// A chunk-signed PUT of `chunks` to `/data/{key}` as the writer, built by hand so that it can
+/// be damaged: the seed signed by aws-sigv4, each chunk chained from it. Returns the request's
+/// head and its body.
+fn chunk_signed_put(addr: std::net::SocketAddr, key: &str, chunks: &[&[u8]]) -> (String, Vec<u8>) {
+    use aws_sigv4::http_request::{sign, PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings};
+    use sha2::{Digest, Sha256};
+    const STREAMING: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+    let empty = hex::encode(Sha256::digest(b""));
+    let decoded: usize = chunks.iter().map(|c| c.len()).sum();
+    let framed: usize = chunks
+        .iter()
+        .chain([&&b""[..]])
+        .map(|c| format!("{:x}", c.len()).len() + 17 + 64 + 2 + c.len() + 2)
+        .sum();
+    let host = addr.to_string();
+    let (decoded_s, framed_s) = (decoded.to_string(), framed.to_string());
+    let headers = [
+        ("host", host.as_str()),
+        ("content-encoding", "aws-chunked"),
+        ("content-length", framed_s.as_str()),
+        ("x-amz-decoded-content-length", decoded_s.as_str()),
+    ];
+    let now = SystemTime::now();
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let identity = Credentials::new("AKIDWRITER", "writer-secret", None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(now)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let uri = format!("http://{host}/data/{key}");
+    let signable = SignableRequest::new(
+        "PUT",
+        &uri,
+        headers.iter().copied(),
+        SignableBody::Precomputed(STREAMING.into()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut head = format!("PUT /data/{key} HTTP/1.1\r\nConnection: close\r\n");
+    for (k, v) in headers.iter().copied().chain(instructions.headers()) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let auth = instructions.headers().find(|(k, _)| *k == "authorization").unwrap().1;
+    let mut previous = auth.rsplit("Signature=").next().unwrap().to_owned();
+    let timestamp = instructions.headers().find(|(k, _)| *k == "x-amz-date").unwrap().1;
+    let scope = format!("{}/us-east-1/s3/aws4_request", &timestamp[..8]);
+    let signing_key = aws_sigv4::sign::v4::generate_signing_key("writer-secret", now, "us-east-1", "s3");
+    let mut body = Vec::new();
+    for chunk in chunks.iter().chain([&&b""[..]]) {
+        let sts = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{timestamp}\n{scope}\n{previous}\n{empty}\n{}",
+            hex::encode(Sha256::digest(chunk))
+        );
+        previous = aws_sigv4::sign::v4::calculate_signature(signing_key.as_ref(), sts.as_bytes());
+        body.extend_from_slice(format!("{:x};chunk-signature={previous}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    assert_eq!(body.len(), framed);
+    (head, body)
+}
+
+/// Sends a request's head, then its body in `parts` 300 ms apart, over a fresh connection (then,
+/// with `hang_up`, closes its write side, as a client that dies mid-upload); the answer, or ""
+/// when the connection closed with none.
+async fn send_raw(addr: std::net::SocketAddr, head: &str, parts: &[&[u8]], hang_up: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let _ = s.write_all(part).await;
+    }
+    if hang_up {
+        let _ = s.shutdown().await;
+    }
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut answer));
+    let _ = read.await.expect("an answer or a close within 20 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_signed_uploads_are_verified_chunk_by_chunk_and_forwarded_decoded() {
+    let (s3, proxy) = setup().await;
+    let payload = data(70_000, 9);
+    let chunks = [&payload[..65_536], &payload[65_536..]];
+    let exists = |key: &'static str| {
+        let client = s3.client();
+        async move { client.head_object().bucket("data").key(key).send().await.is_ok() }
+    };
+
+    let (head, body) = chunk_signed_put(proxy.addr, "up/good.bin", &chunks);
+    let answer = send_raw(proxy.addr, &head, &[&body], false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stored = s3
+        .client()
+        .get_object()
+        .bucket("data")
+        .key("up/good.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.body.collect().await.unwrap().into_bytes().to_vec(), payload);
+
+    // A changed byte in the second chunk: refused, and the upstream never has the object.
+    let (head, mut body) = chunk_signed_put(proxy.addr, "up/tampered.bin", &chunks);
+    body[66_000] ^= 0x20;
+    let answer = send_raw(proxy.addr, &head, &[&body], false).await;
+    assert!(answer.contains("SignatureDoesNotMatch"), "{answer}");
+    assert!(!exists("up/tampered.bin").await, "a tampered upload was stored");
+
+    // All data sent and verified, then a forged final chunk after a pause: the upstream, which
+    // was told the length, never gets the last byte.
+    let (head, mut body) = chunk_signed_put(proxy.addr, "up/forged-end.bin", &chunks);
+    let final_chunk = body.len() - 86;
+    body[final_chunk + 20] = if body[final_chunk + 20] == b'0' { b'1' } else { b'0' };
+    let answer = send_raw(proxy.addr, &head, &[&body[..final_chunk], &body[final_chunk..]], false).await;
+    assert!(answer.contains("SignatureDoesNotMatch"), "{answer}");
+    assert!(
+        !exists("up/forged-end.bin").await,
+        "stored before its final chunk verified"
+    );
+
+    // Cut short before the final chunk: never whole upstream.
+    let (head, body) = chunk_signed_put(proxy.addr, "up/cut.bin", &chunks);
+    let answer = send_raw(proxy.addr, &head, &[&body[..body.len() - 90]], true).await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!exists("up/cut.bin").await, "a truncated upload was stored");
+
+    // An empty object is verified whole before the upstream hears of it.
+    let (head, body) = chunk_signed_put(proxy.addr, "up/empty.bin", &[]);
+    let mut forged = body.clone();
+    forged[20] = if forged[20] == b'0' { b'1' } else { b'0' };
+    let answer = send_raw(proxy.addr, &head, &[&forged], false).await;
+    assert!(answer.contains("SignatureDoesNotMatch"), "{answer}");
+    assert!(
+        s3.requests("PUT", "data", "up/empty.bin").is_empty(),
+        "forwarded before verifying"
+    );
+    let answer = send_raw(proxy.addr, &head, &[&body], false).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(exists("up/empty.bin").await);
+}

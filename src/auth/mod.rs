@@ -4,6 +4,7 @@
 //! A leaf like `s3`: it sees a request's method, path, query and headers, never the cache or the
 //! upstream. `proxy` asks it before anything else, so a refused request touches neither.
 
+pub mod chunked;
 mod policy;
 pub mod sigv4;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+use chunked::ChunkSigning;
 pub use policy::{Action, Effect, Policy, Resource, Statement};
 use sigv4::SignedRequest;
 
@@ -91,6 +93,8 @@ pub struct Verified {
     pub identity: Identity,
     /// The signature came in the query: its parameters must not reach the upstream.
     pub presigned: bool,
+    /// For a chunk-signed body, what its chunk signatures chain from.
+    pub chunks: Option<ChunkSigning>,
 }
 
 /// Signing keys cached at once before the cache starts over (one per key: the day's).
@@ -143,6 +147,7 @@ impl Verifier {
                 return Ok(Verified {
                     identity: Identity::Anonymous,
                     presigned: false,
+                    chunks: None,
                 })
             }
         };
@@ -166,9 +171,21 @@ impl Verifier {
         if !matched {
             return Err(AuthError::SignatureMismatch);
         }
+        let chunks = [chunked::STREAMING_SIGNED, chunked::STREAMING_SIGNED_TRAILER]
+            .contains(&signed.payload.as_str())
+            .then(|| {
+                let c = &signed.credential;
+                ChunkSigning {
+                    key: signing_key,
+                    timestamp: signed.timestamp.clone(),
+                    scope: format!("{}/{}/{}/aws4_request", c.date, c.region, c.service),
+                    seed: signed.signature.clone(),
+                }
+            });
         Ok(Verified {
             identity: Identity::Principal(key.principal.as_str().into()),
             presigned: signed.expires.is_some(),
+            chunks,
         })
     }
 

@@ -242,3 +242,58 @@ fn unsigned_requests_are_anonymous_and_sigv2_is_refused() {
     };
     assert_eq!(v.verify(&v2, t0()), Err(AuthError::SigV2));
 }
+
+/// The seed request of AWS's chunk-signed upload example verifies, and hands on what its
+/// chunks chain from ([`chunked`]'s tests check the chunks themselves).
+#[test]
+fn aws_example_chunked_upload_seed_verifies_and_seeds_the_chunks() {
+    let v = Verifier::new(AuthOptions {
+        region: "us-east-1".into(),
+        max_skew: Duration::from_secs(900),
+        keys: vec![AccessKey {
+            id: "AKIAIOSFODNN7EXAMPLE".into(),
+            secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            principal: "example".into(),
+        }],
+    });
+    let seed = "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9";
+    let mut headers = HeaderMap::new();
+    for (k, v) in [
+        ("host", "s3.amazonaws.com"),
+        ("x-amz-date", "20130524T000000Z"),
+        ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+        ("x-amz-content-sha256", chunked::STREAMING_SIGNED),
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", "66560"),
+        ("content-length", "66824"),
+    ] {
+        headers.insert(k, v.parse().unwrap());
+    }
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,\
+         SignedHeaders=content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;\
+         x-amz-decoded-content-length;x-amz-storage-class,Signature={seed}"
+    );
+    headers.insert("authorization", auth.parse().unwrap());
+    let req = RequestParts {
+        method: "PUT",
+        path: "/examplebucket/chunkObject.txt",
+        query: "",
+        headers: &headers,
+    };
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_369_353_600);
+    let verified = v.verify(&req, at).unwrap();
+    let chunks = verified.chunks.expect("a chunk-signed request seeds its chunks");
+    assert_eq!(chunks.seed, seed);
+    assert_eq!(chunks.scope, "20130524/us-east-1/s3/aws4_request");
+    assert_eq!(chunks.timestamp, "20130524T000000Z");
+    // Other payload modes have no chunks to chain.
+    let plain = Signed::new(
+        "PUT",
+        "/b/k",
+        &[HOST, ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")],
+        t0(),
+        None,
+    );
+    assert_eq!(verifier().verify(&plain.parts(), t0()).unwrap().chunks, None);
+}

@@ -28,6 +28,7 @@ impl Gate {
             None => Ok(Verified {
                 identity: Default::default(),
                 presigned: auth::sigv4::is_presigned(req.query),
+                chunks: None,
             }),
             Some(g) => g.verifier.verify(req, SystemTime::now()).map_err(|e| {
                 let e = S3Error::from(e);

@@ -16,6 +16,7 @@ mod object;
 mod readahead;
 mod respond;
 mod routes;
+mod upload;
 mod warm;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -33,6 +34,7 @@ pub use authorize::Gate;
 pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
+use crate::auth::chunked::Decoder;
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
 use crate::s3::xml::delete_request_keys;
@@ -103,6 +105,10 @@ pub struct RequestCtx {
     status: u16,
     ttfb: Option<Duration>,
     delete_body: Vec<u8>,
+    /// A chunk-signed body being checked and decoded on its way upstream.
+    upload: Option<Decoder>,
+    /// Why the request body was refused mid-stream: the answer `fail_to_proxy` gives.
+    body_error: Option<S3Error>,
 }
 
 impl RequestCtx {
@@ -216,6 +222,8 @@ impl ProxyHttp for S3Proxy {
             status: 0,
             ttfb: None,
             delete_body: Vec::new(),
+            upload: None,
+            body_error: None,
         }
     }
 
@@ -240,6 +248,7 @@ impl ProxyHttp for S3Proxy {
             }
         };
         ctx.identity = verified.identity;
+        let chunks = verified.chunks;
         ctx.op = parsed.op;
         ctx.key = parsed.key.clone();
         ctx.query = parsed.query;
@@ -263,18 +272,12 @@ impl ProxyHttp for S3Proxy {
                 Ok(true)
             }
             UpstreamKind::S3(_) => {
-                let payload = session
-                    .req_header()
-                    .headers
-                    .get("x-amz-content-sha256")
-                    .and_then(|v| v.to_str().ok());
-                if payload.is_some_and(|p| p.starts_with("STREAMING-AWS4-HMAC-SHA256")) {
-                    // Chunk signatures chain from the client's key; they cannot be re-signed.
-                    let e = S3Error::NotImplemented(
-                        "Chunk-signed uploads (STREAMING-AWS4-HMAC-SHA256-PAYLOAD) cannot be forwarded; send an unsigned or fully hashed payload.".into(),
-                    );
-                    ctx.fail(session, e).await?;
-                    return Ok(true);
+                match upload::admit(session, chunks, self.state.gate.is_some()).await {
+                    Ok(d) => ctx.upload = d,
+                    Err(e) => {
+                        ctx.fail(session, e).await?;
+                        return Ok(true);
+                    }
                 }
                 ctx.outcome = Outcome::Passthrough;
                 Ok(false)
@@ -294,13 +297,23 @@ impl ProxyHttp for S3Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Operation::DeleteObjects, Some(b)) = (ctx.op, body.as_ref()) {
             if ctx.delete_body.len() + b.len() <= MAX_DELETE_BODY {
                 ctx.delete_body.extend_from_slice(b);
             }
+        }
+        if let Some(decoder) = ctx.upload.as_mut() {
+            let mut out = BytesMut::new();
+            let fed = body.take().map_or(Ok(()), |b| decoder.feed(&b, &mut out));
+            if let Err(e) = fed.and_then(|()| if end { decoder.finish(&mut out) } else { Ok(()) }) {
+                let why = e.to_string();
+                ctx.body_error = Some(e.into());
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, why);
+            }
+            *body = Some(out.freeze());
         }
         Ok(())
     }
@@ -318,6 +331,10 @@ impl ProxyHttp for S3Proxy {
             .map_err(|e| Error::because(ErrorType::InternalError, "rewriting the upstream path", e))?;
         req.set_uri(uri);
         req.insert_header("host", origin.host_for(&route.bucket))?;
+        if let Some(decoder) = &ctx.upload {
+            let payload = upload::forward_headers(req, decoder)?;
+            req.insert_header("x-amz-content-sha256", payload)?;
+        }
         let payload = req
             .headers
             .get("x-amz-content-sha256")
@@ -366,12 +383,19 @@ impl ProxyHttp for S3Proxy {
                 can_reuse_downstream: false,
             };
         }
-        if let Some(route) = &ctx.route {
-            let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
-            self.state.metrics.upstream_errors.with_label_values(&labels).inc();
-        }
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
-        if ctx.fail(session, S3Error::BadGateway(e.to_string())).await.is_err() {
+        let answer = match ctx.body_error.take() {
+            // The client's body was refused: not the upstream's fault.
+            Some(refused) => refused,
+            None => {
+                if let Some(route) = &ctx.route {
+                    let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+                    self.state.metrics.upstream_errors.with_label_values(&labels).inc();
+                }
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
+                S3Error::BadGateway(e.to_string())
+            }
+        };
+        if ctx.fail(session, answer).await.is_err() {
             ctx.status = 0;
         }
         FailToProxy {

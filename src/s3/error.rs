@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::auth::chunked::ChunkError;
 use crate::auth::AuthError;
 
 /// An error answered to the client as an S3 XML error document.
@@ -43,6 +44,9 @@ pub enum S3Error {
     /// A malformed request (bad key, bad path encoding, ...); the message says what.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A request body shorter than it said it would be.
+    #[error("You did not provide the number of bytes specified by the Content-Length HTTP header.")]
+    IncompleteBody,
     /// The operation is not offered by this upstream (writes to a local-directory origin).
     #[error("{0}")]
     NotImplemented(String),
@@ -52,6 +56,16 @@ pub enum S3Error {
     /// Something failed inside shardcache; the message is logged, not leaked.
     #[error("We encountered an internal error. Please try again.")]
     Internal,
+}
+
+impl From<ChunkError> for S3Error {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::Signature => Self::Auth(AuthError::SignatureMismatch),
+            ChunkError::Incomplete => Self::IncompleteBody,
+            e @ (ChunkError::Malformed(_) | ChunkError::TooLong) => Self::InvalidRequest(e.to_string()),
+        }
+    }
 }
 
 impl S3Error {
@@ -70,7 +84,7 @@ impl S3Error {
             },
             Self::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::InvalidBucketName | Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidBucketName | Self::InvalidRequest(_) | Self::IncompleteBody => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -97,6 +111,7 @@ impl S3Error {
             Self::PreconditionFailed { .. } => "PreconditionFailed",
             Self::InvalidBucketName => "InvalidBucketName",
             Self::InvalidRequest(_) => "InvalidRequest",
+            Self::IncompleteBody => "IncompleteBody",
             Self::NotImplemented(_) => "NotImplemented",
             Self::BadGateway(_) => "BadGateway",
             Self::Internal => "InternalError",
