@@ -1,19 +1,22 @@
 //! The composition root: the one module that reads the [`Config`] and turns it into each
 //! module's own options, then assembles and runs the Pingora server.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminApp, WarmAccess};
-use crate::auth::{AccessKey, AuthOptions, Policy, Verifier};
+use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
-use crate::config::{AuthConfig, Config, UpstreamConfig};
+use crate::config::{AuthConfig, Config, ConfigError, UpstreamConfig};
 use crate::metrics::Metrics;
-use crate::proxy::{BucketRoute, Gate, ProxyState, Router, S3Proxy, Upstream};
+use crate::proxy::{BucketRoute, Gate, ProxyState, Router, S3Proxy, SharedGate, Upstream};
+use crate::reload::AuthReload;
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
 
 /// Start-up failed.
@@ -33,6 +36,9 @@ pub enum AppError {
     /// A helper thread died.
     #[error("start-up thread failed: {0}")]
     Thread(String),
+    /// The `auth` section's files could not be read.
+    #[error(transparent)]
+    Auth(#[from] ConfigError),
 }
 
 /// The cache options of a config.
@@ -91,27 +97,21 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<R
     ))
 }
 
-/// The client authentication and authorization of an `auth` section.
-pub fn gate(auth: &AuthConfig) -> Gate {
-    let keys = auth
-        .keys
-        .iter()
-        .map(|k| AccessKey {
-            id: k.access_key_id.clone(),
-            secret: k.secret_access_key.clone(),
-            principal: k.principal().to_owned(),
-        })
-        .collect();
-    Gate {
+/// The client authentication and authorization of an `auth` section, and the files it read
+/// (its keys' secrets and statements may live in files: see [`AuthConfig::load`]).
+pub fn gate(auth: &AuthConfig) -> Result<(Gate, Vec<PathBuf>), ConfigError> {
+    let rules = auth.load()?;
+    let gate = Gate {
         verifier: Verifier::new(AuthOptions {
             region: auth.region.clone(),
             max_skew: Duration::from_secs(auth.max_skew_seconds),
-            keys,
+            keys: rules.keys,
         }),
         policy: Policy {
-            statements: auth.policy.clone(),
+            statements: rules.policy,
         },
-    }
+    };
+    Ok((gate, rules.files))
 }
 
 /// Runs `fut` to completion on a fresh thread with its own runtime, so callers may be inside
@@ -131,9 +131,14 @@ fn on_helper_thread<T: Send + 'static>(
 }
 
 /// Builds everything from `config`, serves until `run_args`' shutdown signal, then flushes
-/// and closes the cache.
-pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
+/// and closes the cache. With the path `config` was read from, its `auth` section is reloaded
+/// on SIGHUP and when its files change ([`crate::reload`]).
+pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result<(), AppError> {
     let metrics = Arc::new(Metrics::new());
+    let (gate, auth_files) = match config.auth.as_ref().map(gate).transpose()? {
+        Some((gate, files)) => (Some(Arc::new(SharedGate::new(gate))), files),
+        None => (None, Vec::new()),
+    };
     let router = router(&config, &|name| std::env::var(name).ok())?;
     let opts = cache_options(&config);
     let cache = on_helper_thread({
@@ -156,7 +161,7 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
         metrics.clone(),
         config.cache.read_ahead_chunks,
         config.virtual_host_domains.clone(),
-        config.auth.as_ref().map(gate),
+        gate.clone(),
     ));
 
     let conf = ServerConf {
@@ -188,6 +193,10 @@ pub fn run(config: Config, run_args: RunArgs) -> Result<(), AppError> {
     admin.add_tcp(&config.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);
+    if let (Some(gate), Some(source)) = (gate, source) {
+        let reload = AuthReload::new(source, auth_files, gate, metrics.clone());
+        server.add_service(background_service("shardcache-auth-reload", reload));
+    }
     server.run(run_args);
 
     on_helper_thread(async move { cache.close().await })?;

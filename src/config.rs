@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod auth;
-pub use auth::{AuthConfig, KeyConfig};
+pub use auth::{AuthConfig, AuthRules, KeyConfig};
 
 /// A configuration error; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -565,7 +565,7 @@ mod tests {
         let auth = |rest: &str| load(&format!("{MINIMAL}auth:\n{rest}"));
         let key = "  keys:\n    - {access_key_id: AK, secret_access_key: '${SECRET}', principal: p}\n";
         let ok = auth(&format!("{key}  policy:\n    - {{effect: allow, principals: [p, anonymous], actions: [GetObject], resources: ['b/*']}}\n")).unwrap();
-        assert_eq!(ok.auth.unwrap().keys[0].secret_access_key, "s3cr3t");
+        assert_eq!(ok.auth.unwrap().load().unwrap().keys[0].secret, "s3cr3t");
         let stranger =
             format!("{key}  policy:\n    - {{effect: allow, principals: [q], actions: ['*'], resources: ['*']}}\n");
         assert!(auth(&stranger)

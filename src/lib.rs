@@ -19,6 +19,7 @@ pub mod config;
 pub mod metrics;
 pub mod ops;
 pub mod proxy;
+pub mod reload;
 pub mod s3;
 pub mod types;
 pub mod upstream;

@@ -129,6 +129,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `shardcache_access_denied_total{action}`: verified requests the policy denied, by action.
     pub access_denied: IntCounterVec,
+    /// `shardcache_auth_reloads_total{result}`: reloads of the `auth` section, `ok` or `error`.
+    pub auth_reloads: IntCounterVec,
 }
 
 const SECONDS_BUCKETS: (f64, f64, usize) = (0.0001, 2.0, 18); // 100 us .. ~13 s
@@ -216,6 +218,11 @@ impl Metrics {
                 "shardcache_access_denied_total",
                 "Requests the policy denied, by action",
                 &["action"],
+            ),
+            auth_reloads: counter(
+                "shardcache_auth_reloads_total",
+                "Reloads of the auth section (keys, secrets, policy), by result",
+                &["result"],
             ),
             readahead: single(
                 "shardcache_readahead_chunks_total",

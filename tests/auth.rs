@@ -355,3 +355,146 @@ async fn chunk_signed_uploads_are_verified_chunk_by_chunk_and_forwarded_decoded(
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(exists("up/empty.bin").await);
 }
+
+/// Keys rotate without a restart: a secret file rewritten and SIGHUP, then one rewritten with no
+/// signal (noticed by polling); a broken reload keeps the keys in force; a connection opened
+/// before the reloads is still served after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/b/public")).unwrap();
+    std::fs::write(dir.path().join("data/b/k"), b"rotating").unwrap();
+    std::fs::write(dir.path().join("data/b/public/p"), b"open").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "first-secret\n").unwrap();
+    let (s3, admin) = (common::free_port(), common::free_port());
+    let config = dir.path().join("config.yaml");
+    let yaml = |statement: &str| {
+        format!(
+            "listen: 127.0.0.1:{s3}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\n\
+             graceful_shutdown_timeout_seconds: 1\ncache:\n  memory_bytes: 33554432\n  disk: null\n\
+             upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n\
+             auth:\n  keys:\n    - {{access_key_id: AKROT, secret_access_key_file: {}, principal: rot}}\n\
+             \x20 policy:\n    - {statement}\n    - {{effect: allow, principals: [anonymous], actions: [GetObject], resources: ['b/public/*']}}\n",
+            dir.path().join("data").display(),
+            secret.display()
+        )
+    };
+    let allow_rot = "{effect: allow, principals: [rot], actions: [GetObject], resources: ['b/*']}";
+    std::fs::write(&config, yaml(allow_rot)).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics: shardcache::ops::Endpoint = format!("http://127.0.0.1:{admin}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metrics.call(http::Method::GET, "/readyz").await.map(|r| r.status) != Ok(200) {
+        assert!(std::time::Instant::now() < deadline, "shardcache did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let endpoint = format!("http://127.0.0.1:{s3}");
+    let read = |secret: &'static str| {
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(Credentials::new("AKROT", secret, None, None, "test"))
+            .force_path_style(true)
+            .build();
+        async move {
+            code(
+                aws_sdk_s3::Client::from_conf(conf)
+                    .get_object()
+                    .bucket("b")
+                    .key("k")
+                    .send()
+                    .await,
+            )
+            .await
+        }
+    };
+    // Waits up to `within` for `secret` to read; returns how long it took.
+    let until_ok = |secret: &'static str, within: Duration| {
+        let read = &read;
+        async move {
+            let start = std::time::Instant::now();
+            while read(secret).await != "ok" {
+                assert!(start.elapsed() < within, "{secret} not in force after {within:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            start.elapsed()
+        }
+    };
+    // A keep-alive connection opened before any reload, reading the public object.
+    let conn = tokio::net::TcpStream::connect(("127.0.0.1", s3)).await.unwrap();
+    let mut conn = BufReader::new(conn);
+    let mut public_read = async || {
+        conn.get_mut()
+            .write_all(b"GET /b/public/p HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut status = String::new();
+        conn.read_line(&mut status).await.unwrap();
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            conn.read_line(&mut line).await.unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        conn.read_exact(&mut body).await.unwrap();
+        (status, body)
+    };
+    assert!(public_read().await.0.starts_with("HTTP/1.1 200"));
+    assert_eq!(read("first-secret").await, "ok");
+
+    std::fs::write(&secret, "second-secret\n").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let on_signal = until_ok("second-secret", Duration::from_secs(1)).await;
+    assert_eq!(read("first-secret").await, "SignatureDoesNotMatch");
+
+    // A policy naming no key's principal: refused, and the keys in force stay.
+    std::fs::write(
+        &config,
+        yaml("{effect: allow, principals: [nobody], actions: ['*'], resources: ['*']}"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metrics_value(&metrics, "shardcache_auth_reloads_total{result=\"error\"}").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broken reload was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read("second-secret").await, "ok");
+
+    // No signal: the poll notices the files.
+    std::fs::write(&config, yaml(allow_rot)).unwrap();
+    std::fs::write(&secret, "third-secret\n").unwrap();
+    let polled = until_ok("third-secret", Duration::from_secs(10)).await;
+    let (status, body) = public_read().await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, b"open", "the connection opened before the reloads still serves");
+    eprintln!("new secret in force {on_signal:?} after SIGHUP, {polled:?} after a file change");
+
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+}
+
+async fn metrics_value(admin: &shardcache::ops::Endpoint, prefix: &str) -> f64 {
+    let text = admin.call(http::Method::GET, "/metrics").await.unwrap().text();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -134,6 +134,11 @@ impl Verifier {
         }
     }
 
+    /// How many access keys it knows.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Verifies `req` at time `now`. A request with no signature at all is anonymous (the
     /// policy decides what anonymous may do).
     pub fn verify(&self, req: &RequestParts<'_>, now: SystemTime) -> Result<Verified, AuthError> {

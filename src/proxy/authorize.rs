@@ -2,6 +2,7 @@
 //! verified, then the policy is asked whether its principal may do what it asks, on the names
 //! the client used (before routing renames buckets).
 
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use http::Method;
@@ -17,6 +18,26 @@ pub struct Gate {
     pub verifier: Verifier,
     /// Who may do what.
     pub policy: Policy,
+}
+
+/// The gate in force. A reload replaces it whole; a request keeps the one it started with.
+pub struct SharedGate(RwLock<Arc<Gate>>);
+
+impl SharedGate {
+    /// Starts with `gate`.
+    pub fn new(gate: Gate) -> Self {
+        Self(RwLock::new(Arc::new(gate)))
+    }
+
+    /// The gate in force now.
+    pub fn current(&self) -> Arc<Gate> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `gate` in force for the requests that start from now on.
+    pub fn replace(&self, gate: Gate) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gate);
+    }
 }
 
 impl Gate {

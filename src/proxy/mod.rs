@@ -30,7 +30,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use authorize::Gate;
+pub use authorize::{Gate, SharedGate};
 pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
@@ -61,7 +61,7 @@ pub struct ProxyState {
     /// Base domains for virtual-hosted-style requests.
     pub vhost_domains: Vec<String>,
     /// Client authentication and authorization; `None`: every request is anonymous and allowed.
-    pub gate: Option<Gate>,
+    pub gate: Option<Arc<SharedGate>>,
     meta: MetaLookups,
     sequential: SequentialReads,
 }
@@ -74,7 +74,7 @@ impl ProxyState {
         metrics: Arc<Metrics>,
         read_ahead: u32,
         vhost_domains: Vec<String>,
-        gate: Option<Gate>,
+        gate: Option<Arc<SharedGate>>,
     ) -> Self {
         Self {
             router,
@@ -234,12 +234,8 @@ impl ProxyHttp for S3Proxy {
         session.set_pipelining_enabled(true);
         let req = session.req_header();
         ctx.resource = req.uri.path().to_owned();
-        let parsed = authorize::admit(
-            self.state.gate.as_ref(),
-            req,
-            &self.state.vhost_domains,
-            &self.state.metrics,
-        );
+        let gate = self.state.gate.as_ref().map(|g| g.current());
+        let parsed = authorize::admit(gate.as_deref(), req, &self.state.vhost_domains, &self.state.metrics);
         let (verified, parsed) = match parsed {
             Ok(p) => p,
             Err(e) => {
