@@ -11,12 +11,14 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminApp, WarmAccess};
+use crate::audit::{Audit, AuditOptions, Sink};
 use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
-use crate::config::{AuthConfig, Config, ConfigError, UpstreamConfig};
+use crate::config::{AuditConfig, AuthConfig, Config, ConfigError, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::proxy::{BucketRoute, Gate, ProxyState, Router, S3Proxy, SharedGate, Upstream};
-use crate::reload::AuthReload;
+use crate::reload::Reloader;
+use crate::tls::{ServerCert, TlsError};
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
 
 /// Start-up failed.
@@ -39,6 +41,12 @@ pub enum AppError {
     /// The `auth` section's files could not be read.
     #[error(transparent)]
     Auth(#[from] ConfigError),
+    /// The audit log could not be opened.
+    #[error("audit.file: {0}")]
+    Audit(String),
+    /// A certificate, key or CA file could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The cache options of a config.
@@ -68,7 +76,9 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<R
                     upstream: name.clone(),
                     source,
                 })?;
+                let ca = s3.ca_file.as_deref().map(crate::tls::ca_bundle).transpose()?;
                 let origin = S3Origin::new(S3OriginOptions {
+                    ca,
                     endpoint: s3.endpoint.parse().expect("validated with the config"),
                     addressing: s3.addressing,
                     signer,
@@ -112,6 +122,24 @@ pub fn gate(auth: &AuthConfig) -> Result<(Gate, Vec<PathBuf>), ConfigError> {
         },
     };
     Ok((gate, rules.files))
+}
+
+/// The audit log of an `audit` section, started.
+fn audit(a: &AuditConfig, metrics: &Metrics) -> Result<Audit, AppError> {
+    let sink = match &a.file {
+        None => Sink::Stdout,
+        Some(path) => Sink::File {
+            path: path.clone(),
+            max_bytes: a.max_file_bytes,
+            keep: a.max_files,
+        },
+    };
+    let opts = AuditOptions {
+        level: a.requests,
+        sink,
+        queue: a.queue_records,
+    };
+    Audit::start(opts, metrics.audit_dropped.clone()).map_err(|e| AppError::Audit(e.to_string()))
 }
 
 /// Runs `fut` to completion on a fresh thread with its own runtime, so callers may be inside
@@ -162,6 +190,7 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         config.cache.read_ahead_chunks,
         config.virtual_host_domains.clone(),
         gate.clone(),
+        config.audit.as_ref().map(|a| audit(a, &metrics)).transpose()?,
     ));
 
     let conf = ServerConf {
@@ -181,7 +210,14 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         S3Proxy::new(state.clone()),
         "shardcache-s3",
     );
-    proxy.add_tcp(&config.listen.to_string());
+    let cert = match &config.tls {
+        Some(t) => Some(Arc::new(ServerCert::load(&t.cert_file, &t.key_file)?)),
+        None => None,
+    };
+    match &cert {
+        Some(cert) => proxy.add_tls_with_settings(&config.listen.to_string(), None, cert.settings()),
+        None => proxy.add_tcp(&config.listen.to_string()),
+    }
     let warm_access = match &config.auth {
         None => WarmAccess::Open,
         Some(auth) => auth
@@ -189,15 +225,21 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
             .clone()
             .map_or(WarmAccess::Closed, WarmAccess::Token),
     };
-    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state, warm_access));
-    admin.add_tcp(&config.admin_listen.to_string());
+    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state.clone(), warm_access));
+    match cert.as_ref().filter(|_| config.tls.as_ref().is_some_and(|t| t.admin)) {
+        Some(cert) => admin.add_tls_with_settings(&config.admin_listen.to_string(), None, cert.settings()),
+        None => admin.add_tcp(&config.admin_listen.to_string()),
+    }
     server.add_service(proxy);
     server.add_service(admin);
-    if let (Some(gate), Some(source)) = (gate, source) {
-        let reload = AuthReload::new(source, auth_files, gate, metrics.clone());
-        server.add_service(background_service("shardcache-auth-reload", reload));
+    if let Some(source) = source.filter(|_| gate.is_some() || cert.is_some()) {
+        let reload = Reloader::new(source, gate.map(|g| (g, auth_files)), cert, metrics.clone());
+        server.add_service(background_service("shardcache-reload", reload));
     }
     server.run(run_args);
+    if let Some(audit) = &state.audit {
+        audit.flush(Duration::from_secs(5));
+    }
 
     on_helper_thread(async move { cache.close().await })?;
     tracing::info!("shardcache stopped");

@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod audit;
 mod auth;
+mod tls;
+pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthRules, KeyConfig};
+pub use tls::TlsConfig;
 
 /// A configuration error; the message names the field.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,12 @@ pub struct Config {
     /// accepted, unsigned).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// HTTPS on the listeners. Default: none (plain HTTP).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The audit log. Default: none.
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
 }
 
 /// The chunked hybrid cache.
@@ -179,6 +189,10 @@ pub struct S3UpstreamConfig {
     /// Seconds allowed between two reads from the upstream. Default: `60`.
     #[serde(default = "defaults::read_timeout_seconds")]
     pub read_timeout_seconds: u64,
+    /// PEM bundle of the CAs an `https` endpoint's certificate must chain to, instead of the
+    /// system's roots (`${ENV}` expanded). Default: none (the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Upstream addressing style.
@@ -344,6 +358,12 @@ impl Config {
         if let Some(auth) = &mut self.auth {
             auth.expand_env(env)?;
         }
+        if let Some(tls) = &mut self.tls {
+            tls.expand_env(env)?;
+        }
+        if let Some(audit) = &mut self.audit {
+            audit.expand_env(env)?;
+        }
         if let Some(disk) = &mut self.cache.disk {
             disk.path = expand_path(&disk.path, "cache.disk.path", env)?;
         }
@@ -352,6 +372,9 @@ impl Config {
                 UpstreamConfig::Fs { root } => *root = expand_path(root, &format!("upstreams.{name}.root"), env)?,
                 UpstreamConfig::S3(s3) => {
                     s3.endpoint = expand(&s3.endpoint, &format!("upstreams.{name}.endpoint"), env)?;
+                    if let Some(ca) = &mut s3.ca_file {
+                        *ca = expand_path(ca, &format!("upstreams.{name}.ca_file"), env)?;
+                    }
                     let c = &mut s3.credentials;
                     for (field, value) in [
                         ("access_key_id", &mut c.access_key_id),
@@ -399,6 +422,12 @@ impl Config {
         }
         if let Some(auth) = &self.auth {
             auth.validate()?;
+        }
+        if let Some(audit) = &self.audit {
+            audit.validate()?;
+        }
+        if let Some(t) = &self.tls {
+            crate::tls::ServerCert::load(&t.cert_file, &t.key_file).map_err(|e| invalid("tls", e.to_string()))?;
         }
         for (name, up) in &self.upstreams {
             if let UpstreamConfig::S3(s3) = up {
@@ -453,6 +482,12 @@ fn validate_s3(name: &str, s3: &S3UpstreamConfig) -> Result<(), ConfigError> {
     }
     if uri.path() != "/" && !uri.path().is_empty() {
         return Err(invalid(field("endpoint"), "must not have a path"));
+    }
+    if let Some(ca) = &s3.ca_file {
+        if uri.scheme_str() != Some("https") {
+            return Err(invalid(field("ca_file"), "applies to https endpoints only"));
+        }
+        crate::tls::ca_bundle(ca).map_err(|e| invalid(field("ca_file"), e.to_string()))?;
     }
     let c = &s3.credentials;
     if c.source == CredentialsSource::Static {

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -21,5 +22,6 @@ pub mod ops;
 pub mod proxy;
 pub mod reload;
 pub mod s3;
+pub mod tls;
 pub mod types;
 pub mod upstream;

@@ -129,8 +129,11 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `shardcache_access_denied_total{action}`: verified requests the policy denied, by action.
     pub access_denied: IntCounterVec,
-    /// `shardcache_auth_reloads_total{result}`: reloads of the `auth` section, `ok` or `error`.
-    pub auth_reloads: IntCounterVec,
+    /// `shardcache_audit_dropped_total`: audit records dropped because the writer fell behind.
+    pub audit_dropped: IntCounter,
+    /// `shardcache_reloads_total{what, result}`: reloads of `auth` (keys, policy) and `tls`
+    /// (the certificate), `ok` or `error`.
+    pub reloads: IntCounterVec,
 }
 
 const SECONDS_BUCKETS: (f64, f64, usize) = (0.0001, 2.0, 18); // 100 us .. ~13 s
@@ -219,10 +222,14 @@ impl Metrics {
                 "Requests the policy denied, by action",
                 &["action"],
             ),
-            auth_reloads: counter(
-                "shardcache_auth_reloads_total",
-                "Reloads of the auth section (keys, secrets, policy), by result",
-                &["result"],
+            audit_dropped: single(
+                "shardcache_audit_dropped_total",
+                "Audit records dropped because the audit writer fell behind",
+            ),
+            reloads: counter(
+                "shardcache_reloads_total",
+                "Reloads of the auth keys and policy and of the TLS certificate, by result",
+                &["what", "result"],
             ),
             readahead: single(
                 "shardcache_readahead_chunks_total",

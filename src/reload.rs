@@ -1,10 +1,12 @@
-//! Key rotation without a restart: the `auth` section (keys, secrets, statements, region, skew)
-//! is read again on SIGHUP, and whenever the config file or a file it read changes. Files are
-//! polled by content every [`POLL`], which also sees Kubernetes updating a mounted Secret (it
-//! swaps a symlink, so a file's own mtime does not move).
+//! Rotation without a restart: the `auth` section (keys, secrets, statements, region, skew) and
+//! the listeners' TLS certificate are read again on SIGHUP, and whenever the config file or a
+//! file they were read from changes. Files are polled by content every [`POLL`], which also sees
+//! Kubernetes updating a mounted Secret (it swaps a symlink, so a file's own mtime does not
+//! move).
 //!
-//! The new gate replaces the old whole; a request keeps the gate it started with, and no
-//! connection is dropped. A reload that fails (a bad file, a missing secret) keeps the rules in
+//! The new gate replaces the old whole and a request keeps the gate it started with; a new
+//! certificate serves the handshakes from then on. No connection is dropped. A reload that fails
+//! (a bad file, a missing secret, a key that does not match its certificate) keeps what is in
 //! force, logs why and counts it.
 
 use std::path::PathBuf;
@@ -20,35 +22,46 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::SharedGate;
+use crate::tls::ServerCert;
 
 /// How often watched files are read for changes.
 pub const POLL: Duration = Duration::from_secs(2);
 
-/// Reloads the gate of a running shardcache.
-pub struct AuthReload {
+/// Reloads the gate and the certificate of a running shardcache.
+pub struct Reloader {
     config: PathBuf,
-    gate: Arc<SharedGate>,
+    /// The gate in force and the files it was built from, besides the config file.
+    auth: Option<(Arc<SharedGate>, Mutex<Vec<PathBuf>>)>,
+    cert: Option<Arc<ServerCert>>,
     metrics: Arc<Metrics>,
-    /// The files the rules in force were read from, besides the config file.
-    files: Mutex<Vec<PathBuf>>,
 }
 
-impl AuthReload {
-    /// Watches `config` and `files` (what the gate in force was built from).
-    pub fn new(config: PathBuf, files: Vec<PathBuf>, gate: Arc<SharedGate>, metrics: Arc<Metrics>) -> Self {
+impl Reloader {
+    /// Watches `config`, and the files the gate (`auth`: the gate and the files it read) and
+    /// the certificate were read from.
+    pub fn new(
+        config: PathBuf,
+        auth: Option<(Arc<SharedGate>, Vec<PathBuf>)>,
+        cert: Option<Arc<ServerCert>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             config,
-            gate,
+            auth: auth.map(|(gate, files)| (gate, Mutex::new(files))),
+            cert,
             metrics,
-            files: Mutex::new(files),
         }
     }
 
     /// A digest of every watched file's content (a missing file counts as its own state).
     fn fingerprint(&self) -> [u8; 32] {
-        let files = self.files.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut files = vec![self.config.clone()];
+        if let Some((_, read)) = &self.auth {
+            files.extend(read.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+        }
+        files.extend(self.cert.iter().flat_map(|c| c.files()));
         let mut h = Sha256::new();
-        for path in std::iter::once(&self.config).chain(&files) {
+        for path in &files {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     h.update((bytes.len() as u64).to_le_bytes());
@@ -61,26 +74,49 @@ impl AuthReload {
     }
 
     /// Reads the config again and swaps in its gate.
-    fn reload(&self) -> Result<usize, String> {
+    fn reload_auth(&self, gate: &SharedGate, read: &Mutex<Vec<PathBuf>>) -> Result<usize, String> {
         let config = Config::load(&self.config).map_err(|e| format!("{}: {e}", self.config.display()))?;
         let auth = config
             .auth
             .ok_or("the auth section was removed; authentication stays on until a restart")?;
-        let (gate, files) = crate::app::gate(&auth).map_err(|e| e.to_string())?;
-        let keys = gate.verifier.key_count();
-        self.gate.replace(gate);
-        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = files;
+        let (new, files) = crate::app::gate(&auth).map_err(|e| e.to_string())?;
+        let keys = new.verifier.key_count();
+        gate.replace(new);
+        *read.lock().unwrap_or_else(|p| p.into_inner()) = files;
         Ok(keys)
+    }
+
+    /// Reloads what is configured, counting and logging each outcome.
+    fn reload(&self, on_signal: bool) {
+        let mut outcomes = Vec::new();
+        if let Some((gate, read)) = &self.auth {
+            let result = self.reload_auth(gate, read).map(|keys| format!("{keys} keys"));
+            outcomes.push(("auth", result));
+        }
+        if let Some(cert) = &self.cert {
+            outcomes.push((
+                "tls",
+                cert.reload().map(|()| "certificate".into()).map_err(|e| e.to_string()),
+            ));
+        }
+        for (what, result) in outcomes {
+            let label = if result.is_ok() { "ok" } else { "error" };
+            self.metrics.reloads.with_label_values(&[what, label]).inc();
+            match result {
+                Ok(loaded) => tracing::info!(what, loaded, on_signal, "reloaded"),
+                Err(e) => tracing::error!(what, error = %e, "reload failed; what was in force stays"),
+            }
+        }
     }
 }
 
 #[async_trait]
-impl BackgroundService for AuthReload {
+impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; auth files are still polled");
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; files are still polled");
                 None
             }
         };
@@ -95,14 +131,8 @@ impl BackgroundService for AuthReload {
             if !asked && now == seen {
                 continue;
             }
-            let result = self.reload();
+            self.reload(asked);
             seen = self.fingerprint();
-            let label = if result.is_ok() { "ok" } else { "error" };
-            self.metrics.auth_reloads.with_label_values(&[label]).inc();
-            match result {
-                Ok(keys) => tracing::info!(keys, on_signal = asked, "auth reloaded"),
-                Err(e) => tracing::error!(error = %e, "auth reload failed; the previous keys and policy stay in force"),
-            }
         }
     }
 }

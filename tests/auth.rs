@@ -469,7 +469,8 @@ async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections()
     )
     .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metrics_value(&metrics, "shardcache_auth_reloads_total{result=\"error\"}").await < 1.0 {
+    let failed_reloads = ["shardcache_reloads_total{", "what=\"auth\"", "result=\"error\""];
+    while metrics_value(&metrics, &failed_reloads).await < 1.0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the broken reload was not noticed"
@@ -491,10 +492,114 @@ async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections()
     child.wait().unwrap();
 }
 
-async fn metrics_value(admin: &shardcache::ops::Endpoint, prefix: &str) -> f64 {
+/// The sum of the samples whose line starts with `parts[0]` and contains the other parts.
+async fn metrics_value(admin: &shardcache::ops::Endpoint, parts: &[&str]) -> f64 {
     let text = admin.call(http::Method::GET, "/metrics").await.unwrap().text();
     text.lines()
-        .filter(|l| l.starts_with(prefix))
+        .filter(|l| l.starts_with(parts[0]) && parts[1..].iter().all(|p| l.contains(p)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The audit log's lines, once there are `n` (or after 5 s).
+async fn audit_lines(log: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_who_read_what_and_every_denial() {
+    let s3 = S3Server::start().await;
+    s3.bucket("data");
+    let body = data(70_000, 6);
+    s3.put("data", "public/a.bin", body.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let audit = format!("audit:\n  requests: writes\n  file: {}\n", log.display());
+    let opts = ProxyOptions {
+        extra: format!("{AUTH}{audit}"),
+        ..Default::default()
+    };
+    let proxy = Proxy::start(s3.addr, opts);
+    let job = [("x-shardcache-job", "resnet-run-7")];
+    // A read (not logged with `writes`), a denied read, a write.
+    let read = common::get(proxy.addr, "/data/public/a.bin", &job).await;
+    assert_eq!((read.status, read.body.len()), (200, body.len()));
+    let denied = common::get(proxy.addr, "/data/train/x", &job).await;
+    assert_eq!(denied.status, 403);
+    let writer = client(&proxy, "AKIDWRITER", "writer-secret");
+    let put = writer
+        .put_object()
+        .bucket("data")
+        .key("up/w.bin")
+        .body(b"w".to_vec().into());
+    assert_eq!(code(put.send().await).await, "ok");
+
+    let lines = audit_lines(&log, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (refused, wrote) = (&lines[0], &lines[1]);
+    assert_eq!(refused["principal"], "anonymous");
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["denied"], true);
+    assert_eq!(refused["error"], "AccessDenied");
+    assert_eq!(refused["key"], "train/x");
+    assert_eq!(refused["job"], "resnet-run-7");
+    assert_eq!(wrote["principal"], "writer");
+    assert_eq!(
+        (wrote["method"].as_str(), wrote["status"].as_u64()),
+        (Some("PUT"), Some(200))
+    );
+    assert_eq!(wrote["operation"], "write_object");
+    assert!(wrote["etag"].as_str().is_some_and(|e| e.starts_with('"')), "{wrote}");
+    assert!(
+        wrote["source"].as_str().is_some_and(|s| s.starts_with("127.0.0.1:")),
+        "{wrote}"
+    );
+    assert_eq!(proxy.metric("shardcache_audit_dropped_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_of_all_requests_records_what_each_read_served() {
+    let s3 = S3Server::start().await;
+    s3.bucket("data");
+    let body = data(70_000, 8);
+    s3.put("data", "public/b.bin", body.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let opts = ProxyOptions {
+        extra: format!("{AUTH}audit:\n  requests: all\n  file: {}\n", log.display()),
+        ..Default::default()
+    };
+    let proxy = Proxy::start(s3.addr, opts);
+    let range = [("range", "bytes=10-99"), ("x-shardcache-job", "j1")];
+    for _ in 0..2 {
+        let r = common::get(proxy.addr, "/data/public/b.bin", &range).await;
+        assert_eq!((r.status, r.body.as_slice()), (206, &body[10..100]));
+    }
+    let etag = s3
+        .client()
+        .head_object()
+        .bucket("data")
+        .key("public/b.bin")
+        .send()
+        .await
+        .unwrap();
+    let lines = audit_lines(&log, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, cache) in lines.iter().zip(["miss", "memory_hit"]) {
+        assert_eq!(line["operation"], "get_object");
+        assert_eq!(line["range"], "bytes=10-99");
+        assert_eq!(line["bytes"], 90);
+        assert_eq!(line["etag"].as_str(), etag.e_tag());
+        assert_eq!(line["cache"], cache);
+        assert_eq!(line["job"], "j1");
+        assert_eq!(line["denied"], false);
+    }
 }

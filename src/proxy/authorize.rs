@@ -11,6 +11,7 @@ use pingora_http::RequestHeader;
 use crate::auth::{self, Action, Policy, RequestParts, Verified, Verifier};
 use crate::metrics::Metrics;
 use crate::s3::{query_keys, query_param, Operation, S3Error, S3Request};
+use crate::types::Identity;
 
 /// Client authentication and authorization.
 pub struct Gate {
@@ -77,6 +78,18 @@ impl Gate {
     }
 }
 
+/// A request the gate turned away: why, and what is known of it (for the audit log).
+pub struct Refused {
+    /// The answer.
+    pub error: S3Error,
+    /// Refused by the signature checks or the policy (not for being malformed).
+    pub denied: bool,
+    /// Who asked, if the signature verified.
+    pub identity: Identity,
+    /// What was asked, if it could be read.
+    pub request: Option<S3Request>,
+}
+
 /// Reads a request as S3 and lets it in, or says why not: its signature verified (with `gate`),
 /// its presigned parameters set aside, then the policy asked about what it does.
 pub fn admit(
@@ -84,23 +97,43 @@ pub fn admit(
     req: &RequestHeader,
     vhost_domains: &[String],
     metrics: &Metrics,
-) -> Result<(Verified, S3Request), S3Error> {
+) -> Result<(Verified, S3Request), Box<Refused>> {
     let parts = RequestParts {
         method: req.method.as_str(),
         path: req.uri.path(),
         query: req.uri.query().unwrap_or_default(),
         headers: &req.headers,
     };
-    let verified = Gate::verify(gate, &parts, metrics)?;
     let host = req
         .headers
         .get("host")
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.host());
-    let query = forwarded_query(&verified, parts.query);
-    let parsed = S3Request::parse(&req.method, parts.path, Some(&query), host, vhost_domains)?;
+    let parse = |presigned: bool| {
+        let query = forwarded_query(presigned, parts.query);
+        S3Request::parse(&req.method, parts.path, Some(&query), host, vhost_domains)
+    };
+    let verified = Gate::verify(gate, &parts, metrics).map_err(|error| Refused {
+        error,
+        denied: true,
+        identity: Identity::Anonymous,
+        request: parse(auth::sigv4::is_presigned(parts.query)).ok(),
+    })?;
+    let parsed = parse(verified.presigned).map_err(|error| Refused {
+        error,
+        denied: false,
+        identity: verified.identity.clone(),
+        request: None,
+    })?;
     if let Some(gate) = gate {
-        gate.authorize(&verified, &req.method, &parsed, metrics)?;
+        if let Err(error) = gate.authorize(&verified, &req.method, &parsed, metrics) {
+            return Err(Box::new(Refused {
+                error,
+                denied: true,
+                identity: verified.identity,
+                request: Some(parsed),
+            }));
+        }
     }
     Ok((verified, parsed))
 }
@@ -144,8 +177,8 @@ fn reads_object(query: &str) -> bool {
 }
 
 /// The query to route and forward: a presigned URL's signature parameters removed.
-fn forwarded_query<'a>(verified: &Verified, raw: &'a str) -> std::borrow::Cow<'a, str> {
-    match verified.presigned {
+fn forwarded_query(presigned: bool, raw: &str) -> std::borrow::Cow<'_, str> {
+    match presigned {
         true => auth::sigv4::strip_presigned(raw).into(),
         false => raw.into(),
     }

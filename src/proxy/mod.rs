@@ -14,6 +14,7 @@ mod local;
 mod meta;
 mod object;
 mod readahead;
+mod record;
 mod respond;
 mod routes;
 mod upload;
@@ -30,10 +31,11 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-pub use authorize::{Gate, SharedGate};
+pub use authorize::{Gate, Refused, SharedGate};
 pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
+use crate::audit::Audit;
 use crate::auth::chunked::Decoder;
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
@@ -62,6 +64,8 @@ pub struct ProxyState {
     pub vhost_domains: Vec<String>,
     /// Client authentication and authorization; `None`: every request is anonymous and allowed.
     pub gate: Option<Arc<SharedGate>>,
+    /// The audit log, if on.
+    pub audit: Option<Audit>,
     meta: MetaLookups,
     sequential: SequentialReads,
 }
@@ -75,6 +79,7 @@ impl ProxyState {
         read_ahead: u32,
         vhost_domains: Vec<String>,
         gate: Option<Arc<SharedGate>>,
+        audit: Option<Audit>,
     ) -> Self {
         Self {
             router,
@@ -83,6 +88,7 @@ impl ProxyState {
             read_ahead,
             vhost_domains,
             gate,
+            audit,
             meta: MetaLookups::default(),
             sequential: SequentialReads::default(),
         }
@@ -109,6 +115,10 @@ pub struct RequestCtx {
     upload: Option<Decoder>,
     /// Why the request body was refused mid-stream: the answer `fail_to_proxy` gives.
     body_error: Option<S3Error>,
+    /// The S3 error code shardcache answered with.
+    error: Option<&'static str>,
+    /// Refused by the signature checks or the policy.
+    denied: bool,
 }
 
 impl RequestCtx {
@@ -224,6 +234,8 @@ impl ProxyHttp for S3Proxy {
             delete_body: Vec::new(),
             upload: None,
             body_error: None,
+            error: None,
+            denied: false,
         }
     }
 
@@ -238,8 +250,20 @@ impl ProxyHttp for S3Proxy {
         let parsed = authorize::admit(gate.as_deref(), req, &self.state.vhost_domains, &self.state.metrics);
         let (verified, parsed) = match parsed {
             Ok(p) => p,
-            Err(e) => {
-                ctx.fail(session, e).await?;
+            Err(refused) => {
+                let Refused {
+                    error,
+                    denied,
+                    identity,
+                    request,
+                } = *refused;
+                (ctx.denied, ctx.identity) = (denied, identity);
+                if let Some(r) = request {
+                    ctx.op = r.op;
+                    ctx.bucket_name = r.bucket.map(|b| b.to_string()).unwrap_or_default();
+                    ctx.key = r.key;
+                }
+                ctx.fail(session, error).await?;
                 return Ok(true);
             }
         };
@@ -412,6 +436,13 @@ impl ProxyHttp for S3Proxy {
             .observe(ctx.start.elapsed().as_secs_f64());
         if let Some(ttfb) = ctx.ttfb {
             m.ttfb.with_label_values(&[outcome]).observe(ttfb.as_secs_f64());
+        }
+        if let Some(audit) = &self.state.audit {
+            let method = &session.req_header().method;
+            let write = !(method == http::Method::GET || method == http::Method::HEAD);
+            if audit.wants(write, ctx.denied) {
+                audit.record(record::audit(session, ctx, status));
+            }
         }
         tracing::debug!(
             request_id = %ctx.request_id,

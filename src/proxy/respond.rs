@@ -80,7 +80,11 @@ impl RequestCtx {
             bucket: Some(self.bucket_name.as_str()).filter(|b| !b.is_empty()),
             key: self.key.as_ref().map(|k| k.as_str()),
         };
-        self.status = send_failure(session, failure.into(), &site).await?;
+        let failure = failure.into();
+        if let Failure::S3(e) = &failure {
+            self.error = Some(e.code());
+        }
+        self.status = send_failure(session, failure, &site).await?;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::WrappedX509;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::{Opened, Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
@@ -42,6 +43,8 @@ pub struct S3OriginOptions {
     pub connect_timeout: Duration,
     /// Timeout between two reads.
     pub read_timeout: Duration,
+    /// For https: the CAs to trust instead of the system's roots.
+    pub ca: Option<Arc<[WrappedX509]>>,
 }
 
 /// An S3-compatible upstream.
@@ -53,6 +56,7 @@ pub struct S3Origin {
     signer: Signer,
     connect_timeout: Duration,
     read_timeout: Duration,
+    ca: Option<Arc<[WrappedX509]>>,
     connector: Arc<Connector>,
     /// Resolved addresses by DNS name, so no request waits on a blocking lookup.
     resolved: Mutex<HashMap<String, (Instant, SocketAddr)>>,
@@ -75,6 +79,7 @@ impl S3Origin {
             signer: opts.signer,
             connect_timeout: opts.connect_timeout,
             read_timeout: opts.read_timeout,
+            ca: opts.ca,
             connector: Arc::new(Connector::new(None)),
             resolved: Mutex::new(HashMap::new()),
         }
@@ -125,6 +130,7 @@ impl S3Origin {
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.idle_timeout = Some(POOL_IDLE);
+        peer.options.ca = self.ca.clone();
         Ok(peer)
     }
 
@@ -414,6 +420,7 @@ mod tests {
             signer: Signer::new("us-east-1", &anon, &|_| None).unwrap(),
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
+            ca: None,
         })
     }
 
