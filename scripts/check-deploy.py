@@ -77,16 +77,48 @@ def by_kind(docs):
     return out
 
 
+# What the Secrets the chart mounts would hold, for `check-config` to read.
+SECRET_STUBS = {
+    "/etc/shardcache-auth/auth.yaml": "keys:\n  - {access_key_id: AKIDTRAIN, secret_access_key: s, principal: train}\n"
+    "policy:\n  - {effect: allow, principals: [train], actions: [GetObject, ListBucket], resources: ['*']}\n",
+    "/etc/shardcache-admin/token": "admin-token\n",
+    "/etc/shardcache-tls/tls.crt": (ROOT / "tests" / "tls" / "server1.pem").read_text(),
+    "/etc/shardcache-tls/tls.key": (ROOT / "tests" / "tls" / "server1.key").read_text(),
+}
+
+
 def check_config(docs, binary):
+    """`shardcache check-config` on the rendered config, with the mounted Secrets' files stubbed
+    in a temporary directory."""
     [cm] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config")]
     text = cm["data"]["shardcache.yaml"]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        f.write(text)
-        f.flush()
-        checked = subprocess.run([binary, "check-config", f.name], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stubbed = text
+        for path, content in SECRET_STUBS.items():
+            local = Path(tmp) / path.lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_text(content)
+            stubbed = stubbed.replace(path, str(local))
+        config = Path(tmp) / "shardcache.yaml"
+        config.write_text(stubbed)
+        checked = subprocess.run([binary, "check-config", str(config)], capture_output=True, text=True)
         if checked.returncode != 0:
             fail(f"rendered config refused: {checked.stderr}\n{text}")
     return yaml.safe_load(text)
+
+
+def check_secret_mounts(pod_spec, container, config):
+    """Each file the config names is in a mounted Secret volume."""
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    auth, tls = config.get("auth") or {}, config.get("tls") or {}
+    for path in [auth.get("file"), auth.get("admin_token_file"), tls.get("cert_file"), tls.get("key_file")]:
+        if path is None:
+            continue
+        directory, name = path.rsplit("/", 1)
+        volume = volumes.get(mounts.get(directory, ""), {})
+        if name not in [i["path"] for i in volume.get("secret", {}).get("items", [])]:
+            fail(f"{path} is named by the config but no Secret volume provides it")
 
 
 def shardcache_container(pod_spec):
@@ -140,6 +172,14 @@ def check_daemonset(binary):
         fail("hostPort not set on the s3 port")
     if kinds["Service"][0]["spec"]["internalTrafficPolicy"] != "Local":
         fail("the Service must keep traffic on the node")
+    auth = config.get("auth") or {}
+    if not (auth.get("file") and auth.get("admin_token_file") and config.get("tls")):
+        fail(f"daemonset config lacks auth from its Secrets or tls: {config}")
+    check_secret_mounts(spec, container, config)
+    [policy] = kinds["NetworkPolicy"]
+    ports = [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]]
+    if ports != [["s3"], ["admin"]]:
+        fail(f"NetworkPolicy must open only the s3 and admin ports: {ports}")
     sa = kinds["ServiceAccount"][0]["metadata"]["annotations"]
     if "eks.amazonaws.com/role-arn" not in sa:
         fail("IRSA annotation missing")
@@ -149,8 +189,12 @@ def check_daemonset(binary):
     if json.loads(dash["data"]["shardcache.json"]) != json.loads((CHART / "files" / "dashboard.json").read_text()):
         fail("dashboard ConfigMap differs from files/dashboard.json")
     check_operator_objects(kinds, {p["name"] for p in container["ports"]})
-    # The defaults render too, and a bad mode is refused by the schema.
-    validate(render(None))
+    # The defaults render too, with authentication on (and no keys: everything refused), and a
+    # bad mode is refused by the schema.
+    defaults = render(None)
+    validate(defaults)
+    if "region" not in (check_config(defaults, binary).get("auth") or {}):
+        fail("the default daemonset config must verify clients")
     report = helm.lint(str(CHART), {"mode": "deployment"}, strict=True)
     if not any("/mode" in e for e in report["errors"]):
         fail(f"values.schema.json accepted mode: deployment: {report}")
@@ -167,6 +211,12 @@ def check_sidecar(binary):
     config = check_config(docs, binary)
     if config["listen"] != "127.0.0.1:8080" or set(config["upstreams"]) != {"r2"}:
         fail(f"sidecar config: listen {config['listen']}, upstreams {list(config['upstreams'])}")
+    if "auth" in config:
+        fail("allowAnonymousSidecar with no keys renders no auth section")
+    # Without that explicit choice, a sidecar verifies clients too.
+    closed = check_config(render({**values, "auth": {"allowAnonymousSidecar": False}}), binary)
+    if "auth" not in closed:
+        fail("a sidecar must verify clients unless allowAnonymousSidecar is set")
     spec = kinds["Job"][0]["spec"]["template"]["spec"]
     container = shardcache_container(spec)
     if container.get("restartPolicy") != "Always" or container not in spec["initContainers"]:

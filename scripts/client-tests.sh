@@ -91,8 +91,6 @@ auth:
     - {access_key_id: AKIDCLIENTSUITE, secret_access_key: "client/suite+secret", principal: suite}
   policy:
     - {effect: allow, principals: [suite], actions: ['*'], resources: ['*']}
-    # shardcache warm lists through the S3 listener unsigned.
-    - {effect: allow, principals: [anonymous], actions: [ListBucket], resources: ['train/*']}
   admin_token_file: $work/admin-token
 YAML
 echo "client-suite-admin-token" > "$work/admin-token"
@@ -144,11 +142,17 @@ tests/clients/cli_tools.sh "$endpoint" "$admin" "$work"
 python3 tests/clients/arrow_fsspec.py "$endpoint" "$admin"
 python3 tests/clients/loader.py "$endpoint" "$admin"
 
-if "$bin" warm s3://train/ --endpoint "$endpoint" --admin "$admin" >/dev/null 2>&1; then
-    echo "shardcache warm: warmed without the admin token" >&2; exit 1
+# shardcache warm signs its listing and its warm calls with the suite's key (its principal is
+# allowed `*`, so shardcache:Warm), or uses the admin token; with neither it is refused.
+if env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$bin" warm s3://train/ --endpoint "$endpoint" \
+    --admin "$admin" >/dev/null 2>&1; then
+    echo "shardcache warm: warmed with no credentials" >&2; exit 1
 fi
 warm=$("$bin" warm s3://train/ --endpoint "$endpoint" --admin "$admin" --admin-token-file "$work/admin-token")
-echo "shardcache warm: $warm"
+echo "shardcache warm (admin token): $warm"
+grep -q 'warmed 8 objects.* 0 failed' <<<"$warm"
+warm=$("$bin" warm s3://train/ --endpoint "$endpoint" --admin "$admin")
+echo "shardcache warm (signed by a principal): $warm"
 grep -q 'warmed 8 objects.* 0 failed' <<<"$warm"
 "$bin" stats --admin "$admin" | tee "$work/stats.txt"
 grep -q '^GetObject requests' "$work/stats.txt"

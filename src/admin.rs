@@ -3,10 +3,12 @@
 //! one object into the cache; answers JSON when it is cached, used by `shardcache warm`).
 //!
 //! The three GETs stay open and read-only. `POST /warm` changes state: with client
-//! authentication on it needs the admin bearer token ([`WarmAccess`]).
+//! authentication on it needs the admin bearer token or the SigV4 signature of a principal the
+//! policy allows `shardcache:Warm` on the object ([`WarmAccess`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -15,18 +17,23 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::proxy::ProxyState;
+use crate::auth::{Action, RequestParts};
+use crate::proxy::{ProxyState, SharedGate};
 use crate::s3::query_param;
 
 /// Who may call `POST /warm`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum WarmAccess {
     /// Anyone who reaches the admin listener (client authentication is off).
     Open,
-    /// Nobody (authentication is on and no admin token is configured).
-    Closed,
-    /// Callers presenting `Authorization: Bearer <token>`, the token read from this file.
-    Token(PathBuf),
+    /// Callers presenting `Authorization: Bearer <token>` (the token read from `token`, if
+    /// set), or a SigV4 signature of a principal the gate's policy allows `shardcache:Warm`.
+    Checked {
+        /// The admin token file.
+        token: Option<PathBuf>,
+        /// The client gate in force.
+        gate: Arc<SharedGate>,
+    },
 }
 
 /// The admin HTTP app.
@@ -41,20 +48,27 @@ impl AdminApp {
         Self { state, warm_access }
     }
 
-    /// Why a `POST /warm` carrying `authorization` is refused, if it is.
-    async fn warm_refusal(&self, authorization: Option<&[u8]>) -> Option<(StatusCode, &'static str)> {
-        let file = match &self.warm_access {
+    /// Why a `POST /warm` is refused, if it is.
+    async fn warm_refusal(&self, req: &http::request::Parts) -> Option<(StatusCode, String)> {
+        let (token, gate) = match &self.warm_access {
             WarmAccess::Open => return None,
-            WarmAccess::Closed => {
-                return Some((StatusCode::FORBIDDEN, "POST /warm is off: set auth.admin_token_file"));
-            }
-            WarmAccess::Token(file) => file,
+            WarmAccess::Checked { token, gate } => (token, gate),
         };
+        let authorization = req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        if authorization.is_some_and(|a| a.starts_with(b"AWS4-HMAC-SHA256")) {
+            return warm_principal_refusal(gate, req);
+        }
+        let Some(file) = token else {
+            let why = "POST /warm needs the SigV4 signature of a principal allowed shardcache:Warm \
+                       (no auth.admin_token_file is set)";
+            return Some((StatusCode::FORBIDDEN, why.into()));
+        };
+        let refusal = |status, why: &str| Some((status, why.to_owned()));
         let token = match tokio::fs::read(file).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "cannot read the admin token file");
-                return Some((StatusCode::FORBIDDEN, "the admin token cannot be read"));
+                return refusal(StatusCode::FORBIDDEN, "the admin token cannot be read");
             }
         };
         let token = token.trim_ascii();
@@ -63,11 +77,11 @@ impl AdminApp {
             .map(<[u8]>::trim_ascii);
         match presented {
             Some(p) if !token.is_empty() && bool::from(p.ct_eq(token)) => None,
-            Some(_) => Some((StatusCode::FORBIDDEN, "wrong admin token")),
-            None => Some((
+            Some(_) => refusal(StatusCode::FORBIDDEN, "wrong admin token"),
+            None => refusal(
                 StatusCode::UNAUTHORIZED,
-                "POST /warm needs Authorization: Bearer <admin token>",
-            )),
+                "POST /warm needs Authorization: Bearer <admin token>, or a SigV4 signature",
+            ),
         }
     }
 
@@ -93,6 +107,35 @@ impl AdminApp {
                 reply_json(status, &json!({ "bucket": bucket, "key": key, "error": e.message }))
             }
         }
+    }
+}
+
+/// Why a SigV4-signed `POST /warm` is refused: a signature that does not verify, or a principal
+/// the policy does not allow `shardcache:Warm` on `bucket/key`.
+fn warm_principal_refusal(gate: &SharedGate, req: &http::request::Parts) -> Option<(StatusCode, String)> {
+    let gate = gate.current();
+    let query = req.uri.query().unwrap_or_default();
+    let parts = RequestParts {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query,
+        headers: &req.headers,
+    };
+    let verified = match gate.verifier.verify(&parts, SystemTime::now()) {
+        Ok(v) => v,
+        Err(e) => return Some((StatusCode::FORBIDDEN, e.to_string())),
+    };
+    let resource = format!(
+        "{}/{}",
+        query_param(query, "bucket").unwrap_or_default(),
+        query_param(query, "key").unwrap_or_default()
+    );
+    match gate.policy.allows(&verified.identity, Action::Warm, &resource) {
+        true => None,
+        false => Some((
+            StatusCode::FORBIDDEN,
+            format!("not allowed shardcache:Warm on {resource}"),
+        )),
     }
 }
 
@@ -129,11 +172,8 @@ impl ServeHttp for AdminApp {
             // The admin listener starts with the S3 listener, after the cache opened.
             (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
             (Method::POST, "/warm") => {
-                let authorization = req
-                    .headers
-                    .get(http::header::AUTHORIZATION)
-                    .map(|v| v.as_bytes().to_vec());
-                match self.warm_refusal(authorization.as_deref()).await {
+                let parts = req.as_owned_parts();
+                match self.warm_refusal(&parts).await {
                     Some((status, why)) => reply_json(status, &json!({ "error": why })),
                     None => self.warm(&query).await,
                 }

@@ -218,12 +218,12 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         Some(cert) => proxy.add_tls_with_settings(&config.listen.to_string(), None, cert.settings()),
         None => proxy.add_tcp(&config.listen.to_string()),
     }
-    let warm_access = match &config.auth {
-        None => WarmAccess::Open,
-        Some(auth) => auth
-            .admin_token_file
-            .clone()
-            .map_or(WarmAccess::Closed, WarmAccess::Token),
+    let warm_access = match (&config.auth, &gate) {
+        (Some(auth), Some(gate)) => WarmAccess::Checked {
+            token: auth.admin_token_file.clone(),
+            gate: gate.clone(),
+        },
+        _ => WarmAccess::Open,
     };
     let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state.clone(), warm_access));
     match cert.as_ref().filter(|_| config.tls.as_ref().is_some_and(|t| t.admin)) {

@@ -78,10 +78,15 @@ enum Command {
         /// shardcache's admin listener (does the warming).
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: Endpoint,
-        /// File holding the admin token (`auth.admin_token_file` of the running shardcache),
-        /// needed when it checks who asks.
+        /// File holding the admin token (`auth.admin_token_file` of the running shardcache).
+        /// Without it, and with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` set, the warm
+        /// calls are SigV4-signed with that key, whose principal needs `shardcache:Warm`. The
+        /// listing is signed with that key whenever it is set.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// The region shardcache's `auth.region` expects signatures for.
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
         /// Objects warmed at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -166,16 +171,29 @@ fn main() -> ExitCode {
             endpoint,
             admin,
             admin_token_file,
+            region,
             concurrency,
         } => {
+            let key = match (
+                std::env::var("AWS_ACCESS_KEY_ID"),
+                std::env::var("AWS_SECRET_ACCESS_KEY"),
+            ) {
+                (Ok(id), Ok(secret)) if !id.is_empty() => Some((id, secret)),
+                _ => None,
+            };
+            let signed = |e: Endpoint| match &key {
+                Some((id, secret)) => e.with_sigv4(id.clone(), secret.clone(), region.clone()),
+                None => e,
+            };
             let admin = match admin_token_file.map(std::fs::read_to_string).transpose() {
                 Ok(Some(token)) => admin.with_bearer(token.trim().to_owned()),
-                Ok(None) => admin,
+                Ok(None) => signed(admin),
                 Err(e) => {
                     eprintln!("shardcache warm: --admin-token-file: {e}");
                     return ExitCode::FAILURE;
                 }
             };
+            let endpoint = signed(endpoint);
             warm(ops::warm::WarmArgs {
                 target,
                 manifest,

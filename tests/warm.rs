@@ -149,3 +149,53 @@ async fn with_authentication_on_warming_needs_the_admin_token() {
         refused.failed
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_allowed_shardcache_warm_warms_with_its_own_signature() {
+    let s3 = S3Server::start().await;
+    s3.bucket("dataset");
+    s3.put("dataset", "a.tar", data(2 * C, 2)).await;
+    s3.put("dataset", "b.tar", data(C, 3)).await;
+    let extra = "auth:\n  keys:\n\
+                 \x20   - {access_key_id: AKWARM, secret_access_key: warm-secret, principal: warmer}\n\
+                 \x20   - {access_key_id: AKREAD, secret_access_key: read-secret, principal: reader}\n\
+                 \x20 policy:\n\
+                 \x20   - {effect: allow, principals: ['*'], actions: [ListBucket, GetObject], resources: ['dataset/*']}\n\
+                 \x20   - {effect: allow, principals: [warmer], actions: ['shardcache:Warm'], resources: ['dataset/*']}\n\
+                 \x20   - {effect: deny, principals: [warmer], actions: ['shardcache:Warm'], resources: ['dataset/b.tar']}\n";
+    let proxy = Proxy::start(
+        s3.addr,
+        ProxyOptions {
+            extra: extra.into(),
+            ..Default::default()
+        },
+    );
+    let warm = |key: &str, secret: &str| {
+        let mut a = args(&proxy, "s3://dataset/", None);
+        let sign = |e: shardcache::ops::Endpoint| e.with_sigv4(key.into(), secret.into(), "us-east-1".into());
+        a.endpoint = sign(a.endpoint);
+        a.admin = sign(a.admin);
+        run(a)
+    };
+    let warmed = warm("AKWARM", "warm-secret").await.unwrap();
+    assert_eq!(warmed.objects, 1, "{warmed}");
+    assert_eq!(warmed.failed.len(), 1, "{warmed}");
+    assert!(
+        warmed.failed[0]
+            .1
+            .contains("not allowed shardcache:Warm on dataset/b.tar"),
+        "{warmed}"
+    );
+    let reader = warm("AKREAD", "read-secret").await.unwrap();
+    assert_eq!((reader.objects, reader.failed.len()), (0, 2), "{reader}");
+    assert!(
+        reader.failed.iter().all(|(_, why)| why.starts_with("HTTP 403")),
+        "{reader}"
+    );
+    let forged = warm("AKWARM", "not-the-secret").await;
+    assert!(
+        forged.is_err_and(|e| e.contains("SignatureDoesNotMatch")),
+        "the listing is refused first"
+    );
+    assert_eq!(proxy.metric("shardcache_warmed_bytes_total").await, (2 * C) as f64);
+}

@@ -35,6 +35,9 @@ pub enum Action {
     GetBucketLocation,
     /// Any other S3 call (ACLs, tagging, bucket configuration, ...).
     Other,
+    /// The admin listener's `POST /warm`, on `bucket/key`: bring an object into the cache.
+    #[serde(rename = "shardcache:Warm")]
+    Warm,
     /// Every action.
     #[serde(rename = "*")]
     All,
@@ -51,6 +54,7 @@ impl Action {
             Self::ListAllMyBuckets => "ListAllMyBuckets",
             Self::GetBucketLocation => "GetBucketLocation",
             Self::Other => "Other",
+            Self::Warm => "shardcache:Warm",
             Self::All => "*",
         }
     }

@@ -1,17 +1,48 @@
 //! A minimal HTTP/1.1 client for the operator commands: one request per connection, plain
-//! `http://` only (shardcache's listeners are node-local).
+//! `http://` only (shardcache's listeners are node-local). Calls carry a bearer token or a
+//! SigV4 signature when the endpoint has one.
 
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{
+    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode,
+};
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// A base address such as `http://127.0.0.1:9090`, and the bearer token its calls carry.
+/// A base address such as `http://127.0.0.1:9090`, and how its calls authenticate.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     authority: String,
-    bearer: Option<String>,
+    auth: Option<CallAuth>,
+}
+
+/// How calls authenticate.
+#[derive(Clone)]
+enum CallAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer(String),
+    /// Signed with an access key for `region` (service `s3`).
+    SigV4 {
+        key: String,
+        secret: String,
+        region: String,
+    },
+}
+
+impl std::fmt::Debug for CallAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token or a secret.
+        f.write_str(match self {
+            Self::Bearer(_) => "Bearer",
+            Self::SigV4 { .. } => "SigV4",
+        })
+    }
 }
 
 impl std::str::FromStr for Endpoint {
@@ -22,7 +53,7 @@ impl std::str::FromStr for Endpoint {
         match (uri.scheme_str(), uri.authority()) {
             (Some("http"), Some(a)) if uri.path() == "/" || uri.path().is_empty() => Ok(Self {
                 authority: a.as_str().to_owned(),
-                bearer: None,
+                auth: None,
             }),
             (Some("http"), Some(_)) => Err(format!("{s:?}: give the base address, without a path")),
             _ => Err(format!("{s:?}: expected http://HOST:PORT")),
@@ -49,9 +80,55 @@ impl Endpoint {
     /// The same endpoint, its calls carrying `Authorization: Bearer <token>`.
     pub fn with_bearer(self, token: String) -> Self {
         Self {
-            bearer: Some(token),
+            auth: Some(CallAuth::Bearer(token)),
             ..self
         }
+    }
+
+    /// The same endpoint, its calls signed (SigV4, service `s3`) with `key` and `secret` for
+    /// `region`.
+    pub fn with_sigv4(self, key: String, secret: String, region: String) -> Self {
+        Self {
+            auth: Some(CallAuth::SigV4 { key, secret, region }),
+            ..self
+        }
+    }
+
+    /// The headers that sign `method path_and_query`, as S3 verifies them (no body).
+    fn signature(
+        &self,
+        (key, secret, region): (&str, &str, &str),
+        method: &Method,
+        path_and_query: &str,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        let identity = Credentials::new(key, secret, None, None, "shardcache").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name("s3")
+            .time(SystemTime::now())
+            .settings(settings)
+            .build()
+            .map_err(|e| e.to_string())?
+            .into();
+        let uri = format!("http://{}{path_and_query}", self.authority);
+        let host = [("host", self.authority.as_str())];
+        let signable = SignableRequest::new(
+            method.as_str(),
+            uri,
+            host.into_iter(),
+            SignableBody::Precomputed(crate::auth::sigv4::UNSIGNED_PAYLOAD.into()),
+        )
+        .map_err(|e| e.to_string())?;
+        let (instructions, _) = sign(signable, &params).map_err(|e| e.to_string())?.into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
     }
 
     /// Sends `method path_and_query` and reads the whole answer.
@@ -66,8 +143,16 @@ impl Endpoint {
             .method(method.clone())
             .uri(path_and_query)
             .header(http::header::HOST, &self.authority);
-        if let Some(token) = &self.bearer {
-            req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        match &self.auth {
+            Some(CallAuth::Bearer(token)) => {
+                req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            Some(CallAuth::SigV4 { key, secret, region }) => {
+                for (k, v) in self.signature((key, secret, region), &method, path_and_query)? {
+                    req = req.header(k, v);
+                }
+            }
+            None => {}
         }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| fail(&e))?;
         let res = sender.send_request(req).await.map_err(|e| fail(&e))?;

@@ -58,7 +58,43 @@ The config file: .Values.config with the listeners set from ports and mode.
 {{- $host := ternary "127.0.0.1" "0.0.0.0" (eq .Values.mode "sidecar") }}
 {{- $_ := set $config "listen" (printf "%s:%d" $host (int .Values.ports.s3)) }}
 {{- $_ := set $config "admin_listen" (printf "0.0.0.0:%d" (int .Values.ports.admin)) }}
+{{- $auth := include "shardcache.auth" . | fromYaml }}
+{{- if $auth }}
+{{- $_ := set $config "auth" $auth }}
+{{- end }}
+{{- with .Values.tls.existingSecret }}
+{{- $_ := set $config "tls" (dict "cert_file" "/etc/shardcache-tls/tls.crt" "key_file" "/etc/shardcache-tls/tls.key" "admin" $.Values.tls.admin) }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+The `auth` section: config.auth, with the region and the files of the Secrets. Empty (no client
+authentication) only in sidecar mode with allowAnonymousSidecar and nothing else given.
+*/}}
+{{- define "shardcache.auth" -}}
+{{- $auth := deepCopy (.Values.config.auth | default dict) }}
+{{- $given := or .Values.config.auth .Values.auth.existingSecret .Values.auth.adminTokenSecret }}
+{{- if and (eq .Values.mode "sidecar") .Values.auth.allowAnonymousSidecar (not $given) }}
+{{- else }}
+{{- if not (hasKey $auth "region") }}
+{{- $_ := set $auth "region" .Values.auth.region }}
+{{- end }}
+{{- if .Values.auth.existingSecret }}
+{{- $_ := set $auth "file" "/etc/shardcache-auth/auth.yaml" }}
+{{- end }}
+{{- if .Values.auth.adminTokenSecret }}
+{{- $_ := set $auth "admin_token_file" "/etc/shardcache-admin/token" }}
+{{- end }}
+{{- toYaml $auth }}
+{{- end }}
+{{- end }}
+
+{{/*
+The scheme of the admin listener, for probes and monitors.
+*/}}
+{{- define "shardcache.adminScheme" -}}
+{{- ternary "HTTPS" "HTTP" (and (not (empty .Values.tls.existingSecret)) .Values.tls.admin) }}
 {{- end }}
 
 {{- define "shardcache.cachePath" -}}
@@ -101,17 +137,26 @@ so a Job still completes.
     httpGet:
       path: /readyz
       port: admin
+      {{- if eq (include "shardcache.adminScheme" .) "HTTPS" }}
+      scheme: HTTPS
+      {{- end }}
     periodSeconds: 1
     failureThreshold: 120
   readinessProbe:
     httpGet:
       path: /readyz
       port: admin
+      {{- if eq (include "shardcache.adminScheme" .) "HTTPS" }}
+      scheme: HTTPS
+      {{- end }}
     periodSeconds: 5
   livenessProbe:
     httpGet:
       path: /healthz
       port: admin
+      {{- if eq (include "shardcache.adminScheme" .) "HTTPS" }}
+      scheme: HTTPS
+      {{- end }}
     periodSeconds: 10
     failureThreshold: 3
   resources:
@@ -124,10 +169,25 @@ so a Job still completes.
       readOnly: true
     - name: shardcache-cache
       mountPath: {{ include "shardcache.cachePath" . }}
+    {{- if .Values.auth.existingSecret }}
+    - name: shardcache-auth
+      mountPath: /etc/shardcache-auth
+      readOnly: true
+    {{- end }}
+    {{- if .Values.auth.adminTokenSecret }}
+    - name: shardcache-admin-token
+      mountPath: /etc/shardcache-admin
+      readOnly: true
+    {{- end }}
+    {{- if .Values.tls.existingSecret }}
+    - name: shardcache-tls
+      mountPath: /etc/shardcache-tls
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/*
-Pods' volumes: the config and the cache.
+Pods' volumes: the config, the cache, and the Secrets auth and tls name.
 */}}
 {{- define "shardcache.volumes" -}}
 - name: shardcache-config
@@ -142,6 +202,32 @@ Pods' volumes: the config and the cache.
     type: DirectoryOrCreate
 {{- else }}
   emptyDir: {}
+{{- end }}
+{{- with .Values.auth.existingSecret }}
+- name: shardcache-auth
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: auth.yaml
+        path: auth.yaml
+{{- end }}
+{{- with .Values.auth.adminTokenSecret }}
+- name: shardcache-admin-token
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: token
+        path: token
+{{- end }}
+{{- with .Values.tls.existingSecret }}
+- name: shardcache-tls
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
 {{- end }}
 {{- end }}
 
