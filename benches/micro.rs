@@ -128,6 +128,45 @@ fn verification(c: &mut Criterion) {
     c.bench_function("sigv4/verify a client's ranged GET", |b| {
         b.iter(|| verifier.verify(black_box(&parts), now).unwrap())
     });
+
+    // The same GET as a presigned URL (query auth), as the benchmark kit's trust case sends it.
+    let mut settings = aws_sigv4::http_request::SigningSettings::default();
+    settings.signature_location = aws_sigv4::http_request::SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(3600));
+    let identity = aws_credential_types::Credentials::new(id, secret, None, None, "bench").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(now)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let url = "http://127.0.0.1:8080/datasets/imagenet/train/shard-000123.tar";
+    let host = [("host", "127.0.0.1:8080")];
+    let signable = aws_sigv4::http_request::SignableRequest::new(
+        "GET",
+        url,
+        host.into_iter(),
+        aws_sigv4::http_request::SignableBody::UnsignedPayload,
+    )
+    .unwrap();
+    let (instructions, _) = aws_sigv4::http_request::sign(signable, &params).unwrap().into_parts();
+    let mut presigned = http::Request::builder().uri(url).body(()).unwrap();
+    instructions.apply_to_request_http1x(&mut presigned);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", "127.0.0.1:8080".parse().unwrap());
+    let parts = RequestParts {
+        method: "GET",
+        path: presigned.uri().path(),
+        query: presigned.uri().query().unwrap(),
+        headers: &headers,
+    };
+    assert!(verifier.verify(&parts, now).is_ok());
+    c.bench_function("sigv4/verify a presigned GET", |b| {
+        b.iter(|| verifier.verify(black_box(&parts), now).unwrap())
+    });
 }
 
 criterion_group!(benches, chunk_plan, encoding, signing, verification);

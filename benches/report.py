@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
-ORDER = ["upstream", "shardcache", "nginx", "cachey"]
+ORDER = ["upstream", "shardcache", "shardcache+auth", "shardcache+auth+audit+lineage", "nginx", "cachey"]
 
 
 def median(values):
@@ -99,6 +99,12 @@ def targets(data, by):
     r2 = ratio(get("hit 64KiB x16", "shardcache", "req_per_s"), get("hit 64KiB x16", "cachey", "req_per_s"))
     add("RAM hit, 64 KiB, 16 conns, req/s", ">= 1.0x nginx and >= 1.0x cachey", r1 and r2 and min(r1, r2),
         lambda v: v >= 1.0, f"{fmt(r1)}x nginx, {fmt(r2)}x cachey")
+    trust = "trust: hit 64KiB x16 (auth, audit, lineage)"
+    open_rps = get(trust, "shardcache", "req_per_s")
+    r1 = ratio(get(trust, "shardcache+auth", "req_per_s"), open_rps)
+    r2 = ratio(get(trust, "shardcache+auth+audit+lineage", "req_per_s"), open_rps)
+    add("RAM hit, 64 KiB, 16 conns, SigV4 + policy", ">= 0.95x the same hits without auth", r1,
+        lambda v: v >= 0.95, f"{fmt(r1)}x without auth (with audit of every request and lineage: {fmt(r2)}x)")
     sc16 = get("hit 16MiB x16", "shardcache")
     r1, r2 = ratio(sc16, ceil.get("iperf3 16 streams")), ratio(sc16, get("hit 16MiB x16", "cachey"))
     add("RAM hit, 16 MiB, 16 conns, GB/s", ">= 0.95x iperf3 16 streams, >= 1.0x cachey",
@@ -142,7 +148,8 @@ def targets(data, by):
     return rows
 
 
-COLORS = {"upstream": "#8c8c8c", "shardcache": "#d9480f", "nginx": "#1c7ed6", "cachey": "#37b24d"}
+COLORS = {"upstream": "#8c8c8c", "shardcache": "#d9480f", "shardcache+auth": "#f08c00",
+          "shardcache+auth+audit+lineage": "#fab005", "nginx": "#1c7ed6", "cachey": "#37b24d"}
 
 
 def plot(by):

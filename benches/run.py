@@ -16,7 +16,7 @@ rounds. The load client is benches/loadgen (Rust, hyper, 2 threads). Per run: th
 TTFB and latency percentiles, upstream bytes and requests (from the origin's access log), CPU
 seconds and peak RSS of the contender's processes (/proc; peak reset per run with clear_refs).
 
-Usage: benches/run.sh [--quick] [--rounds N] [--only CASE_PREFIX]
+Usage: benches/run.sh [--quick] [--rounds N] [--seconds S] [--only CASE_PREFIX]
 Writes BENCHMARKS.md's results section and benches/results.json. Loopback only; everything it
 starts is stopped by PID.
 """
@@ -247,9 +247,9 @@ def start_nginx(name, conf):
                 WORK / f"nginx-{name}.log")
 
 
-def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None):
+def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra=""):
     """shardcache with its default disk settings (O_DIRECT), or memory only if `disk_dir` is None;
-    `write_queue` overrides cache.disk.write_queue_bytes."""
+    `write_queue` overrides cache.disk.write_queue_bytes; `extra` is appended to the config."""
     s3_port, admin_port = free_port(), free_port()
     disk = "\n  disk: null"
     if disk_dir is not None:
@@ -275,11 +275,67 @@ upstreams:
     credentials: {{source: anonymous}}
 buckets:
   - {{name: bench, upstream: origin, immutable: true}}
-""")
+{extra}""")
     proc = Proc(name, [str(SHARDCACHE), "serve", "--config", str(conf)], WORK / f"{name}.log",
                 env={"SHARDCACHE_LOG": "warn", **os.environ})
     wait_port(admin_port, proc.proc, proc.log)
     return Contender("shardcache", s3_port, [proc])
+
+
+# The trust case: the same 64 KiB hits with client authentication (every request a presigned URL,
+# verified, then checked against the policy), and with the audit log (every request) and lineage
+# on top. Presigned URLs keep the signing off the load client: each path is signed once, ahead.
+BENCH_KEY, BENCH_SECRET = "AKIDBENCH", "bench-secret"
+AUTH_YAML = f"""auth:
+  keys:
+    - {{access_key_id: {BENCH_KEY}, secret_access_key: {BENCH_SECRET}, principal: bench}}
+  policy:
+    - {{effect: allow, principals: [bench], actions: [GetObject], resources: ['bench/*']}}
+"""
+
+
+class PresignedContender(Contender):
+    """A shardcache whose request paths are presigned URLs (valid for two hours), optionally
+    tagged with a lineage job."""
+
+    def __init__(self, name, base, job=None):
+        super().__init__(name, base.port, base.procs)
+        self.job = job
+
+    def paths_file(self, objects, bucket="bench"):
+        from botocore.auth import S3SigV4QueryAuth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        signer = S3SigV4QueryAuth(Credentials(BENCH_KEY, BENCH_SECRET), "s3", "us-east-1", expires=7200)
+        lines = []
+        for key, size in objects:
+            query = f"?x-shardcache-job={self.job}" if self.job else ""
+            req = AWSRequest(method="GET", url=f"http://127.0.0.1:{self.port}/{bucket}/{key}{query}")
+            signer.add_auth(req)
+            url = req.url.split(f"127.0.0.1:{self.port}", 1)[1]
+            lines.append(f"{url} {size}\n")
+        path = WORK / f"paths-{self.name}.txt"
+        path.write_text("".join(lines))
+        return path
+
+
+def start_trust_contenders(upstream_port):
+    """shardcache with auth, and with auth, the audit log and lineage (memory tier only, like
+    the hit cases' working set)."""
+    auth = start_shardcache("shardcache-auth", upstream_port, MEMORY_TIER, None, extra=AUTH_YAML)
+    for old in WORK.glob("bench-audit.log*"):
+        old.unlink()
+    (WORK / "bench-lineage.redb").unlink(missing_ok=True)
+    records = AUTH_YAML + f"""audit:
+  requests: all
+  file: {WORK / "bench-audit.log"}
+  max_file_bytes: {256 * MiB}
+  max_files: 1
+lineage:
+  path: {WORK / "bench-lineage.redb"}
+"""
+    full = start_shardcache("shardcache-audit", upstream_port, MEMORY_TIER, None, extra=records)
+    return [PresignedContender("shardcache+auth", auth), PresignedContender("shardcache+auth+audit+lineage", full, "bench-job")]
 
 
 def start_nginx_cache(upstream_port):
@@ -394,12 +450,15 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller objects and dataset, 1 round, 2 s runs")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--only", default="", help="run only cases whose name starts with this")
+    ap.add_argument("--seconds", type=float, default=None, help="length of a timed run (default 4, --quick 2)")
     ap.add_argument("--json", default=str(ROOT / "benches" / "results.json"))
     opts = ap.parse_args()
     rounds = opts.rounds or (1 if opts.quick else 3)
-    seconds = 2 if opts.quick else 4
+    seconds = opts.seconds or (2 if opts.quick else 4)
     WORK.mkdir(parents=True, exist_ok=True)
-    for tool in (LOADGEN, SHARDCACHE, CACHEY):
+    # `--only trust` measures shardcache against itself: the peers are not started.
+    peers = not opts.only.startswith("trust")
+    for tool in (LOADGEN, SHARDCACHE, *([CACHEY] if peers else [])):
         if not tool.exists():
             sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
 
@@ -409,7 +468,8 @@ def main():
     slow_rate = "8m"  # bytes/s per origin connection on the slow port (nginx limit_rate)
     origin = Origin(slow_rate)
     direct = Contender("upstream", origin.port, [origin.proc])
-    caches = start_caches(origin.port)
+    caches = start_caches(origin.port) if peers else [
+        start_shardcache("shardcache", origin.port, MEMORY_TIER, WORK / "shardcache-cache")]
     sc = caches[0]
     started = [origin.proc] + [p for c in caches for p in c.procs]
     rows = []
@@ -438,6 +498,13 @@ def main():
         for c in caches:
             for objs in hit_sets.values():
                 warm(c, objs)
+        trust_case = "trust: hit 64KiB x16 (auth, audit, lineage)"
+        trust = []
+        if wanted(trust_case):
+            trust = start_trust_contenders(origin.port)
+            started.extend(p for c in trust for p in c.procs)
+            for c in trust:
+                warm(c, hit_sets["64KiB"])
 
         for rnd in range(1, rounds + 1):
             order = [direct, *caches]
@@ -454,6 +521,11 @@ def main():
                     for c in order:
                         dur = seconds * (3 if size == "1GiB" else 1)
                         record(case, c, rnd, measure(c, origin, get_args(c, objs, conns, seconds=dur)))
+            # The cost of verifying, authorizing, auditing and recording lineage on small hits.
+            if trust:
+                trust_order = [sc, *trust]
+                for c in trust_order[rnd % 3:] + trust_order[:rnd % 3]:
+                    record(trust_case, c, rnd, measure(c, origin, get_args(c, hit_sets["64KiB"], 16, seconds=seconds)))
             # Random 1 MiB ranges of large objects.
             for size in ("16MiB", "1GiB"):
                 case = f"hit random 1MiB ranges of {size} x16"

@@ -15,7 +15,10 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-[ -x target/bench-tools/bin/server ] || cargo install cachey --version 0.13.2 --locked --root target/bench-tools
+case " $* " in
+    *" --only trust"*) ;;  # shardcache against itself: no peers needed
+    *) [ -x target/bench-tools/bin/server ] || cargo install cachey --version 0.13.2 --locked --root target/bench-tools ;;
+esac
 cargo build --release --locked --bin shardcache --example loadgen
 
 python3 benches/run.py "$@"

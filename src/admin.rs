@@ -1,10 +1,12 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
-//! (the cache is open and the S3 listener is serving), and `POST /warm?bucket=B&key=K` (bring
-//! one object into the cache; answers JSON when it is cached, used by `shardcache warm`).
+//! (the cache is open and the S3 listener is serving), `POST /warm?bucket=B&key=K` (bring one
+//! object into the cache; answers JSON when it is cached, used by `shardcache warm`), and
+//! `GET /lineage?job=J[&format=csv]` (the object versions a job read).
 //!
-//! The three GETs stay open and read-only. `POST /warm` changes state: with client
-//! authentication on it needs the admin bearer token or the SigV4 signature of a principal the
-//! policy allows `shardcache:Warm` on the object ([`WarmAccess`]).
+//! The first three stay open and read-only. `POST /warm` changes state and `/lineage` names
+//! objects: with client authentication on they need the admin bearer token or the SigV4
+//! signature of a principal the policy allows `shardcache:Warm` on the object, or
+//! `shardcache:GetLineage` on the job ([`AdminAccess`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,9 +23,9 @@ use crate::auth::{Action, RequestParts};
 use crate::proxy::{ProxyState, SharedGate};
 use crate::s3::query_param;
 
-/// Who may call `POST /warm`.
+/// Who may call `POST /warm` and `GET /lineage`.
 #[derive(Clone)]
-pub enum WarmAccess {
+pub enum AdminAccess {
     /// Anyone who reaches the admin listener (client authentication is off).
     Open,
     /// Callers presenting `Authorization: Bearer <token>` (the token read from `token`, if
@@ -39,29 +41,36 @@ pub enum WarmAccess {
 /// The admin HTTP app.
 pub struct AdminApp {
     state: Arc<ProxyState>,
-    warm_access: WarmAccess,
+    access: AdminAccess,
 }
 
 impl AdminApp {
     /// An admin app over the proxy's shared state.
-    pub fn new(state: Arc<ProxyState>, warm_access: WarmAccess) -> Self {
-        Self { state, warm_access }
+    pub fn new(state: Arc<ProxyState>, access: AdminAccess) -> Self {
+        Self { state, access }
     }
 
-    /// Why a `POST /warm` is refused, if it is.
-    async fn warm_refusal(&self, req: &http::request::Parts) -> Option<(StatusCode, String)> {
-        let (token, gate) = match &self.warm_access {
-            WarmAccess::Open => return None,
-            WarmAccess::Checked { token, gate } => (token, gate),
+    /// Why a call that needs `action` on `resource` is refused, if it is.
+    async fn refusal(
+        &self,
+        req: &http::request::Parts,
+        action: Action,
+        resource: &str,
+    ) -> Option<(StatusCode, String)> {
+        let (token, gate) = match &self.access {
+            AdminAccess::Open => return None,
+            AdminAccess::Checked { token, gate } => (token, gate),
         };
         let authorization = req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
         if authorization.is_some_and(|a| a.starts_with(b"AWS4-HMAC-SHA256")) {
-            return warm_principal_refusal(gate, req);
+            return principal_refusal(gate, req, action, resource);
         }
         let Some(file) = token else {
-            let why = "POST /warm needs the SigV4 signature of a principal allowed shardcache:Warm \
-                       (no auth.admin_token_file is set)";
-            return Some((StatusCode::FORBIDDEN, why.into()));
+            let why = format!(
+                "this call needs the SigV4 signature of a principal allowed {} (no auth.admin_token_file is set)",
+                action.as_str()
+            );
+            return Some((StatusCode::FORBIDDEN, why));
         };
         let refusal = |status, why: &str| Some((status, why.to_owned()));
         let token = match tokio::fs::read(file).await {
@@ -80,7 +89,7 @@ impl AdminApp {
             Some(_) => refusal(StatusCode::FORBIDDEN, "wrong admin token"),
             None => refusal(
                 StatusCode::UNAUTHORIZED,
-                "POST /warm needs Authorization: Bearer <admin token>, or a SigV4 signature",
+                "this call needs Authorization: Bearer <admin token>, or a SigV4 signature",
             ),
         }
     }
@@ -110,32 +119,63 @@ impl AdminApp {
     }
 }
 
-/// Why a SigV4-signed `POST /warm` is refused: a signature that does not verify, or a principal
-/// the policy does not allow `shardcache:Warm` on `bucket/key`.
-fn warm_principal_refusal(gate: &SharedGate, req: &http::request::Parts) -> Option<(StatusCode, String)> {
+/// Why a SigV4-signed call is refused: a signature that does not verify, or a principal the
+/// policy does not allow `action` on `resource`.
+fn principal_refusal(
+    gate: &SharedGate,
+    req: &http::request::Parts,
+    action: Action,
+    resource: &str,
+) -> Option<(StatusCode, String)> {
     let gate = gate.current();
-    let query = req.uri.query().unwrap_or_default();
     let parts = RequestParts {
         method: req.method.as_str(),
         path: req.uri.path(),
-        query,
+        query: req.uri.query().unwrap_or_default(),
         headers: &req.headers,
     };
     let verified = match gate.verifier.verify(&parts, SystemTime::now()) {
         Ok(v) => v,
         Err(e) => return Some((StatusCode::FORBIDDEN, e.to_string())),
     };
-    let resource = format!(
-        "{}/{}",
-        query_param(query, "bucket").unwrap_or_default(),
-        query_param(query, "key").unwrap_or_default()
-    );
-    match gate.policy.allows(&verified.identity, Action::Warm, &resource) {
+    match gate.policy.allows(&verified.identity, action, resource) {
         true => None,
         false => Some((
             StatusCode::FORBIDDEN,
-            format!("not allowed shardcache:Warm on {resource}"),
+            format!("not allowed {} on {resource}", action.as_str()),
         )),
+    }
+}
+
+/// `GET /lineage?job=J[&format=csv]`: the job's manifest, JSON (default) or CSV.
+fn lineage(state: &ProxyState, query: &str) -> Response<Vec<u8>> {
+    let Some(lineage) = &state.records.lineage else {
+        return reply_json(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": "lineage is off: set lineage.path" }),
+        );
+    };
+    let Some(job) = query_param(query, "job").filter(|j| !j.is_empty()) else {
+        return reply_json(StatusCode::BAD_REQUEST, &json!({ "error": "GET /lineage needs ?job=" }));
+    };
+    let entries = match lineage.manifest(&job) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "reading lineage");
+            return reply_json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({ "error": "cannot read lineage" }),
+            );
+        }
+    };
+    match query_param(query, "format").as_deref() {
+        Some("csv") => reply(
+            StatusCode::OK,
+            "text/csv",
+            crate::lineage::to_csv(&entries).into_bytes(),
+        ),
+        None | Some("json") => reply_json(StatusCode::OK, &json!({ "job": job, "objects": entries })),
+        Some(_) => reply_json(StatusCode::BAD_REQUEST, &json!({ "error": "format is json or csv" })),
     }
 }
 
@@ -172,13 +212,24 @@ impl ServeHttp for AdminApp {
             // The admin listener starts with the S3 listener, after the cache opened.
             (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
             (Method::POST, "/warm") => {
-                let parts = req.as_owned_parts();
-                match self.warm_refusal(&parts).await {
+                let object = format!(
+                    "{}/{}",
+                    query_param(&query, "bucket").unwrap_or_default(),
+                    query_param(&query, "key").unwrap_or_default()
+                );
+                match self.refusal(&req.as_owned_parts(), Action::Warm, &object).await {
                     Some((status, why)) => reply_json(status, &json!({ "error": why })),
                     None => self.warm(&query).await,
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/warm") => reply(
+            (Method::GET, "/lineage") => {
+                let job = query_param(&query, "job").unwrap_or_default().into_owned();
+                match self.refusal(&req.as_owned_parts(), Action::GetLineage, &job).await {
+                    Some((status, why)) => reply_json(status, &json!({ "error": why })),
+                    None => lineage(&self.state, &query),
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/readyz" | "/warm" | "/lineage") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),

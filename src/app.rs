@@ -10,13 +10,14 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 
-use crate::admin::{AdminApp, WarmAccess};
+use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
 use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
-use crate::config::{AuditConfig, AuthConfig, Config, ConfigError, UpstreamConfig};
+use crate::config::{AuditConfig, AuthConfig, Config, ConfigError, LineageConfig, UpstreamConfig};
+use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
-use crate::proxy::{BucketRoute, Gate, ProxyState, Router, S3Proxy, SharedGate, Upstream};
+use crate::proxy::{BucketRoute, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
 use crate::reload::Reloader;
 use crate::tls::{ServerCert, TlsError};
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
@@ -44,6 +45,9 @@ pub enum AppError {
     /// The audit log could not be opened.
     #[error("audit.file: {0}")]
     Audit(String),
+    /// The lineage database could not be opened.
+    #[error(transparent)]
+    Lineage(#[from] LineageError),
     /// A certificate, key or CA file could not be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -142,6 +146,17 @@ fn audit(a: &AuditConfig, metrics: &Metrics) -> Result<Audit, AppError> {
     Audit::start(opts, metrics.audit_dropped.clone()).map_err(|e| AppError::Audit(e.to_string()))
 }
 
+/// The lineage database of a `lineage` section, opened.
+fn lineage(l: &LineageConfig, metrics: &Metrics) -> Result<Lineage, AppError> {
+    let opts = LineageOptions {
+        path: l.path.clone(),
+        retention: Duration::from_secs(l.retention_days * 86_400),
+        max_bytes: l.max_bytes,
+        queue: l.queue_records,
+    };
+    Ok(Lineage::open(opts, metrics.lineage_dropped.clone())?)
+}
+
 /// Runs `fut` to completion on a fresh thread with its own runtime, so callers may be inside
 /// or outside a runtime.
 fn on_helper_thread<T: Send + 'static>(
@@ -190,7 +205,10 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         config.cache.read_ahead_chunks,
         config.virtual_host_domains.clone(),
         gate.clone(),
-        config.audit.as_ref().map(|a| audit(a, &metrics)).transpose()?,
+        Records {
+            audit: config.audit.as_ref().map(|a| audit(a, &metrics)).transpose()?,
+            lineage: config.lineage.as_ref().map(|l| lineage(l, &metrics)).transpose()?,
+        },
     ));
 
     let conf = ServerConf {
@@ -219,11 +237,11 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         None => proxy.add_tcp(&config.listen.to_string()),
     }
     let warm_access = match (&config.auth, &gate) {
-        (Some(auth), Some(gate)) => WarmAccess::Checked {
+        (Some(auth), Some(gate)) => AdminAccess::Checked {
             token: auth.admin_token_file.clone(),
             gate: gate.clone(),
         },
-        _ => WarmAccess::Open,
+        _ => AdminAccess::Open,
     };
     let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state.clone(), warm_access));
     match cert.as_ref().filter(|_| config.tls.as_ref().is_some_and(|t| t.admin)) {
@@ -237,8 +255,11 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         server.add_service(background_service("shardcache-reload", reload));
     }
     server.run(run_args);
-    if let Some(audit) = &state.audit {
+    if let Some(audit) = &state.records.audit {
         audit.flush(Duration::from_secs(5));
+    }
+    if let Some(lineage) = &state.records.lineage {
+        lineage.flush(Duration::from_secs(5));
     }
 
     on_helper_thread(async move { cache.close().await })?;

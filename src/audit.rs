@@ -1,12 +1,13 @@
 //! The audit log: one JSON line per request, written by a thread of its own so that the
 //! request path never waits on it. Requests hand their [`Record`] to a bounded queue; when the
 //! queue is full the record is dropped and counted (`shardcache_audit_dropped_total`), never
-//! waited for. The writer flushes whenever the queue runs empty, and rotates a file by size.
+//! waited for. The writer drains the queue every 50 ms (sleeping in between, so that queueing
+//! never wakes it), writes and flushes, and rotates a file by size.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -233,40 +234,43 @@ fn rotate(path: &Path, keep: u32) -> std::io::Result<()> {
     std::fs::rename(path, numbered(1))
 }
 
+/// How often the writer wakes to drain the queue and flush. The writer sleeps between rounds
+/// rather than waiting on the queue, so that queueing a record never has to wake a thread (a
+/// wake-up per request costs more than the record itself).
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 fn write_loop(rx: Receiver<Msg>, mut out: Output) {
     let mut line = Vec::with_capacity(512);
     let mut failing = false;
     loop {
-        // Flush whenever the queue runs empty; then wait for more.
-        let msg = match rx.try_recv() {
-            Ok(m) => m,
-            Err(_) => {
-                let _ = out.out.flush();
-                match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(m) => m,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return,
+        std::thread::sleep(DRAIN_EVERY);
+        let mut acks = Vec::new();
+        let disconnected = loop {
+            match rx.try_recv() {
+                Ok(Msg::Line(record)) => {
+                    line.clear();
+                    serde_json::to_writer(&mut line, &record).expect("a record always serializes");
+                    line.push(b'\n');
+                    match out.write(&line) {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::error!(error = %e, "cannot write the audit log");
+                        }
+                        Err(_) => {}
+                    }
                 }
+                Ok(Msg::Flush(ack)) => acks.push(ack),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
         };
-        match msg {
-            Msg::Line(record) => {
-                line.clear();
-                serde_json::to_writer(&mut line, &record).expect("a record always serializes");
-                line.push(b'\n');
-                match out.write(&line) {
-                    Ok(()) => failing = false,
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::error!(error = %e, "cannot write the audit log");
-                    }
-                    Err(_) => {}
-                }
-            }
-            Msg::Flush(ack) => {
-                let _ = out.out.flush();
-                let _ = ack.send(());
-            }
+        let _ = out.out.flush();
+        for ack in acks {
+            let _ = ack.send(());
+        }
+        if disconnected {
+            return;
         }
     }
 }

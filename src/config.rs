@@ -13,9 +13,11 @@ use serde::Deserialize;
 
 mod audit;
 mod auth;
+mod lineage;
 mod tls;
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthRules, KeyConfig};
+pub use lineage::LineageConfig;
 pub use tls::TlsConfig;
 
 /// A configuration error; the message names the field.
@@ -94,6 +96,9 @@ pub struct Config {
     /// The audit log. Default: none.
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// Per-job lineage. Default: none.
+    #[serde(default)]
+    pub lineage: Option<LineageConfig>,
 }
 
 /// The chunked hybrid cache.
@@ -364,6 +369,9 @@ impl Config {
         if let Some(audit) = &mut self.audit {
             audit.expand_env(env)?;
         }
+        if let Some(lineage) = &mut self.lineage {
+            lineage.expand_env(env)?;
+        }
         if let Some(disk) = &mut self.cache.disk {
             disk.path = expand_path(&disk.path, "cache.disk.path", env)?;
         }
@@ -425,6 +433,9 @@ impl Config {
         }
         if let Some(audit) = &self.audit {
             audit.validate()?;
+        }
+        if let Some(lineage) = &self.lineage {
+            lineage.validate()?;
         }
         if let Some(t) = &self.tls {
             crate::tls::ServerCert::load(&t.cert_file, &t.key_file).map_err(|e| invalid("tls", e.to_string()))?;
@@ -540,87 +551,4 @@ fn expand_path(p: &Path, field: &str, env: &dyn Fn(&str) -> Option<String>) -> R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = "upstreams:\n  local:\n    kind: fs\n    root: ./data\ndefault_upstream: local\n";
-
-    fn load(text: &str) -> Result<Config, ConfigError> {
-        Config::from_yaml(text, &|name| (name == "SECRET").then(|| "s3cr3t".to_owned()))
-    }
-
-    #[test]
-    fn a_minimal_file_gets_the_documented_defaults() {
-        let c = load(MINIMAL).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.cache.chunk_size, 8 << 20);
-        assert_eq!(c.cache.read_ahead_chunks, 2);
-        assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Psync);
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected_by_name() {
-        let err = load(&format!("{MINIMAL}cache:\n  chunk_sise: 4096\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("chunk_sise"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_name_their_field() {
-        let err = load(&format!("{MINIMAL}cache:\n  chunk_size: 1000\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("cache.chunk_size:"), "{err}");
-        let err = load(&format!("{MINIMAL}buckets:\n  - name: b\n    upstream: nope\n")).unwrap_err();
-        assert!(err.to_string().starts_with("buckets[0].upstream:"), "{err}");
-        let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: ftp://x\n";
-        assert!(load(s3).unwrap_err().to_string().starts_with("upstreams.u.endpoint:"));
-    }
-
-    #[test]
-    fn env_references_expand_in_secret_fields() {
-        let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: http://127.0.0.1:9000\n    credentials:\n      \
-                  source: static\n      access_key_id: key\n      secret_access_key: ${SECRET}\n";
-        let c = load(s3).unwrap();
-        let UpstreamConfig::S3(u) = &c.upstreams["u"] else {
-            panic!()
-        };
-        assert_eq!(u.credentials.secret_access_key.as_deref(), Some("s3cr3t"));
-        let missing = s3.replace("${SECRET}", "${MISSING}");
-        let err = load(&missing).unwrap_err().to_string();
-        assert!(
-            err.contains("upstreams.u.credentials.secret_access_key") && err.contains("MISSING"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn auth_keys_and_statements_are_checked_by_field() {
-        let auth = |rest: &str| load(&format!("{MINIMAL}auth:\n{rest}"));
-        let key = "  keys:\n    - {access_key_id: AK, secret_access_key: '${SECRET}', principal: p}\n";
-        let ok = auth(&format!("{key}  policy:\n    - {{effect: allow, principals: [p, anonymous], actions: [GetObject], resources: ['b/*']}}\n")).unwrap();
-        assert_eq!(ok.auth.unwrap().load().unwrap().keys[0].secret, "s3cr3t");
-        let stranger =
-            format!("{key}  policy:\n    - {{effect: allow, principals: [q], actions: ['*'], resources: ['*']}}\n");
-        assert!(auth(&stranger)
-            .unwrap_err()
-            .to_string()
-            .starts_with("auth.policy[0].principals:"));
-        let twice = format!("{key}    - {{access_key_id: AK, secret_access_key: x}}\n");
-        assert!(auth(&twice)
-            .unwrap_err()
-            .to_string()
-            .starts_with("auth.keys[1].access_key_id:"));
-        let action =
-            format!("{key}  policy:\n    - {{effect: allow, principals: [p], actions: [Fly], resources: ['*']}}\n");
-        assert!(auth(&action).unwrap_err().to_string().contains("Fly"));
-    }
-
-    #[test]
-    fn expansion_handles_dollars() {
-        let env = |_: &str| Some("v".to_owned());
-        assert_eq!(expand("a$$b${X}c$", "f", &env).unwrap(), "a$bvc$");
-        assert!(expand("${X", "f", &env).is_err());
-    }
-}
+mod tests;

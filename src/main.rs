@@ -91,6 +91,25 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
+    /// Print the object versions a training job read (its lineage), from a running shardcache.
+    Lineage {
+        /// The job (its `x-shardcache-job`, or the principal that read).
+        job: String,
+        /// shardcache's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: Endpoint,
+        /// `json` or `csv`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// File holding the admin token; without it, and with `AWS_ACCESS_KEY_ID` and
+        /// `AWS_SECRET_ACCESS_KEY` set, the call is SigV4-signed (the principal needs
+        /// `shardcache:GetLineage` on the job).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// The region shardcache's `auth.region` expects signatures for.
+        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+        region: String,
+    },
     /// Print hit ratio, bytes served by tier, egress avoided and tier usage of a running shardcache.
     Stats {
         /// shardcache's admin listener.
@@ -148,6 +167,30 @@ fn stats(admin: Endpoint) -> ExitCode {
     }
 }
 
+/// `e` signing its calls with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` for `region`, when
+/// they are set.
+fn signed(e: Endpoint, region: &str) -> Endpoint {
+    match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(id), Ok(secret)) if !id.is_empty() => e.with_sigv4(id, secret, region.to_owned()),
+        _ => e,
+    }
+}
+
+/// The admin endpoint with the admin token from `token_file`, else signed.
+fn admin_credentials(admin: Endpoint, token_file: Option<PathBuf>, region: &str) -> Result<Endpoint, String> {
+    match token_file {
+        Some(file) => {
+            let token =
+                std::fs::read_to_string(&file).map_err(|e| format!("--admin-token-file {}: {e}", file.display()))?;
+            Ok(admin.with_bearer(token.trim().to_owned()))
+        }
+        None => Ok(signed(admin, region)),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logs(cli.log_format) {
@@ -174,26 +217,14 @@ fn main() -> ExitCode {
             region,
             concurrency,
         } => {
-            let key = match (
-                std::env::var("AWS_ACCESS_KEY_ID"),
-                std::env::var("AWS_SECRET_ACCESS_KEY"),
-            ) {
-                (Ok(id), Ok(secret)) if !id.is_empty() => Some((id, secret)),
-                _ => None,
-            };
-            let signed = |e: Endpoint| match &key {
-                Some((id, secret)) => e.with_sigv4(id.clone(), secret.clone(), region.clone()),
-                None => e,
-            };
-            let admin = match admin_token_file.map(std::fs::read_to_string).transpose() {
-                Ok(Some(token)) => admin.with_bearer(token.trim().to_owned()),
-                Ok(None) => signed(admin),
+            let admin = match admin_credentials(admin, admin_token_file, &region) {
+                Ok(a) => a,
                 Err(e) => {
-                    eprintln!("shardcache warm: --admin-token-file: {e}");
+                    eprintln!("shardcache warm: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            let endpoint = signed(endpoint);
+            let endpoint = signed(endpoint, &region);
             warm(ops::warm::WarmArgs {
                 target,
                 manifest,
@@ -201,6 +232,38 @@ fn main() -> ExitCode {
                 admin,
                 concurrency,
             })
+        }
+        Command::Lineage {
+            job,
+            admin,
+            format,
+            admin_token_file,
+            region,
+        } => {
+            let printed = admin_credentials(admin, admin_token_file, &region).and_then(|admin| {
+                client(async move {
+                    let path = format!(
+                        "/lineage?job={}&format={}",
+                        ops::query_value(&job),
+                        ops::query_value(&format)
+                    );
+                    let reply = admin.call(http::Method::GET, &path).await?;
+                    match reply.status {
+                        200 => Ok(reply.text()),
+                        status => Err(format!("GET /lineage: HTTP {status}: {}", reply.text().trim())),
+                    }
+                })
+            });
+            match printed {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("shardcache lineage: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Stats { admin } => stats(admin),
         Command::Serve { config: path } => {

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub access_denied: IntCounterVec,
     /// `shardcache_audit_dropped_total`: audit records dropped because the writer fell behind.
     pub audit_dropped: IntCounter,
+    /// `shardcache_lineage_dropped_total`: lineage reads dropped because the writer fell behind.
+    pub lineage_dropped: IntCounter,
     /// `shardcache_reloads_total{what, result}`: reloads of `auth` (keys, policy) and `tls`
     /// (the certificate), `ok` or `error`.
     pub reloads: IntCounterVec,
@@ -225,6 +227,10 @@ impl Metrics {
             audit_dropped: single(
                 "shardcache_audit_dropped_total",
                 "Audit records dropped because the audit writer fell behind",
+            ),
+            lineage_dropped: single(
+                "shardcache_lineage_dropped_total",
+                "Lineage reads dropped because the lineage writer fell behind",
             ),
             reloads: counter(
                 "shardcache_reloads_total",

@@ -38,6 +38,9 @@ pub enum Action {
     /// The admin listener's `POST /warm`, on `bucket/key`: bring an object into the cache.
     #[serde(rename = "shardcache:Warm")]
     Warm,
+    /// The admin listener's `GET /lineage`, on the job's name: what a job read.
+    #[serde(rename = "shardcache:GetLineage")]
+    GetLineage,
     /// Every action.
     #[serde(rename = "*")]
     All,
@@ -55,6 +58,7 @@ impl Action {
             Self::GetBucketLocation => "GetBucketLocation",
             Self::Other => "Other",
             Self::Warm => "shardcache:Warm",
+            Self::GetLineage => "shardcache:GetLineage",
             Self::All => "*",
         }
     }

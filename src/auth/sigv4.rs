@@ -278,12 +278,46 @@ fn canonical_query(query: &str) -> Result<String, AuthError> {
         if k == "X-Amz-Signature" {
             continue;
         }
-        let encode = |s: &str| decode(s).map(|d| utf8_percent_encode(&d, UNRESERVED).to_string());
-        pairs.push((encode(k)?, encode(v)?));
+        pairs.push((canonical_component(k)?, canonical_component(v)?));
     }
-    pairs.sort();
-    let joined: Vec<String> = pairs.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Ok(joined.join("&"))
+    pairs.sort_unstable();
+    let mut out = String::with_capacity(query.len() + 16);
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    Ok(out)
+}
+
+/// A query key or value as SigV4 encodes it. SDKs send most already in that form (unreserved
+/// characters as is, everything else as `%XX` in upper case): those are borrowed as they are.
+fn canonical_component(s: &str) -> Result<std::borrow::Cow<'_, str>, AuthError> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let canonical = loop {
+        match b.get(i) {
+            None => break true,
+            Some(c) if c.is_ascii_alphanumeric() || b"-._~".contains(c) => i += 1,
+            Some(b'%') => {
+                let hex = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c));
+                let value = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let reserved = value.is_some_and(|v| !(v.is_ascii_alphanumeric() || b"-._~".contains(&v)));
+                if !(hex(b.get(i + 1)) && hex(b.get(i + 2)) && reserved) {
+                    break false;
+                }
+                i += 3;
+            }
+            Some(_) => break false,
+        }
+    };
+    if canonical {
+        return Ok(s.into());
+    }
+    Ok(utf8_percent_encode(&decode(s)?, UNRESERVED).to_string().into())
 }
 
 /// The value a header contributes to the canonical request: every value of the name, trimmed,
@@ -482,6 +516,8 @@ mod tests {
             canonical_query(q).unwrap(),
             "empty=&list-type=2&prefix=a%2Fb&x=~&z=a%2Bb"
         );
+        assert_eq!(canonical_query("a=%7e%2f&b=%2F%20x").unwrap(), "a=~%2F&b=%2F%20x");
+        assert_eq!(canonical_query("k=%GZ&e=&p=%2").unwrap(), "e=&k=%25GZ&p=%252");
         assert_eq!(canonical_paths("/b/a b"), ["/b/a%20b", "/b/a b"]);
         assert_eq!(canonical_paths("/b/a%20b"), ["/b/a%20b"]);
     }

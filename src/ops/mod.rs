@@ -1,4 +1,5 @@
-//! Operator commands that talk to a running shardcache: `shardcache warm` and `shardcache stats`.
+//! Operator commands that talk to a running shardcache: `shardcache warm`, `shardcache stats`
+//! and `shardcache lineage`.
 //!
 //! They are clients of shardcache's public faces only (the S3 listener and the admin listener),
 //! so they work against any shardcache a user can reach.
@@ -8,6 +9,15 @@ pub mod stats;
 pub mod warm;
 
 pub use client::Endpoint;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Characters left alone in a query value: RFC 3986's unreserved set.
+const QUERY_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// `s` percent-encoded as a query value.
+pub fn query_value(s: &str) -> String {
+    utf8_percent_encode(s, QUERY_SAFE).to_string()
+}
 
 /// `n` bytes in binary units, e.g. `1.5 GiB`.
 pub fn human_bytes(n: u64) -> String {
@@ -27,7 +37,12 @@ pub fn human_bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, query_value};
+
+    #[test]
+    fn query_values_encode_slashes_and_spaces() {
+        assert_eq!(query_value("a/b c+d~"), "a%2Fb%20c%2Bd~");
+    }
 
     #[test]
     fn bytes_print_in_binary_units() {

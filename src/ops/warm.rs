@@ -5,20 +5,11 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{self, StreamExt};
-use http::Method;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-
-use super::{human_bytes, Endpoint};
+use super::{human_bytes, query_value, Endpoint};
 use crate::s3::encode_path;
 use crate::s3::xml::parse_list_answer;
-
-/// Characters left alone in a query value: RFC 3986's unreserved set.
-const QUERY_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-fn query_value(s: &str) -> String {
-    utf8_percent_encode(s, QUERY_SAFE).to_string()
-}
+use futures_util::stream::{self, StreamExt};
+use http::Method;
 
 /// What to warm.
 pub struct WarmArgs {
@@ -262,10 +253,5 @@ mod tests {
             ]
         );
         assert!(parse_manifest("s3://other/\n", "data").is_err());
-    }
-
-    #[test]
-    fn query_values_encode_slashes_and_spaces() {
-        assert_eq!(query_value("a/b c+d~"), "a%2Fb%20c%2Bd~");
     }
 }

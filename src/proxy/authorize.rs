@@ -176,12 +176,21 @@ fn reads_object(query: &str) -> bool {
     query_keys(query).all(|k| matches!(k, "versionId" | "partNumber" | "x-id") || k.starts_with("response-"))
 }
 
-/// The query to route and forward: a presigned URL's signature parameters removed.
+/// The query to route and forward: a presigned URL's signature parameters removed, and the
+/// job parameter (`x-shardcache-job`), which is shardcache's alone.
 fn forwarded_query(presigned: bool, raw: &str) -> std::borrow::Cow<'_, str> {
-    match presigned {
+    let raw: std::borrow::Cow<'_, str> = match presigned {
         true => auth::sigv4::strip_presigned(raw).into(),
         false => raw.into(),
+    };
+    if !query_keys(&raw).any(|k| k == super::record::JOB) {
+        return raw;
     }
+    raw.split('&')
+        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != super::record::JOB)
+        .collect::<Vec<_>>()
+        .join("&")
+        .into()
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub use warm::{WarmError, WarmReport};
 use crate::audit::Audit;
 use crate::auth::chunked::Decoder;
 use crate::cache::{ChunkCache, ObjectRef};
+use crate::lineage::Lineage;
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
 use crate::s3::xml::delete_request_keys;
 use crate::s3::{Operation, S3Error};
@@ -64,8 +65,8 @@ pub struct ProxyState {
     pub vhost_domains: Vec<String>,
     /// Client authentication and authorization; `None`: every request is anonymous and allowed.
     pub gate: Option<Arc<SharedGate>>,
-    /// The audit log, if on.
-    pub audit: Option<Audit>,
+    /// The audit log and lineage, each if on.
+    pub records: Records,
     meta: MetaLookups,
     sequential: SequentialReads,
 }
@@ -79,7 +80,7 @@ impl ProxyState {
         read_ahead: u32,
         vhost_domains: Vec<String>,
         gate: Option<Arc<SharedGate>>,
-        audit: Option<Audit>,
+        records: Records,
     ) -> Self {
         Self {
             router,
@@ -88,11 +89,20 @@ impl ProxyState {
             read_ahead,
             vhost_domains,
             gate,
-            audit,
+            records,
             meta: MetaLookups::default(),
             sequential: SequentialReads::default(),
         }
     }
+}
+
+/// What shardcache records of requests besides metrics and logs.
+#[derive(Default)]
+pub struct Records {
+    /// The audit log.
+    pub audit: Option<Audit>,
+    /// Per-job lineage.
+    pub lineage: Option<Lineage>,
 }
 
 /// Per-request state carried through the phases.
@@ -119,6 +129,8 @@ pub struct RequestCtx {
     error: Option<&'static str>,
     /// Refused by the signature checks or the policy.
     denied: bool,
+    /// The training job the request belongs to.
+    job: Option<String>,
 }
 
 impl RequestCtx {
@@ -236,6 +248,7 @@ impl ProxyHttp for S3Proxy {
             body_error: None,
             error: None,
             denied: false,
+            job: None,
         }
     }
 
@@ -257,6 +270,7 @@ impl ProxyHttp for S3Proxy {
                     identity,
                     request,
                 } = *refused;
+                ctx.job = record::job(session.req_header(), &identity);
                 (ctx.denied, ctx.identity) = (denied, identity);
                 if let Some(r) = request {
                     ctx.op = r.op;
@@ -268,6 +282,7 @@ impl ProxyHttp for S3Proxy {
             }
         };
         ctx.identity = verified.identity;
+        ctx.job = record::job(session.req_header(), &ctx.identity);
         let chunks = verified.chunks;
         ctx.op = parsed.op;
         ctx.key = parsed.key.clone();
@@ -437,11 +452,17 @@ impl ProxyHttp for S3Proxy {
         if let Some(ttfb) = ctx.ttfb {
             m.ttfb.with_label_values(&[outcome]).observe(ttfb.as_secs_f64());
         }
-        if let Some(audit) = &self.state.audit {
+        let records = &self.state.records;
+        if let Some(audit) = &records.audit {
             let method = &session.req_header().method;
             let write = !(method == http::Method::GET || method == http::Method::HEAD);
             if audit.wants(write, ctx.denied) {
                 audit.record(record::audit(session, ctx, status));
+            }
+        }
+        if let Some(lineage) = &records.lineage {
+            if let Some(read) = record::lineage(session, ctx, status) {
+                lineage.record(read);
             }
         }
         tracing::debug!(

@@ -1,0 +1,82 @@
+use super::*;
+
+const MINIMAL: &str = "upstreams:\n  local:\n    kind: fs\n    root: ./data\ndefault_upstream: local\n";
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(text, &|name| (name == "SECRET").then(|| "s3cr3t".to_owned()))
+}
+
+#[test]
+fn a_minimal_file_gets_the_documented_defaults() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.cache.chunk_size, 8 << 20);
+    assert_eq!(c.cache.read_ahead_chunks, 2);
+    assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Psync);
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let err = load(&format!("{MINIMAL}cache:\n  chunk_sise: 4096\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chunk_sise"), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_field() {
+    let err = load(&format!("{MINIMAL}cache:\n  chunk_size: 1000\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("cache.chunk_size:"), "{err}");
+    let err = load(&format!("{MINIMAL}buckets:\n  - name: b\n    upstream: nope\n")).unwrap_err();
+    assert!(err.to_string().starts_with("buckets[0].upstream:"), "{err}");
+    let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: ftp://x\n";
+    assert!(load(s3).unwrap_err().to_string().starts_with("upstreams.u.endpoint:"));
+}
+
+#[test]
+fn env_references_expand_in_secret_fields() {
+    let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: http://127.0.0.1:9000\n    credentials:\n      \
+              source: static\n      access_key_id: key\n      secret_access_key: ${SECRET}\n";
+    let c = load(s3).unwrap();
+    let UpstreamConfig::S3(u) = &c.upstreams["u"] else {
+        panic!()
+    };
+    assert_eq!(u.credentials.secret_access_key.as_deref(), Some("s3cr3t"));
+    let missing = s3.replace("${SECRET}", "${MISSING}");
+    let err = load(&missing).unwrap_err().to_string();
+    assert!(
+        err.contains("upstreams.u.credentials.secret_access_key") && err.contains("MISSING"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auth_keys_and_statements_are_checked_by_field() {
+    let auth = |rest: &str| load(&format!("{MINIMAL}auth:\n{rest}"));
+    let key = "  keys:\n    - {access_key_id: AK, secret_access_key: '${SECRET}', principal: p}\n";
+    let ok = auth(&format!("{key}  policy:\n    - {{effect: allow, principals: [p, anonymous], actions: [GetObject], resources: ['b/*']}}\n")).unwrap();
+    assert_eq!(ok.auth.unwrap().load().unwrap().keys[0].secret, "s3cr3t");
+    let stranger =
+        format!("{key}  policy:\n    - {{effect: allow, principals: [q], actions: ['*'], resources: ['*']}}\n");
+    assert!(auth(&stranger)
+        .unwrap_err()
+        .to_string()
+        .starts_with("auth.policy[0].principals:"));
+    let twice = format!("{key}    - {{access_key_id: AK, secret_access_key: x}}\n");
+    assert!(auth(&twice)
+        .unwrap_err()
+        .to_string()
+        .starts_with("auth.keys[1].access_key_id:"));
+    let action =
+        format!("{key}  policy:\n    - {{effect: allow, principals: [p], actions: [Fly], resources: ['*']}}\n");
+    assert!(auth(&action).unwrap_err().to_string().contains("Fly"));
+}
+
+#[test]
+fn expansion_handles_dollars() {
+    let env = |_: &str| Some("v".to_owned());
+    assert_eq!(expand("a$$b${X}c$", "f", &env).unwrap(), "a$bvc$");
+    assert!(expand("${X", "f", &env).is_err());
+}
