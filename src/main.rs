@@ -75,7 +75,8 @@ enum Command {
         /// shardcache's S3 listener (lists the prefix).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         endpoint: Endpoint,
-        /// shardcache's admin listener (does the warming).
+        /// shardcache's admin listener (does the warming); `https://` when `tls.admin` is on
+        /// (trusting the system's roots, or `SSL_CERT_FILE`).
         #[arg(long, default_value = "http://127.0.0.1:9090")]
         admin: Endpoint,
         /// File holding the admin token (`auth.admin_token_file` of the running shardcache).

@@ -130,6 +130,23 @@ async fn https_listeners_rotate_their_certificate_and_upstreams_trust_a_named_ca
     let r = common::get(untrusting.addr, "/b/k", &[]).await;
     assert_eq!(r.status, 502, "an untrusted upstream certificate: {}", r.text());
 
+    // The operator commands reach an HTTPS admin listener, trusting the CA through SSL_CERT_FILE.
+    let stats = Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        .args(["stats", "--admin", &format!("https://127.0.0.1:{admin}")])
+        .env("SSL_CERT_FILE", fixture("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
+    let untrusted = Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        .args(["stats", "--admin", &format!("https://127.0.0.1:{admin}")])
+        .env("SSL_CERT_FILE", fixture("server2.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        !untrusted.status.success(),
+        "an admin certificate from an unknown CA was trusted"
+    );
+
     // Rotation: the new pair is served from the next handshake, after SIGHUP...
     std::fs::copy(fixture("server2.pem"), &cert).unwrap();
     std::fs::copy(fixture("server2.key"), &key).unwrap();

@@ -1,6 +1,7 @@
-//! A minimal HTTP/1.1 client for the operator commands: one request per connection, plain
-//! `http://` only (shardcache's listeners are node-local). Calls carry a bearer token or a
-//! SigV4 signature when the endpoint has one.
+//! A minimal HTTP/1.1 client for the operator commands: one request per connection, over
+//! `http://` or `https://` (certificates verified against the system's roots, plus
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR`). Calls carry a bearer token or a SigV4 signature when the
+//! endpoint has one.
 
 use std::time::SystemTime;
 
@@ -9,18 +10,28 @@ use aws_sigv4::http_request::{
     sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
     UriPathNormalizationMode,
 };
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use pingora_rustls::{ClientConfig, RootCertStore, TlsConnector};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// A base address such as `http://127.0.0.1:9090`, and how its calls authenticate.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     authority: String,
+    tls: bool,
     auth: Option<CallAuth>,
 }
+
+/// A connection, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// How calls authenticate.
 #[derive(Clone)]
@@ -50,13 +61,19 @@ impl std::str::FromStr for Endpoint {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let uri: Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
-        match (uri.scheme_str(), uri.authority()) {
-            (Some("http"), Some(a)) if uri.path() == "/" || uri.path().is_empty() => Ok(Self {
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{s:?}: expected http://HOST:PORT or https://HOST:PORT")),
+        };
+        match uri.authority() {
+            Some(a) if uri.path() == "/" || uri.path().is_empty() => Ok(Self {
                 authority: a.as_str().to_owned(),
+                tls,
                 auth: None,
             }),
-            (Some("http"), Some(_)) => Err(format!("{s:?}: give the base address, without a path")),
-            _ => Err(format!("{s:?}: expected http://HOST:PORT")),
+            Some(_) => Err(format!("{s:?}: give the base address, without a path")),
+            None => Err(format!("{s:?}: expected http://HOST:PORT or https://HOST:PORT")),
         }
     }
 }
@@ -94,6 +111,25 @@ impl Endpoint {
         }
     }
 
+    /// A TLS session over `stream`, verifying the server's certificate for the endpoint's host.
+    async fn tls_connect(&self, stream: TcpStream) -> Result<impl Io, String> {
+        pingora_rustls::install_default_crypto_provider();
+        let mut roots = RootCertStore::empty();
+        pingora_rustls::load_platform_certs_incl_env_into_store(&mut roots).map_err(|e| e.to_string())?;
+        let config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(h, _)| h);
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned()).map_err(|e| e.to_string())?;
+        TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// The headers that sign `method path_and_query`, as S3 verifies them (no body).
     fn signature(
         &self,
@@ -115,7 +151,8 @@ impl Endpoint {
             .build()
             .map_err(|e| e.to_string())?
             .into();
-        let uri = format!("http://{}{path_and_query}", self.authority);
+        let scheme = if self.tls { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{path_and_query}", self.authority);
         let host = [("host", self.authority.as_str())];
         let signable = SignableRequest::new(
             method.as_str(),
@@ -133,8 +170,13 @@ impl Endpoint {
 
     /// Sends `method path_and_query` and reads the whole answer.
     pub async fn call(&self, method: Method, path_and_query: &str) -> Result<Reply, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("{method} http://{}{path_and_query}: {e}", self.authority);
+        let scheme = if self.tls { "https" } else { "http" };
+        let fail = |e: &dyn std::fmt::Display| format!("{method} {scheme}://{}{path_and_query}: {e}", self.authority);
         let stream = TcpStream::connect(&self.authority).await.map_err(|e| fail(&e))?;
+        let stream: Box<dyn Io> = match self.tls {
+            false => Box::new(stream),
+            true => Box::new(self.tls_connect(stream).await.map_err(|e| fail(&e))?),
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| fail(&e))?;
