@@ -351,6 +351,23 @@ impl Config {
         Self::from_yaml(&text, &|name| std::env::var(name).ok())
     }
 
+    /// The `auth` section of a config file, expanded and checked on its own: a reload of the
+    /// keys must not fail because another section does not validate at that instant (a
+    /// certificate caught mid-rotation, say).
+    pub fn load_auth(path: &Path) -> Result<Option<AuthConfig>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = serde_yaml::from_str(&text)?;
+        let Some(mut auth) = config.auth else {
+            return Ok(None);
+        };
+        auth.expand_env(&|name| std::env::var(name).ok())?;
+        auth.validate()?;
+        Ok(Some(auth))
+    }
+
     /// Parses, expands (`env` looks variables up) and validates YAML text.
     pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config: Config = serde_yaml::from_str(text)?;

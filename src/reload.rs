@@ -75,9 +75,8 @@ impl Reloader {
 
     /// Reads the config again and swaps in its gate.
     fn reload_auth(&self, gate: &SharedGate, read: &Mutex<Vec<PathBuf>>) -> Result<usize, String> {
-        let config = Config::load(&self.config).map_err(|e| format!("{}: {e}", self.config.display()))?;
-        let auth = config
-            .auth
+        let auth = Config::load_auth(&self.config)
+            .map_err(|e| format!("{}: {e}", self.config.display()))?
             .ok_or("the auth section was removed; authentication stays on until a restart")?;
         let (new, files) = crate::app::gate(&auth).map_err(|e| e.to_string())?;
         let keys = new.verifier.key_count();

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+
+use super::sigv4::{hmac_sha256, push_hex, signature_matches};
 
 /// The payload hash of a chunk-signed body.
 pub const STREAMING_SIGNED: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
@@ -262,7 +263,9 @@ impl Decoder {
                 if !line.is_empty() {
                     return Err(ChunkError::Malformed("chunk data is longer than its size"));
                 }
-                self.check_chunk(&signature, &hex::encode(hash.finalize()))?;
+                let mut data_hash = String::with_capacity(64);
+                push_hex(&mut data_hash, &hash.finalize());
+                self.check_chunk(&signature, &data_hash)?;
                 self.state = State::Header;
                 Ok(())
             }
@@ -381,11 +384,12 @@ impl Decoder {
             return Ok(());
         };
         let sts = format!("{algorithm}\n{}\n{}\n{}\n{hashes}", s.timestamp, s.scope, self.previous);
-        let expected = aws_sigv4::sign::v4::calculate_signature(&*s.key, sts.as_bytes());
-        if !bool::from(expected.as_bytes().ct_eq(signature.to_ascii_lowercase().as_bytes())) {
+        let mac = hmac_sha256(&s.key, sts.as_bytes());
+        if !signature_matches(&mac, signature) {
             return Err(ChunkError::Signature);
         }
-        self.previous = expected;
+        self.previous.clear();
+        push_hex(&mut self.previous, &mac);
         Ok(())
     }
 

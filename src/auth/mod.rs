@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
-use subtle::ConstantTimeEq;
 
 use chunked::ChunkSigning;
 pub use policy::{Action, Effect, Policy, Resource, Statement};
@@ -169,8 +168,7 @@ impl Verifier {
         let matched = sigv4::canonical_paths(req.path).into_iter().any(|path| {
             sigv4::canonical_request(req.method, &path, req.query, req.headers, &signed).is_ok_and(|canonical| {
                 let sts = sigv4::string_to_sign(&canonical, &signed);
-                let expected = aws_sigv4::sign::v4::calculate_signature(&*signing_key, sts.as_bytes());
-                bool::from(expected.as_bytes().ct_eq(signed.signature.as_bytes()))
+                sigv4::signature_matches(&sigv4::hmac_sha256(&signing_key, sts.as_bytes()), &signed.signature)
             })
         });
         if !matched {

@@ -7,11 +7,13 @@
 //! encoded once (no normalisation, no double encoding), and the payload hash comes from the
 //! `x-amz-content-sha256` header (`UNSIGNED-PAYLOAD` for presigned URLs).
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::AuthError;
 
@@ -132,7 +134,7 @@ pub fn strip_presigned(query: &str) -> String {
 /// Parses a presigned URL's `X-Amz-*` query parameters.
 pub fn parse_query(query: &str) -> Result<SignedRequest, AuthError> {
     let malformed = |why: &str| AuthError::QueryMalformed(why.to_owned());
-    let mut fields: [Option<String>; 6] = Default::default();
+    let mut fields: [Option<Cow<'_, str>>; 6] = Default::default();
     for (k, v) in query_pairs(query) {
         if let Some(i) = PRESIGNED_PARAMS.iter().position(|n| *n == k) {
             if fields[i].replace(decode(v)?).is_some() {
@@ -157,7 +159,7 @@ pub fn parse_query(query: &str) -> Result<SignedRequest, AuthError> {
         &credential.ok_or_else(|| missing("X-Amz-Credential"))?,
         &signed.ok_or_else(|| missing("X-Amz-SignedHeaders"))?,
         &signature.ok_or_else(|| missing("X-Amz-Signature"))?,
-        date.ok_or_else(|| missing("X-Amz-Date"))?,
+        date.ok_or_else(|| missing("X-Amz-Date"))?.into_owned(),
         UNSIGNED_PAYLOAD.to_owned(),
         Some(expires),
     )
@@ -263,10 +265,10 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-fn decode(s: &str) -> Result<String, AuthError> {
+/// A query key or value percent-decoded (borrowed when there is nothing to decode).
+fn decode(s: &str) -> Result<Cow<'_, str>, AuthError> {
     percent_decode_str(s)
         .decode_utf8()
-        .map(|c| c.into_owned())
         .map_err(|_| AuthError::QueryMalformed("a query parameter is not valid UTF-8".into()))
 }
 
@@ -295,7 +297,7 @@ fn canonical_query(query: &str) -> Result<String, AuthError> {
 
 /// A query key or value as SigV4 encodes it. SDKs send most already in that form (unreserved
 /// characters as is, everything else as `%XX` in upper case): those are borrowed as they are.
-fn canonical_component(s: &str) -> Result<std::borrow::Cow<'_, str>, AuthError> {
+fn canonical_component(s: &str) -> Result<Cow<'_, str>, AuthError> {
     let b = s.as_bytes();
     let mut i = 0;
     let canonical = loop {
@@ -379,11 +381,58 @@ pub fn canonical_request(
 /// The string to sign for a canonical request.
 pub fn string_to_sign(canonical_request: &str, signed: &SignedRequest) -> String {
     let c = &signed.credential;
-    let hash = hex::encode(Sha256::digest(canonical_request.as_bytes()));
-    format!(
-        "{ALGORITHM}\n{}\n{}/{}/{}/aws4_request\n{hash}",
-        signed.timestamp, c.date, c.region, c.service
-    )
+    let mut out = String::with_capacity(160);
+    for part in [
+        ALGORITHM,
+        "\n",
+        &signed.timestamp,
+        "\n",
+        &c.date,
+        "/",
+        &c.region,
+        "/",
+        &c.service,
+    ] {
+        out.push_str(part);
+    }
+    out.push_str("/aws4_request\n");
+    push_hex(&mut out, &Sha256::digest(canonical_request.as_bytes()));
+    out
+}
+
+/// HMAC-SHA256 (RFC 2104) of `msg` under `key`: a signature is this, under the signing key, of
+/// the string to sign.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > block.len() {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().into()
+}
+
+/// Appends `bytes` to `out` as lower-case hex.
+pub fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+}
+
+/// Whether `mac` is the signature a client sent as hex (either case), compared in constant time.
+pub fn signature_matches(mac: &[u8; 32], signature: &str) -> bool {
+    let mut expected = String::with_capacity(64);
+    push_hex(&mut expected, mac);
+    let sent = signature.as_bytes();
+    sent.len() == 64 && bool::from(expected.as_bytes().ct_eq(&sent.to_ascii_lowercase()))
 }
 
 /// The candidate canonical URIs of a request path as received: re-encoded with SigV4's rules
@@ -422,7 +471,10 @@ mod tests {
 
     fn signature(canonical: &str, signed: &SignedRequest) -> String {
         let key = aws_sigv4::sign::v4::generate_signing_key(SECRET, signed.signed_at, "us-east-1", "s3");
-        aws_sigv4::sign::v4::calculate_signature(key, string_to_sign(canonical, signed).as_bytes())
+        let ours = hmac_sha256(key.as_ref(), string_to_sign(canonical, signed).as_bytes());
+        let theirs = aws_sigv4::sign::v4::calculate_signature(key, string_to_sign(canonical, signed).as_bytes());
+        assert!(signature_matches(&ours, &theirs), "our HMAC agrees with aws-sigv4's");
+        theirs
     }
 
     #[test]
