@@ -42,6 +42,16 @@ pub enum AppError {
     /// The `auth` section's files could not be read.
     #[error(transparent)]
     Auth(#[from] ConfigError),
+    /// A listener's address cannot be bound (taken by another process, say).
+    #[error("{field}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The config field.
+        field: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The audit log could not be opened.
     #[error("audit.file: {0}")]
     Audit(String),
@@ -177,6 +187,11 @@ fn on_helper_thread<T: Send + 'static>(
 /// and closes the cache. With the path `config` was read from, its `auth` section is reloaded
 /// on SIGHUP and when its files change ([`crate::reload`]).
 pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result<(), AppError> {
+    // Pingora retries a bind that finds the address in use for 30 s, then gives up on that
+    // listener alone while the process keeps running: check both before starting anything.
+    for (field, addr) in [("listen", config.listen), ("admin_listen", config.admin_listen)] {
+        std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { field, addr, source })?;
+    }
     let metrics = Arc::new(Metrics::new());
     let (gate, auth_files) = match config.auth.as_ref().map(gate).transpose()? {
         Some((gate, files)) => (Some(Arc::new(SharedGate::new(gate))), files),

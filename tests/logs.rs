@@ -88,3 +88,43 @@ fn help_names_the_log_settings() {
         assert!(help.contains(needle), "--help does not mention {needle}:\n{help}");
     }
 }
+
+/// A listener address already in use stops shardcache at once with an error naming the field,
+/// instead of Pingora's 30 s of retries while the rest of the process looks healthy.
+#[test]
+fn a_taken_port_is_an_error_naming_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{port}\ncache:\n  disk: null\n\
+         upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
+        common::free_port(),
+        dir.path().display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("shardcache kept running with its admin port taken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!("admin_listen: cannot listen on 127.0.0.1:{port}")),
+        "{text}"
+    );
+    drop(taken);
+}
