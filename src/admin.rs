@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::{Action, RequestParts};
 use crate::proxy::{ProxyState, SharedGate};
 use crate::s3::query_param;
+use crate::shutdown::Readiness;
 
 /// Who may call `POST /warm` and `GET /lineage`.
 #[derive(Clone)]
@@ -42,12 +43,17 @@ pub enum AdminAccess {
 pub struct AdminApp {
     state: Arc<ProxyState>,
     access: AdminAccess,
+    readiness: Arc<Readiness>,
 }
 
 impl AdminApp {
     /// An admin app over the proxy's shared state.
-    pub fn new(state: Arc<ProxyState>, access: AdminAccess) -> Self {
-        Self { state, access }
+    pub fn new(state: Arc<ProxyState>, access: AdminAccess, readiness: Arc<Readiness>) -> Self {
+        Self {
+            state,
+            access,
+            readiness,
+        }
     }
 
     /// Why a call that needs `action` on `resource` is refused, if it is.
@@ -210,7 +216,11 @@ impl ServeHttp for AdminApp {
             }
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             // The admin listener starts with the S3 listener, after the cache opened.
-            (Method::GET, "/readyz") => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            // Not ready once a stop has begun (the grace period), so that clients go elsewhere.
+            (Method::GET, "/readyz") if self.readiness.is_ready() => {
+                reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+            }
+            (Method::GET, "/readyz") => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"stopping\n".to_vec()),
             (Method::POST, "/warm") => {
                 let object = format!(
                     "{}/{}",

@@ -19,6 +19,7 @@ use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
 use crate::proxy::{BucketRoute, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
 use crate::reload::Reloader;
+use crate::shutdown::{Drain, Readiness};
 use crate::tls::{ServerCert, TlsError};
 use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
 
@@ -186,7 +187,10 @@ fn on_helper_thread<T: Send + 'static>(
 /// Builds everything from `config`, serves until `run_args`' shutdown signal, then flushes
 /// and closes the cache. With the path `config` was read from, its `auth` section is reloaded
 /// on SIGHUP and when its files change ([`crate::reload`]).
-pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result<(), AppError> {
+///
+/// `run_args` replaces the default stop ([`crate::shutdown::Drain`]: on SIGTERM, not ready for
+/// `grace_period_seconds` while still serving, then a drain of the requests in flight).
+pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -> Result<(), AppError> {
     // Pingora retries a bind that finds the address in use for 30 s, then gives up on that
     // listener alone while the process keeps running: check both before starting anything.
     for (field, addr) in [("listen", config.listen), ("admin_listen", config.admin_listen)] {
@@ -232,8 +236,11 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         } else {
             config.threads
         },
-        grace_period_seconds: Some(config.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout_seconds),
+        // Pingora's grace period runs after it stops accepting, with the runtimes still up: that
+        // is our drain of the requests in flight. Its own timeout then only bounds runtime
+        // teardown. Our grace period (still accepting, not ready) runs before, in `Drain`.
+        grace_period_seconds: Some(config.graceful_shutdown_timeout_seconds),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -258,7 +265,9 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         },
         _ => AdminAccess::Open,
     };
-    let mut admin = Service::new("shardcache-admin".to_owned(), AdminApp::new(state.clone(), warm_access));
+    let readiness = Readiness::new();
+    let admin_app = AdminApp::new(state.clone(), warm_access, readiness.clone());
+    let mut admin = Service::new("shardcache-admin".to_owned(), admin_app);
     match cert.as_ref().filter(|_| config.tls.as_ref().is_some_and(|t| t.admin)) {
         Some(cert) => admin.add_tls_with_settings(&config.admin_listen.to_string(), None, cert.settings()),
         None => admin.add_tcp(&config.admin_listen.to_string()),
@@ -269,7 +278,10 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: RunArgs) -> Result
         let reload = Reloader::new(source, gate.map(|g| (g, auth_files)), cert, metrics.clone());
         server.add_service(background_service("shardcache-reload", reload));
     }
-    server.run(run_args);
+    let grace = Duration::from_secs(config.grace_period_seconds);
+    server.run(run_args.unwrap_or_else(|| RunArgs {
+        shutdown_signal: Box::new(Drain::new(grace, readiness)),
+    }));
     if let Some(audit) = &state.records.audit {
         audit.flush(Duration::from_secs(5));
     }

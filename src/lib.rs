@@ -23,6 +23,7 @@ pub mod ops;
 pub mod proxy;
 pub mod reload;
 pub mod s3;
+pub mod shutdown;
 pub mod tls;
 pub mod types;
 pub mod upstream;

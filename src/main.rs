@@ -270,7 +270,7 @@ fn main() -> ExitCode {
         Command::Serve { config: path } => {
             let result = Config::load(&path)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-                .and_then(|config| Ok(shardcache::app::run(config, Some(path.clone()), Default::default())?));
+                .and_then(|config| Ok(shardcache::app::run(config, Some(path.clone()), None)?));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -128,3 +128,91 @@ fn a_taken_port_is_an_error_naming_the_listener() {
     );
     drop(taken);
 }
+
+/// SIGTERM: not ready at once, still serving new clients through the grace period, then no new
+/// connections, while a download started before it finishes whole within the drain timeout.
+#[test]
+fn sigterm_drains_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/b")).unwrap();
+    let big = common::data(48 << 20, 3);
+    std::fs::write(dir.path().join("data/b/big"), &big).unwrap();
+    std::fs::write(dir.path().join("data/b/small"), b"small").unwrap();
+    let (s3, admin) = (common::free_port(), common::free_port());
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:{s3}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 2\n\
+         graceful_shutdown_timeout_seconds: 6\ncache:\n  memory_bytes: 134217728\n  disk: null\n\
+         upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let get = |port: u16, path: &str| -> std::io::Result<String> {
+        let mut c = TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        c.read_to_string(&mut answer)?;
+        Ok(answer)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get(admin, "/readyz").is_ok_and(|a| a.starts_with("HTTP/1.1 200")) {
+        assert!(Instant::now() < deadline, "shardcache did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A download read slowly (about 8 MiB/s), started before SIGTERM.
+    let mut download = TcpStream::connect(("127.0.0.1", s3)).unwrap();
+    download
+        .write_all(b"GET /b/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match download.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let term = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(500));
+    let ready = get(admin, "/readyz").unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 503"),
+        "not ready during the grace period: {ready}"
+    );
+    let during = get(s3, "/b/small").unwrap();
+    assert!(
+        during.starts_with("HTTP/1.1 200") && during.ends_with("small"),
+        "{during}"
+    );
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(term.elapsed()) + Duration::from_millis(700));
+    let after = get(s3, "/b/small");
+    assert!(
+        after.as_ref().map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
+        "a new request was served after the grace period: {after:?}"
+    );
+    let got = reader.join().unwrap();
+    let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body.len(), big.len(), "the download in flight was cut");
+    assert!(body == big.as_slice());
+    // It exits once the drain is over (grace 2 s + drain 6 s), not before the download ended.
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            term.elapsed() < Duration::from_secs(20),
+            "shardcache did not exit after its drain"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -246,7 +246,7 @@ impl Proxy {
             let args = RunArgs {
                 shutdown_signal: Box::new(Stop(tokio::sync::Mutex::new(Some(rx)))),
             };
-            shardcache::app::run(config, None, args).unwrap();
+            shardcache::app::run(config, None, Some(args)).unwrap();
         });
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(addr).is_err() || std::net::TcpStream::connect(admin).is_err() {
