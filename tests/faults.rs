@@ -102,3 +102,87 @@ async fn a_truncated_upstream_body_is_never_cached_or_passed_off_as_whole() {
         0.0
     );
 }
+
+/// An origin that answers HEAD, then on GET either never answers (`/b/silent`) or sends its
+/// header and half the body and then stalls with the connection open (`/b/stall`).
+async fn stalling_origin() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line);
+                    }
+                    let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
+                    if head[0].starts_with("HEAD") {
+                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
+                        stream.get_mut().write_all(resp.as_bytes()).await.unwrap();
+                        continue;
+                    }
+                    if head[0].contains("/b/stall") {
+                        let resp = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {SIZE}\r\nContent-Range: bytes 0-{}/{SIZE}\r\n{common}\r\n",
+                            SIZE - 1
+                        );
+                        let _ = stream.get_mut().write_all(resp.as_bytes()).await;
+                        let _ = stream.get_mut().write_all(&vec![b'x'; SIZE / 2]).await;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                    return;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_is_abandoned_after_the_read_timeout() {
+    let origin = stalling_origin().await;
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
+         graceful_shutdown_timeout_seconds: 1\ncache:\n  chunk_size: 1048576\n  memory_bytes: 33554432\n  disk: null\n\
+         upstreams:\n  up:\n    kind: s3\n    endpoint: http://{origin}\n    read_timeout_seconds: 1\n\
+         \x20   credentials: {{source: anonymous}}\ndefault_upstream: up\n",
+        common::free_port(),
+        common::free_port()
+    );
+    let proxy = Proxy::start_yaml(&yaml);
+    for path in ["/b/silent", "/b/stall"] {
+        let start = std::time::Instant::now();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), get(proxy.addr, path, &[]))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: still waiting after 10 s (read timeout 1 s)"));
+        let waited = start.elapsed();
+        assert!(
+            waited < std::time::Duration::from_secs(5),
+            "{path}: answered after {waited:?}"
+        );
+        if r.status == 200 {
+            assert!(
+                r.body.len() < SIZE,
+                "{path}: a stalled body must end the response early"
+            );
+        } else {
+            assert_eq!(r.status, 502, "{path}: {}", r.text());
+        }
+    }
+    assert_eq!(
+        proxy.metric("shardcache_chunk_fills_total{result=\"complete\"}").await,
+        0.0
+    );
+}

@@ -186,6 +186,10 @@ impl S3Origin {
             .map_err(|e| OriginError::Invalid(e.to_string()))?;
         let unreachable = |e: Box<pingora_error::Error>| OriginError::Unreachable(e.to_string());
         let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(unreachable)?;
+        // Every wait on this session is bounded: the answer's header, each read of its body
+        // (also when the cache path reads it later), and each write.
+        session.set_read_timeout(Some(self.read_timeout));
+        session.set_write_timeout(Some(self.read_timeout));
         session.write_request_header(Box::new(req)).await.map_err(unreachable)?;
         session.finish_request_body().await.map_err(unreachable)?;
         session.read_response_header().await.map_err(unreachable)?;
