@@ -383,13 +383,7 @@ async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections()
     };
     let allow_rot = "{effect: allow, principals: [rot], actions: [GetObject], resources: ['b/*']}";
     std::fs::write(&config, yaml(allow_rot)).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shardcache"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let served = common::Served::start(&config, admin);
     let metrics: shardcache::ops::Endpoint = format!("http://127.0.0.1:{admin}").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while metrics.call(http::Method::GET, "/readyz").await.map(|r| r.status) != Ok(200) {
@@ -458,7 +452,7 @@ async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections()
     assert_eq!(read("first-secret").await, "ok");
 
     std::fs::write(&secret, "second-secret\n").unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    served.signal(libc::SIGHUP);
     let on_signal = until_ok("second-secret", Duration::from_secs(1)).await;
     assert_eq!(read("first-secret").await, "SignatureDoesNotMatch");
 
@@ -487,9 +481,6 @@ async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections()
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(body, b"open", "the connection opened before the reloads still serves");
     eprintln!("new secret in force {on_signal:?} after SIGHUP, {polled:?} after a file change");
-
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
 }
 
 /// The sum of the samples whose line starts with `parts[0]` and contains the other parts.

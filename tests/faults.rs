@@ -11,6 +11,21 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const SIZE: usize = 100_000;
 
+/// A request's head, line by line (`None` once the client hung up).
+async fn read_head(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<Vec<String>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some(head);
+        }
+        head.push(line);
+    }
+}
+
 /// An origin that answers HEAD honestly but sends only half of every (ranged) GET body, then
 /// hangs up.
 async fn truncating_origin() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -27,17 +42,9 @@ async fn truncating_origin() -> (SocketAddr, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 loop {
-                    let mut head = Vec::new();
-                    loop {
-                        let mut line = String::new();
-                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push(line);
-                    }
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
                     let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
                     if head[0].starts_with("HEAD") {
                         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
@@ -116,17 +123,9 @@ async fn stalling_origin() -> SocketAddr {
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
                 loop {
-                    let mut head = Vec::new();
-                    loop {
-                        let mut line = String::new();
-                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line == "\r\n" {
-                            break;
-                        }
-                        head.push(line);
-                    }
+                    let Some(head) = read_head(&mut stream).await else {
+                        return;
+                    };
                     let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
                     if head[0].starts_with("HEAD") {
                         let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");

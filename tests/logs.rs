@@ -147,13 +147,7 @@ fn sigterm_drains_as_configured() {
         dir.path().join("data").display()
     );
     std::fs::write(&config, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut served = common::Served::start(&config, admin);
     let get = |port: u16, path: &str| -> std::io::Result<String> {
         let mut c = TcpStream::connect(("127.0.0.1", port))?;
         c.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -185,7 +179,7 @@ fn sigterm_drains_as_configured() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let term = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    served.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(500));
     let ready = get(admin, "/readyz").unwrap();
     assert!(
@@ -208,7 +202,7 @@ fn sigterm_drains_as_configured() {
     assert_eq!(body.len(), big.len(), "the download in flight was cut");
     assert!(body == big.as_slice());
     // It exits once the drain is over (grace 2 s + drain 6 s), not before the download ended.
-    while child.try_wait().unwrap().is_none() {
+    while served.child.try_wait().unwrap().is_none() {
         assert!(
             term.elapsed() < Duration::from_secs(20),
             "shardcache did not exit after its drain"

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,15 +46,6 @@ async fn https_get(port: u16, path: &str) -> (String, Vec<u8>, Vec<u8>) {
     (status, cert, answer[split + 4..].to_vec())
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listeners_rotate_their_certificate_and_upstreams_trust_a_named_ca() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,19 +70,7 @@ async fn https_listeners_rotate_their_certificate_and_upstreams_trust_a_named_ca
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(Instant::now() < deadline, "shardcache did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = common::Served::start(&config, admin);
 
     let (status, first_cert, got) = https_get(s3, "/b/k").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
@@ -150,7 +129,7 @@ async fn https_listeners_rotate_their_certificate_and_upstreams_trust_a_named_ca
     // Rotation: the new pair is served from the next handshake, after SIGHUP...
     std::fs::copy(fixture("server2.pem"), &cert).unwrap();
     std::fs::copy(fixture("server2.key"), &key).unwrap();
-    unsafe { libc::kill(server.0.id() as i32, libc::SIGHUP) };
+    server.signal(libc::SIGHUP);
     let second = CertificateDer::from_pem_file(fixture("server2.pem")).unwrap().to_vec();
     let start = Instant::now();
     while https_get(s3, "/b/k").await.1 != second {

@@ -317,6 +317,45 @@ pub fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// `shardcache serve --config CONFIG` as a child process (its output discarded), returned once
+/// its admin port accepts connections; stopped with SIGTERM (and waited for) when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+}
+
+impl Served {
+    pub fn start(config: &std::path::Path, admin_port: u16) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_shardcache"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let served = Self { child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+            assert!(Instant::now() < deadline, "shardcache did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        served
+    }
+
+    /// Sends `signal` (SIGHUP, SIGTERM, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// An HTTP answer, as the wire carried it.
 pub struct Response {
     pub status: u16,
