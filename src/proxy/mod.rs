@@ -105,6 +105,13 @@ pub struct Records {
     pub lineage: Option<Lineage>,
 }
 
+impl Records {
+    /// Whether anything records requests (otherwise their job is not worked out).
+    fn any(&self) -> bool {
+        self.audit.is_some() || self.lineage.is_some()
+    }
+}
+
 /// Per-request state carried through the phases.
 pub struct RequestCtx {
     start: Instant,
@@ -270,7 +277,9 @@ impl ProxyHttp for S3Proxy {
                     identity,
                     request,
                 } = *refused;
-                ctx.job = record::job(session.req_header(), &identity);
+                if self.state.records.any() {
+                    ctx.job = record::job(session.req_header(), &identity);
+                }
                 (ctx.denied, ctx.identity) = (denied, identity);
                 if let Some(r) = request {
                     ctx.op = r.op;
@@ -282,7 +291,9 @@ impl ProxyHttp for S3Proxy {
             }
         };
         ctx.identity = verified.identity;
-        ctx.job = record::job(session.req_header(), &ctx.identity);
+        if self.state.records.any() {
+            ctx.job = record::job(session.req_header(), &ctx.identity);
+        }
         let chunks = verified.chunks;
         ctx.op = parsed.op;
         ctx.key = parsed.key.clone();
