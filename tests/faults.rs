@@ -26,9 +26,18 @@ async fn read_head(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<Vec<
     }
 }
 
-/// An origin that answers HEAD honestly but sends only half of every (ranged) GET body, then
-/// hangs up.
-async fn truncating_origin() -> (SocketAddr, Arc<AtomicUsize>) {
+/// How the origin misbehaves on GET (it answers HEAD honestly).
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Sends half of every (ranged) body, then hangs up.
+    Truncate,
+    /// Sends the header and half the body, then stalls with the connection open; for
+    /// `/b/silent`, stalls before the header.
+    Stall,
+}
+
+/// A deliberately broken origin; returns its address and a count of the GETs it received.
+async fn faulty_origin(fault: Fault) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gets = Arc::new(AtomicUsize::new(0));
@@ -52,21 +61,27 @@ async fn truncating_origin() -> (SocketAddr, Arc<AtomicUsize>) {
                         continue;
                     }
                     count.fetch_add(1, Ordering::SeqCst);
-                    let range = head
-                        .iter()
-                        .find_map(|l| {
-                            l.to_lowercase()
-                                .strip_prefix("range: bytes=")
-                                .map(|r| r.trim().to_owned())
-                        })
-                        .unwrap();
-                    let (a, b) = range.split_once('-').unwrap();
-                    let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
-                    let b = b.min(SIZE - 1); // as S3 does, a range past the end is clipped
-                    let len = b - a + 1;
-                    let resp = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\nContent-Range: bytes {a}-{b}/{SIZE}\r\n{common}\r\n");
-                    let _ = stream.get_mut().write_all(resp.as_bytes()).await;
-                    let _ = stream.get_mut().write_all(&vec![b'x'; len / 2]).await;
+                    let silent = matches!(fault, Fault::Stall) && head[0].contains("/b/silent");
+                    if !silent {
+                        let range = head
+                            .iter()
+                            .find_map(|l| {
+                                l.to_lowercase()
+                                    .strip_prefix("range: bytes=")
+                                    .map(|r| r.trim().to_owned())
+                            })
+                            .unwrap();
+                        let (a, b) = range.split_once('-').unwrap();
+                        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                        let b = b.min(SIZE - 1); // as S3 does, a range past the end is clipped
+                        let len = b - a + 1;
+                        let resp = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\nContent-Range: bytes {a}-{b}/{SIZE}\r\n{common}\r\n");
+                        let _ = stream.get_mut().write_all(resp.as_bytes()).await;
+                        let _ = stream.get_mut().write_all(&vec![b'x'; len / 2]).await;
+                    }
+                    if matches!(fault, Fault::Stall) {
+                        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                    }
                     return; // hang up mid-body
                 }
             });
@@ -77,7 +92,7 @@ async fn truncating_origin() -> (SocketAddr, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_upstream_body_is_never_cached_or_passed_off_as_whole() {
-    let (origin, gets) = truncating_origin().await;
+    let (origin, gets) = faulty_origin(Fault::Truncate).await;
     let proxy = Proxy::start(
         origin,
         ProxyOptions {
@@ -110,48 +125,9 @@ async fn a_truncated_upstream_body_is_never_cached_or_passed_off_as_whole() {
     );
 }
 
-/// An origin that answers HEAD, then on GET either never answers (`/b/silent`) or sends its
-/// header and half the body and then stalls with the connection open (`/b/stall`).
-async fn stalling_origin() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                loop {
-                    let Some(head) = read_head(&mut stream).await else {
-                        return;
-                    };
-                    let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
-                    if head[0].starts_with("HEAD") {
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
-                        stream.get_mut().write_all(resp.as_bytes()).await.unwrap();
-                        continue;
-                    }
-                    if head[0].contains("/b/stall") {
-                        let resp = format!(
-                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {SIZE}\r\nContent-Range: bytes 0-{}/{SIZE}\r\n{common}\r\n",
-                            SIZE - 1
-                        );
-                        let _ = stream.get_mut().write_all(resp.as_bytes()).await;
-                        let _ = stream.get_mut().write_all(&vec![b'x'; SIZE / 2]).await;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
-                    return;
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_upstream_is_abandoned_after_the_read_timeout() {
-    let origin = stalling_origin().await;
+    let (origin, _) = faulty_origin(Fault::Stall).await;
     let yaml = format!(
         "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
          graceful_shutdown_timeout_seconds: 1\ncache:\n  chunk_size: 1048576\n  memory_bytes: 33554432\n  disk: null\n\
