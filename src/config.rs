@@ -131,10 +131,11 @@ pub struct DiskConfig {
     /// A directory (created if missing) or a block device. `${ENV}` is expanded.
     /// Default: `./var/cache`.
     pub path: PathBuf,
-    /// Bytes of the disk tier; at least 4 blocks of 8 chunks. Default: `10737418240` (10 GiB).
+    /// Bytes of the disk tier; at least 64 MiB and 4 chunks. More than the filesystem has room
+    /// for is clamped to 90% of the room, with a warning. Default: `10737418240` (10 GiB).
     #[serde(default = "defaults::disk_bytes")]
     pub capacity_bytes: u64,
-    /// I/O engine: `psync`. Default: `psync`.
+    /// I/O engine: `io_uring` or `psync`. Default: `io_uring` (falling back to `psync`).
     #[serde(default)]
     pub io_engine: IoEngineKind,
     /// Open the cache files with O_DIRECT, bypassing the page cache: the memory tier already
@@ -145,7 +146,7 @@ pub struct DiskConfig {
     #[serde(default = "defaults::direct")]
     pub direct: bool,
     /// Bytes of chunk writes allowed to wait for the disk. Fills wait (never drop) when it is
-    /// full. foyer's flush buffers are sized from it and take about twice this in memory.
+    /// full, so chunks streamed but not yet on disk never hold more memory than this.
     /// Default: `67108864` (64 MiB).
     #[serde(default = "defaults::write_queue_bytes")]
     pub write_queue_bytes: u64,
@@ -155,8 +156,13 @@ pub struct DiskConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IoEngineKind {
-    /// `pread`/`pwrite` on a thread pool (foyer's psync engine).
+    /// io_uring: one ring thread that sleeps when idle. Falls back to `psync`, logged, where
+    /// io_uring cannot be set up (a container's default seccomp profile, an old kernel,
+    /// `kernel.io_uring_disabled`).
     #[default]
+    #[serde(rename = "io_uring")]
+    Uring,
+    /// `pread`/`pwrite` on tokio's blocking pool.
     Psync,
 }
 
@@ -298,7 +304,7 @@ mod defaults {
         Some(super::DiskConfig {
             path: PathBuf::from("./var/cache"),
             capacity_bytes: disk_bytes(),
-            io_engine: super::IoEngineKind::Psync,
+            io_engine: super::IoEngineKind::Uring,
             direct: direct(),
             write_queue_bytes: write_queue_bytes(),
         })
@@ -435,7 +441,7 @@ impl Config {
             if d.capacity_bytes < 4 * c.chunk_size.max(16 << 20) {
                 return Err(invalid(
                     "cache.disk.capacity_bytes",
-                    "must be at least 4 disk blocks (64 MiB)",
+                    "must be at least 64 MiB and 4 chunks",
                 ));
             }
             if d.write_queue_bytes < 2 * c.chunk_size {

@@ -5,8 +5,8 @@
 //! keys, no bucket names). foyer registers its own metrics (prefix `foyer_`) in the same registry.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Where the bytes of a response came from, and the request's cache outcome.
@@ -119,8 +119,22 @@ pub struct Metrics {
     /// `shardcache_cache_read_errors_total`: cache entries that failed to load (I/O error,
     /// checksum mismatch); each is treated as a miss.
     pub cache_read_errors: IntCounter,
-    /// `shardcache_disk_io_engine_info{engine}`: 1 for the disk tier's active I/O engine.
+    /// `shardcache_disk_io_engine_info{engine}`: 1 for the disk tier's active I/O engine
+    /// (`io_uring`, or `psync` where io_uring is unavailable or not wanted).
     pub io_engine: IntGaugeVec,
+    /// `shardcache_disk_evictions_total`: entries the disk tier evicted to make room.
+    pub disk_evictions: IntCounter,
+    /// `shardcache_disk_write_drops_total`: entries not written to disk because every slot of
+    /// their size was busy being written.
+    pub disk_write_drops: IntCounter,
+    /// `shardcache_disk_io_errors_total{op}`: disk tier I/O errors by operation (`read`,
+    /// `write`, `clear`).
+    pub disk_io_errors: IntCounterVec,
+    /// `shardcache_disk_io_bytes_total{op}`: bytes the disk tier read and wrote (`read`,
+    /// `write`).
+    pub disk_io_bytes: IntCounterVec,
+    /// `shardcache_disk_recovery_seconds`: how long opening the disk tier took (the header scan).
+    pub disk_recovery_seconds: Gauge,
     /// `shardcache_warmed_bytes_total{source}`: bytes of objects warmed on request, by where they
     /// were (`cache`: already cached, `upstream`: fetched).
     pub warmed_bytes: IntCounterVec,
@@ -250,6 +264,33 @@ impl Metrics {
                 "Cache entries that failed to load",
             ),
             io_engine: gauge("shardcache_disk_io_engine_info", "Active disk I/O engine", &["engine"]),
+            disk_evictions: single("shardcache_disk_evictions_total", "Entries the disk tier evicted"),
+            disk_write_drops: single(
+                "shardcache_disk_write_drops_total",
+                "Entries not written to disk because every slot of their size was busy",
+            ),
+            disk_io_errors: with_values(
+                counter(
+                    "shardcache_disk_io_errors_total",
+                    "Disk tier I/O errors by operation",
+                    &["op"],
+                ),
+                &["read", "write", "clear"],
+            ),
+            disk_io_bytes: with_values(
+                counter(
+                    "shardcache_disk_io_bytes_total",
+                    "Bytes the disk tier read and wrote",
+                    &["op"],
+                ),
+                &["read", "write"],
+            ),
+            disk_recovery_seconds: {
+                let g = Gauge::new("shardcache_disk_recovery_seconds", "Time the disk tier took to open")
+                    .expect("static metric definition");
+                registry.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
             warmed_bytes: counter(
                 "shardcache_warmed_bytes_total",
                 "Bytes of objects warmed on request, by where they were",
@@ -281,6 +322,15 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// `counter` with each of `values` of its one label exported from the start (at 0), so that
+/// dashboards and alerts see the series before the first event.
+fn with_values(counter: IntCounterVec, values: &[&str]) -> IntCounterVec {
+    for value in values {
+        counter.with_label_values(&[value]);
+    }
+    counter
 }
 
 impl Default for Metrics {

@@ -9,6 +9,9 @@
 //! by hundreds of MiB of freed chunks. A dropped buffer (evicted from the memory tier, read by
 //! everyone) goes back to the kernel, or into a small pool that the next chunk takes it from, so
 //! a steadily evicting cache fills new chunks without faulting fresh pages in.
+//!
+//! [`DiskBuf`] is the disk store's buffer: the same memory, aligned for O_DIRECT, owned by one
+//! I/O at a time and then handed out as [`Bytes`] without a copy.
 
 use std::alloc::Layout;
 use std::ops::Range;
@@ -26,6 +29,10 @@ const POOL_SLOTS: usize = 2;
 
 /// Mapped regions waiting to be reused: `(address, length)`.
 static POOL: Mutex<Vec<Region>> = Mutex::new(Vec::new());
+
+/// Alignment of disk buffers, offsets and lengths: O_DIRECT needs the device's logical block,
+/// and 4 KiB covers every device the store expects.
+pub const ALIGN: usize = 4096;
 
 /// A mapped region owned by the pool.
 struct Region(NonNull<u8>, usize);
@@ -158,8 +165,65 @@ impl AsRef<[u8]> for View {
     }
 }
 
+/// An owned buffer of a multiple of [`ALIGN`] bytes at an [`ALIGN`]ed address, for one disk I/O
+/// at a time. Its memory is initialised (zeroed when new, old bytes when reused).
+pub struct DiskBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain memory owned by this value alone.
+unsafe impl Send for DiskBuf {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for DiskBuf {}
+
+impl DiskBuf {
+    /// A buffer of at least `len` bytes: `len` rounded up to [`ALIGN`].
+    pub fn new(len: usize) -> Self {
+        let len = len.next_multiple_of(ALIGN).max(ALIGN);
+        Self {
+            ptr: allocate(len),
+            len,
+        }
+    }
+
+    /// Bytes `range` of the buffer, sharing it.
+    pub fn into_bytes(self, range: Range<usize>) -> Bytes {
+        Bytes::from_owner(self).slice(range)
+    }
+}
+
+impl std::ops::Deref for DiskBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes owned by this value.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for DiskBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, borrowed uniquely through `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for DiskBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for DiskBuf {
+    fn drop(&mut self) {
+        release(self.ptr, self.len);
+    }
+}
+
+/// Heap buffers of a page or more are page-aligned, so that [`DiskBuf`]s can be used for O_DIRECT.
 fn heap_layout(capacity: usize) -> Layout {
-    Layout::array::<u8>(capacity).expect("a chunk buffer's size fits in isize")
+    let align = if capacity >= ALIGN { ALIGN } else { 1 };
+    Layout::from_size_align(capacity, align).expect("a chunk buffer's size fits in isize")
 }
 
 /// Initialised memory for `capacity` bytes.
@@ -256,6 +320,18 @@ mod tests {
         assert_eq!(w.spare().len(), capacity);
         w.write(b"new").unwrap();
         assert_eq!(&again.bytes(0..3)[..], b"new");
+    }
+
+    #[test]
+    fn disk_buffers_are_aligned_and_whole_blocks() {
+        for len in [1, ALIGN, ALIGN + 1, 3 * ALIGN, MAPPED_FROM + 1] {
+            let mut buf = DiskBuf::new(len);
+            assert_eq!(buf.as_ptr() as usize % ALIGN, 0, "len {len}");
+            assert_eq!(buf.len(), len.next_multiple_of(ALIGN));
+            buf[len - 1] = 9;
+            let bytes = buf.into_bytes(len - 1..len);
+            assert_eq!(&bytes[..], [9]);
+        }
     }
 
     #[test]

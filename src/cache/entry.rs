@@ -32,8 +32,8 @@ const MAGIC: &[u8; 2] = b"SC";
 const FORMAT_VERSION: u8 = 2;
 /// Version 1 differs only in its metadata payload, which is not read (a miss).
 const CHUNK_FORMATS: [u8; 2] = [1, 2];
-const KIND_META: u8 = 1;
-const KIND_CHUNK: u8 = 2;
+pub(super) const KIND_META: u8 = 1;
+pub(super) const KIND_CHUNK: u8 = 2;
 const HEADER_LEN: usize = 12;
 
 /// One object at one upstream: (upstream name, upstream bucket, key).
@@ -188,7 +188,8 @@ impl ObjectRef {
 }
 
 impl CacheKey {
-    fn to_bytes(&self) -> Vec<u8> {
+    /// The key's encoding (without the length prefix [`Code`] adds).
+    pub(super) fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         match self {
             Self::Meta(o) => {
@@ -203,6 +204,21 @@ impl CacheKey {
             }
         }
         out
+    }
+
+    /// The key from [`Self::to_bytes`]'s encoding.
+    pub(super) fn from_bytes(mut buf: &[u8]) -> Result<Self, FoyerError> {
+        let buf = &mut buf;
+        let key = match take(buf, 1)?[0] {
+            KIND_META => Self::Meta(ObjectRef::decode_from(buf)?),
+            KIND_CHUNK => {
+                let o = ObjectRef::decode_from(buf)?;
+                let etag = get_str(buf)?;
+                Self::Chunk(o, etag.into(), get_u64(buf)?)
+            }
+            _ => return Err(parse_err("unknown cache key kind")),
+        };
+        Ok(key)
     }
 }
 
@@ -220,17 +236,7 @@ impl Code for CacheKey {
         reader.read_exact(&mut len).map_err(FoyerError::io_error)?;
         let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
         reader.read_exact(&mut bytes).map_err(FoyerError::io_error)?;
-        let mut buf = bytes.as_slice();
-        let key = match take(&mut buf, 1)?[0] {
-            KIND_META => Self::Meta(ObjectRef::decode_from(&mut buf)?),
-            KIND_CHUNK => {
-                let o = ObjectRef::decode_from(&mut buf)?;
-                let etag = get_str(&mut buf)?;
-                Self::Chunk(o, etag.into(), get_u64(&mut buf)?)
-            }
-            _ => return Err(parse_err("unknown cache key kind")),
-        };
-        Ok(key)
+        Self::from_bytes(&bytes)
     }
 
     fn estimated_size(&self) -> usize {
@@ -238,7 +244,8 @@ impl Code for CacheKey {
     }
 }
 
-fn meta_payload(m: &MetaEntry) -> Vec<u8> {
+/// A metadata entry's encoding.
+pub(super) fn meta_payload(m: &MetaEntry) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&m.meta.size.to_le_bytes());
     put_str(&mut out, m.meta.etag.as_str());
@@ -255,7 +262,8 @@ fn meta_payload(m: &MetaEntry) -> Vec<u8> {
     out
 }
 
-fn meta_from_payload(mut buf: &[u8]) -> Result<MetaEntry, FoyerError> {
+/// The metadata entry from [`meta_payload`]'s encoding.
+pub(super) fn meta_from_payload(mut buf: &[u8]) -> Result<MetaEntry, FoyerError> {
     let buf = &mut buf;
     let size = get_u64(buf)?;
     let etag = ETag::parse(&get_str(buf)?).ok_or_else(|| parse_err("bad etag"))?;

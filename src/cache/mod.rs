@@ -10,11 +10,13 @@
 //! this module.
 
 mod buf;
+mod engine;
 mod entry;
 mod fill;
 mod generation;
 mod meta;
 pub mod plan;
+mod store;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,10 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use foyer::{
-    BlockEngineConfig, DeviceBuilder, FileDeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode, Source as FoyerSource, Spawner,
-};
+use foyer::{HybridCache, HybridCacheBuilder, HybridCachePolicy, NoopIoEngineConfig, Source as FoyerSource, Spawner};
 use futures_util::future::BoxFuture;
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -33,11 +32,14 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
 pub use generation::Standing;
+pub use store::STORE_FILE;
 
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
+use engine::StoreEngineConfig;
 use fill::{Fill, FillWriter};
 use generation::Generations;
+use store::{Store, StoreError, StoreOptions};
 
 /// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
 #[async_trait]
@@ -63,7 +65,7 @@ pub struct CacheOptions {
 /// Disk tier settings.
 #[derive(Clone, Debug)]
 pub struct DiskOptions {
-    /// Directory (created if missing) or block device / file.
+    /// Directory (created if missing; the store is a file in it) or block device / file.
     pub path: PathBuf,
     /// Capacity in bytes.
     pub capacity_bytes: u64,
@@ -86,6 +88,9 @@ pub enum CacheError {
         /// foyer's error.
         source: foyer::Error,
     },
+    /// The disk tier could not be opened.
+    #[error("cannot open the disk tier: {0}")]
+    Store(#[from] StoreError),
     /// The background runtime could not start.
     #[error("cannot start the cache runtime: {0}")]
     Runtime(#[from] std::io::Error),
@@ -136,14 +141,9 @@ struct Inner {
     chunk_size: u64,
     memory_bytes: u64,
     disk_bytes: u64,
+    /// The disk tier (also reached through foyer, which writes and loads through it).
+    store: Option<Store>,
     inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
-    /// Serialises inserts and removes into foyer. foyer numbers a disk write when it is
-    /// enqueued and hands it to the flusher just after; two threads can swap between those
-    /// steps, putting entries in a block out of order, and recovery stops reading a block at the
-    /// first entry numbered lower than the one before it (its test for stale data), so every
-    /// later entry of that block was lost on restart. Held only for a memory insert and a
-    /// channel send.
-    write_order: Mutex<()>,
     /// Where fills run (the cache's runtime).
     fills: tokio::runtime::Handle,
     /// Signalled when the in-flight table becomes empty.
@@ -157,19 +157,6 @@ struct Inner {
 
 /// How long closing the cache waits for fills in flight to finish and be stored.
 const CLOSE_FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Flush-buffer room kept for metadata entries, which are written without a budget permit.
-const METADATA_HEADROOM: usize = 4 << 20;
-
-/// Chunks per disk block. foyer writes and evicts whole blocks, and an entry (chunk, key and
-/// header) must fit in one: a block of exactly two chunks would hold only one, wasting half.
-const CHUNKS_PER_BLOCK: u64 = 8;
-
-/// Block size of the disk tier: room for [`CHUNKS_PER_BLOCK`] chunks with their keys and
-/// headers, 4 KiB aligned.
-pub fn disk_block_size(chunk_size: u64) -> u64 {
-    (CHUNKS_PER_BLOCK * (chunk_size + (4 << 10))).next_multiple_of(4 << 10)
-}
 
 /// Chunks each memory shard should hold at least. foyer splits the memory tier into shards of
 /// equal capacity, each evicting on its own; with its default of 8 shards a 32 MiB tier of 4 MiB
@@ -209,74 +196,38 @@ impl ChunkCache {
             .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
             .storage()
             .with_spawner(Spawner::from(runtime));
-        let (hybrid, write_budget, disk_bytes) = match &opts.disk {
+        let (hybrid, store, write_budget, disk_bytes) = match &opts.disk {
             None => {
                 let hybrid = builder.build().await.map_err(|source| CacheError::Open {
                     path: "memory".into(),
                     source,
                 })?;
-                (hybrid, None, 0)
+                (hybrid, None, None, 0)
             }
             Some(disk) => {
-                let open_err = |source| CacheError::Open {
-                    path: disk.path.display().to_string(),
-                    source,
+                let store_opts = StoreOptions {
+                    path: disk.path.clone(),
+                    capacity_bytes: disk.capacity_bytes,
+                    chunk_size: opts.chunk_size,
+                    direct: disk.direct,
+                    io_engine: disk.io_engine,
                 };
-                let is_dir = !disk.path.exists() || disk.path.is_dir();
-                if is_dir {
-                    std::fs::create_dir_all(&disk.path)?;
-                }
-                let device = |direct| {
-                    if is_dir {
-                        FsDeviceBuilder::new(&disk.path)
-                            .with_capacity(disk.capacity_bytes as usize)
-                            .with_direct(direct)
-                            .build()
-                    } else {
-                        FileDeviceBuilder::new(&disk.path)
-                            .with_capacity(disk.capacity_bytes as usize)
-                            .with_direct(direct)
-                            .build()
-                    }
-                };
-                let device = match device(disk.direct) {
-                    // tmpfs and some overlay filesystems refuse O_DIRECT.
-                    Err(e) if disk.direct => {
-                        tracing::warn!(path = %disk.path.display(), error = %e,
-                            "the disk tier's filesystem refuses O_DIRECT; using buffered I/O");
-                        device(false)
-                    }
-                    other => other,
-                }
-                .map_err(open_err)?;
-                let engine = BlockEngineConfig::new(device)
-                    .with_block_size(disk_block_size(opts.chunk_size) as usize)
-                    // foyer silently drops a write in two places: when its submit queue is over
-                    // the threshold, and when the flush buffer filling while a block is written
-                    // is full. Our budget keeps chunk bytes not yet on disk under
-                    // `write_queue_bytes` (a permit is held until the flush completes), so both
-                    // are sized to hold the whole budget plus room for the small, unbudgeted
-                    // metadata entries. foyer double-buffers: this costs 2x the buffer in memory.
-                    .with_buffer_pool_size(disk.write_queue_bytes as usize + METADATA_HEADROOM)
-                    .with_submit_queue_size_threshold(2 * (disk.write_queue_bytes as usize + METADATA_HEADROOM))
-                    // Metadata entries are overwritten and removed: without the tombstone log a
-                    // removed entry could reappear after a restart.
-                    .with_tombstone_log(true);
+                let store = Store::open(&store_opts, metrics.clone(), fills.clone()).await?;
                 let hybrid = builder
-                    .with_io_engine_config(match disk.io_engine {
-                        IoEngineKind::Psync => PsyncIoEngineConfig::new(),
-                    })
-                    .with_engine_config(engine)
-                    .with_recover_mode(RecoverMode::Quiet)
+                    // The store does its own I/O: foyer starts no I/O threads of its own.
+                    .with_io_engine_config(Box::new(NoopIoEngineConfig) as Box<dyn foyer::IoEngineConfig>)
+                    .with_engine_config(
+                        Box::new(StoreEngineConfig(store.clone())) as Box<dyn foyer::EngineConfig<_, _, _>>
+                    )
                     .build()
                     .await
-                    .map_err(open_err)?;
+                    .map_err(|source| CacheError::Open {
+                        path: disk.path.display().to_string(),
+                        source,
+                    })?;
                 let budget = Arc::new(Semaphore::new(kib(disk.write_queue_bytes as usize) as usize));
-                metrics
-                    .io_engine
-                    .with_label_values(&[engine_name(disk.io_engine)])
-                    .set(1);
-                (hybrid, Some(budget), disk.capacity_bytes)
+                metrics.io_engine.with_label_values(&[store.engine()]).set(1);
+                (hybrid, Some(store), Some(budget), disk.capacity_bytes)
             }
         };
         let inner = Inner {
@@ -284,8 +235,8 @@ impl ChunkCache {
             chunk_size: opts.chunk_size,
             memory_bytes: opts.memory_bytes,
             disk_bytes,
+            store,
             inflight: Mutex::new(HashMap::new()),
-            write_order: Mutex::new(()),
             fills,
             drained: Notify::new(),
             write_budget,
@@ -359,34 +310,9 @@ impl ChunkCache {
         set(&m.cache_usage, "memory", self.inner.hybrid.memory().usage() as u64);
         set(&m.cache_capacity, "memory", self.inner.memory_bytes);
         set(&m.cache_capacity, "disk", self.inner.disk_bytes);
-        if self.inner.disk_bytes > 0 {
-            set(
-                &m.cache_usage,
-                "disk",
-                self.disk_blocks_in_use() * disk_block_size(self.inner.chunk_size),
-            );
+        if let Some(store) = &self.inner.store {
+            set(&m.cache_usage, "disk", store.used_bytes());
         }
-    }
-
-    /// Disk blocks holding data (writing, evictable or being reclaimed). foyer publishes its
-    /// block states only as metrics, which it registers in our registry.
-    fn disk_blocks_in_use(&self) -> u64 {
-        let families = self.inner.metrics.registry().gather();
-        let Some(blocks) = families.iter().find(|f| f.name() == "foyer_storage_block_engine_block") else {
-            return 0;
-        };
-        let in_use = |metric: &&prometheus::proto::Metric| {
-            metric
-                .get_label()
-                .iter()
-                .any(|l| l.name() == "type" && l.value() != "clean")
-        };
-        blocks
-            .get_metric()
-            .iter()
-            .filter(in_use)
-            .map(|metric| metric.get_gauge().value() as u64)
-            .sum()
     }
 
     /// Flushes pending disk writes and closes the cache.
@@ -412,20 +338,12 @@ impl ChunkCache {
     }
 }
 
-fn engine_name(kind: IoEngineKind) -> &'static str {
-    match kind {
-        IoEngineKind::Psync => "psync",
-    }
-}
-
 impl Inner {
     fn insert(&self, key: CacheKey, value: CacheValue) {
-        let _order = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
         self.hybrid.insert(key, value);
     }
 
     fn remove(&self, key: &CacheKey) {
-        let _order = self.write_order.lock().unwrap_or_else(|p| p.into_inner());
         self.hybrid.remove(key);
     }
 

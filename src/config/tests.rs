@@ -12,7 +12,7 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.cache.chunk_size, 8 << 20);
     assert_eq!(c.cache.read_ahead_chunks, 2);
-    assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Psync);
+    assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Uring);
 }
 
 #[test]

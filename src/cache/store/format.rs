@@ -1,0 +1,385 @@
+//! The store's on-disk format: one superblock, a table of slot headers, then the chunk slots.
+//!
+//! ```text
+//! block 0              superblock: magic, version, geometry, epoch, CRC-32
+//! blocks 1 ..= S       small slots: a header with its value inline (metadata, short tails)
+//! blocks S+1 ..= S+C   the headers of the C chunk slots
+//! then                 C chunk slots of `chunk_slot_bytes` each, 4 KiB aligned
+//! ```
+//!
+//! Every header is one 4 KiB block:
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "SCSLOT\0\0"
+//! 8       2     format version (1), u16 LE (all integers are LE)
+//! 10      1     value kind (opaque to the store: the cache's metadata or chunk)
+//! 11      1     flags: bit 0 = the value is inline, after the checksums
+//! 12      4     segment size in bytes
+//! 16      8     epoch of the store the header belongs to
+//! 24      8     generation: the store-wide write number; the highest wins a key
+//! 32      8     key hash
+//! 40      8     value length
+//! 48      2     key length k
+//! 50      2     segment count n
+//! 52      k     the full key
+//! 52+k    4n    CRC-32 of each segment of the value
+//! ...           the value itself, when inline
+//! 4092    4     CRC-32 of bytes 0..4092
+//! ```
+//!
+//! A header is trusted only whole: magic, version, epoch and its own checksum must match, and a
+//! value is returned only if every segment read matches its checksum. So a torn write, a slot
+//! rewritten under a stale header, or a header from before the store was re-formatted (another
+//! epoch) reads as a miss, never as wrong bytes.
+
+use crate::cache::buf::{DiskBuf, ALIGN};
+
+/// Bytes per header and per superblock.
+pub const BLOCK: u64 = ALIGN as u64;
+
+const SUPER_MAGIC: &[u8; 8] = b"SCSTORE\0";
+const SLOT_MAGIC: &[u8; 8] = b"SCSLOT\0\0";
+const VERSION: u16 = 1;
+const FIXED: usize = 52;
+const CRC_AT: usize = ALIGN - 4;
+
+/// Segments per chunk at most: segments are at least 64 KiB, and chunks of more than 8 MiB get
+/// larger segments so that a header keeps room for a full S3 key.
+const MAX_SEGMENTS: u64 = 128;
+
+/// Where everything lives in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Slots whose value sits inside their header.
+    pub small_slots: u32,
+    /// Slots with a data area of `chunk_slot_bytes`.
+    pub chunk_slots: u32,
+    /// Bytes of each chunk slot's data area.
+    pub chunk_slot_bytes: u64,
+    /// Bytes per checksummed segment of a chunk.
+    pub segment_bytes: u64,
+}
+
+impl Geometry {
+    /// The layout of `capacity` bytes for chunks of `chunk_size`: a small-slot region of 1/32
+    /// of the capacity (16 MiB to 1 GiB), the rest chunk slots. `None` if not even one chunk fits.
+    pub fn new(capacity: u64, chunk_size: u64) -> Option<Self> {
+        let chunk_slot_bytes = chunk_size.next_multiple_of(BLOCK);
+        let small_bytes = (capacity / 32).clamp(16 << 20, 1 << 30).min(capacity / 4);
+        let small_slots = u32::try_from(small_bytes / BLOCK).ok()?;
+        let rest = capacity.checked_sub(BLOCK * (1 + u64::from(small_slots)))?;
+        let chunk_slots = u32::try_from(rest / (chunk_slot_bytes + BLOCK)).ok()?;
+        (chunk_slots > 0).then_some(Self {
+            small_slots,
+            chunk_slots,
+            chunk_slot_bytes,
+            segment_bytes: (64 << 10)
+                .max(chunk_size.div_ceil(MAX_SEGMENTS))
+                .next_multiple_of(BLOCK),
+        })
+    }
+
+    /// Slots in all.
+    pub fn slots(&self) -> u32 {
+        self.small_slots + self.chunk_slots
+    }
+
+    /// Whether `slot` keeps its value inline.
+    pub fn is_small(&self, slot: u32) -> bool {
+        slot < self.small_slots
+    }
+
+    /// Offset of `slot`'s header.
+    pub fn header_offset(&self, slot: u32) -> u64 {
+        BLOCK * (1 + u64::from(slot))
+    }
+
+    /// Offset of chunk slot `slot`'s data area.
+    pub fn data_offset(&self, slot: u32) -> u64 {
+        let first = BLOCK * (1 + u64::from(self.slots()));
+        first + u64::from(slot - self.small_slots) * self.chunk_slot_bytes
+    }
+
+    /// Bytes the layout spans.
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        self.data_offset(self.slots())
+    }
+
+    /// Whether a value of `len` bytes under a key of `key_len` fits inline in a header.
+    pub fn fits_inline(&self, key_len: usize, len: usize) -> bool {
+        FIXED + key_len + 4 * segments(len as u64, self.segment_bytes) + len <= CRC_AT
+    }
+
+    /// Whether a value of `len` bytes under a key of `key_len` fits a chunk slot.
+    pub fn fits_chunk(&self, key_len: usize, len: usize) -> bool {
+        len as u64 <= self.chunk_slot_bytes && FIXED + key_len + 4 * MAX_SEGMENTS as usize <= CRC_AT
+    }
+}
+
+fn segments(len: u64, segment_bytes: u64) -> usize {
+    len.div_ceil(segment_bytes) as usize
+}
+
+/// The superblock: the geometry the file was formatted with and the epoch its headers carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    /// The layout.
+    pub geometry: Geometry,
+    /// A random number chosen at each format: headers of another epoch are not this store's.
+    pub epoch: u64,
+}
+
+impl Superblock {
+    /// The superblock as its on-disk block.
+    pub fn encode(&self) -> DiskBuf {
+        let mut buf = DiskBuf::new(ALIGN);
+        buf.fill(0);
+        let g = &self.geometry;
+        buf[..8].copy_from_slice(SUPER_MAGIC);
+        buf[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        buf[12..16].copy_from_slice(&g.small_slots.to_le_bytes());
+        buf[16..20].copy_from_slice(&g.chunk_slots.to_le_bytes());
+        buf[24..32].copy_from_slice(&g.chunk_slot_bytes.to_le_bytes());
+        buf[32..40].copy_from_slice(&g.segment_bytes.to_le_bytes());
+        buf[40..48].copy_from_slice(&self.epoch.to_le_bytes());
+        seal(&mut buf);
+        buf
+    }
+
+    /// The superblock in `block`, if it is one and whole.
+    pub fn decode(block: &[u8]) -> Option<Self> {
+        if block.len() < ALIGN || &block[..8] != SUPER_MAGIC || u16_at(block, 8) != VERSION || !sealed(block) {
+            return None;
+        }
+        Some(Self {
+            geometry: Geometry {
+                small_slots: u32_at(block, 12),
+                chunk_slots: u32_at(block, 16),
+                chunk_slot_bytes: u64_at(block, 24),
+                segment_bytes: u64_at(block, 32),
+            },
+            epoch: u64_at(block, 40),
+        })
+    }
+}
+
+/// One slot's header, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The store's epoch.
+    pub epoch: u64,
+    /// Write number.
+    pub generation: u64,
+    /// Key hash.
+    pub hash: u64,
+    /// Value kind, opaque to the store.
+    pub kind: u8,
+    /// Value length.
+    pub len: u64,
+    /// Segment size the checksums cover.
+    pub segment_bytes: u64,
+    /// The full key.
+    pub key: Vec<u8>,
+    /// CRC-32 of each segment.
+    pub sums: Vec<u32>,
+    /// The value, for a small slot.
+    pub inline: Option<Vec<u8>>,
+}
+
+/// CRC-32 of each `segment_bytes` piece of `value`.
+pub fn segment_sums(value: &[u8], segment_bytes: u64) -> Vec<u32> {
+    value.chunks(segment_bytes as usize).map(crc32fast::hash).collect()
+}
+
+impl Header {
+    /// The header as its on-disk block. The caller checked that it fits
+    /// ([`Geometry::fits_inline`] or [`Geometry::fits_chunk`]).
+    pub fn encode(&self) -> DiskBuf {
+        let mut buf = DiskBuf::new(ALIGN);
+        buf.fill(0);
+        buf[..8].copy_from_slice(SLOT_MAGIC);
+        buf[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        buf[10] = self.kind;
+        buf[11] = u8::from(self.inline.is_some());
+        buf[12..16].copy_from_slice(&(self.segment_bytes as u32).to_le_bytes());
+        buf[16..24].copy_from_slice(&self.epoch.to_le_bytes());
+        buf[24..32].copy_from_slice(&self.generation.to_le_bytes());
+        buf[32..40].copy_from_slice(&self.hash.to_le_bytes());
+        buf[40..48].copy_from_slice(&self.len.to_le_bytes());
+        buf[48..50].copy_from_slice(&(self.key.len() as u16).to_le_bytes());
+        buf[50..52].copy_from_slice(&(self.sums.len() as u16).to_le_bytes());
+        let mut at = FIXED;
+        let mut put = |bytes: &[u8]| {
+            buf[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&self.key);
+        for sum in &self.sums {
+            put(&sum.to_le_bytes());
+        }
+        if let Some(value) = &self.inline {
+            put(value);
+        }
+        seal(&mut buf);
+        buf
+    }
+
+    /// The header in `block` if it is whole and of `epoch`; an inline value is checked against
+    /// its checksums too.
+    pub fn decode(block: &[u8], epoch: u64) -> Option<Self> {
+        if block.len() < ALIGN || &block[..8] != SLOT_MAGIC || u16_at(block, 8) != VERSION || !sealed(block) {
+            return None;
+        }
+        if u64_at(block, 16) != epoch {
+            return None;
+        }
+        let key_len = usize::from(u16_at(block, 48));
+        let n = usize::from(u16_at(block, 50));
+        let len = u64_at(block, 40);
+        let segment_bytes = u64::from(u32_at(block, 12));
+        if segment_bytes == 0 || n != segments(len, segment_bytes) {
+            return None;
+        }
+        let sums_at = FIXED + key_len;
+        let value_at = sums_at + 4 * n;
+        if value_at > CRC_AT {
+            return None;
+        }
+        let sums: Vec<u32> = (0..n).map(|i| u32_at(block, sums_at + 4 * i)).collect();
+        let inline = match block[11] & 1 {
+            0 => None,
+            _ => {
+                let end = value_at.checked_add(usize::try_from(len).ok()?)?;
+                if end > CRC_AT {
+                    return None;
+                }
+                let value = &block[value_at..end];
+                if segment_sums(value, segment_bytes) != sums {
+                    return None;
+                }
+                Some(value.to_vec())
+            }
+        };
+        Some(Self {
+            epoch,
+            generation: u64_at(block, 24),
+            hash: u64_at(block, 32),
+            kind: block[10],
+            len,
+            segment_bytes,
+            key: block[FIXED..sums_at].to_vec(),
+            sums,
+            inline,
+        })
+    }
+}
+
+fn seal(block: &mut [u8]) {
+    let crc = crc32fast::hash(&block[..CRC_AT]);
+    block[CRC_AT..ALIGN].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn sealed(block: &[u8]) -> bool {
+    crc32fast::hash(&block[..CRC_AT]) == u32_at(block, CRC_AT)
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn geometry_fits_the_capacity() {
+        for (capacity, chunk) in [
+            (64 * MIB, 4 * MIB),
+            (10 << 30, 8 * MIB),
+            (1 << 40, 64 * MIB),
+            (32 * MIB, 64 << 10),
+        ] {
+            let g = Geometry::new(capacity, chunk).unwrap();
+            assert!(g.bytes() <= capacity, "{g:?} spans {} > {capacity}", g.bytes());
+            assert!(g.chunk_slots > 0 && g.small_slots > 0);
+            assert!(chunk.div_ceil(g.segment_bytes) <= MAX_SEGMENTS);
+        }
+        assert_eq!(Geometry::new(8 * MIB, 8 * MIB), None);
+    }
+
+    #[test]
+    fn superblock_round_trips_and_detects_damage() {
+        let sb = Superblock {
+            geometry: Geometry::new(256 * MIB, 8 * MIB).unwrap(),
+            epoch: 42,
+        };
+        let block = sb.encode();
+        assert_eq!(Superblock::decode(&block), Some(sb));
+        let mut bad = block.to_vec();
+        bad[20] ^= 1;
+        assert_eq!(Superblock::decode(&bad), None);
+    }
+
+    fn header(key: Vec<u8>, value: &[u8], inline: bool) -> Header {
+        Header {
+            epoch: 7,
+            generation: 9,
+            hash: 11,
+            kind: 2,
+            len: value.len() as u64,
+            segment_bytes: 64 << 10,
+            key,
+            sums: segment_sums(value, 64 << 10),
+            inline: inline.then(|| value.to_vec()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn headers_round_trip(key in proptest::collection::vec(any::<u8>(), 0..1500),
+                              value in proptest::collection::vec(any::<u8>(), 0..2000),
+                              inline in any::<bool>()) {
+            let g = Geometry::new(256 * MIB, 8 * MIB).unwrap();
+            prop_assume!(!inline || g.fits_inline(key.len(), value.len()));
+            let h = header(key, &value, inline);
+            let block = h.encode();
+            prop_assert_eq!(Header::decode(&block, 7), Some(h));
+            prop_assert_eq!(Header::decode(&block, 8), None, "another epoch's header was accepted");
+        }
+
+        #[test]
+        fn any_flipped_bit_is_a_miss(at in 0..ALIGN, bit in 0u8..8) {
+            let block = header(b"key".to_vec(), b"value", true).encode();
+            let mut bad = block.to_vec();
+            bad[at] ^= 1 << bit;
+            prop_assert_eq!(Header::decode(&bad, 7), None);
+        }
+
+        #[test]
+        fn sealed_garbage_never_panics(mut block in proptest::collection::vec(any::<u8>(), ALIGN)) {
+            // Past the magic, version and checksum, so that every field is parsed.
+            block[..8].copy_from_slice(SLOT_MAGIC);
+            block[8..10].copy_from_slice(&VERSION.to_le_bytes());
+            block[16..24].copy_from_slice(&7u64.to_le_bytes());
+            seal(&mut block);
+            let _ = Header::decode(&block, 7);
+            block[..8].copy_from_slice(SUPER_MAGIC);
+            seal(&mut block);
+            let _ = Superblock::decode(&block);
+        }
+    }
+}
