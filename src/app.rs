@@ -1,7 +1,7 @@
 //! The composition root: the one module that reads the [`Config`] and turns it into each
 //! module's own options, then assembles and runs the Pingora server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
 use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
-use crate::config::{AuditConfig, AuthConfig, Config, ConfigError, LineageConfig, UpstreamConfig};
+use crate::config::{AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, UpstreamConfig};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
 use crate::proxy::{BucketRoute, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
@@ -29,6 +29,11 @@ pub enum AppError {
     /// The cache could not be opened.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// Encryption is on, but there is no config file to put a new key file beside.
+    #[error(
+        "cache.disk.key_file: required when the config does not come from a file (or set cache.disk.encryption: none)"
+    )]
+    NoKeyFile,
     /// An upstream's credentials are missing.
     #[error("upstream `{upstream}`: {source}")]
     Credentials {
@@ -64,20 +69,39 @@ pub enum AppError {
     Tls(#[from] TlsError),
 }
 
-/// The cache options of a config.
-pub fn cache_options(config: &Config) -> CacheOptions {
+/// The disk tier's key file when `cache.disk.key_file` is not set: beside the config file, never
+/// in the cache directory.
+pub const DEFAULT_KEY_FILE: &str = "shardcache-disk.key";
+
+/// The cache options of a config read from `source` (`None`: not from a file).
+pub fn cache_options(config: &Config, source: Option<&Path>) -> Result<CacheOptions, AppError> {
     let c = &config.cache;
-    CacheOptions {
+    let disk = match &c.disk {
+        None => None,
+        Some(d) => {
+            let key_file = match (d.encryption, &d.key_file) {
+                (DiskEncryption::None, _) => None,
+                (DiskEncryption::Aes256Gcm, Some(file)) => Some(file.clone()),
+                (DiskEncryption::Aes256Gcm, None) => {
+                    let dir = source.map(|p| p.parent().unwrap_or(Path::new(".")));
+                    Some(dir.ok_or(AppError::NoKeyFile)?.join(DEFAULT_KEY_FILE))
+                }
+            };
+            Some(DiskOptions {
+                path: d.path.clone(),
+                capacity_bytes: d.capacity_bytes,
+                direct: d.direct,
+                write_queue_bytes: d.write_queue_bytes,
+                io_engine: d.io_engine,
+                key_file,
+            })
+        }
+    };
+    Ok(CacheOptions {
         chunk_size: c.chunk_size,
         memory_bytes: c.memory_bytes,
-        disk: c.disk.as_ref().map(|d| DiskOptions {
-            path: d.path.clone(),
-            capacity_bytes: d.capacity_bytes,
-            direct: d.direct,
-            write_queue_bytes: d.write_queue_bytes,
-            io_engine: d.io_engine,
-        }),
-    }
+        disk,
+    })
 }
 
 /// The upstreams and bucket routes of a config.
@@ -202,19 +226,17 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
         None => (None, Vec::new()),
     };
     let router = router(&config, &|name| std::env::var(name).ok())?;
-    let opts = cache_options(&config);
+    let opts = cache_options(&config, source.as_deref())?;
     let cache = on_helper_thread({
         let metrics = metrics.clone();
         async move { ChunkCache::open(opts, metrics).await }
     })??;
-    let engine = config.cache.disk.as_ref().map_or("none (memory only)", |_| "psync");
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin_listen,
         chunk_size = config.cache.chunk_size,
         memory_bytes = config.cache.memory_bytes,
         disk = ?config.cache.disk.as_ref().map(|d| &d.path),
-        io_engine = engine,
         "shardcache starting"
     );
     let state = Arc::new(ProxyState::new(

@@ -5,8 +5,8 @@
 //! keys, no bucket names). foyer registers its own metrics (prefix `foyer_`) in the same registry.
 
 use prometheus::{
-    exponential_buckets, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Where the bytes of a response came from, and the request's cache outcome.
@@ -133,6 +133,9 @@ pub struct Metrics {
     /// `shardcache_disk_io_bytes_total{op}`: bytes the disk tier read and wrote (`read`,
     /// `write`).
     pub disk_io_bytes: IntCounterVec,
+    /// `shardcache_disk_degraded`: 1 while the disk tier is not used because its disk fails (or
+    /// its file was removed); it is checked every two seconds and resumes on its own.
+    pub disk_degraded: IntGauge,
     /// `shardcache_disk_recovery_seconds`: how long opening the disk tier took (the header scan).
     pub disk_recovery_seconds: Gauge,
     /// `shardcache_warmed_bytes_total{source}`: bytes of objects warmed on request, by where they
@@ -285,6 +288,12 @@ impl Metrics {
                 ),
                 &["read", "write"],
             ),
+            disk_degraded: {
+                let g = IntGauge::new("shardcache_disk_degraded", "1 while the disk tier is degraded")
+                    .expect("static metric definition");
+                registry.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
             disk_recovery_seconds: {
                 let g = Gauge::new("shardcache_disk_recovery_seconds", "Time the disk tier took to open")
                     .expect("static metric definition");

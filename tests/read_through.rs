@@ -449,12 +449,12 @@ async fn every_chunk_of_a_large_object_survives_a_restart() {
     let yaml = || {
         format!(
             "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
-             cache:\n  memory_bytes: 33554432\n  read_ahead_chunks: 4\n  disk:\n    path: {}\n    capacity_bytes: 1073741824\n\
+             cache:\n  memory_bytes: 33554432\n  read_ahead_chunks: 4\n  disk:\n    path: {d}\n    capacity_bytes: 1073741824\n    key_file: {d}/disk.key\n\
              upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
             common::free_port(),
             common::free_port(),
-            disk.path().display(),
-            root.path().display()
+            root.path().display(),
+            d = disk.path().display(),
         )
     };
     let upstream_gets = "shardcache_upstream_requests_total{call=\"get\",upstream=\"local\"}";

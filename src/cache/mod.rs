@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use engine::StoreEngineConfig;
 use fill::{Fill, FillWriter};
 use generation::Generations;
-use store::{Store, StoreError, StoreOptions};
+use store::{KeyError, Keys, Store, StoreError, StoreOptions};
 
 /// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
 #[async_trait]
@@ -75,6 +75,8 @@ pub struct DiskOptions {
     pub write_queue_bytes: u64,
     /// I/O engine.
     pub io_engine: IoEngineKind,
+    /// The master key file, for encryption at rest; `None` stores entries in the clear.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The cache could not be opened.
@@ -91,6 +93,9 @@ pub enum CacheError {
     /// The disk tier could not be opened.
     #[error("cannot open the disk tier: {0}")]
     Store(#[from] StoreError),
+    /// The disk tier's key file is unusable.
+    #[error("cache.disk.key_file: {0}")]
+    Keys(#[from] KeyError),
     /// The background runtime could not start.
     #[error("cannot start the cache runtime: {0}")]
     Runtime(#[from] std::io::Error),
@@ -211,6 +216,10 @@ impl ChunkCache {
                     chunk_size: opts.chunk_size,
                     direct: disk.direct,
                     io_engine: disk.io_engine,
+                    keys: match &disk.key_file {
+                        Some(file) => Some(Arc::new(Keys::load_or_create(file)?)),
+                        None => None,
+                    },
                 };
                 let store = Store::open(&store_opts, metrics.clone(), fills.clone()).await?;
                 let hybrid = builder

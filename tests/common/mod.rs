@@ -217,7 +217,7 @@ impl Proxy {
     pub fn start(upstream: SocketAddr, opts: ProxyOptions) -> Self {
         let disk = match &opts.disk {
             Some(p) => format!(
-                "  disk:\n    path: {}\n    capacity_bytes: 268435456\n    write_queue_bytes: 16777216\n",
+                "  disk:\n    path: {0}\n    capacity_bytes: 268435456\n    write_queue_bytes: 16777216\n    key_file: {0}/disk.key\n",
                 p.display()
             ),
             None => "  disk: null\n".to_owned(),

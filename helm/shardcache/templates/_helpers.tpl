@@ -65,7 +65,25 @@ The config file: .Values.config with the listeners set from ports and mode.
 {{- with .Values.tls.existingSecret }}
 {{- $_ := set $config "tls" (dict "cert_file" "/etc/shardcache-tls/tls.crt" "key_file" "/etc/shardcache-tls/tls.key" "admin" $.Values.tls.admin) }}
 {{- end }}
+{{- if include "shardcache.diskEncrypted" . }}
+{{- $_ := set $config.cache.disk "key_file" "/etc/shardcache-disk-key/shardcache-disk.key" }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+"true" when the disk tier is on and encrypted (the default); empty otherwise.
+*/}}
+{{- define "shardcache.diskEncrypted" -}}
+{{- $disk := (.Values.config.cache | default dict).disk }}
+{{- if and $disk (ne (toString ($disk.encryption | default "aes-256-gcm")) "none") }}true{{ end }}
+{{- end }}
+
+{{/*
+The Secret holding the disk tier's master keys: diskEncryption.existingSecret, or the chart's own.
+*/}}
+{{- define "shardcache.diskKeySecret" -}}
+{{- .Values.diskEncryption.existingSecret | default (printf "%s-disk-key" (include "shardcache.fullname" .)) }}
 {{- end }}
 
 {{/*
@@ -184,6 +202,11 @@ so a Job still completes.
       mountPath: /etc/shardcache-tls
       readOnly: true
     {{- end }}
+    {{- if include "shardcache.diskEncrypted" . }}
+    - name: shardcache-disk-key
+      mountPath: /etc/shardcache-disk-key
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -228,6 +251,14 @@ Pods' volumes: the config, the cache, and the Secrets auth and tls name.
         path: tls.crt
       - key: tls.key
         path: tls.key
+{{- end }}
+{{- if include "shardcache.diskEncrypted" . }}
+- name: shardcache-disk-key
+  secret:
+    secretName: {{ include "shardcache.diskKeySecret" . }}
+    items:
+      - key: shardcache-disk.key
+        path: shardcache-disk.key
 {{- end }}
 {{- end }}
 

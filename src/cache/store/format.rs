@@ -14,7 +14,7 @@
 //! 0       8     magic "SCSLOT\0\0"
 //! 8       2     format version (1), u16 LE (all integers are LE)
 //! 10      1     value kind (opaque to the store: the cache's metadata or chunk)
-//! 11      1     flags: bit 0 = the value is inline, after the checksums
+//! 11      1     flags: bit 0 = the value is inline, after the checks; bit 1 = sealed (encrypted)
 //! 12      4     segment size in bytes
 //! 16      8     epoch of the store the header belongs to
 //! 24      8     generation: the store-wide write number; the highest wins a key
@@ -22,14 +22,17 @@
 //! 40      8     value length
 //! 48      2     key length k
 //! 50      2     segment count n
-//! 52      k     the full key
-//! 52+k    4n    CRC-32 of each segment of the value
-//! ...           the value itself, when inline
+//! 52      4     sealed: id of the master key
+//! 56      16    sealed: the write's salt
+//! 72      16    sealed: the GCM tag of the key
+//! 88      k     the full key (encrypted when sealed)
+//! 88+k    w*n   per segment: its CRC-32 (w = 4), or when sealed its GCM tag (w = 16)
+//! ...           the value itself, when inline (encrypted when sealed)
 //! 4092    4     CRC-32 of bytes 0..4092
 //! ```
 //!
-//! A header is trusted only whole: magic, version, epoch and its own checksum must match, and a
-//! value is returned only if every segment read matches its checksum. So a torn write, a slot
+//! A header is trusted only whole: magic, version, epoch and its own checksum must match. The
+//! store returns a value only if every segment read matches its check. So a torn write, a slot
 //! rewritten under a stale header, or a header from before the store was re-formatted (another
 //! epoch) reads as a miss, never as wrong bytes.
 
@@ -41,7 +44,7 @@ pub const BLOCK: u64 = ALIGN as u64;
 const SUPER_MAGIC: &[u8; 8] = b"SCSTORE\0";
 const SLOT_MAGIC: &[u8; 8] = b"SCSLOT\0\0";
 const VERSION: u16 = 1;
-const FIXED: usize = 52;
+const FIXED: usize = 88;
 const CRC_AT: usize = ALIGN - 4;
 
 /// Segments per chunk at most: segments are at least 64 KiB, and chunks of more than 8 MiB get
@@ -102,24 +105,33 @@ impl Geometry {
     }
 
     /// Bytes the layout spans.
-    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.data_offset(self.slots())
     }
 
     /// Whether a value of `len` bytes under a key of `key_len` fits inline in a header.
-    pub fn fits_inline(&self, key_len: usize, len: usize) -> bool {
-        FIXED + key_len + 4 * segments(len as u64, self.segment_bytes) + len <= CRC_AT
+    pub fn fits_inline(&self, key_len: usize, len: usize, sealed: bool) -> bool {
+        FIXED + key_len + check_width(sealed) * segments(len as u64, self.segment_bytes) + len <= CRC_AT
     }
 
     /// Whether a value of `len` bytes under a key of `key_len` fits a chunk slot.
-    pub fn fits_chunk(&self, key_len: usize, len: usize) -> bool {
-        len as u64 <= self.chunk_slot_bytes && FIXED + key_len + 4 * MAX_SEGMENTS as usize <= CRC_AT
+    pub fn fits_chunk(&self, key_len: usize, len: usize, sealed: bool) -> bool {
+        len as u64 <= self.chunk_slot_bytes && FIXED + key_len + check_width(sealed) * MAX_SEGMENTS as usize <= CRC_AT
     }
 }
 
-fn segments(len: u64, segment_bytes: u64) -> usize {
+/// Segments of a value of `len` bytes.
+pub fn segments(len: u64, segment_bytes: u64) -> usize {
     len.div_ceil(segment_bytes) as usize
+}
+
+/// Bytes of each segment's check: a CRC-32, or a GCM tag.
+pub fn check_width(sealed: bool) -> usize {
+    if sealed {
+        super::seal::TAG
+    } else {
+        4
+    }
 }
 
 /// The superblock: the geometry the file was formatted with and the epoch its headers carry.
@@ -129,6 +141,8 @@ pub struct Superblock {
     pub geometry: Geometry,
     /// A random number chosen at each format: headers of another epoch are not this store's.
     pub epoch: u64,
+    /// Whether entries are encrypted: turning encryption on or off starts the store empty.
+    pub sealed: bool,
 }
 
 impl Superblock {
@@ -144,6 +158,7 @@ impl Superblock {
         buf[24..32].copy_from_slice(&g.chunk_slot_bytes.to_le_bytes());
         buf[32..40].copy_from_slice(&g.segment_bytes.to_le_bytes());
         buf[40..48].copy_from_slice(&self.epoch.to_le_bytes());
+        buf[48] = u8::from(self.sealed);
         seal(&mut buf);
         buf
     }
@@ -161,6 +176,7 @@ impl Superblock {
                 segment_bytes: u64_at(block, 32),
             },
             epoch: u64_at(block, 40),
+            sealed: block[48] == 1,
         })
     }
 }
@@ -180,17 +196,25 @@ pub struct Header {
     pub len: u64,
     /// Segment size the checksums cover.
     pub segment_bytes: u64,
-    /// The full key.
+    /// The full key, as stored (encrypted when sealed).
     pub key: Vec<u8>,
-    /// CRC-32 of each segment.
-    pub sums: Vec<u32>,
-    /// The value, for a small slot.
+    /// How the entry is encrypted, if it is.
+    pub sealed: Option<Sealed>,
+    /// Each segment's check ([`check_width`] bytes each).
+    pub checks: Vec<u8>,
+    /// The value as stored, for a small slot.
     pub inline: Option<Vec<u8>>,
 }
 
-/// CRC-32 of each `segment_bytes` piece of `value`.
-pub fn segment_sums(value: &[u8], segment_bytes: u64) -> Vec<u32> {
-    value.chunks(segment_bytes as usize).map(crc32fast::hash).collect()
+/// What a sealed header adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// The master key's id.
+    pub key_id: u32,
+    /// The write's salt.
+    pub salt: [u8; 16],
+    /// The GCM tag of the encrypted key.
+    pub key_tag: [u8; 16],
 }
 
 impl Header {
@@ -202,23 +226,27 @@ impl Header {
         buf[..8].copy_from_slice(SLOT_MAGIC);
         buf[8..10].copy_from_slice(&VERSION.to_le_bytes());
         buf[10] = self.kind;
-        buf[11] = u8::from(self.inline.is_some());
+        buf[11] = u8::from(self.inline.is_some()) | u8::from(self.sealed.is_some()) << 1;
         buf[12..16].copy_from_slice(&(self.segment_bytes as u32).to_le_bytes());
         buf[16..24].copy_from_slice(&self.epoch.to_le_bytes());
         buf[24..32].copy_from_slice(&self.generation.to_le_bytes());
         buf[32..40].copy_from_slice(&self.hash.to_le_bytes());
         buf[40..48].copy_from_slice(&self.len.to_le_bytes());
         buf[48..50].copy_from_slice(&(self.key.len() as u16).to_le_bytes());
-        buf[50..52].copy_from_slice(&(self.sums.len() as u16).to_le_bytes());
+        let n = segments(self.len, self.segment_bytes);
+        buf[50..52].copy_from_slice(&(n as u16).to_le_bytes());
+        if let Some(s) = &self.sealed {
+            buf[52..56].copy_from_slice(&s.key_id.to_le_bytes());
+            buf[56..72].copy_from_slice(&s.salt);
+            buf[72..88].copy_from_slice(&s.key_tag);
+        }
         let mut at = FIXED;
         let mut put = |bytes: &[u8]| {
             buf[at..at + bytes.len()].copy_from_slice(bytes);
             at += bytes.len();
         };
         put(&self.key);
-        for sum in &self.sums {
-            put(&sum.to_le_bytes());
-        }
+        put(&self.checks);
         if let Some(value) = &self.inline {
             put(value);
         }
@@ -226,8 +254,7 @@ impl Header {
         buf
     }
 
-    /// The header in `block` if it is whole and of `epoch`; an inline value is checked against
-    /// its checksums too.
+    /// The header in `block` if it is whole and of `epoch` (its value's checks are the store's).
     pub fn decode(block: &[u8], epoch: u64) -> Option<Self> {
         if block.len() < ALIGN || &block[..8] != SLOT_MAGIC || u16_at(block, 8) != VERSION || !sealed(block) {
             return None;
@@ -242,26 +269,24 @@ impl Header {
         if segment_bytes == 0 || n != segments(len, segment_bytes) {
             return None;
         }
-        let sums_at = FIXED + key_len;
-        let value_at = sums_at + 4 * n;
+        let is_sealed = block[11] & 2 != 0;
+        let checks_at = FIXED + key_len;
+        let value_at = checks_at + check_width(is_sealed) * n;
         if value_at > CRC_AT {
             return None;
         }
-        let sums: Vec<u32> = (0..n).map(|i| u32_at(block, sums_at + 4 * i)).collect();
         let inline = match block[11] & 1 {
             0 => None,
             _ => {
                 let end = value_at.checked_add(usize::try_from(len).ok()?)?;
-                if end > CRC_AT {
-                    return None;
-                }
-                let value = &block[value_at..end];
-                if segment_sums(value, segment_bytes) != sums {
-                    return None;
-                }
-                Some(value.to_vec())
+                Some(block.get(value_at..end).filter(|_| end <= CRC_AT)?.to_vec())
             }
         };
+        let sealed = is_sealed.then(|| Sealed {
+            key_id: u32_at(block, 52),
+            salt: block[56..72].try_into().expect("16 bytes"),
+            key_tag: block[72..88].try_into().expect("16 bytes"),
+        });
         Some(Self {
             epoch,
             generation: u64_at(block, 24),
@@ -269,8 +294,9 @@ impl Header {
             kind: block[10],
             len,
             segment_bytes,
-            key: block[FIXED..sums_at].to_vec(),
-            sums,
+            key: block[FIXED..checks_at].to_vec(),
+            sealed,
+            checks: block[checks_at..value_at].to_vec(),
             inline,
         })
     }
@@ -326,6 +352,7 @@ mod tests {
         let sb = Superblock {
             geometry: Geometry::new(256 * MIB, 8 * MIB).unwrap(),
             epoch: 42,
+            sealed: true,
         };
         let block = sb.encode();
         assert_eq!(Superblock::decode(&block), Some(sb));
@@ -334,7 +361,8 @@ mod tests {
         assert_eq!(Superblock::decode(&bad), None);
     }
 
-    fn header(key: Vec<u8>, value: &[u8], inline: bool) -> Header {
+    fn header(key: Vec<u8>, value: &[u8], inline: bool, sealed: bool) -> Header {
+        let n = segments(value.len() as u64, 64 << 10);
         Header {
             epoch: 7,
             generation: 9,
@@ -343,7 +371,12 @@ mod tests {
             len: value.len() as u64,
             segment_bytes: 64 << 10,
             key,
-            sums: segment_sums(value, 64 << 10),
+            sealed: sealed.then_some(Sealed {
+                key_id: 3,
+                salt: [5; 16],
+                key_tag: [6; 16],
+            }),
+            checks: (0..n * check_width(sealed)).map(|i| i as u8).collect(),
             inline: inline.then(|| value.to_vec()),
         }
     }
@@ -352,10 +385,10 @@ mod tests {
         #[test]
         fn headers_round_trip(key in proptest::collection::vec(any::<u8>(), 0..1500),
                               value in proptest::collection::vec(any::<u8>(), 0..2000),
-                              inline in any::<bool>()) {
+                              inline in any::<bool>(), sealed in any::<bool>()) {
             let g = Geometry::new(256 * MIB, 8 * MIB).unwrap();
-            prop_assume!(!inline || g.fits_inline(key.len(), value.len()));
-            let h = header(key, &value, inline);
+            prop_assume!(!inline || g.fits_inline(key.len(), value.len(), sealed));
+            let h = header(key, &value, inline, sealed);
             let block = h.encode();
             prop_assert_eq!(Header::decode(&block, 7), Some(h));
             prop_assert_eq!(Header::decode(&block, 8), None, "another epoch's header was accepted");
@@ -363,7 +396,7 @@ mod tests {
 
         #[test]
         fn any_flipped_bit_is_a_miss(at in 0..ALIGN, bit in 0u8..8) {
-            let block = header(b"key".to_vec(), b"value", true).encode();
+            let block = header(b"key".to_vec(), b"value", true, false).encode();
             let mut bad = block.to_vec();
             bad[at] ^= 1 << bit;
             prop_assert_eq!(Header::decode(&bad, 7), None);

@@ -14,6 +14,9 @@ use crate::config::IoEngineKind;
 /// The store's I/O engine.
 pub struct Io {
     backend: Backend,
+    /// Tests set an errno here to make every read and write fail with it.
+    #[cfg(test)]
+    pub fail_with: std::sync::atomic::AtomicI32,
 }
 
 enum Backend {
@@ -27,9 +30,7 @@ impl Io {
         if want == IoEngineKind::Uring {
             match Ring::start(file.clone()) {
                 Ok(ring) => {
-                    let io = Self {
-                        backend: Backend::Uring(ring),
-                    };
+                    let io = Self::with(Backend::Uring(ring));
                     match io.read(DiskBuf::new(ALIGN), 0).await {
                         Ok(_) => return io,
                         Err(e) => tracing::warn!(error = %e, "io_uring reads fail here; the disk tier uses psync"),
@@ -38,9 +39,25 @@ impl Io {
                 Err(e) => tracing::warn!(error = %e, "io_uring is not available; the disk tier uses psync"),
             }
         }
+        Self::with(Backend::Psync(file))
+    }
+
+    fn with(backend: Backend) -> Self {
         Self {
-            backend: Backend::Psync(file),
+            backend,
+            #[cfg(test)]
+            fail_with: Default::default(),
         }
+    }
+
+    /// The error tests asked for, if any.
+    fn injected(&self) -> io::Result<()> {
+        #[cfg(test)]
+        match self.fail_with.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {}
+            errno => return Err(io::Error::from_raw_os_error(errno)),
+        }
+        Ok(())
     }
 
     /// The engine in use, as `shardcache_disk_io_engine_info` names it.
@@ -53,6 +70,7 @@ impl Io {
 
     /// Fills `buf` from `offset`.
     pub async fn read(&self, buf: DiskBuf, offset: u64) -> io::Result<DiskBuf> {
+        self.injected()?;
         match &self.backend {
             Backend::Uring(ring) => ring.submit(false, buf, offset).await,
             Backend::Psync(file) => {
@@ -67,6 +85,7 @@ impl Io {
 
     /// Writes all of `buf` at `offset`.
     pub async fn write(&self, buf: DiskBuf, offset: u64) -> io::Result<DiskBuf> {
+        self.injected()?;
         match &self.backend {
             Backend::Uring(ring) => ring.submit(true, buf, offset).await,
             Backend::Psync(file) => blocking(file, move |file| file.write_all_at(&buf, offset).map(|()| buf)).await,

@@ -20,19 +20,23 @@
 //!   generation wins. A superblock of another geometry, or none, starts an empty store with a new
 //!   epoch: headers of an older epoch are never taken for this store's.
 //! - **Faults** never panic and never wedge: an I/O error fails that one write or read (counted
-//!   and logged), the slot is dropped, and the cache carries on from memory and upstream.
+//!   and logged), the slot is dropped, and the cache carries on from memory and upstream. After
+//!   three failures in a row, or when the file is removed or replaced under it, the store is
+//!   *degraded*: it reads and writes nothing, and every two seconds checks the disk again (a
+//!   write and read-back of a probe block, or re-creating a removed file, empty). When that
+//!   works it resumes, without a restart.
 
+mod file;
 mod format;
 mod io;
+mod seal;
 mod uring;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -40,14 +44,21 @@ use tokio::sync::watch;
 use super::buf::DiskBuf;
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
-use format::{segment_sums, Geometry, Header, Superblock, BLOCK};
+use file::random_u64;
+use format::{check_width, segments, Geometry, Header, Sealed, Superblock, BLOCK};
 use io::Io;
+use seal::WriteKey;
+pub use seal::{KeyError, Keys};
 
 /// File name of the store inside a cache directory.
 pub const STORE_FILE: &str = "shardcache.store";
 
 /// Headers read per recovery read (1 MiB).
 const RECOVERY_BATCH: u32 = 256;
+/// I/O failures in a row that make the store degraded.
+const FAILURES_TO_DEGRADE: u32 = 3;
+/// How often the store checks that its file is still there, and when degraded, the disk.
+const HEALTH_CHECK: Duration = Duration::from_secs(2);
 
 /// Store settings.
 #[derive(Clone, Debug)]
@@ -62,6 +73,8 @@ pub struct StoreOptions {
     pub direct: bool,
     /// The I/O engine wanted.
     pub io_engine: IoEngineKind,
+    /// Master keys to encrypt entries with; `None` stores them in the clear (CRC-checked).
+    pub keys: Option<Arc<Keys>>,
 }
 
 /// The store could not be opened.
@@ -102,8 +115,16 @@ pub struct Store {
 }
 
 struct Shared {
-    io: Io,
+    /// The I/O engine over the current file; replaced when a removed file is re-created.
+    io: RwLock<Arc<Io>>,
+    /// The file's path and (device, inode) as opened, and the settings to open it again.
+    file: Mutex<(PathBuf, (u64, u64))>,
+    opts: StoreOptions,
+    capacity: u64,
+    failures: AtomicU32,
+    degraded: AtomicBool,
     geometry: Geometry,
+    keys: Option<Arc<Keys>>,
     epoch: AtomicU64,
     next_generation: AtomicU64,
     index: Mutex<Index>,
@@ -176,35 +197,47 @@ impl Store {
             path: opts.path.display().to_string(),
             source,
         };
-        let (file, capacity) = open_file(opts).map_err(io_err)?;
-        let geometry = Geometry::new(capacity, opts.chunk_size).ok_or_else(|| {
+        let opened = file::open(&opts.path, opts.capacity_bytes, opts.direct, true).map_err(io_err)?;
+        // The last block is kept out of the layout: the health check's probe writes there.
+        let geometry = Geometry::new(opened.capacity.saturating_sub(BLOCK), opts.chunk_size).ok_or_else(|| {
             StoreError::Capacity(format!(
-                "{capacity} bytes cannot hold a chunk of {} bytes",
-                opts.chunk_size
+                "{} bytes cannot hold a chunk of {} bytes",
+                opened.capacity, opts.chunk_size
             ))
         })?;
-        let io = Io::new(Arc::new(file), opts.io_engine).await;
+        let io = Io::new(Arc::new(opened.file), opts.io_engine).await;
         let started = Instant::now();
         let block = io.read(DiskBuf::new(BLOCK as usize), 0).await;
         let found = block.ok().and_then(|b| Superblock::decode(&b));
+        let sealed = opts.keys.is_some();
         let (epoch, recovered) = match found {
-            Some(sb) if sb.geometry == geometry => (sb.epoch, true),
+            Some(sb) if sb.geometry == geometry && sb.sealed == sealed => (sb.epoch, true),
             _ => {
                 let sb = Superblock {
                     geometry,
                     epoch: random_u64(),
+                    sealed,
                 };
                 io.write(sb.encode(), 0).await.map_err(io_err)?;
                 if found.is_some() {
-                    tracing::info!(path = %opts.path.display(), "the disk tier's geometry changed; starting it empty");
+                    tracing::info!(
+                        path = %opts.path.display(),
+                        "the disk tier's geometry or encryption changed; starting it empty"
+                    );
                 }
                 (sb.epoch, false)
             }
         };
         let (written, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            io,
+            io: RwLock::new(Arc::new(io)),
+            file: Mutex::new((opened.path, opened.identity)),
+            opts: opts.clone(),
+            capacity: opened.capacity,
+            failures: AtomicU32::new(0),
+            degraded: AtomicBool::new(false),
             geometry,
+            keys: opts.keys.clone(),
             epoch: AtomicU64::new(epoch),
             next_generation: AtomicU64::new(1),
             index: Mutex::new(Index::new(&geometry)),
@@ -215,6 +248,15 @@ impl Store {
             written,
             metrics,
             runtime,
+        });
+        shared.metrics.disk_degraded.set(0);
+        let watched = Arc::downgrade(&shared);
+        shared.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(HEALTH_CHECK).await;
+                let Some(shared) = watched.upgrade() else { break };
+                shared.check_health().await;
+            }
         });
         let store = Self { shared };
         if recovered {
@@ -235,7 +277,7 @@ impl Store {
 
     /// The I/O engine in use.
     pub fn engine(&self) -> &'static str {
-        self.shared.io.engine()
+        self.shared.io().engine()
     }
 
     /// Entries indexed.
@@ -258,7 +300,7 @@ impl Store {
 
     /// Whether `hash` may be stored (indexed, being written or written).
     pub fn contains(&self, hash: u64) -> bool {
-        self.shared.lock().map.contains_key(&hash)
+        !self.shared.degraded() && self.shared.lock().map.contains_key(&hash)
     }
 
     /// Starts writing an entry; `keep` is dropped once the write has finished or was cancelled.
@@ -269,6 +311,10 @@ impl Store {
         let Some(class) = shared.class_for(key.len(), value.len()) else {
             return;
         };
+        if shared.degraded() {
+            shared.metrics.disk_write_drops.inc();
+            return;
+        }
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
         let slot = {
             let mut index = shared.lock();
@@ -306,7 +352,8 @@ impl Store {
             len: value.len() as u64,
             segment_bytes: shared.geometry.segment_bytes,
             key,
-            sums: Vec::new(),
+            sealed: None,
+            checks: Vec::new(),
             inline: None,
         };
         shared.runtime.spawn(shared.clone().write(slot, header, value, ticket));
@@ -338,8 +385,9 @@ impl Store {
         let sb = Superblock {
             geometry: self.shared.geometry,
             epoch: random_u64(),
+            sealed: self.shared.keys.is_some(),
         };
-        self.shared.io.write(sb.encode(), 0).await?;
+        self.shared.io().write(sb.encode(), 0).await?;
         self.shared.epoch.store(sb.epoch, Ordering::Relaxed);
         *self.shared.lock() = Index::new(&self.shared.geometry);
         Ok(())
@@ -354,7 +402,7 @@ impl Store {
         while first < g.slots() {
             let n = RECOVERY_BATCH.min(g.slots() - first);
             let buf = shared
-                .io
+                .io()
                 .read(DiskBuf::new((n as u64 * BLOCK) as usize), g.header_offset(first))
                 .await?;
             for (i, block) in buf.chunks(BLOCK as usize).enumerate() {
@@ -410,11 +458,89 @@ impl Shared {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn io(&self) -> Arc<Io> {
+        self.io.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
+    }
+
+    fn degrade(&self, why: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            self.metrics.disk_degraded.set(1);
+            tracing::error!(
+                path = %self.opts.path.display(),
+                why,
+                "the disk tier is degraded: serving from memory and upstream until the disk works again"
+            );
+        }
+    }
+
+    /// The periodic check: is the file still ours; and when degraded, does the disk work again.
+    async fn check_health(self: &Arc<Self>) {
+        let (path, identity) = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let gone = file::identity_at(&path) != Some(identity);
+        if gone {
+            self.degrade("the disk tier's file was removed or replaced");
+        }
+        if !self.degraded() {
+            return;
+        }
+        let healed = if gone { self.reopen().await } else { self.probe().await };
+        match healed {
+            Ok(()) => {
+                self.failures.store(0, Ordering::Relaxed);
+                self.degraded.store(false, Ordering::Relaxed);
+                self.metrics.disk_degraded.set(0);
+                tracing::info!(path = %self.opts.path.display(), "the disk tier works again");
+            }
+            Err(e) => tracing::debug!(error = %e, "the disk tier is still failing"),
+        }
+    }
+
+    /// Writes and reads back the probe block past the layout's end.
+    async fn probe(&self) -> std::io::Result<()> {
+        let offset = self.geometry.bytes();
+        let mut block = DiskBuf::new(BLOCK as usize);
+        block.fill(0);
+        block[..8].copy_from_slice(&random_u64().to_le_bytes());
+        let expected = block[..8].to_vec();
+        let io = self.io();
+        io.write(block, offset).await?;
+        let back = io.read(DiskBuf::new(BLOCK as usize), offset).await?;
+        match back[..8] == expected[..] {
+            true => Ok(()),
+            false => Err(std::io::Error::other("the probe block read back different bytes")),
+        }
+    }
+
+    /// Re-creates a removed or replaced file, empty, with a new epoch, and swaps it in.
+    async fn reopen(self: &Arc<Self>) -> std::io::Result<()> {
+        let opts = &self.opts;
+        let opened = file::open(&opts.path, self.capacity, opts.direct, false)?;
+        let io = Io::new(Arc::new(opened.file), opts.io_engine).await;
+        let sb = Superblock {
+            geometry: self.geometry,
+            epoch: random_u64(),
+            sealed: self.keys.is_some(),
+        };
+        io.write(sb.encode(), 0).await?;
+        // Writes still running against the old file find their slots gone and leave them.
+        *self.lock() = Index::new(&self.geometry);
+        self.epoch.store(sb.epoch, Ordering::Relaxed);
+        *self.io.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(io);
+        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = (opened.path, opened.identity);
+        tracing::info!(path = %opts.path.display(), "re-created the disk tier's file; it starts empty");
+        Ok(())
+    }
+
     fn class_for(&self, key_len: usize, len: usize) -> Option<Class> {
         let g = &self.geometry;
-        if g.fits_inline(key_len, len) {
+        let sealed = self.keys.is_some();
+        if g.fits_inline(key_len, len, sealed) {
             Some(Class::Small)
-        } else if g.fits_chunk(key_len, len) {
+        } else if g.fits_chunk(key_len, len, sealed) {
             Some(Class::Chunk)
         } else {
             None
@@ -423,10 +549,20 @@ impl Shared {
 
     async fn write(self: Arc<Self>, slot: u32, mut header: Header, value: Bytes, ticket: Ticket) {
         let result = self.write_slot(slot, &mut header, &value).await;
+        if result.is_ok() {
+            self.failures.store(0, Ordering::Relaxed);
+        }
         let (keep, clear) = {
             let mut index = self.lock();
             let keep = index.keep.remove(&slot);
-            let cancelled = index.slots[slot as usize].cancelled;
+            let s = index.slots[slot as usize];
+            if s.state != State::Writing || s.generation != header.generation {
+                // The index was reset (file re-created, store destroyed) under this write.
+                drop(index);
+                drop(keep);
+                return;
+            }
+            let cancelled = s.cancelled;
             let clear = cancelled || result.is_err();
             if clear {
                 if index.map.get(&header.hash) == Some(&slot) {
@@ -451,26 +587,97 @@ impl Shared {
 
     async fn write_slot(&self, slot: u32, header: &mut Header, value: &[u8]) -> std::io::Result<()> {
         let g = &self.geometry;
-        header.sums = segment_sums(value, g.segment_bytes);
+        let io = self.io();
         if g.is_small(slot) {
-            header.inline = Some(value.to_vec());
-            self.io.write(header.encode(), g.header_offset(slot)).await?;
+            let mut inline = value.to_vec();
+            self.protect(header, &mut inline)?;
+            header.inline = Some(inline);
+            io.write(header.encode(), g.header_offset(slot)).await?;
             self.metrics.disk_io_bytes.with_label_values(&["write"]).inc_by(BLOCK);
             return Ok(());
         }
         // Clear the old header first: until the new one is written, the slot must not claim
         // the entry that was in it before (its data is being overwritten).
-        self.io.write(zeroed(), g.header_offset(slot)).await?;
+        io.write(zeroed(), g.header_offset(slot)).await?;
         let mut data = DiskBuf::new(value.len());
         data[..value.len()].copy_from_slice(value);
         data[value.len()..].fill(0);
-        self.io.write(data, g.data_offset(slot)).await?;
-        self.io.write(header.encode(), g.header_offset(slot)).await?;
+        self.protect(header, &mut data[..value.len()])?;
+        io.write(data, g.data_offset(slot)).await?;
+        io.write(header.encode(), g.header_offset(slot)).await?;
         self.metrics
             .disk_io_bytes
             .with_label_values(&["write"])
             .inc_by(value.len() as u64);
         Ok(())
+    }
+
+    /// Fills in `header`'s checks for `value`: a CRC-32 per segment, or with encryption on, the
+    /// value encrypted in place segment by segment, the key encrypted, and their tags.
+    fn protect(&self, header: &mut Header, value: &mut [u8]) -> std::io::Result<()> {
+        let segment = header.segment_bytes as usize;
+        let Some(keys) = &self.keys else {
+            header.checks = value
+                .chunks(segment)
+                .flat_map(|s| crc32fast::hash(s).to_le_bytes())
+                .collect();
+            return Ok(());
+        };
+        let (write, salt) = keys
+            .new_write()
+            .ok_or_else(|| std::io::Error::other("no randomness for a write key"))?;
+        let n = segments(header.len, header.segment_bytes);
+        let mut checks = Vec::with_capacity(n * check_width(true));
+        for (i, piece) in value.chunks_mut(segment).enumerate() {
+            checks.extend_from_slice(&write.seal(&header.key, i as u32, i + 1 == n, piece));
+        }
+        let key_tag = write.seal_key(header.hash, &mut header.key);
+        header.checks = checks;
+        header.sealed = Some(Sealed {
+            key_id: keys.active(),
+            salt,
+            key_tag,
+        });
+        Ok(())
+    }
+
+    /// The entry's key in the clear, and its write key when sealed; `None` if the key does not
+    /// open or its master key is gone from the key file.
+    fn open_key(&self, header: &Header) -> Option<(Vec<u8>, Option<WriteKey>)> {
+        let Some(sealed) = &header.sealed else {
+            return Some((header.key.clone(), None));
+        };
+        let write = self.keys.as_ref()?.write_key(sealed.key_id, &sealed.salt)?;
+        let mut key = header.key.clone();
+        write
+            .open_key(header.hash, &mut key, &sealed.key_tag)
+            .then_some((key, Some(write)))
+    }
+
+    /// Checks, and when sealed decrypts in place, `data`: segments `first..` of the entry's
+    /// value, whose plain key is `key`.
+    fn open_segments(
+        &self,
+        header: &Header,
+        key: &[u8],
+        write: Option<&WriteKey>,
+        first: usize,
+        data: &mut [u8],
+    ) -> bool {
+        let n = segments(header.len, header.segment_bytes);
+        let w = check_width(write.is_some());
+        data.chunks_mut(header.segment_bytes as usize)
+            .enumerate()
+            .all(|(j, piece)| {
+                let i = first + j;
+                let Some(check) = header.checks.get(i * w..(i + 1) * w) else {
+                    return false;
+                };
+                match write {
+                    None => crc32fast::hash(piece).to_le_bytes() == check,
+                    Some(write) => write.open(key, i as u32, i + 1 == n, piece, check),
+                }
+            })
     }
 
     /// Clears `slot`'s header in the background, then frees it.
@@ -484,12 +691,16 @@ impl Shared {
     }
 
     async fn clear(self: Arc<Self>, slot: u32) {
-        if let Err(e) = self.io.write(zeroed(), self.geometry.header_offset(slot)).await {
+        if let Err(e) = self.io().write(zeroed(), self.geometry.header_offset(slot)).await {
             // The slot is freed anyway: a stale header left on disk is overwritten by the next
             // write of the slot, and until then its entry is unindexed.
             self.io_error("clear", &e);
         }
         let mut index = self.lock();
+        if index.slots[slot as usize].state != State::Clearing {
+            // The index was reset meanwhile; the slot is free in the new one already.
+            return;
+        }
         let class = if self.geometry.is_small(slot) {
             Class::Small
         } else {
@@ -501,6 +712,9 @@ impl Shared {
 
     async fn load(self: &Arc<Self>, hash: u64) -> Option<Loaded> {
         let g = &self.geometry;
+        if self.degraded() {
+            return None;
+        }
         let (slot, generation, len) = {
             let mut index = self.lock();
             let slot = *index.map.get(&hash)?;
@@ -512,11 +726,12 @@ impl Shared {
             (slot, s.generation, s.len)
         };
         let epoch = self.epoch.load(Ordering::Relaxed);
-        let header = self.io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
+        let io = self.io();
+        let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
         let read = if g.is_small(slot) {
             header.await.map(|h| (h, None))
         } else {
-            let data = self.io.read(DiskBuf::new(len as usize), g.data_offset(slot));
+            let data = io.read(DiskBuf::new(len as usize), g.data_offset(slot));
             futures_util::future::try_join(header, data)
                 .await
                 .map(|(h, d)| (h, Some(d)))
@@ -533,26 +748,29 @@ impl Shared {
                 return None;
             }
         };
-        let header = Header::decode(&header_block, epoch)
-            .filter(|h| h.generation == generation && h.hash == hash && h.len == len);
-        let value = match (header.as_ref(), data) {
-            (Some(h), None) => h.inline.clone().map(Bytes::from),
-            (Some(h), Some(data)) if segment_sums(&data[..len as usize], h.segment_bytes) == h.sums => {
-                Some(data.into_bytes(0..len as usize))
-            }
-            _ => None,
-        };
-        match (header, value) {
-            (Some(h), Some(value)) => Some(Loaded {
-                key: h.key,
-                kind: h.kind,
-                value,
-            }),
-            _ => {
-                self.drop_bad(slot, generation);
-                None
-            }
+        let opened = Header::decode(&header_block, epoch)
+            .filter(|h| h.generation == generation && h.hash == hash && h.len == len)
+            .and_then(|mut h| {
+                let (key, write) = self.open_key(&h)?;
+                let value = match (h.inline.take(), data) {
+                    (Some(mut inline), None) => self
+                        .open_segments(&h, &key, write.as_ref(), 0, &mut inline)
+                        .then(|| Bytes::from(inline)),
+                    (None, Some(mut data)) => self
+                        .open_segments(&h, &key, write.as_ref(), 0, &mut data[..len as usize])
+                        .then(|| data.into_bytes(0..len as usize)),
+                    _ => None,
+                }?;
+                Some(Loaded {
+                    key,
+                    kind: h.kind,
+                    value,
+                })
+            });
+        if opened.is_none() {
+            self.drop_bad(slot, generation);
         }
+        opened
     }
 
     /// A read of `slot` (at `generation`) failed or did not verify. If the slot was reused
@@ -573,6 +791,9 @@ impl Shared {
     fn io_error(&self, op: &str, e: &std::io::Error) {
         self.metrics.disk_io_errors.with_label_values(&[op]).inc();
         tracing::warn!(op, error = %e, "disk tier I/O failed");
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_DEGRADE {
+            self.degrade("disk I/O keeps failing");
+        }
     }
 }
 
@@ -680,91 +901,6 @@ fn zeroed() -> DiskBuf {
     let mut buf = DiskBuf::new(BLOCK as usize);
     buf.fill(0);
     buf
-}
-
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most `len` bytes into the live buffer.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != 8 {
-        // Only an epoch: distinct from the last one is what matters.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        return nanos ^ u64::from(std::process::id()).rotate_left(32);
-    }
-    u64::from_ne_bytes(bytes)
-}
-
-/// Opens (creating if needed) the store's file and returns it with the capacity to use: the
-/// configured one, or for a file on a filesystem with less room, what fits (with a warning).
-fn open_file(opts: &StoreOptions) -> std::io::Result<(File, u64)> {
-    let is_dir = !opts.path.exists() || opts.path.is_dir();
-    let path = if is_dir {
-        std::fs::create_dir_all(&opts.path)?;
-        opts.path.join(STORE_FILE)
-    } else {
-        opts.path.clone()
-    };
-    let open = |direct: bool| {
-        let mut o = OpenOptions::new();
-        o.read(true).write(true).create(is_dir);
-        if direct {
-            o.custom_flags(libc::O_DIRECT);
-        }
-        o.open(&path)
-    };
-    let file = match open(opts.direct) {
-        // tmpfs and some overlay filesystems refuse O_DIRECT.
-        Err(e) if opts.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-            tracing::warn!(path = %path.display(), "the disk tier's filesystem refuses O_DIRECT; using buffered I/O");
-            open(false)?
-        }
-        other => other?,
-    };
-    let meta = file.metadata()?;
-    if meta.file_type().is_block_device() {
-        let size = device_size(&file)?;
-        return Ok((file, opts.capacity_bytes.min(size)));
-    }
-    let room = meta.len().max(allocated(&meta)) + free_bytes(&path)?;
-    let capacity = if opts.capacity_bytes > room {
-        let fitted = room / 10 * 9;
-        tracing::warn!(
-            path = %path.display(),
-            configured = opts.capacity_bytes,
-            using = fitted,
-            "cache.disk.capacity_bytes is more than the filesystem has room for; using 90% of the room"
-        );
-        fitted
-    } else {
-        opts.capacity_bytes
-    };
-    // Sparse: blocks are taken as slots are first written.
-    file.set_len(capacity)?;
-    Ok((file, capacity))
-}
-
-fn allocated(meta: &std::fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    meta.blocks() * 512
-}
-
-fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    let dir = path.parent().unwrap_or(path);
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a NUL-terminated path and a live out-struct.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-fn device_size(file: &File) -> std::io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::End(0))
 }
 
 #[cfg(test)]
