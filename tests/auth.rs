@@ -190,6 +190,8 @@ async fn the_default_config_lets_anyone_read_the_demo_bucket_and_nothing_more() 
     config["listen"] = format!("127.0.0.1:{}", common::free_port()).into();
     config["admin_listen"] = format!("127.0.0.1:{}", common::free_port()).into();
     config["cache"]["disk"]["path"] = cache.path().display().to_string().into();
+    // Without a config file to put it beside, the disk tier's key file must be named.
+    config["cache"]["disk"]["key_file"] = cache.path().join("disk.key").display().to_string().into();
     let proxy = Proxy::start_yaml(&serde_yaml::to_string(&config).unwrap());
 
     let hello = common::get(proxy.addr, "/demo/hello.txt", &[]).await;
