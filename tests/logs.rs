@@ -33,11 +33,12 @@ fn serve_and_hang_up(args: &[&str], env: &[(&str, &str)]) -> String {
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", admin)).is_err() {
+    // The listeners start on threads of their own: wait for both, and leave one connection
+    // unused (a client that connects and goes away).
+    while TcpStream::connect(("127.0.0.1", admin)).is_err() || TcpStream::connect(("127.0.0.1", s3)).is_err() {
         assert!(Instant::now() < deadline, "shardcache did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
-    drop(TcpStream::connect(("127.0.0.1", s3)).unwrap());
     let mut client = TcpStream::connect(("127.0.0.1", s3)).unwrap();
     client.write_all(b"GET /b/big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut first = [0u8; 4096];

@@ -481,6 +481,25 @@ async fn every_chunk_of_a_large_object_survives_a_restart() {
         disk_usage >= body.len() as f64,
         "disk usage {disk_usage} is below what it holds"
     );
+    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+
+    // With memory empty, 1 MiB from the middle of a chunk reads about 1 MiB from disk, not the
+    // whole 8 MiB chunk.
+    let proxy = Proxy::start_yaml(&yaml());
+    let start = 3 * (8 << 20) + (3 << 20) + 12_345;
+    let range = format!("bytes={start}-{}", start + (1 << 20) - 1);
+    let part = get_object(&proxy, "large", "k", Some(&range)).await;
+    let part = part.body.collect().await.unwrap().into_bytes();
+    assert!(
+        part[..] == body[start..start + (1 << 20)],
+        "the range read from disk differs"
+    );
+    let read = proxy.metric("shardcache_disk_io_bytes_total{op=\"read\"}").await;
+    assert!(
+        read > 0.0 && read < (2 << 20) as f64,
+        "{read} bytes read from disk for a 1 MiB range"
+    );
+    assert_eq!(proxy.metric(upstream_gets).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

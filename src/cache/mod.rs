@@ -19,6 +19,7 @@ pub mod plan;
 mod store;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -125,7 +126,7 @@ impl StartedFill {
 
 /// How a chunk will be read.
 pub enum ChunkRead {
-    /// The whole chunk, from a cache tier.
+    /// The bytes asked for, from a cache tier.
     Hit(Bytes, Tier),
     /// This request started the upstream fetch; bytes stream as they arrive.
     Leader(FillReader),
@@ -260,13 +261,20 @@ impl ChunkCache {
         self.inner.chunk_size
     }
 
-    /// Reads chunk `key`, whose complete length is `len`: from a tier, from a fill in flight, or
-    /// by starting a fill with `fetch`.
-    pub async fn chunk(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> ChunkRead {
+    /// Reads bytes `within` of chunk `key`, whose complete length is `len`: from a tier (a hit
+    /// holds just those bytes), from a fill in flight, or by starting a fill with `fetch` (a
+    /// fill's reader streams the chunk from its first byte).
+    pub async fn chunk(
+        &self,
+        key: CacheKey,
+        len: u64,
+        within: Range<u64>,
+        fetch: impl FnOnce() -> ChunkFetch,
+    ) -> ChunkRead {
         if let Some(fill) = self.inner.in_flight(&key) {
             return ChunkRead::Follower(fill.reader());
         }
-        if let Some(hit) = self.inner.hit(&key, len).await {
+        if let Some(hit) = self.inner.hit(&key, len, &within).await {
             return hit;
         }
         // A fill may have completed (inserted, then left the in-flight table) since we looked:
@@ -280,7 +288,7 @@ impl ChunkCache {
                 Some((fill, true)) => return ChunkRead::Leader(fill.reader()),
                 Some((fill, false)) => return ChunkRead::Follower(fill.reader()),
                 None => {
-                    if let Some(hit) = self.inner.hit(&key, len).await {
+                    if let Some(hit) = self.inner.hit(&key, len, &within).await {
                         return hit;
                     }
                 }
@@ -391,16 +399,34 @@ impl Inner {
         }
     }
 
-    /// The whole chunk from a tier, if cached with the right length.
-    async fn hit(&self, key: &CacheKey, len: u64) -> Option<ChunkRead> {
+    /// Bytes `within` of the chunk from a tier, if cached with the right length. Part of a
+    /// chunk that only the disk holds is read on its own: just the segments that cover it.
+    async fn hit(&self, key: &CacheKey, len: u64, within: &Range<u64>) -> Option<ChunkRead> {
+        let in_memory = self.hybrid.memory().contains(key);
+        if !in_memory && within.end - within.start < len {
+            if let Some(part) = self.disk_part(key, within).await {
+                return Some(ChunkRead::Hit(part, Tier::Disk));
+            }
+        }
         match self.load(key).await? {
-            (CacheValue::Chunk(data), tier) if data.len() as u64 == len => Some(ChunkRead::Hit(data, tier)),
+            (CacheValue::Chunk(data), tier) if data.len() as u64 == len => Some(ChunkRead::Hit(
+                data.slice(within.start as usize..within.end as usize),
+                tier,
+            )),
             _ => {
                 tracing::warn!(?key, len, "cached chunk has the wrong length or kind; refetching");
                 self.remove(key);
                 None
             }
         }
+    }
+
+    /// Bytes `within` of a chunk in the disk store, read past foyer (which only loads whole
+    /// entries) and not kept in memory.
+    async fn disk_part(&self, key: &CacheKey, within: &Range<u64>) -> Option<Bytes> {
+        let store = self.store.as_ref()?;
+        let loaded = store.load_range(self.hybrid.memory().hash(key), within.clone()).await?;
+        (loaded.kind == entry::KIND_CHUNK && loaded.key == key.to_bytes()).then_some(loaded.value)
     }
 
     /// Returns the fill for `key` and whether this call started it (taking `fetch`). With

@@ -212,7 +212,12 @@ async fn stream(
         let len = slice.chunk.end - slice.chunk.start;
         let read = match opened.take_if(|(index, _)| *index == slice.index) {
             Some((_, fill)) => ChunkRead::Leader(fill.reader()),
-            None => cache.chunk(key_of(slice.index), len, fetch_of(slice.index)).await,
+            None => {
+                let within = slice.within.clone();
+                cache
+                    .chunk(key_of(slice.index), len, within, fetch_of(slice.index))
+                    .await
+            }
         };
         // Read-ahead starts once this chunk's first bytes are here, so that its fetches never
         // compete with this chunk's for the connection setup and CPU before the first byte.
@@ -233,8 +238,7 @@ async fn stream(
                     Tier::Disk => (Outcome::DiskHit, Source::Disk),
                 };
                 ctx.outcome = ctx.outcome.max(outcome);
-                let part = data.slice(slice.within.start as usize..slice.within.end as usize);
-                out.send(session, ctx, part, source).await.map_err(after)?;
+                out.send(session, ctx, data, source).await.map_err(after)?;
                 continue;
             }
             ChunkRead::Leader(r) => (r, Outcome::Miss),

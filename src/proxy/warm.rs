@@ -97,7 +97,7 @@ impl ProxyState {
                 async move {
                     let mut reader = match started {
                         Some(reader) => reader,
-                        None => match self.cache.chunk(key, len, fetch).await {
+                        None => match self.cache.chunk(key, len, 0..len, fetch).await {
                             ChunkRead::Hit(..) => return Ok(len),
                             ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
                         },

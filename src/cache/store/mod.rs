@@ -33,6 +33,7 @@ mod seal;
 mod uring;
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -361,7 +362,13 @@ impl Store {
 
     /// The entry for `hash`, if stored and whole.
     pub async fn load(&self, hash: u64) -> Option<Loaded> {
-        self.shared.load(hash).await
+        self.shared.load(hash, None).await
+    }
+
+    /// Bytes `range` of the value of `hash`: only the segments that cover them are read and
+    /// checked (or decrypted). `None` if not stored, damaged, or `range` is not inside the value.
+    pub async fn load_range(&self, hash: u64, range: Range<u64>) -> Option<Loaded> {
+        self.shared.load(hash, Some(range)).await
     }
 
     /// Forgets `hash`: it cannot be loaded again, whatever write of it is queued or under way.
@@ -710,7 +717,7 @@ impl Shared {
         index.free[class as usize].push(slot);
     }
 
-    async fn load(self: &Arc<Self>, hash: u64) -> Option<Loaded> {
+    async fn load(self: &Arc<Self>, hash: u64, range: Option<Range<u64>>) -> Option<Loaded> {
         let g = &self.geometry;
         if self.degraded() {
             return None;
@@ -725,13 +732,21 @@ impl Shared {
             s.referenced = true;
             (slot, s.generation, s.len)
         };
+        let range = range.unwrap_or(0..len);
+        if range.start > range.end || range.end > len {
+            return None;
+        }
+        // The segments covering `range`, read whole; segments are block-aligned.
+        let first = range.start / g.segment_bytes;
+        let part = first * g.segment_bytes..(range.end.div_ceil(g.segment_bytes) * g.segment_bytes).min(len);
+        let part_len = part.end.saturating_sub(part.start) as usize;
         let epoch = self.epoch.load(Ordering::Relaxed);
         let io = self.io();
         let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
         let read = if g.is_small(slot) {
             header.await.map(|h| (h, None))
         } else {
-            let data = io.read(DiskBuf::new(len as usize), g.data_offset(slot));
+            let data = io.read(DiskBuf::new(part_len), g.data_offset(slot) + part.start);
             futures_util::future::try_join(header, data)
                 .await
                 .map(|(h, d)| (h, Some(d)))
@@ -755,10 +770,12 @@ impl Shared {
                 let value = match (h.inline.take(), data) {
                     (Some(mut inline), None) => self
                         .open_segments(&h, &key, write.as_ref(), 0, &mut inline)
-                        .then(|| Bytes::from(inline)),
+                        .then(|| Bytes::from(inline).slice(range.start as usize..range.end as usize)),
                     (None, Some(mut data)) => self
-                        .open_segments(&h, &key, write.as_ref(), 0, &mut data[..len as usize])
-                        .then(|| data.into_bytes(0..len as usize)),
+                        .open_segments(&h, &key, write.as_ref(), first as usize, &mut data[..part_len])
+                        .then(|| {
+                            data.into_bytes((range.start - part.start) as usize..(range.end - part.start) as usize)
+                        }),
                     _ => None,
                 }?;
                 Some(Loaded {
@@ -767,8 +784,9 @@ impl Shared {
                     value,
                 })
             });
-        if opened.is_none() {
-            self.drop_bad(slot, generation);
+        match opened.is_some() {
+            true => self.failures.store(0, Ordering::Relaxed),
+            false => self.drop_bad(slot, generation),
         }
         opened
     }

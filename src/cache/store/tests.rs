@@ -372,3 +372,60 @@ async fn a_removed_cache_directory_is_noticed_and_re_created_empty() {
     let (store, _) = open(&cache, 64 * MIB, IoEngineKind::Uring).await;
     assert!(get(&store, 2).await == Some(chunk(2, 100_000)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_reads_and_checks_only_the_segments_that_cover_it() {
+    for keys in [Some(KEY_1), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, metrics) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, keys).await;
+        let value = chunk(7, CHUNK as usize - 1000);
+        put(&store, 1, &value);
+        put(&store, 2, &chunk(8, 2000));
+        store.wait().await;
+        let segment = store.shared.geometry.segment_bytes;
+        let len = value.len() as u64;
+        for range in [
+            0..1,
+            5..segment + 5,
+            segment..2 * segment,
+            len - 10..len,
+            3 * segment + 1..3 * segment + 1,
+            0..len,
+        ] {
+            let read = metrics.disk_io_bytes.with_label_values(&["read"]).get();
+            let part = store.load_range(1, range.clone()).await.unwrap();
+            assert!(
+                part.value[..] == value[range.start as usize..range.end as usize],
+                "{range:?}"
+            );
+            let covering = (range.end.div_ceil(segment) * segment).min(len) - range.start / segment * segment;
+            let expected = BLOCK + covering.next_multiple_of(BLOCK).max(BLOCK);
+            assert_eq!(
+                metrics.disk_io_bytes.with_label_values(&["read"]).get() - read,
+                expected,
+                "{range:?}"
+            );
+        }
+        let small = store.load_range(2, 100..200).await.unwrap();
+        assert!(small.value == chunk(8, 2000).slice(100..200));
+        assert!(
+            store.load_range(1, 0..len + 1).await.is_none(),
+            "a range past the value"
+        );
+
+        // Damage in the third segment: ranges elsewhere still read, one that covers it is a miss.
+        let slot = store.shared.lock().map[&1];
+        let at = store.shared.geometry.data_offset(slot) + 2 * segment + 7;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join(STORE_FILE))
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 1], at).unwrap();
+        assert!(store.load_range(1, 0..segment).await.is_some());
+        assert!(store.load_range(1, 2 * segment..2 * segment + 1).await.is_none());
+        assert_eq!(metrics.cache_read_errors.get(), 1);
+    }
+}
