@@ -13,8 +13,10 @@ use pingora_core::services::listening::Service;
 use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
 use crate::auth::{AuthOptions, Policy, Verifier};
-use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions};
-use crate::config::{AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, UpstreamConfig};
+use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, MemoryOnly};
+use crate::config::{
+    AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, UpstreamConfig,
+};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
 use crate::proxy::{BucketRoute, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
@@ -97,10 +99,15 @@ pub fn cache_options(config: &Config, source: Option<&Path>) -> Result<CacheOpti
             })
         }
     };
+    let mut memory_only = MemoryOnly::default();
+    for b in config.buckets.iter().filter(|b| b.cache == Residency::Memory) {
+        memory_only.insert(&b.upstream, b.upstream_bucket.as_deref().unwrap_or(&b.name));
+    }
     Ok(CacheOptions {
         chunk_size: c.chunk_size,
         memory_bytes: c.memory_bytes,
         disk,
+        memory_only,
     })
 }
 
@@ -137,6 +144,7 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<R
             upstream: b.upstream.clone(),
             upstream_bucket: b.upstream_bucket.clone().unwrap_or_else(|| b.name.clone()),
             meta_ttl: (!b.immutable).then(|| b.metadata_ttl_seconds.map_or(ttl, Duration::from_secs)),
+            residency: b.cache,
         })
         .collect();
     Ok(Router::new(

@@ -299,6 +299,24 @@ pub struct BucketConfig {
     /// Objects never change once written: metadata is trusted until evicted. Default: `false`.
     #[serde(default)]
     pub immutable: bool,
+    /// Where this bucket's objects may be cached: `disk` (memory and disk), `memory` (never
+    /// written to local disk), or `none` (GET and HEAD pass through to the upstream uncached;
+    /// S3 upstreams only). Default: `disk`.
+    #[serde(default)]
+    pub cache: Residency,
+}
+
+/// Where a bucket's objects may rest on the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Residency {
+    /// The memory tier and the disk tier.
+    #[default]
+    Disk,
+    /// The memory tier only: nothing of the bucket is written to local disk.
+    Memory,
+    /// Not cached at all.
+    None,
 }
 
 mod defaults {
@@ -512,6 +530,13 @@ impl Config {
                 return Err(invalid(
                     field("upstream"),
                     format!("no upstream named `{}`", b.upstream),
+                ));
+            }
+            if b.cache == Residency::None && matches!(self.upstreams.get(&b.upstream), Some(UpstreamConfig::Fs { .. }))
+            {
+                return Err(invalid(
+                    field("cache"),
+                    "`none` needs an s3 upstream (a local directory is read through the memory tier)",
                 ));
             }
             if let Some(ub) = &b.upstream_bucket {

@@ -557,3 +557,58 @@ async fn upstream_connections_are_pooled_and_reused() {
     let connections = s3.connection_count();
     assert!(connections < 6, "{connections} connections for 10 requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_can_keep_off_the_disk_or_out_of_the_cache() {
+    let s3 = S3Server::start().await;
+    for bucket in ["normal", "private", "live"] {
+        s3.bucket(bucket);
+        s3.put(bucket, "k", data(3 * C, 4)).await;
+    }
+    let disk = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(
+        s3.addr,
+        ProxyOptions {
+            disk: Some(disk.path().to_path_buf()),
+            extra: "buckets:\n  - {name: private, upstream: up, cache: memory}\n  - {name: live, upstream: up, cache: none}\n"
+                .into(),
+            ..ProxyOptions::default()
+        },
+    );
+    let written = || proxy.metric("shardcache_disk_io_bytes_total{op=\"write\"}");
+
+    // Memory only: cached (the second read is a hit), and nothing written to disk.
+    for _ in 0..2 {
+        assert!(get(&proxy, "private", "k").await == data(3 * C, 4));
+    }
+    assert_eq!(
+        s3.requests("GET", "private", "k").len(),
+        3,
+        "one upstream GET per chunk"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(written().await, 0.0, "a memory-only bucket reached the disk");
+
+    // Not cached: every read goes to the upstream, passed through.
+    for _ in 0..2 {
+        assert!(get(&proxy, "live", "k").await == data(3 * C, 4));
+    }
+    assert_eq!(s3.requests("GET", "live", "k").len(), 2);
+    proxy
+        .metric_at_least(
+            "shardcache_requests_total{operation=\"GetObject\",outcome=\"passthrough\"",
+            2.0,
+        )
+        .await;
+
+    // The control: an ordinary bucket is written to disk.
+    assert!(get(&proxy, "normal", "k").await == data(3 * C, 4));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while written().await == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an ordinary bucket was not written to disk"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -16,12 +16,17 @@ use futures_util::FutureExt;
 
 use super::entry::{meta_from_payload, meta_payload, KIND_CHUNK, KIND_META};
 use super::store::Store;
-use super::{CacheKey, CacheValue};
+use super::{CacheKey, CacheValue, MemoryOnly};
 
 type Props = HybridCacheProperties;
 
 /// Builds the engine around an open store.
-pub struct StoreEngineConfig(pub Store);
+pub struct StoreEngineConfig {
+    /// The store.
+    pub store: Store,
+    /// Buckets whose entries the engine never writes.
+    pub memory_only: Arc<MemoryOnly>,
+}
 
 impl fmt::Debug for StoreEngineConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -37,7 +42,12 @@ impl EngineConfig<CacheKey, CacheValue, Props> for StoreEngineConfig {
         async move {
             // foyer asks every engine for a device; ours does its own I/O, so foyer gets none.
             let device = NoopDeviceBuilder::default().build()?;
-            Ok(Arc::new(StoreEngine { store: self.0, device }) as Arc<dyn Engine<_, _, _>>)
+            let engine = StoreEngine {
+                store: self.store,
+                memory_only: self.memory_only,
+                device,
+            };
+            Ok(Arc::new(engine) as Arc<dyn Engine<_, _, _>>)
         }
         .boxed()
     }
@@ -45,6 +55,7 @@ impl EngineConfig<CacheKey, CacheValue, Props> for StoreEngineConfig {
 
 struct StoreEngine {
     store: Store,
+    memory_only: Arc<MemoryOnly>,
     device: Arc<dyn Device>,
 }
 
@@ -67,6 +78,10 @@ impl Engine<CacheKey, CacheValue, Props> for StoreEngine {
     }
 
     fn enqueue(&self, piece: PieceRef<CacheKey, CacheValue, Props>, _: usize) {
+        if self.memory_only.covers(piece.key()) {
+            // Dropping the piece: the entry stays in the memory tier only.
+            return;
+        }
         let (kind, value) = match piece.value() {
             CacheValue::Meta(m) => (KIND_META, Bytes::from(meta_payload(m))),
             CacheValue::Chunk(data) => (KIND_CHUNK, data.clone()),

@@ -18,7 +18,7 @@ mod meta;
 pub mod plan;
 mod store;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -61,6 +61,28 @@ pub struct CacheOptions {
     pub memory_bytes: u64,
     /// Disk tier, if any.
     pub disk: Option<DiskOptions>,
+    /// Buckets whose objects are never written to the disk tier.
+    pub memory_only: MemoryOnly,
+}
+
+/// Upstream buckets (upstream name -> bucket names) whose objects stay in the memory tier: nothing
+/// of them, chunks or metadata, is ever written to local disk.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryOnly(HashMap<String, HashSet<String>>);
+
+impl MemoryOnly {
+    /// Adds bucket `bucket` of upstream `upstream`.
+    pub fn insert(&mut self, upstream: &str, bucket: &str) {
+        self.0.entry(upstream.to_owned()).or_default().insert(bucket.to_owned());
+    }
+
+    /// Whether `key` belongs to a memory-only bucket.
+    pub fn covers(&self, key: &CacheKey) -> bool {
+        let (CacheKey::Meta(o) | CacheKey::Chunk(o, ..)) = key;
+        self.0
+            .get(&*o.upstream)
+            .is_some_and(|buckets| buckets.contains(&*o.bucket))
+    }
 }
 
 /// Disk tier settings.
@@ -158,6 +180,8 @@ struct Inner {
     write_budget: Option<Arc<Semaphore>>,
     /// Which metadata entries writes through shardcache made stale.
     generations: Generations,
+    /// Buckets never written to disk: their fills take no disk write budget.
+    memory_only: Arc<MemoryOnly>,
     metrics: Arc<Metrics>,
 }
 
@@ -193,6 +217,7 @@ impl ChunkCache {
             .build()?;
         let fills = runtime.handle().clone();
         let registry = PrometheusMetricsRegistry::new(metrics.registry().clone());
+        let memory_only = Arc::new(opts.memory_only.clone());
         let builder = HybridCacheBuilder::new()
             .with_name("shardcache")
             .with_policy(HybridCachePolicy::WriteOnInsertion)
@@ -226,9 +251,10 @@ impl ChunkCache {
                 let hybrid = builder
                     // The store does its own I/O: foyer starts no I/O threads of its own.
                     .with_io_engine_config(Box::new(NoopIoEngineConfig) as Box<dyn foyer::IoEngineConfig>)
-                    .with_engine_config(
-                        Box::new(StoreEngineConfig(store.clone())) as Box<dyn foyer::EngineConfig<_, _, _>>
-                    )
+                    .with_engine_config(Box::new(StoreEngineConfig {
+                        store: store.clone(),
+                        memory_only: memory_only.clone(),
+                    }) as Box<dyn foyer::EngineConfig<_, _, _>>)
                     .build()
                     .await
                     .map_err(|source| CacheError::Open {
@@ -251,6 +277,7 @@ impl ChunkCache {
             drained: Notify::new(),
             write_budget,
             generations: Generations::new(),
+            memory_only,
             metrics,
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -462,7 +489,10 @@ impl Inner {
         // chunks held in memory by fills (streamed, not yet stored) are bounded by the write
         // budget even when the upstream is faster than the disk; a reader that outruns the
         // disk is slowed to its speed rather than growing memory.
-        let permit = self.disk_permit(len).await;
+        let permit = match self.memory_only.covers(&key) {
+            true => None,
+            false => self.disk_permit(len).await,
+        };
         let outcome = pump(&mut fill, len, fetch).await;
         let result = if outcome.is_ok() { "complete" } else { "failed" };
         self.metrics.fills.with_label_values(&[result]).inc();

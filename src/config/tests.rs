@@ -33,6 +33,12 @@ fn bad_values_name_their_field() {
     assert!(err.to_string().starts_with("buckets[0].upstream:"), "{err}");
     let s3 = "upstreams:\n  u:\n    kind: s3\n    endpoint: ftp://x\n";
     assert!(load(s3).unwrap_err().to_string().starts_with("upstreams.u.endpoint:"));
+    let uncached_dir = format!("{MINIMAL}buckets:\n  - {{name: b, upstream: local, cache: none}}\n");
+    let err = load(&uncached_dir).unwrap_err().to_string();
+    assert!(err.starts_with("buckets[0].cache:"), "{err}");
+    let bad_key = format!("{MINIMAL}cache:\n  disk:\n    path: ./c\n    encryption: rot13\n");
+    let err = load(&bad_key).unwrap_err().to_string();
+    assert!(err.contains("encryption"), "{err}");
 }
 
 #[test]

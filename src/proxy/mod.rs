@@ -38,6 +38,7 @@ pub use warm::{WarmError, WarmReport};
 use crate::audit::Audit;
 use crate::auth::chunked::Decoder;
 use crate::cache::{ChunkCache, ObjectRef};
+use crate::config::Residency;
 use crate::lineage::Lineage;
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
 use crate::s3::xml::delete_request_keys;
@@ -188,6 +189,7 @@ impl S3Proxy {
                     upstream,
                     bucket: "".into(),
                     meta_ttl: None,
+                    residency: Residency::None,
                 });
                 ctx.outcome = Outcome::Passthrough;
                 Ok(false)
@@ -307,7 +309,8 @@ impl ProxyHttp for S3Proxy {
             return Ok(true);
         };
         ctx.route = Some(route.clone());
-        if let (Operation::GetObject | Operation::HeadObject, Some(key)) = (ctx.op, &parsed.key) {
+        let cached = route.residency != Residency::None;
+        if let (Operation::GetObject | Operation::HeadObject, Some(key), true) = (ctx.op, &parsed.key, cached) {
             let head = ctx.op == Operation::HeadObject;
             object::serve(&self.state, session, ctx, &route, key, head).await?;
             return Ok(true);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::Residency;
 use crate::upstream::{FsOrigin, Origin, S3Origin};
 
 /// A configured upstream.
@@ -56,6 +57,8 @@ pub struct Route {
     pub bucket: Arc<str>,
     /// How long metadata is trusted; `None` for immutable buckets.
     pub meta_ttl: Option<Duration>,
+    /// Where the bucket's objects may be cached.
+    pub residency: Residency,
 }
 
 /// A bucket route as the composition root builds it.
@@ -68,6 +71,8 @@ pub struct BucketRoute {
     pub upstream_bucket: String,
     /// Metadata TTL; `None` for immutable.
     pub meta_ttl: Option<Duration>,
+    /// Where the bucket's objects may be cached.
+    pub residency: Residency,
 }
 
 /// Bucket name to route.
@@ -93,6 +98,7 @@ impl Router {
                         upstream,
                         bucket: r.upstream_bucket.into(),
                         meta_ttl: r.meta_ttl,
+                        residency: r.residency,
                     },
                 ))
             })
@@ -109,6 +115,7 @@ impl Router {
                 upstream: upstream.clone(),
                 bucket: bucket.into(),
                 meta_ttl: Some(*ttl),
+                residency: Residency::Disk,
             })
         })
     }
