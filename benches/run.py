@@ -247,9 +247,10 @@ def start_nginx(name, conf):
                 WORK / f"nginx-{name}.log")
 
 
-def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra=""):
-    """shardcache with its default disk settings (O_DIRECT), or memory only if `disk_dir` is None;
-    `write_queue` overrides cache.disk.write_queue_bytes; `extra` is appended to the config."""
+def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra="", disk_extra=""):
+    """shardcache with its default disk settings (O_DIRECT, encrypted), or memory only if
+    `disk_dir` is None; `write_queue` overrides cache.disk.write_queue_bytes; `extra` is appended
+    to the config, `disk_extra` to its cache.disk section."""
     s3_port, admin_port = free_port(), free_port()
     disk = "\n  disk: null"
     if disk_dir is not None:
@@ -261,6 +262,8 @@ def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, ex
     capacity_bytes: {24 * GiB}"""
         if write_queue is not None:
             disk += f"\n    write_queue_bytes: {write_queue}"
+        if disk_extra:
+            disk += f"\n    {disk_extra}"
     conf = WORK / f"{name}.yaml"
     conf.write_text(f"""listen: 127.0.0.1:{s3_port}
 admin_listen: 127.0.0.1:{admin_port}
@@ -456,8 +459,9 @@ def main():
     rounds = opts.rounds or (1 if opts.quick else 3)
     seconds = opts.seconds or (2 if opts.quick else 4)
     WORK.mkdir(parents=True, exist_ok=True)
-    # `--only trust` measures shardcache against itself: the peers are not started.
-    peers = not opts.only.startswith("trust")
+    # `--only trust`, `--only disk` and `--only stream` measure shardcache against itself (and
+    # fio): the peers are not started.
+    peers = not opts.only.startswith(("trust", "disk", "stream"))
     for tool in (LOADGEN, SHARDCACHE, *([CACHEY] if peers else [])):
         if not tool.exists():
             sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
@@ -560,17 +564,27 @@ def main():
                 record(case, c, 1, measure(c, origin, get_args(c, objs, 64, requests=64)),
                        object_bytes=objs[0][1])
 
-        # Disk hits: shardcache with a 64 MiB memory tier and O_DIRECT, against fio.
-        case = "disk hit 16MiB x16"
-        if wanted(case):
-            sc_disk = start_shardcache("shardcache-disk", origin.port, 64 * MiB, WORK / "shardcache-disk-cache")
-            started.append(sc_disk.procs[0])
-            warm(sc_disk, hit_sets["16MiB"])
-            time.sleep(2)  # let the last block reach the disk
+        # Disk hits: shardcache with a 64 MiB memory tier and O_DIRECT, against fio: whole objects
+        # and random 1 MiB ranges (which read only the segments that cover them), encrypted (the
+        # default) and not, the two stores side by side in each round.
+        disk_cases = ("disk hit 16MiB x16", "disk range 1MiB of 16MiB x16")
+        if any(wanted(case) for case in disk_cases):
+            disk_stores = [("", ""), (", encryption none", "encryption: none")]
+            for i, (suffix, disk_extra) in enumerate(disk_stores):
+                c = start_shardcache(f"shardcache-disk{i}", origin.port, 64 * MiB, WORK / f"shardcache-disk{i}-cache",
+                                     disk_extra=disk_extra)
+                started.append(c.procs[0])
+                warm(c, hit_sets["16MiB"])
+                disk_stores[i] = (suffix, c)
+            time.sleep(2)  # let the last chunks reach the disk
             for rnd in range(1, rounds + 1):
-                record(case, sc_disk, rnd, measure(sc_disk, origin, get_args(sc_disk, hit_sets["16MiB"], 16,
-                                                                              seconds=seconds)))
-            sc_disk.procs[0].stop()
+                for suffix, c in disk_stores[rnd % 2:] + disk_stores[:rnd % 2]:
+                    for case, range_size in zip(disk_cases, (None, MiB)):
+                        if wanted(case):
+                            args = get_args(c, hit_sets["16MiB"], 16, seconds=seconds, range_size=range_size)
+                            record(case + suffix, c, rnd, measure(c, origin, args))
+            for _, c in disk_stores:
+                c.procs[0].stop()
 
         # Idle CPU of shardcache (the disk engine must not busy-poll).
         cpu0 = sc.procs[0].cpu_seconds()

@@ -169,6 +169,9 @@ impl AsRef<[u8]> for View {
 /// at a time. Its memory is initialised (zeroed when new, old bytes when reused).
 pub struct DiskBuf {
     ptr: NonNull<u8>,
+    /// Bytes allocated.
+    capacity: usize,
+    /// Bytes in use (what I/O reads or writes): a multiple of [`ALIGN`], at most `capacity`.
     len: usize,
 }
 
@@ -183,8 +186,23 @@ impl DiskBuf {
         let len = len.next_multiple_of(ALIGN).max(ALIGN);
         Self {
             ptr: allocate(len),
+            capacity: len,
             len,
         }
+    }
+
+    /// Uses the first `len` bytes, rounded up to [`ALIGN`], of the allocation.
+    ///
+    /// # Panics
+    /// If that is more than the allocation.
+    pub fn set_len(&mut self, len: usize) {
+        let len = len.next_multiple_of(ALIGN).max(ALIGN);
+        assert!(
+            len <= self.capacity,
+            "a disk buffer of {} bytes cannot hold {len}",
+            self.capacity
+        );
+        self.len = len;
     }
 
     /// Bytes `range` of the buffer, sharing it.
@@ -216,7 +234,7 @@ impl AsRef<[u8]> for DiskBuf {
 
 impl Drop for DiskBuf {
     fn drop(&mut self) {
-        release(self.ptr, self.len);
+        release(self.ptr, self.capacity);
     }
 }
 

@@ -58,6 +58,11 @@ pub const STORE_FILE: &str = "shardcache.store";
 const RECOVERY_BATCH: u32 = 256;
 /// I/O failures in a row that make the store degraded.
 const FAILURES_TO_DEGRADE: u32 = 3;
+/// Bytes a chunk write stages at a time (rounded to whole segments).
+const STAGE_BYTES: u64 = 1 << 20;
+/// Staging buffers kept for reuse: mapping and unmapping one per write cost more CPU than the
+/// copy itself (page faults, and TLB shootdowns across the runtime's threads).
+const STAGE_POOL: usize = 16;
 /// How often the store checks that its file is still there, and when degraded, the disk.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
 
@@ -124,6 +129,8 @@ struct Shared {
     capacity: u64,
     failures: AtomicU32,
     degraded: AtomicBool,
+    /// Staging buffers of chunk writes, for reuse.
+    stages: Mutex<Vec<DiskBuf>>,
     geometry: Geometry,
     keys: Option<Arc<Keys>>,
     epoch: AtomicU64,
@@ -237,6 +244,7 @@ impl Store {
             capacity: opened.capacity,
             failures: AtomicU32::new(0),
             degraded: AtomicBool::new(false),
+            stages: Mutex::new(Vec::new()),
             geometry,
             keys: opts.keys.clone(),
             epoch: AtomicU64::new(epoch),
@@ -595,9 +603,11 @@ impl Shared {
     async fn write_slot(&self, slot: u32, header: &mut Header, value: &[u8]) -> std::io::Result<()> {
         let g = &self.geometry;
         let io = self.io();
+        let mut protect = Protect::new(self.keys.as_deref(), header)?;
         if g.is_small(slot) {
             let mut inline = value.to_vec();
-            self.protect(header, &mut inline)?;
+            protect.piece(0, &mut inline);
+            protect.finish(header);
             header.inline = Some(inline);
             io.write(header.encode(), g.header_offset(slot)).await?;
             self.metrics.disk_io_bytes.with_label_values(&["write"]).inc_by(BLOCK);
@@ -606,11 +616,30 @@ impl Shared {
         // Clear the old header first: until the new one is written, the slot must not claim
         // the entry that was in it before (its data is being overwritten).
         io.write(zeroed(), g.header_offset(slot)).await?;
-        let mut data = DiskBuf::new(value.len());
-        data[..value.len()].copy_from_slice(value);
-        data[value.len()..].fill(0);
-        self.protect(header, &mut data[..value.len()])?;
-        io.write(data, g.data_offset(slot)).await?;
+        // The value goes out through two staging buffers of a few segments each: one is written
+        // while the next piece is copied (and encrypted) into the other. A write holds 2 MiB
+        // beside its chunk, not a second copy of the chunk.
+        let stage = (STAGE_BYTES.max(g.segment_bytes) / g.segment_bytes * g.segment_bytes) as usize;
+        let mut spare = Vec::with_capacity(2);
+        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<DiskBuf>>> = None;
+        for (n, piece) in value.chunks(stage).enumerate() {
+            let mut buf = spare.pop().unwrap_or_else(|| self.stage_buffer(stage));
+            // Whole blocks; the last piece's tail zeroed.
+            buf.set_len(piece.len());
+            buf[..piece.len()].copy_from_slice(piece);
+            buf[piece.len()..].fill(0);
+            protect.piece(n * stage / g.segment_bytes as usize, &mut buf[..piece.len()]);
+            if let Some(previous) = writing.take() {
+                spare.push(joined(previous.await)?);
+            }
+            let (io, offset) = (io.clone(), g.data_offset(slot) + (n * stage) as u64);
+            writing = Some(self.runtime.spawn(async move { io.write(buf, offset).await }));
+        }
+        if let Some(last) = writing {
+            spare.push(joined(last.await)?);
+        }
+        self.keep_stages(spare);
+        protect.finish(header);
         io.write(header.encode(), g.header_offset(slot)).await?;
         self.metrics
             .disk_io_bytes
@@ -619,33 +648,17 @@ impl Shared {
         Ok(())
     }
 
-    /// Fills in `header`'s checks for `value`: a CRC-32 per segment, or with encryption on, the
-    /// value encrypted in place segment by segment, the key encrypted, and their tags.
-    fn protect(&self, header: &mut Header, value: &mut [u8]) -> std::io::Result<()> {
-        let segment = header.segment_bytes as usize;
-        let Some(keys) = &self.keys else {
-            header.checks = value
-                .chunks(segment)
-                .flat_map(|s| crc32fast::hash(s).to_le_bytes())
-                .collect();
-            return Ok(());
-        };
-        let (write, salt) = keys
-            .new_write()
-            .ok_or_else(|| std::io::Error::other("no randomness for a write key"))?;
-        let n = segments(header.len, header.segment_bytes);
-        let mut checks = Vec::with_capacity(n * check_width(true));
-        for (i, piece) in value.chunks_mut(segment).enumerate() {
-            checks.extend_from_slice(&write.seal(&header.key, i as u32, i + 1 == n, piece));
-        }
-        let key_tag = write.seal_key(header.hash, &mut header.key);
-        header.checks = checks;
-        header.sealed = Some(Sealed {
-            key_id: keys.active(),
-            salt,
-            key_tag,
-        });
-        Ok(())
+    /// Keeps staging buffers for the next writes, up to [`STAGE_POOL`].
+    fn keep_stages(&self, bufs: Vec<DiskBuf>) {
+        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        let room = STAGE_POOL.saturating_sub(stages.len());
+        stages.extend(bufs.into_iter().take(room));
+    }
+
+    /// A staging buffer of `stage` bytes, reused if one is free.
+    fn stage_buffer(&self, stage: usize) -> DiskBuf {
+        let pooled = self.stages.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        pooled.unwrap_or_else(|| DiskBuf::new(stage))
     }
 
     /// The entry's key in the clear, and its write key when sealed; `None` if the key does not
@@ -815,6 +828,65 @@ impl Shared {
     }
 }
 
+/// The checks of one entry's value, piece by piece: a CRC-32 per segment, or with encryption
+/// on, each segment encrypted in place under the write's own key, and its tag.
+struct Protect<'k> {
+    seal: Option<(WriteKey, [u8; seal::SALT], &'k Keys)>,
+    segment: usize,
+    segments: usize,
+    key: Vec<u8>,
+    checks: Vec<u8>,
+}
+
+impl<'k> Protect<'k> {
+    fn new(keys: Option<&'k Keys>, header: &Header) -> std::io::Result<Self> {
+        let seal = match keys {
+            None => None,
+            Some(keys) => {
+                let (write, salt) = keys
+                    .new_write()
+                    .ok_or_else(|| std::io::Error::other("no randomness for a write key"))?;
+                Some((write, salt, keys))
+            }
+        };
+        let segments = segments(header.len, header.segment_bytes);
+        Ok(Self {
+            checks: Vec::with_capacity(segments * check_width(seal.is_some())),
+            seal,
+            segment: header.segment_bytes as usize,
+            segments,
+            key: header.key.clone(),
+        })
+    }
+
+    /// Protects `piece`: segments `first..` of the value, in order.
+    fn piece(&mut self, first: usize, piece: &mut [u8]) {
+        for (j, segment) in piece.chunks_mut(self.segment).enumerate() {
+            let i = first + j;
+            match &self.seal {
+                None => self.checks.extend_from_slice(&crc32fast::hash(segment).to_le_bytes()),
+                Some((write, ..)) => {
+                    let tag = write.seal(&self.key, i as u32, i + 1 == self.segments, segment);
+                    self.checks.extend_from_slice(&tag);
+                }
+            }
+        }
+    }
+
+    /// Puts the checks in `header`, and when sealing, seals its key.
+    fn finish(self, header: &mut Header) {
+        header.checks = self.checks;
+        if let Some((write, salt, keys)) = self.seal {
+            let key_tag = write.seal_key(header.hash, &mut header.key);
+            header.sealed = Some(Sealed {
+                key_id: keys.active(),
+                salt,
+                key_tag,
+            });
+        }
+    }
+}
+
 /// A write in flight, for [`Store::wait`]; ended when dropped, even by a runtime shutting down.
 struct Ticket {
     shared: Arc<Shared>,
@@ -913,6 +985,11 @@ impl Index {
         }
         None
     }
+}
+
+/// The result of a spawned I/O (a runtime shutting down under it is an I/O error).
+fn joined(r: Result<std::io::Result<DiskBuf>, tokio::task::JoinError>) -> std::io::Result<DiskBuf> {
+    r.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn zeroed() -> DiskBuf {

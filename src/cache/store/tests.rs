@@ -429,3 +429,25 @@ async fn a_range_reads_and_checks_only_the_segments_that_cover_it() {
         assert_eq!(metrics.cache_read_errors.get(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_larger_than_the_staging_buffer_are_written_in_pieces() {
+    for keys in [Some(KEY_1), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            chunk_size: 4 * MIB,
+            ..options(dir.path(), 64 * MIB, IoEngineKind::Uring, keys)
+        };
+        let store = Store::open(&opts, Arc::new(Metrics::new()), tokio::runtime::Handle::current())
+            .await
+            .unwrap();
+        // Three whole staging pieces and a short last one.
+        let value = chunk(9, (3 * MIB + 12_345) as usize);
+        put(&store, 1, &value);
+        store.wait().await;
+        assert!(get(&store, 1).await == Some(value.clone()));
+        let across = MIB - 100..MIB + 100;
+        let part = store.load_range(1, across.clone()).await.unwrap();
+        assert!(part.value[..] == value[across.start as usize..across.end as usize]);
+    }
+}
