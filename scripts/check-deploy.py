@@ -140,6 +140,25 @@ def check_disk_key(kinds, config):
         fail(f"the disk key Secret holds no well-formed key: {keys}")
 
 
+def check_seccomp_profile():
+    """files/seccomp.json is an OCI seccomp profile that refuses by default and allows io_uring;
+    a Localhost profile renders as given. (tests/disk.rs runs shardcache under it.)"""
+    profile = json.loads((CHART / "files" / "seccomp.json").read_text())
+    if profile.get("defaultAction") != "SCMP_ACT_ERRNO":
+        fail(f"seccomp.json must refuse by default: {profile.get('defaultAction')}")
+    allowed = {n for rule in profile["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW" for n in rule["names"]}
+    missing = {"io_uring_setup", "io_uring_enter", "io_uring_register"} - allowed
+    if missing:
+        fail(f"seccomp.json does not allow {sorted(missing)}")
+    local = {"type": "Localhost", "localhostProfile": "shardcache.json"}
+    docs = render({"podSecurityContext": {"runAsUser": 65532, "runAsGroup": 65532, "seccompProfile": local}})
+    validate(docs)
+    [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
+    if ds["spec"]["template"]["spec"]["securityContext"].get("seccompProfile") != local:
+        fail("a Localhost seccomp profile does not reach the pod")
+    print("seccomp profile: ok")
+
+
 def shardcache_container(pod_spec):
     for c in pod_spec.get("initContainers", []) + pod_spec["containers"]:
         if c["name"] == "shardcache":
@@ -306,6 +325,7 @@ def main():
     check_daemonset(binary)
     check_sidecar(binary)
     check_parent_chart(binary)
+    check_seccomp_profile()
 
 
 if __name__ == "__main__":

@@ -122,3 +122,122 @@ fn metric(text: &str, name: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A seccomp filter for this machine: the syscalls `names` get `matched`, every other one gets
+/// `otherwise` (seccompiler's actions: "allow", or {"errno": N}).
+fn seccomp_filter(names: &[&str], matched: serde_json::Value, otherwise: serde_json::Value) -> seccompiler::BpfProgram {
+    let rules: Vec<_> = names.iter().map(|n| serde_json::json!({"syscall": n})).collect();
+    let json = serde_json::json!({"main": {"match_action": matched, "mismatch_action": otherwise, "filter": rules}});
+    let arch = std::env::consts::ARCH.try_into().unwrap();
+    let mut filters = seccompiler::compile_from_json(json.to_string().as_bytes(), arch).unwrap();
+    filters.remove("main").unwrap()
+}
+
+/// `shardcache serve` with `filter` installed in the child just before it runs, as a container
+/// runtime does.
+fn serve_under(config: &std::path::Path, admin: u16, filter: seccompiler::BpfProgram) -> common::Served {
+    use std::os::unix::process::CommandExt;
+    common::Served::start_with(config, admin, move |command| {
+        // SAFETY: between fork and exec the closure only makes the prctl and seccomp calls.
+        unsafe {
+            command.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other));
+        }
+    })
+}
+
+/// A local-directory upstream with one 20 MiB object and a disk tier; returns (S3 address,
+/// admin port, config path, the object).
+fn seccomp_setup(dir: &std::path::Path) -> (SocketAddr, u16, std::path::PathBuf, Vec<u8>) {
+    std::fs::create_dir_all(dir.join("data/b")).unwrap();
+    let body = common::data(20 << 20, 9);
+    std::fs::write(dir.join("data/b/o"), &body).unwrap();
+    let (s3, admin) = (common::free_port(), common::free_port());
+    let addr: SocketAddr = format!("127.0.0.1:{s3}").parse().unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {addr}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\n\
+             graceful_shutdown_timeout_seconds: 1\n\
+             cache:\n  memory_bytes: 8388608\n  disk:\n    path: {}\n    capacity_bytes: 134217728\n\
+             upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
+            dir.join("cache").display(),
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    (addr, admin, config, body)
+}
+
+async fn metrics(admin: u16) -> String {
+    common::get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics", &[])
+        .await
+        .text()
+}
+
+async fn get_object(addr: SocketAddr) -> Vec<u8> {
+    let r = common::get(addr, "/b/o", &[]).await;
+    assert_eq!(r.status, 200);
+    r.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_io_uring_refused_by_seccomp_the_disk_tier_runs_on_psync() {
+    // As under a container runtime's default profile (containerd 2.x, Docker 25+).
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, admin, config, body) = seccomp_setup(dir.path());
+    let refuse = ["io_uring_setup", "io_uring_enter", "io_uring_register"];
+    for round in 0..2 {
+        let eperm = serde_json::json!({"errno": libc::EPERM});
+        let served = serve_under(&config, admin, seccomp_filter(&refuse, eperm, "allow".into()));
+        assert!(get_object(addr).await == body, "round {round}");
+        let text = metrics(admin).await;
+        assert!(
+            text.contains("shardcache_disk_io_engine_info{engine=\"psync\"} 1"),
+            "{text}"
+        );
+        if round == 1 {
+            // The restart found the chunks psync wrote.
+            assert!(metric(&text, "shardcache_served_bytes_total{source=\"disk\"}") > 0.0);
+        }
+        drop(served);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_seccomp_profile_lets_shardcache_run_on_io_uring() {
+    let profile: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("helm/shardcache/files/seccomp.json").unwrap()).unwrap();
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    let allowed: Vec<&str> = profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|rule| rule["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, admin, config, body) = seccomp_setup(dir.path());
+    for round in 0..2 {
+        let eperm = serde_json::json!({"errno": libc::EPERM});
+        let mut served = serve_under(&config, admin, seccomp_filter(&allowed, "allow".into(), eperm));
+        // Cold (fills and disk writes), then again; after the restart, disk hits.
+        for _ in 0..2 {
+            assert!(get_object(addr).await == body, "round {round}");
+        }
+        let text = metrics(admin).await;
+        assert!(
+            text.contains("shardcache_disk_io_engine_info{engine=\"io_uring\"} 1"),
+            "{text}"
+        );
+        if round == 1 {
+            assert!(metric(&text, "shardcache_served_bytes_total{source=\"disk\"}") > 0.0);
+        }
+        served.signal(libc::SIGTERM);
+        let status = served.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "round {round}: shardcache stopped with {status} under the profile"
+        );
+    }
+}

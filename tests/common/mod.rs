@@ -325,13 +325,23 @@ pub struct Served {
 
 impl Served {
     pub fn start(config: &std::path::Path, admin_port: u16) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_shardcache"))
+        Self::start_with(config, admin_port, |_| {})
+    }
+
+    /// [`Self::start`], with `configure` applied to the command first.
+    pub fn start_with(
+        config: &std::path::Path,
+        admin_port: u16,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_shardcache"));
+        command
             .args(["serve", "--config"])
             .arg(config)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(std::process::Stdio::null());
+        configure(&mut command);
+        let child = command.spawn().unwrap();
         let served = Self { child };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
