@@ -33,7 +33,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
 pub use generation::Standing;
-pub use store::STORE_FILE;
+pub use store::{RangeError, RangeReader, STORE_FILE};
 
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
@@ -154,6 +154,8 @@ pub enum ChunkRead {
     Leader(FillReader),
     /// Another request's fetch of this chunk was under way; this one shares it.
     Follower(FillReader),
+    /// The bytes asked for, part of a chunk only the disk holds, streamed in checked pieces.
+    Disk(Box<RangeReader>),
 }
 
 type Hybrid = HybridCache<CacheKey, CacheValue>;
@@ -432,7 +434,7 @@ impl Inner {
         let in_memory = self.hybrid.memory().contains(key);
         if !in_memory && within.end - within.start < len {
             if let Some(part) = self.disk_part(key, within).await {
-                return Some(ChunkRead::Hit(part, Tier::Disk));
+                return Some(ChunkRead::Disk(part));
             }
         }
         match self.load(key).await? {
@@ -450,10 +452,11 @@ impl Inner {
 
     /// Bytes `within` of a chunk in the disk store, read past foyer (which only loads whole
     /// entries) and not kept in memory.
-    async fn disk_part(&self, key: &CacheKey, within: &Range<u64>) -> Option<Bytes> {
+    async fn disk_part(&self, key: &CacheKey, within: &Range<u64>) -> Option<Box<RangeReader>> {
         let store = self.store.as_ref()?;
-        let loaded = store.load_range(self.hybrid.memory().hash(key), within.clone()).await?;
-        (loaded.kind == entry::KIND_CHUNK && loaded.key == key.to_bytes()).then_some(loaded.value)
+        let reader = store.read_range(self.hybrid.memory().hash(key), within.clone()).await?;
+        // A hash collision is another key: a miss.
+        (reader.key() == key.to_bytes()).then(|| Box::new(reader))
     }
 
     /// Returns the fill for `key` and whether this call started it (taking `fetch`). With

@@ -241,6 +241,22 @@ async fn stream(
                 out.send(session, ctx, data, source).await.map_err(after)?;
                 continue;
             }
+            ChunkRead::Disk(mut part) => {
+                if let Some(start) = read_ahead.take() {
+                    start();
+                }
+                ctx.outcome = ctx.outcome.max(Outcome::DiskHit);
+                // The first piece was checked before the reader was returned: a failure after it
+                // is after the response started.
+                loop {
+                    match part.next().await {
+                        Ok(Some(piece)) => out.send(session, ctx, piece, Source::Disk).await.map_err(after)?,
+                        Ok(None) => break,
+                        Err(e) => return Err(after(Error::explain(ErrorType::ReadError, e.to_string()))),
+                    }
+                }
+                continue;
+            }
             ChunkRead::Leader(r) => (r, Outcome::Miss),
             ChunkRead::Follower(r) => (r, Outcome::Coalesced),
         };

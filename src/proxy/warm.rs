@@ -98,7 +98,7 @@ impl ProxyState {
                     let mut reader = match started {
                         Some(reader) => reader,
                         None => match self.cache.chunk(key, len, 0..len, fetch).await {
-                            ChunkRead::Hit(..) => return Ok(len),
+                            ChunkRead::Hit(..) | ChunkRead::Disk(_) => return Ok(len),
                             ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
                         },
                     };

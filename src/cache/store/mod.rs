@@ -29,6 +29,7 @@
 mod file;
 mod format;
 mod io;
+mod read;
 mod seal;
 mod uring;
 
@@ -48,6 +49,7 @@ use crate::metrics::Metrics;
 use file::random_u64;
 use format::{check_width, segments, Geometry, Header, Sealed, Superblock, BLOCK};
 use io::Io;
+pub use read::{RangeError, RangeReader};
 use seal::WriteKey;
 pub use seal::{KeyError, Keys};
 
@@ -370,13 +372,14 @@ impl Store {
 
     /// The entry for `hash`, if stored and whole.
     pub async fn load(&self, hash: u64) -> Option<Loaded> {
-        self.shared.load(hash, None).await
+        self.shared.load(hash).await
     }
 
-    /// Bytes `range` of the value of `hash`: only the segments that cover them are read and
-    /// checked (or decrypted). `None` if not stored, damaged, or `range` is not inside the value.
-    pub async fn load_range(&self, hash: u64, range: Range<u64>) -> Option<Loaded> {
-        self.shared.load(hash, Some(range)).await
+    /// Bytes `range` of the value of `hash`, streamed: only the segments that cover them are
+    /// read and checked (or decrypted), a group at a time, the first before this returns. `None`
+    /// if not stored, damaged, or `range` is not inside the value.
+    pub async fn read_range(&self, hash: u64, range: Range<u64>) -> Option<RangeReader> {
+        self.shared.read_range(hash, range).await
     }
 
     /// Forgets `hash`: it cannot be loaded again, whatever write of it is queued or under way.
@@ -661,45 +664,6 @@ impl Shared {
         pooled.unwrap_or_else(|| DiskBuf::new(stage))
     }
 
-    /// The entry's key in the clear, and its write key when sealed; `None` if the key does not
-    /// open or its master key is gone from the key file.
-    fn open_key(&self, header: &Header) -> Option<(Vec<u8>, Option<WriteKey>)> {
-        let Some(sealed) = &header.sealed else {
-            return Some((header.key.clone(), None));
-        };
-        let write = self.keys.as_ref()?.write_key(sealed.key_id, &sealed.salt)?;
-        let mut key = header.key.clone();
-        write
-            .open_key(header.hash, &mut key, &sealed.key_tag)
-            .then_some((key, Some(write)))
-    }
-
-    /// Checks, and when sealed decrypts in place, `data`: segments `first..` of the entry's
-    /// value, whose plain key is `key`.
-    fn open_segments(
-        &self,
-        header: &Header,
-        key: &[u8],
-        write: Option<&WriteKey>,
-        first: usize,
-        data: &mut [u8],
-    ) -> bool {
-        let n = segments(header.len, header.segment_bytes);
-        let w = check_width(write.is_some());
-        data.chunks_mut(header.segment_bytes as usize)
-            .enumerate()
-            .all(|(j, piece)| {
-                let i = first + j;
-                let Some(check) = header.checks.get(i * w..(i + 1) * w) else {
-                    return false;
-                };
-                match write {
-                    None => crc32fast::hash(piece).to_le_bytes() == check,
-                    Some(write) => write.open(key, i as u32, i + 1 == n, piece, check),
-                }
-            })
-    }
-
     /// Clears `slot`'s header in the background, then frees it.
     fn clear_later(self: Arc<Self>, slot: u32) {
         let ticket = Ticket::new(&self);
@@ -728,95 +692,6 @@ impl Shared {
         };
         index.slots[slot as usize] = FREE;
         index.free[class as usize].push(slot);
-    }
-
-    async fn load(self: &Arc<Self>, hash: u64, range: Option<Range<u64>>) -> Option<Loaded> {
-        let g = &self.geometry;
-        if self.degraded() {
-            return None;
-        }
-        let (slot, generation, len) = {
-            let mut index = self.lock();
-            let slot = *index.map.get(&hash)?;
-            let s = &mut index.slots[slot as usize];
-            if s.state != State::Live {
-                return None;
-            }
-            s.referenced = true;
-            (slot, s.generation, s.len)
-        };
-        let range = range.unwrap_or(0..len);
-        if range.start > range.end || range.end > len {
-            return None;
-        }
-        // The segments covering `range`, read whole; segments are block-aligned.
-        let first = range.start / g.segment_bytes;
-        let part = first * g.segment_bytes..(range.end.div_ceil(g.segment_bytes) * g.segment_bytes).min(len);
-        let part_len = part.end.saturating_sub(part.start) as usize;
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        let io = self.io();
-        let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
-        let read = if g.is_small(slot) {
-            header.await.map(|h| (h, None))
-        } else {
-            let data = io.read(DiskBuf::new(part_len), g.data_offset(slot) + part.start);
-            futures_util::future::try_join(header, data)
-                .await
-                .map(|(h, d)| (h, Some(d)))
-        };
-        let (header_block, data) = match read {
-            Ok(read) => {
-                let bytes = BLOCK + read.1.as_ref().map_or(0, |d| d.len() as u64);
-                self.metrics.disk_io_bytes.with_label_values(&["read"]).inc_by(bytes);
-                read
-            }
-            Err(e) => {
-                self.io_error("read", &e);
-                self.drop_bad(slot, generation);
-                return None;
-            }
-        };
-        let opened = Header::decode(&header_block, epoch)
-            .filter(|h| h.generation == generation && h.hash == hash && h.len == len)
-            .and_then(|mut h| {
-                let (key, write) = self.open_key(&h)?;
-                let value = match (h.inline.take(), data) {
-                    (Some(mut inline), None) => self
-                        .open_segments(&h, &key, write.as_ref(), 0, &mut inline)
-                        .then(|| Bytes::from(inline).slice(range.start as usize..range.end as usize)),
-                    (None, Some(mut data)) => self
-                        .open_segments(&h, &key, write.as_ref(), first as usize, &mut data[..part_len])
-                        .then(|| {
-                            data.into_bytes((range.start - part.start) as usize..(range.end - part.start) as usize)
-                        }),
-                    _ => None,
-                }?;
-                Some(Loaded {
-                    key,
-                    kind: h.kind,
-                    value,
-                })
-            });
-        match opened.is_some() {
-            true => self.failures.store(0, Ordering::Relaxed),
-            false => self.drop_bad(slot, generation),
-        }
-        opened
-    }
-
-    /// A read of `slot` (at `generation`) failed or did not verify. If the slot was reused
-    /// meanwhile that was a race, not damage; otherwise the entry is counted and dropped.
-    fn drop_bad(self: &Arc<Self>, slot: u32, generation: u64) {
-        let mut index = self.lock();
-        let s = index.slots[slot as usize];
-        if s.generation != generation || s.state != State::Live {
-            return;
-        }
-        self.metrics.cache_read_errors.inc();
-        tracing::warn!(slot, "a disk tier entry failed verification; dropped (a miss)");
-        index.unindex(s.hash);
-        drop(index);
-        self.clone().clear_later(slot);
     }
 
     fn io_error(&self, op: &str, e: &std::io::Error) {
