@@ -22,10 +22,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 /// Buffers from this size up are mapped from the kernel (and pooled), not allocated from the heap.
-const MAPPED_FROM: usize = 1 << 20;
-/// Dropped mapped buffers kept for reuse, at most. With 8 MiB chunks this keeps up to 16 MiB
-/// mapped but unused: enough for a cache that evicts one chunk for each it fills.
-const POOL_SLOTS: usize = 2;
+/// glibc maps these sizes itself, but unmaps each on free: the disk store's 128 KiB read groups
+/// then cost a page fault per 4 KiB and a TLB shootdown per buffer.
+const MAPPED_FROM: usize = 128 << 10;
+/// Bytes of dropped mapped buffers kept for reuse, at most: two 8 MiB chunks (enough for a cache
+/// that evicts one chunk for each it fills), or the read groups of many disk reads.
+const POOL_BYTES: usize = 16 << 20;
 
 /// Mapped regions waiting to be reused: `(address, length)`.
 static POOL: Mutex<Vec<Region>> = Mutex::new(Vec::new());
@@ -287,7 +289,7 @@ fn release(ptr: NonNull<u8>, capacity: usize) {
     }
     if capacity >= MAPPED_FROM {
         let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL_SLOTS {
+        if pool.iter().map(|r| r.1).sum::<usize>() + capacity <= POOL_BYTES {
             pool.push(Region(ptr, capacity));
             return;
         }

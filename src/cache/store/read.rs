@@ -3,10 +3,10 @@
 //!
 //! Nothing is handed out before it is checked: the header (magic, epoch, generation, hash,
 //! length, its CRC), the key (its GCM tag when sealed), and every segment's CRC or tag. A range
-//! of a chunk reads only the segments that cover it, in groups of about 128 KiB: the first group
-//! is read beside the header and checked before the reader is returned (so a damaged entry is
-//! still a plain miss), and each next group is read while the one before is being sent. A
-//! reader's first bytes therefore wait for one group, not for the whole range.
+//! of a chunk reads only the segments that cover it, in groups: a first one of about 128 KiB,
+//! read beside the header and checked before the reader is returned (so a damaged entry is still
+//! a plain miss), then groups of about 1 MiB, each read while the one before is being sent. A
+//! reader's first bytes therefore wait for 128 KiB, not for the whole range.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -20,8 +20,11 @@ use super::seal::WriteKey;
 use super::{joined, Loaded, Shared, State};
 use crate::cache::buf::DiskBuf;
 
-/// Bytes of value read and checked at a time by a [`RangeReader`] (rounded to whole segments).
-const GROUP_BYTES: u64 = 128 << 10;
+/// Bytes of value a [`RangeReader`] reads and checks first (rounded to whole segments): what its
+/// first bytes wait for.
+const FIRST_GROUP_BYTES: u64 = 128 << 10;
+/// Bytes of value it reads and checks at a time after that: fewer, larger reads and sends.
+const GROUP_BYTES: u64 = 1 << 20;
 
 /// Part of a chunk, streamed in checked pieces. Dropping it midway is fine: a read in flight
 /// finishes on its own, its buffer owned by the I/O engine until then.
@@ -200,13 +203,14 @@ impl Shared {
             return None;
         }
         let seg = g.segment_bytes;
+        let first_group = FIRST_GROUP_BYTES.max(seg) / seg * seg;
         let group = GROUP_BYTES.max(seg) / seg * seg;
         let start = range.start / seg * seg;
         let end = (range.end.div_ceil(seg) * seg).min(len);
         let io = self.io();
         let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
         let small = g.is_small(slot);
-        let first_len = (end.min(start + group) - start) as usize;
+        let first_len = (end.min(start + first_group) - start) as usize;
         let read = if small {
             header.await.map(|h| (h, None))
         } else {
@@ -264,7 +268,7 @@ impl Shared {
             group,
         };
         if !small {
-            reader.read_ahead(start + group);
+            reader.read_ahead(start + first_group);
         }
         Some(reader)
     }
