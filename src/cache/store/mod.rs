@@ -28,17 +28,19 @@
 
 mod file;
 mod format;
+mod health;
 mod io;
 mod read;
 mod seal;
 mod uring;
+mod write;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -47,26 +49,18 @@ use super::buf::DiskBuf;
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use file::random_u64;
-use format::{check_width, segments, Geometry, Header, Sealed, Superblock, BLOCK};
+use format::{Geometry, Header, Superblock, BLOCK};
+use health::HEALTH_CHECK;
 use io::Io;
 pub use read::{RangeError, RangeReader};
-use seal::WriteKey;
 pub use seal::{KeyError, Keys};
+use write::Ticket;
 
 /// File name of the store inside a cache directory.
 pub const STORE_FILE: &str = "shardcache.store";
 
 /// Headers read per recovery read (1 MiB).
 const RECOVERY_BATCH: u32 = 256;
-/// I/O failures in a row that make the store degraded.
-const FAILURES_TO_DEGRADE: u32 = 3;
-/// Bytes a chunk write stages at a time (rounded to whole segments).
-const STAGE_BYTES: u64 = 1 << 20;
-/// Staging buffers kept for reuse: mapping and unmapping one per write cost more CPU than the
-/// copy itself (page faults, and TLB shootdowns across the runtime's threads).
-const STAGE_POOL: usize = 16;
-/// How often the store checks that its file is still there, and when degraded, the disk.
-const HEALTH_CHECK: Duration = Duration::from_secs(2);
 
 /// Store settings.
 #[derive(Clone, Debug)]
@@ -480,79 +474,6 @@ impl Shared {
         self.io.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
-    }
-
-    fn degrade(&self, why: &str) {
-        if !self.degraded.swap(true, Ordering::Relaxed) {
-            self.metrics.disk_degraded.set(1);
-            tracing::error!(
-                path = %self.opts.path.display(),
-                why,
-                "the disk tier is degraded: serving from memory and upstream until the disk works again"
-            );
-        }
-    }
-
-    /// The periodic check: is the file still ours; and when degraded, does the disk work again.
-    async fn check_health(self: &Arc<Self>) {
-        let (path, identity) = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let gone = file::identity_at(&path) != Some(identity);
-        if gone {
-            self.degrade("the disk tier's file was removed or replaced");
-        }
-        if !self.degraded() {
-            return;
-        }
-        let healed = if gone { self.reopen().await } else { self.probe().await };
-        match healed {
-            Ok(()) => {
-                self.failures.store(0, Ordering::Relaxed);
-                self.degraded.store(false, Ordering::Relaxed);
-                self.metrics.disk_degraded.set(0);
-                tracing::info!(path = %self.opts.path.display(), "the disk tier works again");
-            }
-            Err(e) => tracing::debug!(error = %e, "the disk tier is still failing"),
-        }
-    }
-
-    /// Writes and reads back the probe block past the layout's end.
-    async fn probe(&self) -> std::io::Result<()> {
-        let offset = self.geometry.bytes();
-        let mut block = DiskBuf::new(BLOCK as usize);
-        block.fill(0);
-        block[..8].copy_from_slice(&random_u64().to_le_bytes());
-        let expected = block[..8].to_vec();
-        let io = self.io();
-        io.write(block, offset).await?;
-        let back = io.read(DiskBuf::new(BLOCK as usize), offset).await?;
-        match back[..8] == expected[..] {
-            true => Ok(()),
-            false => Err(std::io::Error::other("the probe block read back different bytes")),
-        }
-    }
-
-    /// Re-creates a removed or replaced file, empty, with a new epoch, and swaps it in.
-    async fn reopen(self: &Arc<Self>) -> std::io::Result<()> {
-        let opts = &self.opts;
-        let opened = file::open(&opts.path, self.capacity, opts.direct, false)?;
-        let io = Io::new(Arc::new(opened.file), opts.io_engine).await;
-        let sb = Superblock {
-            geometry: self.geometry,
-            epoch: random_u64(),
-            sealed: self.keys.is_some(),
-        };
-        io.write(sb.encode(), 0).await?;
-        // Writes still running against the old file find their slots gone and leave them.
-        *self.lock() = Index::new(&self.geometry);
-        self.epoch.store(sb.epoch, Ordering::Relaxed);
-        *self.io.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(io);
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = (opened.path, opened.identity);
-        tracing::info!(path = %opts.path.display(), "re-created the disk tier's file; it starts empty");
-        Ok(())
-    }
-
     fn class_for(&self, key_len: usize, len: usize) -> Option<Class> {
         let g = &self.geometry;
         let sealed = self.keys.is_some();
@@ -563,230 +484,6 @@ impl Shared {
         } else {
             None
         }
-    }
-
-    async fn write(self: Arc<Self>, slot: u32, mut header: Header, value: Bytes, ticket: Ticket) {
-        let result = self.write_slot(slot, &mut header, &value).await;
-        if result.is_ok() {
-            self.failures.store(0, Ordering::Relaxed);
-        }
-        let (keep, clear) = {
-            let mut index = self.lock();
-            let keep = index.keep.remove(&slot);
-            let s = index.slots[slot as usize];
-            if s.state != State::Writing || s.generation != header.generation {
-                // The index was reset (file re-created, store destroyed) under this write.
-                drop(index);
-                drop(keep);
-                return;
-            }
-            let cancelled = s.cancelled;
-            let clear = cancelled || result.is_err();
-            if clear {
-                if index.map.get(&header.hash) == Some(&slot) {
-                    index.map.remove(&header.hash);
-                }
-                index.slots[slot as usize].state = State::Clearing;
-            } else {
-                index.slots[slot as usize].state = State::Live;
-            }
-            (keep, clear)
-        };
-        if let Err(e) = result {
-            self.io_error("write", &e);
-        }
-        // Only now may foyer stop serving the entry from memory: it is live on disk, or gone.
-        drop(keep);
-        if clear {
-            self.clone().clear(slot).await;
-        }
-        drop(ticket);
-    }
-
-    async fn write_slot(&self, slot: u32, header: &mut Header, value: &[u8]) -> std::io::Result<()> {
-        let g = &self.geometry;
-        let io = self.io();
-        let mut protect = Protect::new(self.keys.as_deref(), header)?;
-        if g.is_small(slot) {
-            let mut inline = value.to_vec();
-            protect.piece(0, &mut inline);
-            protect.finish(header);
-            header.inline = Some(inline);
-            io.write(header.encode(), g.header_offset(slot)).await?;
-            self.metrics.disk_io_bytes.with_label_values(&["write"]).inc_by(BLOCK);
-            return Ok(());
-        }
-        // Clear the old header first: until the new one is written, the slot must not claim
-        // the entry that was in it before (its data is being overwritten).
-        io.write(zeroed(), g.header_offset(slot)).await?;
-        // The value goes out through two staging buffers of a few segments each: one is written
-        // while the next piece is copied (and encrypted) into the other. A write holds 2 MiB
-        // beside its chunk, not a second copy of the chunk.
-        let stage = (STAGE_BYTES.max(g.segment_bytes) / g.segment_bytes * g.segment_bytes) as usize;
-        let mut spare = Vec::with_capacity(2);
-        let mut writing: Option<tokio::task::JoinHandle<std::io::Result<DiskBuf>>> = None;
-        for (n, piece) in value.chunks(stage).enumerate() {
-            let mut buf = spare.pop().unwrap_or_else(|| self.stage_buffer(stage));
-            // Whole blocks; the last piece's tail zeroed.
-            buf.set_len(piece.len());
-            buf[..piece.len()].copy_from_slice(piece);
-            buf[piece.len()..].fill(0);
-            protect.piece(n * stage / g.segment_bytes as usize, &mut buf[..piece.len()]);
-            if let Some(previous) = writing.take() {
-                spare.push(joined(previous.await)?);
-            }
-            let (io, offset) = (io.clone(), g.data_offset(slot) + (n * stage) as u64);
-            writing = Some(self.runtime.spawn(async move { io.write(buf, offset).await }));
-        }
-        if let Some(last) = writing {
-            spare.push(joined(last.await)?);
-        }
-        self.keep_stages(spare);
-        protect.finish(header);
-        io.write(header.encode(), g.header_offset(slot)).await?;
-        self.metrics
-            .disk_io_bytes
-            .with_label_values(&["write"])
-            .inc_by(value.len() as u64);
-        Ok(())
-    }
-
-    /// Keeps staging buffers for the next writes, up to [`STAGE_POOL`].
-    fn keep_stages(&self, bufs: Vec<DiskBuf>) {
-        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
-        let room = STAGE_POOL.saturating_sub(stages.len());
-        stages.extend(bufs.into_iter().take(room));
-    }
-
-    /// A staging buffer of `stage` bytes, reused if one is free.
-    fn stage_buffer(&self, stage: usize) -> DiskBuf {
-        let pooled = self.stages.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        pooled.unwrap_or_else(|| DiskBuf::new(stage))
-    }
-
-    /// Clears `slot`'s header in the background, then frees it.
-    fn clear_later(self: Arc<Self>, slot: u32) {
-        let ticket = Ticket::new(&self);
-        let runtime = self.runtime.clone();
-        runtime.spawn(async move {
-            self.clear(slot).await;
-            drop(ticket);
-        });
-    }
-
-    async fn clear(self: Arc<Self>, slot: u32) {
-        if let Err(e) = self.io().write(zeroed(), self.geometry.header_offset(slot)).await {
-            // The slot is freed anyway: a stale header left on disk is overwritten by the next
-            // write of the slot, and until then its entry is unindexed.
-            self.io_error("clear", &e);
-        }
-        let mut index = self.lock();
-        if index.slots[slot as usize].state != State::Clearing {
-            // The index was reset meanwhile; the slot is free in the new one already.
-            return;
-        }
-        let class = if self.geometry.is_small(slot) {
-            Class::Small
-        } else {
-            Class::Chunk
-        };
-        index.slots[slot as usize] = FREE;
-        index.free[class as usize].push(slot);
-    }
-
-    fn io_error(&self, op: &str, e: &std::io::Error) {
-        self.metrics.disk_io_errors.with_label_values(&[op]).inc();
-        tracing::warn!(op, error = %e, "disk tier I/O failed");
-        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_TO_DEGRADE {
-            self.degrade("disk I/O keeps failing");
-        }
-    }
-}
-
-/// The checks of one entry's value, piece by piece: a CRC-32 per segment, or with encryption
-/// on, each segment encrypted in place under the write's own key, and its tag.
-struct Protect<'k> {
-    seal: Option<(WriteKey, [u8; seal::SALT], &'k Keys)>,
-    segment: usize,
-    segments: usize,
-    key: Vec<u8>,
-    checks: Vec<u8>,
-}
-
-impl<'k> Protect<'k> {
-    fn new(keys: Option<&'k Keys>, header: &Header) -> std::io::Result<Self> {
-        let seal = match keys {
-            None => None,
-            Some(keys) => {
-                let (write, salt) = keys
-                    .new_write()
-                    .ok_or_else(|| std::io::Error::other("no randomness for a write key"))?;
-                Some((write, salt, keys))
-            }
-        };
-        let segments = segments(header.len, header.segment_bytes);
-        Ok(Self {
-            checks: Vec::with_capacity(segments * check_width(seal.is_some())),
-            seal,
-            segment: header.segment_bytes as usize,
-            segments,
-            key: header.key.clone(),
-        })
-    }
-
-    /// Protects `piece`: segments `first..` of the value, in order.
-    fn piece(&mut self, first: usize, piece: &mut [u8]) {
-        for (j, segment) in piece.chunks_mut(self.segment).enumerate() {
-            let i = first + j;
-            match &self.seal {
-                None => self.checks.extend_from_slice(&crc32fast::hash(segment).to_le_bytes()),
-                Some((write, ..)) => {
-                    let tag = write.seal(&self.key, i as u32, i + 1 == self.segments, segment);
-                    self.checks.extend_from_slice(&tag);
-                }
-            }
-        }
-    }
-
-    /// Puts the checks in `header`, and when sealing, seals its key.
-    fn finish(self, header: &mut Header) {
-        header.checks = self.checks;
-        if let Some((write, salt, keys)) = self.seal {
-            let key_tag = write.seal_key(header.hash, &mut header.key);
-            header.sealed = Some(Sealed {
-                key_id: keys.active(),
-                salt,
-                key_tag,
-            });
-        }
-    }
-}
-
-/// A write in flight, for [`Store::wait`]; ended when dropped, even by a runtime shutting down.
-struct Ticket {
-    shared: Arc<Shared>,
-    number: u64,
-}
-
-impl Ticket {
-    fn new(shared: &Arc<Shared>) -> Self {
-        let mut writes = shared.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let number = writes.next;
-        writes.next += 1;
-        writes.in_flight.insert(number);
-        Self {
-            shared: shared.clone(),
-            number,
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut writes = self.shared.writes.lock().unwrap_or_else(|p| p.into_inner());
-        writes.in_flight.remove(&self.number);
-        let low = writes.in_flight.first().copied().unwrap_or(writes.next);
-        self.shared.written.send_replace(low);
     }
 }
 

@@ -147,29 +147,43 @@ impl Shared {
         Some((header, key, write))
     }
 
-    /// The whole entry of `hash`.
-    pub(super) async fn load(self: &Arc<Self>, hash: u64) -> Option<Loaded> {
+    /// `slot`'s header block and, for a chunk slot, `len` bytes of its value from `at`, read side
+    /// by side. A failed read is counted and drops the entry.
+    async fn read_slot(
+        self: &Arc<Self>,
+        slot: u32,
+        generation: u64,
+        at: u64,
+        len: u64,
+    ) -> Option<(DiskBuf, Option<DiskBuf>)> {
         let g = &self.geometry;
-        let (slot, generation, len) = self.lookup(hash)?;
         let io = self.io();
         let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
         let read = if g.is_small(slot) {
             header.await.map(|h| (h, None))
         } else {
-            let data = io.read(DiskBuf::new(len as usize), g.data_offset(slot));
+            let data = io.read(DiskBuf::new(len as usize), g.data_offset(slot) + at);
             futures_util::future::try_join(header, data)
                 .await
                 .map(|(h, d)| (h, Some(d)))
         };
-        let (block, data) = match read {
-            Ok(read) => read,
+        match read {
+            Ok((block, data)) => {
+                self.count_read(BLOCK + data.as_ref().map_or(0, |d| d.len() as u64));
+                Some((block, data))
+            }
             Err(e) => {
                 self.io_error("read", &e);
                 self.drop_bad(slot, generation);
-                return None;
+                None
             }
-        };
-        self.count_read(BLOCK + data.as_ref().map_or(0, |d| d.len() as u64));
+        }
+    }
+
+    /// The whole entry of `hash`.
+    pub(super) async fn load(self: &Arc<Self>, hash: u64) -> Option<Loaded> {
+        let (slot, generation, len) = self.lookup(hash)?;
+        let (block, data) = self.read_slot(slot, generation, 0, len).await?;
         let opened = self
             .check_header(&block, hash, generation, len)
             .and_then(|(mut h, key, write)| {
@@ -207,27 +221,9 @@ impl Shared {
         let group = GROUP_BYTES.max(seg) / seg * seg;
         let start = range.start / seg * seg;
         let end = (range.end.div_ceil(seg) * seg).min(len);
-        let io = self.io();
-        let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
         let small = g.is_small(slot);
         let first_len = (end.min(start + first_group) - start) as usize;
-        let read = if small {
-            header.await.map(|h| (h, None))
-        } else {
-            let data = io.read(DiskBuf::new(first_len), g.data_offset(slot) + start);
-            futures_util::future::try_join(header, data)
-                .await
-                .map(|(h, d)| (h, Some(d)))
-        };
-        let (block, data) = match read {
-            Ok(read) => read,
-            Err(e) => {
-                self.io_error("read", &e);
-                self.drop_bad(slot, generation);
-                return None;
-            }
-        };
-        self.count_read(BLOCK + data.as_ref().map_or(0, |d| d.len() as u64));
+        let (block, data) = self.read_slot(slot, generation, start, first_len as u64).await?;
         let Some((mut header, key, write)) = self.check_header(&block, hash, generation, len) else {
             self.drop_bad(slot, generation);
             return None;

@@ -1,5 +1,6 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 
