@@ -3,20 +3,31 @@
 //! a container runtime's default profile, ENOSYS, `kernel.io_uring_disabled`) or is not wanted.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::uring::Ring;
 use crate::cache::buf::{DiskBuf, ALIGN};
 use crate::config::IoEngineKind;
 
+/// How long one read or write may take before it counts as failed: a device that stopped
+/// answering degrades the store (three failures in a row) instead of wedging every read behind
+/// it. The buffer stays with the engine until the I/O ends, if it ever does.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The store's I/O engine.
 pub struct Io {
     backend: Backend,
+    timeout: Duration,
     /// Tests set an errno here to make every read and write fail with it.
     #[cfg(test)]
     pub fail_with: std::sync::atomic::AtomicI32,
+    /// Tests set this to make every read and write hang (until the timeout).
+    #[cfg(test)]
+    pub stall: std::sync::atomic::AtomicBool,
 }
 
 enum Backend {
@@ -45,19 +56,38 @@ impl Io {
     fn with(backend: Backend) -> Self {
         Self {
             backend,
+            timeout: IO_TIMEOUT,
             #[cfg(test)]
             fail_with: Default::default(),
+            #[cfg(test)]
+            stall: Default::default(),
         }
     }
 
-    /// The error tests asked for, if any.
-    fn injected(&self) -> io::Result<()> {
+    /// The error tests asked for, if any, or a hang.
+    async fn injected(&self) -> io::Result<()> {
         #[cfg(test)]
-        match self.fail_with.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => {}
-            errno => return Err(io::Error::from_raw_os_error(errno)),
+        {
+            if self.stall.load(std::sync::atomic::Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+            match self.fail_with.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => {}
+                errno => return Err(io::Error::from_raw_os_error(errno)),
+            }
         }
         Ok(())
+    }
+
+    /// `op`, failed with `TimedOut` if it takes longer than the timeout.
+    async fn bounded<T>(&self, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        let op = async {
+            self.injected().await?;
+            op.await
+        };
+        tokio::time::timeout(self.timeout, op)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
     }
 
     /// The engine in use, as `shardcache_disk_io_engine_info` names it.
@@ -70,26 +100,30 @@ impl Io {
 
     /// Fills `buf` from `offset`.
     pub async fn read(&self, buf: DiskBuf, offset: u64) -> io::Result<DiskBuf> {
-        self.injected()?;
-        match &self.backend {
-            Backend::Uring(ring) => ring.submit(false, buf, offset).await,
-            Backend::Psync(file) => {
-                blocking(file, move |file| {
-                    let mut buf = buf;
-                    file.read_exact_at(&mut buf, offset).map(|()| buf)
-                })
-                .await
+        self.bounded(async {
+            match &self.backend {
+                Backend::Uring(ring) => ring.submit(false, buf, offset).await,
+                Backend::Psync(file) => {
+                    blocking(file, move |file| {
+                        let mut buf = buf;
+                        file.read_exact_at(&mut buf, offset).map(|()| buf)
+                    })
+                    .await
+                }
             }
-        }
+        })
+        .await
     }
 
     /// Writes all of `buf` at `offset`.
     pub async fn write(&self, buf: DiskBuf, offset: u64) -> io::Result<DiskBuf> {
-        self.injected()?;
-        match &self.backend {
-            Backend::Uring(ring) => ring.submit(true, buf, offset).await,
-            Backend::Psync(file) => blocking(file, move |file| file.write_all_at(&buf, offset).map(|()| buf)).await,
-        }
+        self.bounded(async {
+            match &self.backend {
+                Backend::Uring(ring) => ring.submit(true, buf, offset).await,
+                Backend::Psync(file) => blocking(file, move |file| file.write_all_at(&buf, offset).map(|()| buf)).await,
+            }
+        })
+        .await
     }
 }
 
@@ -134,6 +168,19 @@ mod tests {
         let past_end = io.read(DiskBuf::new(ALIGN), 1 << 20).await;
         assert_eq!(past_end.err().map(|e| e.kind()), Some(io::ErrorKind::UnexpectedEof));
         io.engine()
+    }
+
+    #[tokio::test]
+    async fn a_hung_io_fails_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        let mut io = Io::new(Arc::new(file), IoEngineKind::Psync).await;
+        io.timeout = Duration::from_millis(100);
+        io.stall.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = tokio::time::timeout(Duration::from_secs(5), io.write(DiskBuf::new(ALIGN), 0))
+            .await
+            .expect("a hung write was not bounded");
+        assert_eq!(result.err().map(|e| e.kind()), Some(io::ErrorKind::TimedOut));
     }
 
     #[tokio::test]
