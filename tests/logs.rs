@@ -31,7 +31,7 @@ fn serve_and_hang_up(args: &[&str], env: &[(&str, &str)]) -> String {
     cmd.envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let mut guard = KillOnDrop(Some(cmd.spawn().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(20);
     // The listeners start on threads of their own: wait for both, and leave one connection
     // unused (a client that connects and goes away).
@@ -46,9 +46,22 @@ fn serve_and_hang_up(args: &[&str], env: &[(&str, &str)]) -> String {
     drop(client);
     std::thread::sleep(Duration::from_millis(300));
     // SIGTERM: a clean stop flushes the logs.
+    let child = guard.0.take().expect("the child is still ours");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap()
+}
+
+/// Kills and reaps the child if the test fails before it stops it: no process outlives a test.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[test]
