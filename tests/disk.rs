@@ -175,6 +175,17 @@ async fn metrics(admin: u16) -> String {
         .text()
 }
 
+/// The disk tier runs on `engine`, and in the round after a restart (round 1) it served chunks
+/// written before it.
+async fn assert_disk_tier(admin: u16, engine: &str, round: u32) {
+    let text = metrics(admin).await;
+    let info = format!("shardcache_disk_io_engine_info{{engine=\"{engine}\"}} 1");
+    assert!(text.contains(&info), "round {round}: {text}");
+    if round == 1 {
+        assert!(metric(&text, "shardcache_served_bytes_total{source=\"disk\"}") > 0.0);
+    }
+}
+
 async fn get_object(addr: SocketAddr) -> Vec<u8> {
     let r = common::get(addr, "/b/o", &[]).await;
     assert_eq!(r.status, 200);
@@ -191,15 +202,7 @@ async fn with_io_uring_refused_by_seccomp_the_disk_tier_runs_on_psync() {
         let eperm = serde_json::json!({"errno": libc::EPERM});
         let served = serve_under(&config, admin, seccomp_filter(&refuse, eperm, "allow".into()));
         assert!(get_object(addr).await == body, "round {round}");
-        let text = metrics(admin).await;
-        assert!(
-            text.contains("shardcache_disk_io_engine_info{engine=\"psync\"} 1"),
-            "{text}"
-        );
-        if round == 1 {
-            // The restart found the chunks psync wrote.
-            assert!(metric(&text, "shardcache_served_bytes_total{source=\"disk\"}") > 0.0);
-        }
+        assert_disk_tier(admin, "psync", round).await;
         drop(served);
     }
 }
@@ -225,14 +228,7 @@ async fn the_charts_seccomp_profile_lets_shardcache_run_on_io_uring() {
         for _ in 0..2 {
             assert!(get_object(addr).await == body, "round {round}");
         }
-        let text = metrics(admin).await;
-        assert!(
-            text.contains("shardcache_disk_io_engine_info{engine=\"io_uring\"} 1"),
-            "{text}"
-        );
-        if round == 1 {
-            assert!(metric(&text, "shardcache_served_bytes_total{source=\"disk\"}") > 0.0);
-        }
+        assert_disk_tier(admin, "io_uring", round).await;
         served.signal(libc::SIGTERM);
         let status = served.child.wait().unwrap();
         assert!(

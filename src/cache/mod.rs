@@ -407,6 +407,11 @@ impl Inner {
         if let Some(entry) = self.hybrid.memory().get(key) {
             return Some((entry.value().clone(), Tier::Memory));
         }
+        self.load_stored(key).await
+    }
+
+    /// `key` from below the memory tier: foyer's keeper (a write under way) or the disk store.
+    async fn load_stored(&self, key: &CacheKey) -> Option<(CacheValue, Tier)> {
         if !self.hybrid.storage().may_contains(key) {
             return None;
         }
@@ -431,13 +436,19 @@ impl Inner {
     /// Bytes `within` of the chunk from a tier, if cached with the right length. Part of a
     /// chunk that only the disk holds is read on its own: just the segments that cover it.
     async fn hit(&self, key: &CacheKey, len: u64, within: &Range<u64>) -> Option<ChunkRead> {
-        let in_memory = self.hybrid.memory().contains(key);
-        if !in_memory && within.end - within.start < len {
-            if let Some(part) = self.disk_part(key, within).await {
-                return Some(ChunkRead::Disk(part));
+        // One look at the memory tier: a hit there is the common case.
+        let found = match self.hybrid.memory().get(key) {
+            Some(entry) => (entry.value().clone(), Tier::Memory),
+            None => {
+                if within.end - within.start < len {
+                    if let Some(part) = self.disk_part(key, within).await {
+                        return Some(ChunkRead::Disk(part));
+                    }
+                }
+                self.load_stored(key).await?
             }
-        }
-        match self.load(key).await? {
+        };
+        match found {
             (CacheValue::Chunk(data), tier) if data.len() as u64 == len => Some(ChunkRead::Hit(
                 data.slice(within.start as usize..within.end as usize),
                 tier,
