@@ -1,16 +1,21 @@
 //! The disk tier: a store of fixed-size slots in one file (or block device), written and read
 //! through io_uring, under foyer as its storage engine (`cache::engine`).
 //!
-//! shardcache caches fixed-size chunks, so the store is built for them: one slot per chunk, a
-//! header per slot with the full key, a generation and a checksum per segment, and small slots
-//! whose header holds the value itself, for metadata entries and short tails. The layout is in
-//! [`format`].
+//! shardcache caches fixed-size chunks, so the store is built for them: one slab per chunk, a
+//! header per slot with the full key, a generation and a checksum per segment; small slots
+//! whose header holds the value itself, for metadata entries and tails of a few KiB; and slabs
+//! cut into 2, 4, ... 1024 slots on demand, for values in between (short tails, small
+//! objects), each in the smallest slot that holds it. The layout is in [`format`].
 //!
-//! - **Index.** In memory: key hash -> slot, with each slot's state, generation and CLOCK bit.
-//!   CLOCK because slots are all one size: a second chance is one bit, not a copy, and a hit
-//!   costs a flag store under the index lock.
+//! - **Index.** In memory: key hash -> slot, with each slot's state and generation, and a
+//!   CLOCK bit per small slot and per slab. CLOCK because the units evicted are all one size (a
+//!   small slot, or a slab with whatever it holds): a second chance is one bit, not a copy, and
+//!   a hit costs a flag store under the index lock. Evicting a cut slab evicts all its slots,
+//!   as a log-structured cache evicts a region.
 //! - **Writes.** A slot is taken (a free one, else CLOCK evicts), its header is cleared, the data
-//!   written, then the header; only then is it live. No fsync: a crash at any point leaves a slot
+//!   written, then the header; only then is it live. (A slot of a cut slab needs no clearing:
+//!   it is either new to the cut, whose stamp makes any old header there foreign, or was freed
+//!   after its header was cleared.) No fsync: a crash at any point leaves a slot
 //!   whose header is missing, or whose data fails its checksums, and both read as misses.
 //! - **Delete wins.** A delete (or a newer write of the same key) unindexes the slot at once; a
 //!   write still under way finds itself cancelled when it completes and clears its header. A
@@ -43,13 +48,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::buf::DiskBuf;
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use file::random_u64;
-use format::{Geometry, Header, Superblock, BLOCK};
+use format::{CutMark, Fit, Geometry, Header, Loc, Superblock, BLOCK};
 use health::HEALTH_CHECK;
 use io::Io;
 pub use read::{RangeError, RangeReader};
@@ -59,8 +65,10 @@ use write::Ticket;
 /// File name of the store inside a cache directory.
 pub const STORE_FILE: &str = "shardcache.store";
 
-/// Headers read per recovery read (1 MiB).
+/// Headers read per recovery read of the table (1 MiB).
 const RECOVERY_BATCH: u32 = 256;
+/// Cut slabs whose slot headers recovery reads at once.
+const RECOVERY_READS: usize = 16;
 
 /// Store settings.
 #[derive(Clone, Debug)]
@@ -149,17 +157,19 @@ enum State {
     Clearing,
 }
 
+/// What a slot holds.
 #[derive(Clone, Copy, Debug)]
-struct Slot {
+struct Entry {
     hash: u64,
     generation: u64,
     len: u64,
     state: State,
+    /// CLOCK's bit, for a small slot (a slab has one for all its slots).
     referenced: bool,
     cancelled: bool,
 }
 
-const FREE: Slot = Slot {
+const FREE: Entry = Entry {
     hash: 0,
     generation: 0,
     len: 0,
@@ -168,19 +178,44 @@ const FREE: Slot = Slot {
     cancelled: false,
 };
 
-/// Slot classes: small slots (value inline) and chunk slots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Small = 0,
-    Chunk = 1,
+/// A slab: free (no entries), one chunk (class 0), or cut into 2^class slots.
+#[derive(Debug, Default)]
+struct Slab {
+    class: u8,
+    /// The cut's stamp ([`format::CutMark`]).
+    stamp: u64,
+    referenced: bool,
+    entries: Vec<Entry>,
+    /// Free slots of a cut slab.
+    free: Vec<u16>,
+}
+
+impl Slab {
+    fn busy(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(e.state, State::Writing | State::Clearing))
+    }
+}
+
+/// A slot taken for a write.
+struct Taken {
+    loc: Loc,
+    /// Whether the slot's slab was cut for it: its mark is written before the slot's header.
+    cut: bool,
 }
 
 struct Index {
-    map: HashMap<u64, u32>,
-    slots: Vec<Slot>,
-    free: [Vec<u32>; 2],
-    hands: [u32; 2],
-    keep: HashMap<u32, KeepAlive>,
+    map: HashMap<u64, Loc>,
+    small: Vec<Entry>,
+    small_free: Vec<u32>,
+    small_hand: u32,
+    slabs: Vec<Slab>,
+    slab_free: Vec<u32>,
+    slab_hand: u32,
+    /// Per class, cut slabs that may have a free slot (checked when one is taken).
+    partial: Vec<Vec<u32>>,
+    keep: HashMap<Loc, KeepAlive>,
 }
 
 /// Write numbers in flight, so that `wait` can tell when every write begun before it is done.
@@ -273,7 +308,8 @@ impl Store {
             path = %opts.path.display(),
             engine = store.engine(),
             entries = store.entries(),
-            slots = geometry.slots(),
+            small_slots = geometry.small_slots,
+            slabs = geometry.slabs,
             seconds,
             "disk tier open"
         );
@@ -290,17 +326,9 @@ impl Store {
         self.shared.lock().map.len()
     }
 
-    /// Bytes of slots holding or being written with entries.
+    /// Bytes of small slots and slabs holding or being written with entries.
     pub fn used_bytes(&self) -> u64 {
-        let g = &self.shared.geometry;
-        let index = self.shared.lock();
-        let used = |class: Class| {
-            index
-                .class_range(g, class)
-                .filter(|&s| index.slots[s as usize].state != State::Free)
-                .count() as u64
-        };
-        used(Class::Small) * BLOCK + used(Class::Chunk) * (g.chunk_slot_bytes + BLOCK)
+        self.shared.lock().used_bytes(&self.shared.geometry)
     }
 
     /// Whether `hash` may be stored (indexed, being written or written).
@@ -313,7 +341,7 @@ impl Store {
     /// the same hash.
     pub fn enqueue(&self, hash: u64, key: Vec<u8>, kind: u8, value: Bytes, keep: KeepAlive) {
         let shared = &self.shared;
-        let Some(class) = shared.class_for(key.len(), value.len()) else {
+        let Some(fit) = shared.geometry.fit(key.len(), value.len(), shared.keys.is_some()) else {
             return;
         };
         if shared.degraded() {
@@ -321,10 +349,11 @@ impl Store {
             return;
         }
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let slot = {
+        let epoch = shared.epoch.load(Ordering::Relaxed);
+        let (loc, stamp, cut) = {
             let mut index = shared.lock();
             let replaced = index.unindex(hash);
-            let Some(slot) = index.take(&shared.geometry, class, &shared.metrics) else {
+            let Some(Taken { loc, cut }) = index.take(&shared.geometry, fit, &shared.metrics) else {
                 drop(index);
                 if let Some(old) = replaced {
                     shared.clone().clear_later(old);
@@ -332,25 +361,32 @@ impl Store {
                 shared.metrics.disk_write_drops.inc();
                 return;
             };
-            index.slots[slot as usize] = Slot {
-                hash,
-                generation,
-                len: value.len() as u64,
-                state: State::Writing,
-                referenced: false,
-                cancelled: false,
-            };
-            index.map.insert(hash, slot);
-            index.keep.insert(slot, keep);
+            if let Some(e) = index.entry_mut(loc) {
+                *e = Entry {
+                    hash,
+                    generation,
+                    len: value.len() as u64,
+                    state: State::Writing,
+                    referenced: false,
+                    cancelled: false,
+                };
+            }
+            index.map.insert(hash, loc);
+            index.keep.insert(loc, keep);
+            let stamp = index.stamp(loc);
+            drop(index);
             if let Some(old) = replaced {
-                drop(index);
                 shared.clone().clear_later(old);
             }
-            slot
+            (loc, stamp, cut)
+        };
+        let cut = match loc {
+            Loc::Slab { class, .. } if cut => Some(CutMark { class, epoch, stamp }),
+            _ => None,
         };
         let ticket = Ticket::new(shared);
         let header = Header {
-            epoch: shared.epoch.load(Ordering::Relaxed),
+            epoch: epoch ^ stamp,
             generation,
             hash,
             kind,
@@ -361,7 +397,9 @@ impl Store {
             checks: Vec::new(),
             inline: None,
         };
-        shared.runtime.spawn(shared.clone().write(slot, header, value, ticket));
+        shared
+            .runtime
+            .spawn(shared.clone().write(loc, cut, header, value, ticket));
     }
 
     /// The entry for `hash`, if stored and whole.
@@ -379,8 +417,8 @@ impl Store {
     /// Forgets `hash`: it cannot be loaded again, whatever write of it is queued or under way.
     pub fn delete(&self, hash: u64) {
         let cleared = self.shared.lock().unindex(hash);
-        if let Some(slot) = cleared {
-            self.shared.clone().clear_later(slot);
+        if let Some(loc) = cleared {
+            self.shared.clone().clear_later(loc);
         }
     }
 
@@ -405,60 +443,129 @@ impl Store {
         Ok(())
     }
 
+    /// Rebuilds the index from the headers on disk: the table (small slots, and each slab's
+    /// chunk header or cut mark), then the slot headers at the front of each cut slab.
     async fn recover(&self) -> std::io::Result<()> {
         let shared = &self.shared;
         let g = shared.geometry;
         let epoch = shared.epoch.load(Ordering::Relaxed);
-        let mut best: HashMap<u64, (u32, Header)> = HashMap::new();
+        let mut best: HashMap<u64, (Loc, Header)> = HashMap::new();
+        let mut keep = |loc: Loc, header: Header| match best.get(&header.hash) {
+            Some((_, seen)) if seen.generation >= header.generation => {}
+            _ => {
+                best.insert(header.hash, (loc, header));
+            }
+        };
+        let mut cuts = Vec::new();
+        let table = g.small_slots + g.slabs;
         let mut first = 0;
-        while first < g.slots() {
-            let n = RECOVERY_BATCH.min(g.slots() - first);
+        while first < table {
+            let n = RECOVERY_BATCH.min(table - first);
             let buf = shared
                 .io()
-                .read(DiskBuf::new((n as u64 * BLOCK) as usize), g.header_offset(first))
+                .read(
+                    DiskBuf::new((n as u64 * BLOCK) as usize),
+                    BLOCK * (1 + u64::from(first)),
+                )
                 .await?;
             for (i, block) in buf.chunks(BLOCK as usize).enumerate() {
-                let slot = first + i as u32;
-                let Some(header) = Header::decode(block, epoch) else {
-                    continue;
-                };
-                let fits = match g.is_small(slot) {
-                    true => header.inline.is_some(),
-                    false => header.inline.is_none() && header.len <= g.chunk_slot_bytes,
-                };
-                if !fits {
+                let at = first + i as u32;
+                if at < g.small_slots {
+                    match Header::decode(block, epoch) {
+                        Some(h) if h.inline.is_some() => keep(Loc::Small(at), h),
+                        _ => {}
+                    }
                     continue;
                 }
-                match best.get(&header.hash) {
-                    Some((_, seen)) if seen.generation >= header.generation => {}
-                    _ => {
-                        best.insert(header.hash, (slot, header));
+                let slab = at - g.small_slots;
+                match Header::decode(block, epoch) {
+                    Some(h) if h.inline.is_none() && h.len <= g.slab_bytes => {
+                        keep(Loc::Slab { slab, class: 0, sub: 0 }, h);
                     }
+                    _ => cuts.extend(CutMark::decode(block, epoch, &g).map(|mark| (slab, mark))),
                 }
             }
             first += n;
         }
-        let mut index = shared.lock();
-        let mut top = 0;
-        for (hash, (slot, header)) in best {
-            top = top.max(header.generation);
-            index.slots[slot as usize] = Slot {
-                hash,
-                generation: header.generation,
-                len: header.len,
-                state: State::Live,
-                referenced: false,
-                cancelled: false,
-            };
-            index.map.insert(hash, slot);
+        // The slot headers of cut slabs, a few slabs' worth at a time.
+        let io = shared.io();
+        let spans: Vec<(u64, usize)> = cuts
+            .iter()
+            .map(|&(slab, mark)| {
+                let (subs, _) = g.cut(mark.class).unwrap_or((0, 0));
+                (g.slab_offset(slab), usize::from(subs) * BLOCK as usize)
+            })
+            .collect();
+        let mut reads = futures_util::stream::iter(spans.into_iter().map(move |(at, len)| {
+            let io = io.clone();
+            async move { io.read(DiskBuf::new(len), at).await }
+        }))
+        .buffered(RECOVERY_READS);
+        for &(slab, mark) in &cuts {
+            let Some(buf) = reads.next().await else { break };
+            let buf = buf?;
+            for (sub, block) in buf.chunks(BLOCK as usize).enumerate() {
+                let loc = Loc::Slab {
+                    slab,
+                    class: mark.class,
+                    sub: sub as u16,
+                };
+                match Header::decode(block, epoch ^ mark.stamp) {
+                    Some(h) if h.inline.is_none() && h.len <= g.room(loc) => keep(loc, h),
+                    _ => {}
+                }
+            }
         }
-        for class in [Class::Small, Class::Chunk] {
-            let free: Vec<u32> = index
-                .class_range(&g, class)
-                .rev()
-                .filter(|&s| index.slots[s as usize].state == State::Free)
-                .collect();
-            index.free[class as usize] = free;
+        drop(reads);
+        let mut index = shared.lock();
+        for &(slab, mark) in &cuts {
+            let (subs, _) = g.cut(mark.class).unwrap_or((0, 0));
+            index.slabs[slab as usize] = Slab {
+                class: mark.class,
+                stamp: mark.stamp,
+                referenced: false,
+                entries: vec![FREE; usize::from(subs)],
+                free: Vec::new(),
+            };
+        }
+        let mut top = 0;
+        for (hash, (loc, header)) in best {
+            top = top.max(header.generation);
+            if let Loc::Slab { slab, class: 0, .. } = loc {
+                index.slabs[slab as usize].entries = vec![FREE];
+            }
+            if let Some(e) = index.entry_mut(loc) {
+                *e = Entry {
+                    hash,
+                    generation: header.generation,
+                    len: header.len,
+                    state: State::Live,
+                    referenced: false,
+                    cancelled: false,
+                };
+                index.map.insert(hash, loc);
+            }
+        }
+        index.small_free = (0..g.small_slots)
+            .rev()
+            .filter(|&s| index.small[s as usize].state == State::Free)
+            .collect();
+        index.slab_free.clear();
+        for slab in (0..g.slabs).rev() {
+            let s = &mut index.slabs[slab as usize];
+            if s.entries.iter().all(|e| e.state == State::Free) {
+                *s = Slab::default();
+                index.slab_free.push(slab);
+            } else if s.class > 0 {
+                s.free = (0..s.entries.len() as u16)
+                    .rev()
+                    .filter(|&sub| s.entries[usize::from(sub)].state == State::Free)
+                    .collect();
+                if !s.free.is_empty() {
+                    let class = usize::from(s.class);
+                    index.partial[class].push(slab);
+                }
+            }
         }
         shared.next_generation.store(top + 1, Ordering::Relaxed);
         Ok(())
@@ -473,89 +580,214 @@ impl Shared {
     fn io(&self) -> Arc<Io> {
         self.io.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-
-    fn class_for(&self, key_len: usize, len: usize) -> Option<Class> {
-        let g = &self.geometry;
-        let sealed = self.keys.is_some();
-        if g.fits_inline(key_len, len, sealed) {
-            Some(Class::Small)
-        } else if g.fits_chunk(key_len, len, sealed) {
-            Some(Class::Chunk)
-        } else {
-            None
-        }
-    }
 }
 
 impl Index {
     fn new(g: &Geometry) -> Self {
-        let mut index = Self {
+        Self {
             map: HashMap::new(),
-            slots: vec![FREE; g.slots() as usize],
-            free: [Vec::new(), Vec::new()],
-            hands: [0, g.small_slots],
-            keep: HashMap::new(),
-        };
-        for class in [Class::Small, Class::Chunk] {
+            small: vec![FREE; g.small_slots as usize],
             // Reversed, so that slots are taken from the front of the file first.
-            index.free[class as usize] = index.class_range(g, class).rev().collect();
+            small_free: (0..g.small_slots).rev().collect(),
+            small_hand: 0,
+            slabs: (0..g.slabs).map(|_| Slab::default()).collect(),
+            slab_free: (0..g.slabs).rev().collect(),
+            slab_hand: 0,
+            partial: vec![Vec::new(); usize::from(g.classes())],
+            keep: HashMap::new(),
         }
-        index
     }
 
-    fn class_range(&self, g: &Geometry, class: Class) -> std::ops::Range<u32> {
-        match class {
-            Class::Small => 0..g.small_slots,
-            Class::Chunk => g.small_slots..g.slots(),
+    fn entry(&self, loc: Loc) -> Option<&Entry> {
+        match loc {
+            Loc::Small(slot) => self.small.get(slot as usize),
+            Loc::Slab { slab, class, sub } => {
+                let s = self.slabs.get(slab as usize).filter(|s| s.class == class)?;
+                s.entries.get(usize::from(sub))
+            }
         }
+    }
+
+    fn entry_mut(&mut self, loc: Loc) -> Option<&mut Entry> {
+        match loc {
+            Loc::Small(slot) => self.small.get_mut(slot as usize),
+            Loc::Slab { slab, class, sub } => {
+                let s = self.slabs.get_mut(slab as usize).filter(|s| s.class == class)?;
+                s.entries.get_mut(usize::from(sub))
+            }
+        }
+    }
+
+    /// What the headers at `loc` carry besides the epoch: the stamp of a cut slab, else 0.
+    fn stamp(&self, loc: Loc) -> u64 {
+        match loc {
+            Loc::Slab { slab, class, .. } if class > 0 => self.slabs[slab as usize].stamp,
+            _ => 0,
+        }
+    }
+
+    /// Marks the entry at `loc` (or its slab) recently used.
+    fn reference(&mut self, loc: Loc) {
+        match loc {
+            Loc::Small(slot) => self.small[slot as usize].referenced = true,
+            Loc::Slab { slab, .. } => self.slabs[slab as usize].referenced = true,
+        }
+    }
+
+    /// Bytes of small slots and slabs in use (a cut slab counts whole).
+    fn used_bytes(&self, g: &Geometry) -> u64 {
+        let small = (self.small.len() - self.small_free.len()) as u64 * BLOCK;
+        small + (self.slabs.len() - self.slab_free.len()) as u64 * (g.slab_bytes + BLOCK)
     }
 
     /// Unindexes `hash`. Returns a live slot to clear; a slot being written is cancelled (and
     /// its keep-alive dropped, so foyer stops serving the entry too).
-    fn unindex(&mut self, hash: u64) -> Option<u32> {
-        let slot = self.map.remove(&hash)?;
-        let s = &mut self.slots[slot as usize];
-        match s.state {
+    fn unindex(&mut self, hash: u64) -> Option<Loc> {
+        let loc = self.map.remove(&hash)?;
+        let e = self.entry_mut(loc)?;
+        match e.state {
             State::Live => {
-                s.state = State::Clearing;
-                Some(slot)
+                e.state = State::Clearing;
+                Some(loc)
             }
             State::Writing => {
-                s.cancelled = true;
-                self.keep.remove(&slot);
+                e.cancelled = true;
+                self.keep.remove(&loc);
                 None
             }
             State::Free | State::Clearing => None,
         }
     }
 
-    /// A slot of `class` to write: a free one, else one evicted by CLOCK. `None` when every
-    /// slot of the class is busy (written or cleared right now).
-    fn take(&mut self, g: &Geometry, class: Class, metrics: &Metrics) -> Option<u32> {
-        if let Some(slot) = self.free[class as usize].pop() {
-            return Some(slot);
+    /// A slot for a value that fits `fit`: a free one, else one freed by CLOCK. `None` when
+    /// every candidate is busy (written or cleared right now).
+    fn take(&mut self, g: &Geometry, fit: Fit, metrics: &Metrics) -> Option<Taken> {
+        let class = match fit {
+            Fit::Inline => {
+                let slot = self.small_free.pop().or_else(|| self.evict_small(metrics))?;
+                return Some(Taken {
+                    loc: Loc::Small(slot),
+                    cut: false,
+                });
+            }
+            Fit::Slab(class) => class,
+        };
+        let partial = &mut self.partial[usize::from(class)];
+        while let Some(&slab) = partial.last() {
+            let s = &mut self.slabs[slab as usize];
+            match s.free.pop() {
+                Some(sub) if s.class == class => {
+                    if s.free.is_empty() {
+                        partial.pop();
+                    }
+                    return Some(Taken {
+                        loc: Loc::Slab { slab, class, sub },
+                        cut: false,
+                    });
+                }
+                // A slab since freed, evicted or cut another way.
+                _ => partial.pop(),
+            };
         }
-        let range = self.class_range(g, class);
-        for _ in 0..2 * range.len() {
-            let slot = self.hands[class as usize];
-            self.hands[class as usize] = if slot + 1 >= range.end { range.start } else { slot + 1 };
-            let s = &mut self.slots[slot as usize];
-            if s.state != State::Live {
+        let slab = self.slab_free.pop().or_else(|| self.evict_slab(metrics))?;
+        let (subs, _) = g.cut(class)?;
+        let stamp = if class == 0 { 0 } else { random_u64() | 1 };
+        self.slabs[slab as usize] = Slab {
+            class,
+            stamp,
+            referenced: false,
+            entries: vec![FREE; usize::from(subs)],
+            free: (1..subs).rev().collect(),
+        };
+        if subs > 1 {
+            self.partial[usize::from(class)].push(slab);
+        }
+        Some(Taken {
+            loc: Loc::Slab { slab, class, sub: 0 },
+            cut: class > 0,
+        })
+    }
+
+    /// A small slot freed by CLOCK.
+    fn evict_small(&mut self, metrics: &Metrics) -> Option<u32> {
+        let n = self.small.len() as u32;
+        for _ in 0..2 * n {
+            let slot = self.small_hand;
+            self.small_hand = (slot + 1) % n;
+            let e = &mut self.small[slot as usize];
+            if e.state != State::Live {
                 continue;
             }
-            if s.referenced {
-                s.referenced = false;
+            if std::mem::take(&mut e.referenced) {
                 continue;
             }
-            let hash = s.hash;
-            if self.map.get(&hash) == Some(&slot) {
+            let hash = e.hash;
+            *e = FREE;
+            if self.map.get(&hash) == Some(&Loc::Small(slot)) {
                 self.map.remove(&hash);
             }
-            self.slots[slot as usize] = FREE;
             metrics.disk_evictions.inc();
             return Some(slot);
         }
         None
+    }
+
+    /// A slab freed by CLOCK, with every entry in it.
+    fn evict_slab(&mut self, metrics: &Metrics) -> Option<u32> {
+        let n = self.slabs.len() as u32;
+        for _ in 0..2 * n {
+            let slab = self.slab_hand;
+            self.slab_hand = (slab + 1) % n;
+            let s = &mut self.slabs[slab as usize];
+            if s.entries.is_empty() || s.busy() {
+                continue;
+            }
+            if std::mem::take(&mut s.referenced) {
+                continue;
+            }
+            let class = s.class;
+            for (sub, e) in std::mem::take(&mut s.entries).into_iter().enumerate() {
+                if e.state != State::Live {
+                    continue;
+                }
+                let loc = Loc::Slab {
+                    slab,
+                    class,
+                    sub: sub as u16,
+                };
+                if self.map.get(&e.hash) == Some(&loc) {
+                    self.map.remove(&e.hash);
+                }
+                metrics.disk_evictions.inc();
+            }
+            self.slabs[slab as usize] = Slab::default();
+            return Some(slab);
+        }
+        None
+    }
+
+    /// Frees the slot at `loc`, whose header is cleared; a cut slab with nothing left in it is
+    /// freed whole.
+    fn release(&mut self, loc: Loc) {
+        match loc {
+            Loc::Small(slot) => {
+                self.small[slot as usize] = FREE;
+                self.small_free.push(slot);
+            }
+            Loc::Slab { slab, class, sub } => {
+                let s = &mut self.slabs[slab as usize];
+                s.entries[usize::from(sub)] = FREE;
+                if class > 0 && s.entries.iter().any(|e| e.state != State::Free) {
+                    if s.free.is_empty() {
+                        self.partial[usize::from(class)].push(slab);
+                    }
+                    s.free.push(sub);
+                    return;
+                }
+                *s = Slab::default();
+                self.slab_free.push(slab);
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use super::format::{check_width, segments, Header, BLOCK};
+use super::format::{check_width, segments, Header, Loc, BLOCK};
 use super::seal::WriteKey;
 use super::{joined, Loaded, Shared, State};
 use crate::cache::buf::DiskBuf;
@@ -30,7 +30,7 @@ const GROUP_BYTES: u64 = 1 << 20;
 /// finishes on its own, its buffer owned by the I/O engine until then.
 pub struct RangeReader {
     shared: Arc<Shared>,
-    slot: u32,
+    loc: Loc,
     generation: u64,
     header: Header,
     key: Vec<u8>,
@@ -71,7 +71,7 @@ impl RangeReader {
             Ok(buf) => buf,
             Err(e) => {
                 self.shared.io_error("read", &e);
-                self.shared.drop_bad(self.slot, self.generation);
+                self.shared.drop_bad(self.loc, self.generation);
                 return Err(RangeError);
             }
         };
@@ -86,7 +86,7 @@ impl RangeReader {
             &mut buf[..group_len],
         );
         if !opened {
-            self.shared.drop_bad(self.slot, self.generation);
+            self.shared.drop_bad(self.loc, self.generation);
             return Err(RangeError);
         }
         let piece = self.range.start..self.range.end.min(at + group_len as u64);
@@ -102,7 +102,7 @@ impl RangeReader {
             return;
         }
         let len = (self.end.min(at + self.group) - at) as usize;
-        let (io, offset) = (self.shared.io(), self.shared.geometry.data_offset(self.slot) + at);
+        let (io, offset) = (self.shared.io(), self.shared.geometry.data_offset(self.loc) + at);
         let read = self
             .shared
             .runtime
@@ -111,58 +111,56 @@ impl RangeReader {
     }
 }
 
+/// An entry the index has, for a read.
+struct Found {
+    loc: Loc,
+    generation: u64,
+    len: u64,
+    /// The epoch its header carries.
+    epoch: u64,
+}
+
 impl Shared {
-    /// The live slot of `hash`, marked referenced: (slot, generation, value length).
-    fn lookup(&self, hash: u64) -> Option<(u32, u64, u64)> {
+    /// The live entry of `hash`, marked referenced.
+    fn lookup(&self, hash: u64) -> Option<Found> {
         if self.degraded() {
             return None;
         }
         let mut index = self.lock();
-        let slot = *index.map.get(&hash)?;
-        let s = &mut index.slots[slot as usize];
-        if s.state != State::Live {
-            return None;
-        }
-        s.referenced = true;
-        Some((slot, s.generation, s.len))
+        let loc = *index.map.get(&hash)?;
+        let e = *index.entry(loc).filter(|e| e.state == State::Live)?;
+        index.reference(loc);
+        Some(Found {
+            loc,
+            generation: e.generation,
+            len: e.len,
+            epoch: self.epoch.load(Ordering::Relaxed) ^ index.stamp(loc),
+        })
     }
 
     fn count_read(&self, bytes: u64) {
         self.metrics.disk_io_bytes.with_label_values(&["read"]).inc_by(bytes);
     }
 
-    /// `block` as `slot`'s header, if it is whole and the one the index expects; with the key in
-    /// the clear and the write key when sealed.
-    fn check_header(
-        &self,
-        block: &[u8],
-        hash: u64,
-        generation: u64,
-        len: u64,
-    ) -> Option<(Header, Vec<u8>, Option<WriteKey>)> {
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        let header =
-            Header::decode(block, epoch).filter(|h| h.generation == generation && h.hash == hash && h.len == len)?;
+    /// `block` as the header of the entry `found`, if it is whole and the one the index
+    /// expects; with the key in the clear and the write key when sealed.
+    fn check_header(&self, block: &[u8], hash: u64, found: &Found) -> Option<(Header, Vec<u8>, Option<WriteKey>)> {
+        let header = Header::decode(block, found.epoch)
+            .filter(|h| h.generation == found.generation && h.hash == hash && h.len == found.len)?;
         let (key, write) = self.open_key(&header)?;
         Some((header, key, write))
     }
 
-    /// `slot`'s header block and, for a chunk slot, `len` bytes of its value from `at`, read side
-    /// by side. A failed read is counted and drops the entry.
-    async fn read_slot(
-        self: &Arc<Self>,
-        slot: u32,
-        generation: u64,
-        at: u64,
-        len: u64,
-    ) -> Option<(DiskBuf, Option<DiskBuf>)> {
+    /// The header block of the entry `found` and, in a slab, `len` bytes of its value from
+    /// `at`, read side by side. A failed read is counted and drops the entry.
+    async fn read_slot(self: &Arc<Self>, found: &Found, at: u64, len: u64) -> Option<(DiskBuf, Option<DiskBuf>)> {
         let g = &self.geometry;
         let io = self.io();
-        let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(slot));
-        let read = if g.is_small(slot) {
+        let header = io.read(DiskBuf::new(BLOCK as usize), g.header_offset(found.loc));
+        let read = if let Loc::Small(_) = found.loc {
             header.await.map(|h| (h, None))
         } else {
-            let data = io.read(DiskBuf::new(len as usize), g.data_offset(slot) + at);
+            let data = io.read(DiskBuf::new(len as usize), g.data_offset(found.loc) + at);
             futures_util::future::try_join(header, data)
                 .await
                 .map(|(h, d)| (h, Some(d)))
@@ -174,7 +172,7 @@ impl Shared {
             }
             Err(e) => {
                 self.io_error("read", &e);
-                self.drop_bad(slot, generation);
+                self.drop_bad(found.loc, found.generation);
                 None
             }
         }
@@ -182,29 +180,28 @@ impl Shared {
 
     /// The whole entry of `hash`.
     pub(super) async fn load(self: &Arc<Self>, hash: u64) -> Option<Loaded> {
-        let (slot, generation, len) = self.lookup(hash)?;
-        let (block, data) = self.read_slot(slot, generation, 0, len).await?;
-        let opened = self
-            .check_header(&block, hash, generation, len)
-            .and_then(|(mut h, key, write)| {
-                let value = match (h.inline.take(), data) {
-                    (Some(mut inline), None) => self
-                        .open_segments(&h, &key, write.as_ref(), 0, &mut inline)
-                        .then(|| Bytes::from(inline)),
-                    (None, Some(mut data)) => self
-                        .open_segments(&h, &key, write.as_ref(), 0, &mut data[..len as usize])
-                        .then(|| data.into_bytes(0..len as usize)),
-                    _ => None,
-                }?;
-                Some(Loaded {
-                    key,
-                    kind: h.kind,
-                    value,
-                })
-            });
+        let found = self.lookup(hash)?;
+        let len = found.len;
+        let (block, data) = self.read_slot(&found, 0, len).await?;
+        let opened = self.check_header(&block, hash, &found).and_then(|(mut h, key, write)| {
+            let value = match (h.inline.take(), data) {
+                (Some(mut inline), None) => self
+                    .open_segments(&h, &key, write.as_ref(), 0, &mut inline)
+                    .then(|| Bytes::from(inline)),
+                (None, Some(mut data)) => self
+                    .open_segments(&h, &key, write.as_ref(), 0, &mut data[..len as usize])
+                    .then(|| data.into_bytes(0..len as usize)),
+                _ => None,
+            }?;
+            Some(Loaded {
+                key,
+                kind: h.kind,
+                value,
+            })
+        });
         match opened.is_some() {
             true => self.failures.store(0, Ordering::Relaxed),
-            false => self.drop_bad(slot, generation),
+            false => self.drop_bad(found.loc, found.generation),
         }
         opened
     }
@@ -212,7 +209,8 @@ impl Shared {
     /// Bytes `range` of the value of `hash`, as a reader whose first piece is read and checked.
     pub(super) async fn read_range(self: &Arc<Self>, hash: u64, range: Range<u64>) -> Option<RangeReader> {
         let g = &self.geometry;
-        let (slot, generation, len) = self.lookup(hash)?;
+        let found = self.lookup(hash)?;
+        let len = found.len;
         if range.start > range.end || range.end > len {
             return None;
         }
@@ -221,11 +219,10 @@ impl Shared {
         let group = GROUP_BYTES.max(seg) / seg * seg;
         let start = range.start / seg * seg;
         let end = (range.end.div_ceil(seg) * seg).min(len);
-        let small = g.is_small(slot);
         let first_len = (end.min(start + first_group) - start) as usize;
-        let (block, data) = self.read_slot(slot, generation, start, first_len as u64).await?;
-        let Some((mut header, key, write)) = self.check_header(&block, hash, generation, len) else {
-            self.drop_bad(slot, generation);
+        let (block, data) = self.read_slot(&found, start, first_len as u64).await?;
+        let Some((mut header, key, write)) = self.check_header(&block, hash, &found) else {
+            self.drop_bad(found.loc, found.generation);
             return None;
         };
         let first = match (header.inline.take(), data) {
@@ -246,14 +243,14 @@ impl Shared {
             _ => None,
         };
         let Some(first) = first else {
-            self.drop_bad(slot, generation);
+            self.drop_bad(found.loc, found.generation);
             return None;
         };
         self.failures.store(0, Ordering::Relaxed);
         let mut reader = RangeReader {
             shared: self.clone(),
-            slot,
-            generation,
+            loc: found.loc,
+            generation: found.generation,
             header,
             key,
             write,
@@ -263,7 +260,7 @@ impl Shared {
             end,
             group,
         };
-        if !small {
+        if !matches!(found.loc, Loc::Small(_)) {
             reader.read_ahead(start + first_group);
         }
         Some(reader)
@@ -308,18 +305,19 @@ impl Shared {
             })
     }
 
-    /// A read of `slot` (at `generation`) failed or did not verify. If the slot was reused
-    /// meanwhile that was a race, not damage; otherwise the entry is counted and dropped.
-    pub(super) fn drop_bad(self: &Arc<Self>, slot: u32, generation: u64) {
+    /// A read of the entry at `loc` (at `generation`) failed or did not verify. If the slot
+    /// was reused meanwhile that was a race, not damage; otherwise the entry is counted and
+    /// dropped.
+    pub(super) fn drop_bad(self: &Arc<Self>, loc: Loc, generation: u64) {
         let mut index = self.lock();
-        let s = index.slots[slot as usize];
-        if s.generation != generation || s.state != State::Live {
+        let Some(&e) = index.entry(loc) else { return };
+        if e.generation != generation || e.state != State::Live {
             return;
         }
         self.metrics.cache_read_errors.inc();
-        tracing::warn!(slot, "a disk tier entry failed verification; dropped (a miss)");
-        index.unindex(s.hash);
+        tracing::warn!(?loc, "a disk tier entry failed verification; dropped (a miss)");
+        index.unindex(e.hash);
         drop(index);
-        self.clone().clear_later(slot);
+        self.clone().clear_later(loc);
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::format::{check_width, segments, Header, Sealed, BLOCK};
+use super::format::{check_width, segments, CutMark, Header, Loc, Sealed, BLOCK};
 use super::seal::{self, Keys, WriteKey};
-use super::{joined, zeroed, Class, Shared, State, FREE};
+use super::{joined, zeroed, Shared, State};
 use crate::cache::buf::DiskBuf;
 
 /// Bytes a chunk write stages at a time (rounded to whole segments).
@@ -18,30 +18,34 @@ const STAGE_BYTES: u64 = 1 << 20;
 const STAGE_POOL: usize = 16;
 
 impl Shared {
-    pub(super) async fn write(self: Arc<Self>, slot: u32, mut header: Header, value: Bytes, ticket: Ticket) {
-        let result = self.write_slot(slot, &mut header, &value).await;
+    pub(super) async fn write(
+        self: Arc<Self>,
+        loc: Loc,
+        cut: Option<CutMark>,
+        mut header: Header,
+        value: Bytes,
+        ticket: Ticket,
+    ) {
+        let result = self.write_slot(loc, cut, &mut header, &value).await;
         if result.is_ok() {
             self.failures.store(0, Ordering::Relaxed);
         }
         let (keep, clear) = {
             let mut index = self.lock();
-            let keep = index.keep.remove(&slot);
-            let s = index.slots[slot as usize];
-            if s.state != State::Writing || s.generation != header.generation {
+            let keep = index.keep.remove(&loc);
+            let Some(e) = index
+                .entry_mut(loc)
+                .filter(|e| e.state == State::Writing && e.generation == header.generation)
+            else {
                 // The index was reset (file re-created, store destroyed) under this write.
                 drop(index);
                 drop(keep);
                 return;
-            }
-            let cancelled = s.cancelled;
-            let clear = cancelled || result.is_err();
-            if clear {
-                if index.map.get(&header.hash) == Some(&slot) {
-                    index.map.remove(&header.hash);
-                }
-                index.slots[slot as usize].state = State::Clearing;
-            } else {
-                index.slots[slot as usize].state = State::Live;
+            };
+            let clear = e.cancelled || result.is_err();
+            e.state = if clear { State::Clearing } else { State::Live };
+            if clear && index.map.get(&header.hash) == Some(&loc) {
+                index.map.remove(&header.hash);
             }
             (keep, clear)
         };
@@ -51,27 +55,43 @@ impl Shared {
         // Only now may foyer stop serving the entry from memory: it is live on disk, or gone.
         drop(keep);
         if clear {
-            self.clone().clear(slot).await;
+            self.clone().clear(loc).await;
         }
         drop(ticket);
     }
 
-    async fn write_slot(&self, slot: u32, header: &mut Header, value: &[u8]) -> std::io::Result<()> {
+    async fn write_slot(
+        &self,
+        loc: Loc,
+        cut: Option<CutMark>,
+        header: &mut Header,
+        value: &[u8],
+    ) -> std::io::Result<()> {
         let g = &self.geometry;
         let io = self.io();
         let mut protect = Protect::new(self.keys.as_deref(), header)?;
-        if g.is_small(slot) {
-            let mut inline = value.to_vec();
-            protect.piece(0, &mut inline);
-            protect.finish(header);
-            header.inline = Some(inline);
-            io.write(header.encode(), g.header_offset(slot)).await?;
-            self.metrics.disk_io_bytes.with_label_values(&["write"]).inc_by(BLOCK);
-            return Ok(());
+        let slab = match loc {
+            Loc::Small(_) => {
+                let mut inline = value.to_vec();
+                protect.piece(0, &mut inline);
+                protect.finish(header);
+                header.inline = Some(inline);
+                io.write(header.encode(), g.header_offset(loc)).await?;
+                self.metrics.disk_io_bytes.with_label_values(&["write"]).inc_by(BLOCK);
+                return Ok(());
+            }
+            Loc::Slab { slab, .. } => slab,
+        };
+        match (loc, cut) {
+            // A slab just cut: its mark replaces whatever the table said of it (a chunk header,
+            // an older cut), so from now on only headers with the new stamp are its slots'.
+            (_, Some(mark)) => drop(io.write(mark.encode(g), g.table_offset(slab)).await?),
+            // A whole slab: clear the old header first; until the new one is written, the slot
+            // must not claim the entry that was in it before (its data is being overwritten).
+            (Loc::Slab { class: 0, .. }, None) => drop(io.write(zeroed(), g.header_offset(loc)).await?),
+            // A freed slot of a cut slab: its header was cleared when it was freed.
+            _ => {}
         }
-        // Clear the old header first: until the new one is written, the slot must not claim
-        // the entry that was in it before (its data is being overwritten).
-        io.write(zeroed(), g.header_offset(slot)).await?;
         // The value goes out through two staging buffers of a few segments each: one is written
         // while the next piece is copied (and encrypted) into the other. A write holds 2 MiB
         // beside its chunk, not a second copy of the chunk.
@@ -88,7 +108,7 @@ impl Shared {
             if let Some(previous) = writing.take() {
                 spare.push(joined(previous.await)?);
             }
-            let (io, offset) = (io.clone(), g.data_offset(slot) + (n * stage) as u64);
+            let (io, offset) = (io.clone(), g.data_offset(loc) + (n * stage) as u64);
             writing = Some(self.runtime.spawn(async move { io.write(buf, offset).await }));
         }
         if let Some(last) = writing {
@@ -96,7 +116,7 @@ impl Shared {
         }
         self.keep_stages(spare);
         protect.finish(header);
-        io.write(header.encode(), g.header_offset(slot)).await?;
+        io.write(header.encode(), g.header_offset(loc)).await?;
         self.metrics
             .disk_io_bytes
             .with_label_values(&["write"])
@@ -117,34 +137,29 @@ impl Shared {
         pooled.unwrap_or_else(|| DiskBuf::new(stage))
     }
 
-    /// Clears `slot`'s header in the background, then frees it.
-    pub(super) fn clear_later(self: Arc<Self>, slot: u32) {
+    /// Clears the header at `loc` in the background, then frees the slot.
+    pub(super) fn clear_later(self: Arc<Self>, loc: Loc) {
         let ticket = Ticket::new(&self);
         let runtime = self.runtime.clone();
         runtime.spawn(async move {
-            self.clear(slot).await;
+            self.clear(loc).await;
             drop(ticket);
         });
     }
 
-    async fn clear(self: Arc<Self>, slot: u32) {
-        if let Err(e) = self.io().write(zeroed(), self.geometry.header_offset(slot)).await {
+    async fn clear(self: Arc<Self>, loc: Loc) {
+        if let Err(e) = self.io().write(zeroed(), self.geometry.header_offset(loc)).await {
             // The slot is freed anyway: a stale header left on disk is overwritten by the next
-            // write of the slot, and until then its entry is unindexed.
+            // write of the slot (or made foreign by the next cut of its slab), and its data
+            // fails that header's checks once overwritten; until then its entry is unindexed.
             self.io_error("clear", &e);
         }
         let mut index = self.lock();
-        if index.slots[slot as usize].state != State::Clearing {
+        if index.entry(loc).map(|e| e.state) != Some(State::Clearing) {
             // The index was reset meanwhile; the slot is free in the new one already.
             return;
         }
-        let class = if self.geometry.is_small(slot) {
-            Class::Small
-        } else {
-            Class::Chunk
-        };
-        index.slots[slot as usize] = FREE;
-        index.free[class as usize].push(slot);
+        index.release(loc);
     }
 }
 
