@@ -391,6 +391,16 @@ async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
         "no upstream GETs after a restart"
     );
     assert!(proxy.metric("shardcache_served_bytes_total{source=\"disk\"}").await >= body.len() as f64);
+    // Whole chunks streamed from disk were put back in the memory tier on the way.
+    assert_eq!(get(&proxy, "persist", "k").await, body);
+    let outcome = |o: &str| format!("shardcache_requests_total{{operation=\"get_object\",outcome=\"{o}\"");
+    assert_eq!(proxy.metric(&outcome("disk_hit")).await, 1.0);
+    assert_eq!(
+        proxy.metric(&outcome("memory_hit")).await,
+        1.0,
+        "the second read was not a memory hit"
+    );
+    assert!(proxy.metric("shardcache_served_bytes_total{source=\"memory\"}").await >= body.len() as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

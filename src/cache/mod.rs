@@ -33,7 +33,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
 pub use generation::Standing;
-pub use store::{RangeError, RangeReader, STORE_FILE};
+use store::RangeReader;
+pub use store::{RangeError, STORE_FILE};
 
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
@@ -154,8 +155,34 @@ pub enum ChunkRead {
     Leader(FillReader),
     /// Another request's fetch of this chunk was under way; this one shares it.
     Follower(FillReader),
-    /// The bytes asked for, part of a chunk only the disk holds, streamed in checked pieces.
-    Disk(Box<RangeReader>),
+    /// The bytes asked for, from a chunk only the disk holds, streamed in checked pieces.
+    Disk(DiskRead),
+}
+
+/// Bytes of a chunk streamed from the disk tier, a checked piece at a time, so the first bytes
+/// wait for one piece, not for the whole chunk. A whole chunk read this way is also put back in
+/// the memory tier once every piece has passed its check, as foyer's own load would.
+pub struct DiskRead {
+    reader: Box<RangeReader>,
+    promote: Option<(Hybrid, CacheKey, Vec<u8>)>,
+}
+
+impl DiskRead {
+    /// The next checked piece; `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, RangeError> {
+        let piece = self.reader.next().await?;
+        match (&piece, self.promote.take()) {
+            (Some(piece), Some((hybrid, key, mut whole))) => {
+                whole.extend_from_slice(piece);
+                self.promote = Some((hybrid, key, whole));
+            }
+            (None, Some((hybrid, key, whole))) => {
+                hybrid.memory().insert(key, CacheValue::Chunk(Bytes::from(whole)));
+            }
+            (_, None) => {}
+        }
+        Ok(piece)
+    }
 }
 
 type Hybrid = HybridCache<CacheKey, CacheValue>;
@@ -433,18 +460,19 @@ impl Inner {
         }
     }
 
-    /// Bytes `within` of the chunk from a tier, if cached with the right length. Part of a
-    /// chunk that only the disk holds is read on its own: just the segments that cover it.
+    /// Bytes `within` of the chunk from a tier, if cached with the right length. A chunk that
+    /// only the disk holds is streamed from it, reading just the segments that cover `within`.
     async fn hit(&self, key: &CacheKey, len: u64, within: &Range<u64>) -> Option<ChunkRead> {
         // One look at the memory tier: a hit there is the common case.
         let found = match self.hybrid.memory().get(key) {
             Some(entry) => (entry.value().clone(), Tier::Memory),
             None => {
-                if within.end - within.start < len {
-                    if let Some(part) = self.disk_part(key, within).await {
-                        return Some(ChunkRead::Disk(part));
-                    }
+                if let Some(reader) = self.disk_part(key, len, within).await {
+                    let whole = within.end - within.start == len;
+                    let promote = whole.then(|| (self.hybrid.clone(), key.clone(), Vec::with_capacity(len as usize)));
+                    return Some(ChunkRead::Disk(DiskRead { reader, promote }));
                 }
+                // Not on disk, or not written yet (foyer holds it until it is).
                 self.load_stored(key).await?
             }
         };
@@ -461,13 +489,14 @@ impl Inner {
         }
     }
 
-    /// Bytes `within` of a chunk in the disk store, read past foyer (which only loads whole
-    /// entries) and not kept in memory.
-    async fn disk_part(&self, key: &CacheKey, within: &Range<u64>) -> Option<Box<RangeReader>> {
+    /// Bytes `within` of a chunk of `len` bytes in the disk store, read past foyer (which only
+    /// loads whole entries).
+    async fn disk_part(&self, key: &CacheKey, len: u64, within: &Range<u64>) -> Option<Box<RangeReader>> {
         let store = self.store.as_ref()?;
         let reader = store.read_range(self.hybrid.memory().hash(key), within.clone()).await?;
-        // A hash collision is another key: a miss.
-        (reader.key() == key.to_bytes()).then(|| Box::new(reader))
+        // A hash collision is another key, and a chunk of another length is not the one
+        // wanted: both are misses.
+        (reader.key() == key.to_bytes() && reader.value_len() == len).then(|| Box::new(reader))
     }
 
     /// Returns the fill for `key` and whether this call started it (taking `fetch`). With

@@ -57,6 +57,11 @@ impl RangeReader {
         &self.key
     }
 
+    /// The length of the entry's whole value.
+    pub fn value_len(&self) -> u64 {
+        self.header.len
+    }
+
     /// The next checked piece of the range; `None` at its end.
     pub async fn next(&mut self) -> Result<Option<Bytes>, RangeError> {
         if let Some(first) = self.first.take() {
