@@ -6,6 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::STORE_FILE;
+use crate::cache::buf::ALIGN;
 
 /// The open store file.
 pub struct StoreFile {
@@ -49,6 +50,13 @@ pub fn open(path: &Path, capacity: u64, direct: bool, clamp: bool) -> std::io::R
     let meta = file.metadata()?;
     let identity = (meta.dev(), meta.ino());
     if meta.file_type().is_block_device() {
+        let sector = logical_block_size(&file)?;
+        if sector > ALIGN as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the device's logical block size, {sector} bytes, is more than the {ALIGN} the store aligns its I/O to"),
+            ));
+        }
         let size = device_size(&file)?;
         let capacity = capacity.min(size);
         return Ok(StoreFile {
@@ -110,6 +118,16 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn logical_block_size(file: &File) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int into the live out-variable.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::BLKSSZGET, &mut size) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(size as u64)
 }
 
 fn device_size(file: &File) -> std::io::Result<u64> {

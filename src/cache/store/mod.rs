@@ -135,6 +135,9 @@ struct Shared {
     degraded: AtomicBool,
     /// Staging buffers of chunk writes, for reuse.
     stages: Mutex<Vec<DiskBuf>>,
+    /// Read-ahead of range readers in flight: bounded, so that a reader's first read (not
+    /// bounded) queues behind a few bulk reads, not behind every reader's.
+    ahead: Arc<tokio::sync::Semaphore>,
     geometry: Geometry,
     keys: Option<Arc<Keys>>,
     epoch: AtomicU64,
@@ -276,6 +279,7 @@ impl Store {
             failures: AtomicU32::new(0),
             degraded: AtomicBool::new(false),
             stages: Mutex::new(Vec::new()),
+            ahead: Arc::new(tokio::sync::Semaphore::new(read::AHEAD_IN_FLIGHT)),
             geometry,
             keys: opts.keys.clone(),
             epoch: AtomicU64::new(epoch),

@@ -25,6 +25,8 @@ use crate::cache::buf::DiskBuf;
 const FIRST_GROUP_BYTES: u64 = 128 << 10;
 /// Bytes of value it reads and checks at a time after that: fewer, larger reads and sends.
 const GROUP_BYTES: u64 = 1 << 20;
+/// Read-ahead groups in flight across all readers.
+pub(super) const AHEAD_IN_FLIGHT: usize = 4;
 
 /// Part of a chunk, streamed in checked pieces. Dropping it midway is fine: a read in flight
 /// finishes on its own, its buffer owned by the I/O engine until then.
@@ -108,10 +110,11 @@ impl RangeReader {
         }
         let len = (self.end.min(at + self.group) - at) as usize;
         let (io, offset) = (self.shared.io(), self.shared.geometry.data_offset(self.loc) + at);
-        let read = self
-            .shared
-            .runtime
-            .spawn(async move { io.read(DiskBuf::new(len), offset).await });
+        let ahead = self.shared.ahead.clone();
+        let read = self.shared.runtime.spawn(async move {
+            let _permit = ahead.acquire_owned().await;
+            io.read(DiskBuf::new(len), offset).await
+        });
         self.ahead = Some((at, read));
     }
 }

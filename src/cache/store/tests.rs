@@ -579,3 +579,54 @@ async fn a_slab_cut_again_leaves_no_old_slot_behind() {
     assert!(get(&store, 2000).await == Some(chunk(3, 100_000)));
     assert_eq!(metrics.cache_read_errors.get(), 0);
 }
+
+/// A loop device over a file, detached when dropped.
+struct LoopDevice(std::path::PathBuf);
+
+impl LoopDevice {
+    /// `None` where loop devices cannot be set up (not root, none in this container).
+    fn attach(file: &Path) -> Option<Self> {
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
+        let device = String::from_utf8(out.stdout).ok()?;
+        (out.status.success() && device.starts_with("/dev/loop")).then(|| Self(device.trim().into()))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_device_holds_the_store_sized_to_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("device.img");
+    std::fs::File::create(&backing).unwrap().set_len(64 * MIB).unwrap();
+    let Some(device) = LoopDevice::attach(&backing) else {
+        eprintln!("skipped: no loop device can be attached here (needs root and /dev/loop-control)");
+        return;
+    };
+    let values = [chunk(1, CHUNK as usize), chunk(2, 100_000), chunk(3, 100)];
+    for round in 0..2 {
+        // More than the device holds: the device's size is used.
+        let (store, _) = open(&device.0, 1 << 30, IoEngineKind::Uring).await;
+        assert!(store.shared.geometry.bytes() <= 64 * MIB);
+        if round == 0 {
+            for (i, v) in values.iter().enumerate() {
+                put(&store, i as u64, v);
+            }
+            store.wait().await;
+        }
+        for (i, v) in values.iter().enumerate() {
+            assert!(
+                get(&store, i as u64).await.as_ref() == Some(v),
+                "entry {i} in round {round}"
+            );
+        }
+    }
+}
