@@ -566,9 +566,11 @@ def main():
 
         # Disk hits: shardcache with a 64 MiB memory tier and O_DIRECT, against fio: whole objects
         # and random 1 MiB ranges (which read only the segments that cover them), encrypted (the
-        # default) and not, the two stores side by side in each round.
+        # default) and not, the two stores side by side in each round. Then cold reads of fresh
+        # copies, 4 at a time: misses whose chunks are written to disk, encrypted or not.
         disk_cases = ("disk hit 16MiB x16", "disk range 1MiB of 16MiB x16")
-        if any(wanted(case) for case in disk_cases):
+        disk_cold = "disk cold 16MiB x4"
+        if any(wanted(case) for case in (*disk_cases, disk_cold)):
             disk_stores = [("", ""), (", encryption none", "encryption: none")]
             for i, (suffix, disk_extra) in enumerate(disk_stores):
                 c = start_shardcache(f"shardcache-disk{i}", origin.port, 64 * MiB, WORK / f"shardcache-disk{i}-cache",
@@ -583,6 +585,10 @@ def main():
                         if wanted(case):
                             args = get_args(c, hit_sets["16MiB"], 16, seconds=seconds, range_size=range_size)
                             record(case + suffix, c, rnd, measure(c, origin, args))
+                    if wanted(disk_cold):
+                        objs = data.cold_copies(f"disk-r{rnd}-{c.name}", data.sets["16MiB"])
+                        args = get_args(c, objs, 4, requests=len(objs))
+                        record(disk_cold + suffix, c, rnd, measure(c, origin, args))
             for _, c in disk_stores:
                 c.procs[0].stop()
 

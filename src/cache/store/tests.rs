@@ -630,3 +630,44 @@ async fn a_block_device_holds_the_store_sized_to_the_device() {
         }
     }
 }
+
+/// Recovery time of a full tier, by value size: not a check, a measurement (ARCHITECTURE.md and
+/// benches/NOTES.md quote it). `SHARDCACHE_RECOVERY_DIR` picks the disk (default: the temp dir).
+/// `cargo test --release --lib recovery_time -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement that writes 10 GiB per value size"]
+async fn recovery_time_of_a_full_10_gib_tier() {
+    let base = std::env::var_os("SHARDCACHE_RECOVERY_DIR").map_or_else(std::env::temp_dir, Into::into);
+    for size in [8 << 20, 100_000, 20_000] {
+        let dir = tempfile::tempdir_in(&base).unwrap();
+        let opts = StoreOptions {
+            chunk_size: 8 * MIB,
+            ..options(dir.path(), 10 << 30, IoEngineKind::Uring, Some(KEY_1))
+        };
+        let value = chunk(1, size);
+        let store = Store::open(&opts, Arc::new(Metrics::new()), tokio::runtime::Handle::current())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut hash = 0;
+        // Until the first eviction: every slab holds entries.
+        let metrics = store.shared.metrics.clone();
+        while metrics.disk_evictions.get() == 0 {
+            for _ in 0..64 {
+                put(&store, hash, &value);
+                hash += 1;
+            }
+            store.wait().await;
+        }
+        let filled = started.elapsed();
+        let entries = store.entries();
+        drop(store);
+        let started = std::time::Instant::now();
+        let store = Store::open(&opts, Arc::new(Metrics::new()), tokio::runtime::Handle::current())
+            .await
+            .unwrap();
+        let recovery = started.elapsed();
+        assert_eq!(store.entries(), entries);
+        eprintln!("values of {size} bytes: {entries} entries written in {filled:.1?}; recovered in {recovery:.2?}");
+    }
+}
