@@ -679,8 +679,9 @@ impl Index {
         let partial = &mut self.partial[usize::from(class)];
         while let Some(&slab) = partial.last() {
             let s = &mut self.slabs[slab as usize];
-            match s.free.pop() {
-                Some(sub) if s.class == class => {
+            let sub = if s.class == class { s.free.pop() } else { None };
+            match sub {
+                Some(sub) => {
                     if s.free.is_empty() {
                         partial.pop();
                     }
@@ -689,8 +690,8 @@ impl Index {
                         cut: false,
                     });
                 }
-                // A slab since freed, evicted or cut another way.
-                _ => partial.pop(),
+                // A slab since filled, freed, evicted or cut another way.
+                None => partial.pop(),
             };
         }
         let slab = self.slab_free.pop().or_else(|| self.evict_slab(metrics))?;

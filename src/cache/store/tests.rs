@@ -671,3 +671,56 @@ async fn recovery_time_of_a_full_10_gib_tier() {
         eprintln!("values of {size} bytes: {entries} entries written in {filled:.1?}; recovered in {recovery:.2?}");
     }
 }
+
+/// Marks the slot at `loc` live with an entry of `hash`.
+fn make_live(index: &mut Index, loc: Loc, hash: u64) {
+    *index.entry_mut(loc).unwrap() = Entry {
+        hash,
+        generation: 1,
+        len: 1,
+        state: State::Live,
+        referenced: false,
+        cancelled: false,
+    };
+    index.map.insert(hash, loc);
+}
+
+#[test]
+fn a_slab_cut_again_another_way_keeps_its_free_slots() {
+    let g = Geometry::new(64 * MIB, CHUNK).unwrap();
+    let metrics = Metrics::new();
+    let mut index = Index::new(&g);
+    let (fine, coarse) = (g.classes() - 1, 1);
+    // Slab 0 cut fine with one slot live; every other slab holds a chunk.
+    let first = index.take(&g, Fit::Slab(fine), &metrics).unwrap();
+    assert!(first.cut);
+    make_live(&mut index, first.loc, 1);
+    while let Some(slab) = index.slab_free.pop() {
+        index.slabs[slab as usize] = Slab {
+            entries: vec![FREE],
+            ..Slab::default()
+        };
+        make_live(&mut index, Loc::Slab { slab, class: 0, sub: 0 }, 100 + u64::from(slab));
+    }
+    // A coarse value evicts slab 0 (CLOCK's hand is there) and cuts it again.
+    let coarse_slot = index.take(&g, Fit::Slab(coarse), &metrics).unwrap();
+    assert_eq!(
+        coarse_slot.loc,
+        Loc::Slab {
+            slab: 0,
+            class: coarse,
+            sub: 0
+        }
+    );
+    assert!(!index.map.contains_key(&1));
+    // A fine value finds slab 0 still listed as having fine slots free: it must leave the
+    // coarse cut's free slots alone and take another slab.
+    let next = index.take(&g, Fit::Slab(fine), &metrics).unwrap();
+    assert!(matches!(next.loc, Loc::Slab { slab, .. } if slab != 0));
+    let (subs, _) = g.cut(coarse).unwrap();
+    assert_eq!(
+        index.slabs[0].free.len(),
+        usize::from(subs) - 1,
+        "a free slot of slab 0 was lost"
+    );
+}
