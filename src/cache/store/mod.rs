@@ -34,6 +34,7 @@
 mod file;
 mod format;
 mod health;
+mod index;
 mod io;
 mod read;
 mod seal;
@@ -55,8 +56,9 @@ use super::buf::DiskBuf;
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use file::random_u64;
-use format::{CutMark, Fit, Geometry, Header, Loc, Superblock, BLOCK};
+use format::{CutMark, Geometry, Header, Loc, Superblock, BLOCK};
 use health::HEALTH_CHECK;
+use index::{Entry, Index, Slab, State, Taken, FREE};
 use io::Io;
 pub use read::{RangeError, RangeReader};
 pub use seal::{KeyError, Keys};
@@ -148,77 +150,6 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Where writes and clears run: the cache's own runtime, which outlives every request.
     runtime: tokio::runtime::Handle,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Free,
-    /// Being written; indexed, but loads miss (foyer serves the entry from memory meanwhile).
-    Writing,
-    Live,
-    /// Its header is being cleared; then free.
-    Clearing,
-}
-
-/// What a slot holds.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    hash: u64,
-    generation: u64,
-    len: u64,
-    state: State,
-    /// CLOCK's bit, for a small slot (a slab has one for all its slots).
-    referenced: bool,
-    cancelled: bool,
-}
-
-const FREE: Entry = Entry {
-    hash: 0,
-    generation: 0,
-    len: 0,
-    state: State::Free,
-    referenced: false,
-    cancelled: false,
-};
-
-/// A slab: free (no entries), one chunk (class 0), or cut into 2^class slots.
-#[derive(Debug, Default)]
-struct Slab {
-    class: u8,
-    /// The cut's stamp ([`format::CutMark`]).
-    stamp: u64,
-    referenced: bool,
-    entries: Vec<Entry>,
-    /// Free slots of a cut slab.
-    free: Vec<u16>,
-}
-
-impl Slab {
-    fn busy(&self) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(e.state, State::Writing | State::Clearing))
-    }
-}
-
-/// A slot taken for a write.
-struct Taken {
-    loc: Loc,
-    /// Whether the slot's slab was cut for it: its mark is written before the slot's header.
-    cut: bool,
-}
-
-struct Index {
-    map: HashMap<u64, Loc>,
-    small: Vec<Entry>,
-    small_free: Vec<u32>,
-    small_hand: u32,
-    slabs: Vec<Slab>,
-    slab_free: Vec<u32>,
-    slab_hand: u32,
-    /// Per class, cut slabs that may have a free slot (checked when one is taken).
-    partial: Vec<Vec<u32>>,
-    keep: HashMap<Loc, KeepAlive>,
 }
 
 /// Write numbers in flight, so that `wait` can tell when every write begun before it is done.
@@ -550,27 +481,7 @@ impl Store {
                 index.map.insert(hash, loc);
             }
         }
-        index.small_free = (0..g.small_slots)
-            .rev()
-            .filter(|&s| index.small[s as usize].state == State::Free)
-            .collect();
-        index.slab_free.clear();
-        for slab in (0..g.slabs).rev() {
-            let s = &mut index.slabs[slab as usize];
-            if s.entries.iter().all(|e| e.state == State::Free) {
-                *s = Slab::default();
-                index.slab_free.push(slab);
-            } else if s.class > 0 {
-                s.free = (0..s.entries.len() as u16)
-                    .rev()
-                    .filter(|&sub| s.entries[usize::from(sub)].state == State::Free)
-                    .collect();
-                if !s.free.is_empty() {
-                    let class = usize::from(s.class);
-                    index.partial[class].push(slab);
-                }
-            }
-        }
+        index.relist(&g);
         shared.next_generation.store(top + 1, Ordering::Relaxed);
         Ok(())
     }
@@ -583,216 +494,6 @@ impl Shared {
 
     fn io(&self) -> Arc<Io> {
         self.io.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl Index {
-    fn new(g: &Geometry) -> Self {
-        Self {
-            map: HashMap::new(),
-            small: vec![FREE; g.small_slots as usize],
-            // Reversed, so that slots are taken from the front of the file first.
-            small_free: (0..g.small_slots).rev().collect(),
-            small_hand: 0,
-            slabs: (0..g.slabs).map(|_| Slab::default()).collect(),
-            slab_free: (0..g.slabs).rev().collect(),
-            slab_hand: 0,
-            partial: vec![Vec::new(); usize::from(g.classes())],
-            keep: HashMap::new(),
-        }
-    }
-
-    fn entry(&self, loc: Loc) -> Option<&Entry> {
-        match loc {
-            Loc::Small(slot) => self.small.get(slot as usize),
-            Loc::Slab { slab, class, sub } => {
-                let s = self.slabs.get(slab as usize).filter(|s| s.class == class)?;
-                s.entries.get(usize::from(sub))
-            }
-        }
-    }
-
-    fn entry_mut(&mut self, loc: Loc) -> Option<&mut Entry> {
-        match loc {
-            Loc::Small(slot) => self.small.get_mut(slot as usize),
-            Loc::Slab { slab, class, sub } => {
-                let s = self.slabs.get_mut(slab as usize).filter(|s| s.class == class)?;
-                s.entries.get_mut(usize::from(sub))
-            }
-        }
-    }
-
-    /// What the headers at `loc` carry besides the epoch: the stamp of a cut slab, else 0.
-    fn stamp(&self, loc: Loc) -> u64 {
-        match loc {
-            Loc::Slab { slab, class, .. } if class > 0 => self.slabs[slab as usize].stamp,
-            _ => 0,
-        }
-    }
-
-    /// Marks the entry at `loc` (or its slab) recently used.
-    fn reference(&mut self, loc: Loc) {
-        match loc {
-            Loc::Small(slot) => self.small[slot as usize].referenced = true,
-            Loc::Slab { slab, .. } => self.slabs[slab as usize].referenced = true,
-        }
-    }
-
-    /// Bytes of small slots and slabs in use (a cut slab counts whole).
-    fn used_bytes(&self, g: &Geometry) -> u64 {
-        let small = (self.small.len() - self.small_free.len()) as u64 * BLOCK;
-        small + (self.slabs.len() - self.slab_free.len()) as u64 * (g.slab_bytes + BLOCK)
-    }
-
-    /// Unindexes `hash`. Returns a live slot to clear; a slot being written is cancelled (and
-    /// its keep-alive dropped, so foyer stops serving the entry too).
-    fn unindex(&mut self, hash: u64) -> Option<Loc> {
-        let loc = self.map.remove(&hash)?;
-        let e = self.entry_mut(loc)?;
-        match e.state {
-            State::Live => {
-                e.state = State::Clearing;
-                Some(loc)
-            }
-            State::Writing => {
-                e.cancelled = true;
-                self.keep.remove(&loc);
-                None
-            }
-            State::Free | State::Clearing => None,
-        }
-    }
-
-    /// A slot for a value that fits `fit`: a free one, else one freed by CLOCK. `None` when
-    /// every candidate is busy (written or cleared right now).
-    fn take(&mut self, g: &Geometry, fit: Fit, metrics: &Metrics) -> Option<Taken> {
-        let class = match fit {
-            Fit::Inline => {
-                let slot = self.small_free.pop().or_else(|| self.evict_small(metrics))?;
-                return Some(Taken {
-                    loc: Loc::Small(slot),
-                    cut: false,
-                });
-            }
-            Fit::Slab(class) => class,
-        };
-        let partial = &mut self.partial[usize::from(class)];
-        while let Some(&slab) = partial.last() {
-            let s = &mut self.slabs[slab as usize];
-            let sub = if s.class == class { s.free.pop() } else { None };
-            match sub {
-                Some(sub) => {
-                    if s.free.is_empty() {
-                        partial.pop();
-                    }
-                    return Some(Taken {
-                        loc: Loc::Slab { slab, class, sub },
-                        cut: false,
-                    });
-                }
-                // A slab since filled, freed, evicted or cut another way.
-                None => partial.pop(),
-            };
-        }
-        let slab = self.slab_free.pop().or_else(|| self.evict_slab(metrics))?;
-        let (subs, _) = g.cut(class)?;
-        let stamp = if class == 0 { 0 } else { random_u64() | 1 };
-        self.slabs[slab as usize] = Slab {
-            class,
-            stamp,
-            referenced: false,
-            entries: vec![FREE; usize::from(subs)],
-            free: (1..subs).rev().collect(),
-        };
-        if subs > 1 {
-            self.partial[usize::from(class)].push(slab);
-        }
-        Some(Taken {
-            loc: Loc::Slab { slab, class, sub: 0 },
-            cut: class > 0,
-        })
-    }
-
-    /// A small slot freed by CLOCK.
-    fn evict_small(&mut self, metrics: &Metrics) -> Option<u32> {
-        let n = self.small.len() as u32;
-        for _ in 0..2 * n {
-            let slot = self.small_hand;
-            self.small_hand = (slot + 1) % n;
-            let e = &mut self.small[slot as usize];
-            if e.state != State::Live {
-                continue;
-            }
-            if std::mem::take(&mut e.referenced) {
-                continue;
-            }
-            let hash = e.hash;
-            *e = FREE;
-            if self.map.get(&hash) == Some(&Loc::Small(slot)) {
-                self.map.remove(&hash);
-            }
-            metrics.disk_evictions.inc();
-            return Some(slot);
-        }
-        None
-    }
-
-    /// A slab freed by CLOCK, with every entry in it.
-    fn evict_slab(&mut self, metrics: &Metrics) -> Option<u32> {
-        let n = self.slabs.len() as u32;
-        for _ in 0..2 * n {
-            let slab = self.slab_hand;
-            self.slab_hand = (slab + 1) % n;
-            let s = &mut self.slabs[slab as usize];
-            if s.entries.is_empty() || s.busy() {
-                continue;
-            }
-            if std::mem::take(&mut s.referenced) {
-                continue;
-            }
-            let class = s.class;
-            for (sub, e) in std::mem::take(&mut s.entries).into_iter().enumerate() {
-                if e.state != State::Live {
-                    continue;
-                }
-                let loc = Loc::Slab {
-                    slab,
-                    class,
-                    sub: sub as u16,
-                };
-                if self.map.get(&e.hash) == Some(&loc) {
-                    self.map.remove(&e.hash);
-                }
-                metrics.disk_evictions.inc();
-            }
-            self.slabs[slab as usize] = Slab::default();
-            return Some(slab);
-        }
-        None
-    }
-
-    /// Frees the slot at `loc`, whose header is cleared; a cut slab with nothing left in it is
-    /// freed whole.
-    fn release(&mut self, loc: Loc) {
-        match loc {
-            Loc::Small(slot) => {
-                self.small[slot as usize] = FREE;
-                self.small_free.push(slot);
-            }
-            Loc::Slab { slab, class, sub } => {
-                let s = &mut self.slabs[slab as usize];
-                s.entries[usize::from(sub)] = FREE;
-                if class > 0 && s.entries.iter().any(|e| e.state != State::Free) {
-                    if s.free.is_empty() {
-                        self.partial[usize::from(class)].push(slab);
-                    }
-                    s.free.push(sub);
-                    return;
-                }
-                *s = Slab::default();
-                self.slab_free.push(slab);
-            }
-        }
     }
 }
 
