@@ -10,6 +10,7 @@
 //! this module.
 
 mod buf;
+mod disk_read;
 mod engine;
 mod entry;
 mod fill;
@@ -30,6 +31,7 @@ use futures_util::future::BoxFuture;
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+pub use disk_read::DiskRead;
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{FillError, FillReader};
 pub use generation::Standing;
@@ -38,7 +40,6 @@ pub use store::{RangeError, STORE_FILE};
 
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
-use buf::{ChunkBuf, ChunkWriter};
 use engine::StoreEngineConfig;
 use fill::{Fill, FillWriter};
 use generation::Generations;
@@ -158,48 +159,6 @@ pub enum ChunkRead {
     Follower(FillReader),
     /// The bytes asked for, from a chunk only the disk holds, streamed in checked pieces.
     Disk(DiskRead),
-}
-
-/// Bytes of a chunk streamed from the disk tier, a checked piece at a time, so the first bytes
-/// wait for one piece, not for the whole chunk. A whole chunk read this way is also put back in
-/// the memory tier once every piece has passed its check, as foyer's own load would.
-pub struct DiskRead {
-    reader: Box<RangeReader>,
-    promote: Option<Promote>,
-}
-
-/// A whole chunk being copied, as it streams, into a buffer for the memory tier: a chunk
-/// buffer, mapped and pooled like a fill's. 8 MiB heap allocations stayed in the process after
-/// their chunks were evicted (peak RSS streaming 10 GiB: tier + 306 MiB, against + 64).
-struct Promote {
-    hybrid: Hybrid,
-    key: CacheKey,
-    buf: Arc<ChunkBuf>,
-    writer: ChunkWriter,
-}
-
-impl DiskRead {
-    /// The next checked piece; `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, RangeError> {
-        let piece = self.reader.next().await?;
-        match (&piece, self.promote.as_mut()) {
-            (Some(piece), Some(p)) => {
-                if p.writer.write(piece).is_err() {
-                    // Longer than its header said: never stored as whole.
-                    self.promote = None;
-                }
-            }
-            (None, Some(p)) => {
-                let whole = p.buf.bytes(0..p.writer.written());
-                if whole.len() == p.buf.capacity() {
-                    p.hybrid.memory().insert(p.key.clone(), CacheValue::Chunk(whole));
-                }
-                self.promote = None;
-            }
-            (_, None) => {}
-        }
-        Ok(piece)
-    }
 }
 
 type Hybrid = HybridCache<CacheKey, CacheValue>;
@@ -486,16 +445,8 @@ impl Inner {
             None => {
                 if let Some(reader) = self.disk_part(key, len, within).await {
                     let whole = within.end - within.start == len;
-                    let promote = whole.then(|| {
-                        let (buf, writer) = ChunkBuf::with_capacity(len as usize);
-                        Promote {
-                            hybrid: self.hybrid.clone(),
-                            key: key.clone(),
-                            buf,
-                            writer,
-                        }
-                    });
-                    return Some(ChunkRead::Disk(DiskRead { reader, promote }));
+                    let memory = whole.then(|| (self.hybrid.clone(), key.clone()));
+                    return Some(ChunkRead::Disk(DiskRead::new(reader, memory)));
                 }
                 // Not on disk, or not written yet (foyer holds it until it is).
                 self.load_stored(key).await?
