@@ -15,7 +15,8 @@ use crate::audit::{Audit, AuditOptions, Sink};
 use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, MemoryOnly};
 use crate::config::{
-    AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, UpstreamConfig,
+    AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, S3UpstreamConfig,
+    UpstreamConfig,
 };
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
@@ -23,7 +24,7 @@ use crate::proxy::{BucketRoute, Gate, ProxyState, Records, Router, S3Proxy, Shar
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
 use crate::tls::{ServerCert, TlsError};
-use crate::upstream::{FsOrigin, S3Origin, S3OriginOptions, SignError, Signer};
+use crate::upstream::{FsOrigin, Resilience, Resilient, S3Origin, S3OriginOptions, SignError, Signer};
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +113,7 @@ pub fn cache_options(config: &Config, source: Option<&Path>) -> Result<CacheOpti
 }
 
 /// The upstreams and bucket routes of a config.
-pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Router, AppError> {
+pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &Metrics) -> Result<Router, AppError> {
     let mut upstreams = Vec::new();
     for (name, up) in &config.upstreams {
         upstreams.push(match up {
@@ -123,15 +124,16 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<R
                     source,
                 })?;
                 let ca = s3.ca_file.as_deref().map(crate::tls::ca_bundle).transpose()?;
-                let origin = S3Origin::new(S3OriginOptions {
+                let origin = Arc::new(S3Origin::new(S3OriginOptions {
                     ca,
                     endpoint: s3.endpoint.parse().expect("validated with the config"),
                     addressing: s3.addressing,
                     signer,
                     connect_timeout: Duration::from_secs(s3.connect_timeout_seconds),
                     read_timeout: Duration::from_secs(s3.read_timeout_seconds),
-                });
-                Upstream::s3(name, origin)
+                }));
+                let cached = Resilient::new(name, origin.clone(), resilience(s3), metrics);
+                Upstream::s3(name, origin, Arc::new(cached))
             }
         });
     }
@@ -152,6 +154,22 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<R
         routes,
         config.default_upstream.as_deref().map(|u| (u, ttl)),
     ))
+}
+
+/// The retries, breaker and hedging of an S3 upstream's config.
+fn resilience(s3: &S3UpstreamConfig) -> Resilience {
+    Resilience {
+        attempts: s3.retry.attempts,
+        base_delay: Duration::from_millis(s3.retry.base_delay_ms),
+        max_delay: Duration::from_millis(s3.retry.max_delay_ms),
+        deadline: Duration::from_secs(s3.retry.deadline_seconds),
+        breaker_failures: s3.breaker.failures,
+        breaker_open: Duration::from_secs(s3.breaker.open_seconds),
+        hedge: s3
+            .hedge
+            .as_ref()
+            .map(|h| (Duration::from_millis(h.after_ms), h.max_share)),
+    }
 }
 
 /// The client authentication and authorization of an `auth` section, and the files it read
@@ -233,7 +251,7 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
         Some((gate, files)) => (Some(Arc::new(SharedGate::new(gate))), files),
         None => (None, Vec::new()),
     };
-    let router = router(&config, &|name| std::env::var(name).ok())?;
+    let router = router(&config, &|name| std::env::var(name).ok(), &metrics)?;
     let opts = cache_options(&config, source.as_deref())?;
     let cache = on_helper_thread({
         let metrics = metrics.clone();

@@ -14,10 +14,12 @@ use serde::Deserialize;
 mod audit;
 mod auth;
 mod lineage;
+mod resilience;
 mod tls;
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthRules, KeyConfig};
 pub use lineage::LineageConfig;
+pub use resilience::{BreakerConfig, HedgeConfig, RetryConfig};
 pub use tls::TlsConfig;
 
 /// A configuration error; the message names the field.
@@ -145,8 +147,9 @@ pub struct DiskConfig {
     /// Default: `true`.
     #[serde(default = "defaults::direct")]
     pub direct: bool,
-    /// Bytes of chunk writes allowed to wait for the disk. Fills wait (never drop) when it is
-    /// full, so chunks streamed but not yet on disk never hold more memory than this.
+    /// Bytes of complete chunks allowed to wait for the disk. New fills wait (never drop) for
+    /// room when it is full, so chunks streamed but not yet on disk never hold more memory than
+    /// this; fills still streaming take none of it.
     /// Default: `67108864` (64 MiB).
     #[serde(default = "defaults::write_queue_bytes")]
     pub write_queue_bytes: u64,
@@ -224,6 +227,15 @@ pub struct S3UpstreamConfig {
     /// system's roots (`${ENV}` expanded). Default: none (the system's roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Retries of idempotent reads. Default: see [`RetryConfig`].
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The circuit breaker. Default: see [`BreakerConfig`].
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Hedged chunk reads. Default: none (off).
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
 }
 
 /// Upstream addressing style.
@@ -587,7 +599,7 @@ fn validate_s3(name: &str, s3: &S3UpstreamConfig) -> Result<(), ConfigError> {
             }
         }
     }
-    Ok(())
+    resilience::validate(name, &s3.retry, &s3.breaker, s3.hedge.as_ref())
 }
 
 /// Replaces each `${NAME}` with the variable's value; an unset variable is an error naming both

@@ -100,6 +100,17 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// `shardcache_upstream_errors_total{upstream,call}`: failed or truncated upstream calls.
     pub upstream_errors: IntCounterVec,
+    /// `shardcache_upstream_retries_total{upstream,reason}`: calls tried again, and broken
+    /// bodies resumed, by why (`timeout`, `network`, `throttled`, `server_error`).
+    pub upstream_retries: IntCounterVec,
+    /// `shardcache_upstream_hedges_total{upstream,outcome}`: hedged chunk reads `sent`, and
+    /// those the hedge `won`.
+    pub upstream_hedges: IntCounterVec,
+    /// `shardcache_upstream_breaker_state{upstream}`: 0 closed, 1 probing, 2 open.
+    pub upstream_breaker: IntGaugeVec,
+    /// `shardcache_upstream_breaker_rejections_total{upstream}`: calls failed fast while the
+    /// breaker was open.
+    pub upstream_breaker_rejections: IntCounterVec,
     /// `shardcache_upstream_received_bytes_total{upstream}`: chunk bytes fetched (egress).
     pub upstream_bytes: IntCounterVec,
     /// `shardcache_upstream_request_duration_seconds{upstream,call}`: to response headers.
@@ -213,6 +224,26 @@ impl Metrics {
                 "shardcache_upstream_errors_total",
                 "Failed upstream requests",
                 &["upstream", "call"],
+            ),
+            upstream_retries: counter(
+                "shardcache_upstream_retries_total",
+                "Upstream calls retried and bodies resumed, by reason",
+                &["upstream", "reason"],
+            ),
+            upstream_hedges: counter(
+                "shardcache_upstream_hedges_total",
+                "Hedged chunk reads sent and won",
+                &["upstream", "outcome"],
+            ),
+            upstream_breaker: gauge(
+                "shardcache_upstream_breaker_state",
+                "Upstream circuit breaker: 0 closed, 1 probing, 2 open",
+                &["upstream"],
+            ),
+            upstream_breaker_rejections: counter(
+                "shardcache_upstream_breaker_rejections_total",
+                "Upstream calls failed fast by an open circuit breaker",
+                &["upstream"],
             ),
             upstream_bytes: counter(
                 "shardcache_upstream_received_bytes_total",

@@ -1,163 +1,420 @@
-//! Upstream faults, injected with a deliberately broken origin.
+//! Upstream faults, injected by an origin that misbehaves on cue.
+//!
+//! For every fault the client gets the whole object, an S3 error, or a correct prefix and a
+//! closed connection, never wrong bytes; nothing partial is cached; the next read is exact; and
+//! the give-up time stays within the configured bounds.
 
 mod common;
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use common::{get, Proxy, ProxyOptions};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use common::{free_port, Proxy};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
-const SIZE: usize = 100_000;
+/// Chunk size of the proxies here; objects are 3 chunks less a bit.
+const CHUNK: u64 = 64 << 10;
+const SIZE: u64 = 3 * CHUNK - 1000;
 
-/// A request's head, line by line (`None` once the client hung up).
-async fn read_head(stream: &mut BufReader<tokio::net::TcpStream>) -> Option<Vec<String>> {
-    let mut head = Vec::new();
-    loop {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            return Some(head);
-        }
-        head.push(line);
-    }
+/// Byte `i` of every object.
+fn byte(i: u64) -> u8 {
+    (i % 251) as u8 ^ (i >> 16) as u8
 }
 
-/// How the origin misbehaves on GET (it answers HEAD honestly).
-#[derive(Clone, Copy)]
+fn object() -> Vec<u8> {
+    (0..SIZE).map(byte).collect()
+}
+
+/// What the origin does with one GET.
+#[derive(Clone, Copy, Debug)]
 enum Fault {
-    /// Sends half of every (ranged) body, then hangs up.
-    Truncate,
-    /// Sends the header and half the body, then stalls with the connection open; for
-    /// `/b/silent`, stalls before the header.
-    Stall,
+    /// Closes the connection without answering.
+    Refuse,
+    /// Waits `STALL` before the header.
+    StallHead,
+    /// Sends the header and half the body, then waits `STALL`.
+    StallBody,
+    /// Sends the header and half the body, then resets the connection.
+    Reset,
+    /// Sends the header and half the body, then closes the connection.
+    Short,
+    /// Sends the body and 100 bytes more than its Content-Length.
+    Long,
+    /// Answers 503 SlowDown.
+    SlowDown,
+    /// Answers 500 InternalError.
+    ServerError,
+    /// Answers 412: the object changed (the read is pinned with If-Match).
+    Changed,
+    /// Answers 206 with a Content-Range one byte off.
+    WrongRange,
+    /// Answers 200 with the whole object to a ranged GET.
+    Whole,
 }
 
-/// A deliberately broken origin; returns its address and a count of the GETs it received.
-async fn faulty_origin(fault: Fault) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let gets = Arc::new(AtomicUsize::new(0));
-    let count = gets.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut stream = BufReader::new(stream);
-                loop {
-                    let Some(head) = read_head(&mut stream).await else {
-                        return;
-                    };
-                    let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
-                    if head[0].starts_with("HEAD") {
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
-                        stream.get_mut().write_all(resp.as_bytes()).await.unwrap();
-                        continue;
-                    }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let silent = matches!(fault, Fault::Stall) && head[0].contains("/b/silent");
-                    if !silent {
-                        let range = head
-                            .iter()
-                            .find_map(|l| {
-                                l.to_lowercase()
-                                    .strip_prefix("range: bytes=")
-                                    .map(|r| r.trim().to_owned())
-                            })
-                            .unwrap();
-                        let (a, b) = range.split_once('-').unwrap();
-                        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
-                        let b = b.min(SIZE - 1); // as S3 does, a range past the end is clipped
-                        let len = b - a + 1;
-                        let resp = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\nContent-Range: bytes {a}-{b}/{SIZE}\r\n{common}\r\n");
-                        let _ = stream.get_mut().write_all(resp.as_bytes()).await;
-                        let _ = stream.get_mut().write_all(&vec![b'x'; len / 2]).await;
-                    }
-                    if matches!(fault, Fault::Stall) {
-                        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
-                    }
-                    return; // hang up mid-body
-                }
-            });
-        }
-    });
-    (addr, gets)
+/// Faults still to play, by key and chunk.
+type FaultTable = HashMap<(String, u64), VecDeque<Fault>>;
+
+/// How long a stall lasts: well past the proxies' 1 s read timeout.
+const STALL: Duration = Duration::from_secs(4);
+
+/// An origin serving objects of `SIZE` bytes (ETag "v1") whose GETs misbehave on cue: faults
+/// queued for (key, chunk) are played in order, one per GET whose range starts in that chunk
+/// (so a resumed read of the rest of a chunk meets the chunk's next fault).
+#[derive(Clone, Default)]
+struct FaultOrigin {
+    faults: Arc<Mutex<FaultTable>>,
+    /// Every GET: key and range.
+    gets: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_truncated_upstream_body_is_never_cached_or_passed_off_as_whole() {
-    let (origin, gets) = faulty_origin(Fault::Truncate).await;
-    let proxy = Proxy::start(
-        origin,
-        ProxyOptions {
-            chunk_size: 1 << 20,
-            ..Default::default()
-        },
-    );
-    for attempt in 1..=2 {
-        let r = get(proxy.addr, "/b/k", &[]).await;
-        let declared: Option<usize> = r.header("content-length").and_then(|v| v.parse().ok());
-        if r.status == 200 {
-            assert_eq!(declared, Some(SIZE));
-            assert!(r.body.len() < SIZE, "a short upstream body must end the response early");
-        } else {
-            assert_eq!(r.status, 502, "attempt {attempt}");
-        }
-        assert_eq!(
-            gets.load(Ordering::SeqCst),
-            attempt,
-            "attempt {attempt} must go upstream again"
-        );
+impl FaultOrigin {
+    async fn start() -> (SocketAddr, Self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = Self::default();
+        let serving = origin.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serving.clone().serve(stream));
+            }
+        });
+        (addr, origin)
     }
-    assert_eq!(
-        proxy.metric("shardcache_chunk_fills_total{result=\"failed\"}").await,
-        2.0
-    );
-    assert_eq!(
-        proxy.metric("shardcache_chunk_fills_total{result=\"complete\"}").await,
-        0.0
-    );
+
+    /// Queues `faults` for the GETs of `key` whose range starts in chunk `chunk`.
+    fn inject(&self, key: &str, chunk: u64, faults: &[Fault]) {
+        let mut table = self.faults.lock().unwrap();
+        table.entry((key.to_owned(), chunk)).or_default().extend(faults);
+    }
+
+    fn gets(&self, key: &str) -> Vec<String> {
+        let gets = self.gets.lock().unwrap();
+        gets.iter().filter(|(k, _)| k == key).map(|(_, r)| r.clone()).collect()
+    }
+
+    async fn serve(self, stream: TcpStream) {
+        let mut stream = BufReader::new(stream);
+        loop {
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push(line);
+            }
+            let mut words = head[0].split(' ');
+            let (method, path) = (words.next().unwrap().to_owned(), words.next().unwrap());
+            let key = path.trim_start_matches("/b/").to_owned();
+            let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
+            if method == "HEAD" {
+                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
+                stream.get_mut().write_all(resp.as_bytes()).await.unwrap();
+                continue;
+            }
+            let range = head
+                .iter()
+                .find_map(|l| {
+                    l.to_lowercase()
+                        .strip_prefix("range: bytes=")
+                        .map(|r| r.trim().to_owned())
+                })
+                .unwrap();
+            self.gets.lock().unwrap().push((key.clone(), range.clone()));
+            let (a, b) = range.split_once('-').unwrap();
+            let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+            let b = b.min(SIZE - 1);
+            let fault = self
+                .faults
+                .lock()
+                .unwrap()
+                .get_mut(&(key.clone(), a / CHUNK))
+                .and_then(VecDeque::pop_front);
+            let body: Vec<u8> = (a..=b).map(byte).collect();
+            let len = body.len();
+            let ok = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\nContent-Range: bytes {a}-{b}/{SIZE}\r\n{common}\r\n");
+            let error = |status: &str, code: &str| {
+                let xml = format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code></Error>");
+                format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{xml}", xml.len())
+            };
+            let out = stream.get_mut();
+            let sent = match fault {
+                None => async {
+                    out.write_all(ok.as_bytes()).await?;
+                    out.write_all(&body).await
+                }
+                .await,
+                Some(Fault::Refuse) => return,
+                Some(Fault::StallHead) => {
+                    tokio::time::sleep(STALL).await;
+                    return;
+                }
+                Some(Fault::StallBody | Fault::Reset | Fault::Short) => {
+                    let _ = out.write_all(ok.as_bytes()).await;
+                    let _ = out.write_all(&body[..len / 2]).await;
+                    let _ = out.flush().await;
+                    match fault {
+                        Some(Fault::StallBody) => tokio::time::sleep(STALL).await,
+                        Some(Fault::Reset) => {
+                            let _ = out.set_zero_linger();
+                        }
+                        _ => {}
+                    }
+                    return;
+                }
+                Some(Fault::Long) => async {
+                    out.write_all(ok.as_bytes()).await?;
+                    out.write_all(&body).await?;
+                    out.write_all(&[b'!'; 100]).await
+                }
+                .await,
+                Some(Fault::SlowDown) => out.write_all(error("503 Slow Down", "SlowDown").as_bytes()).await,
+                Some(Fault::ServerError) => out.write_all(error("500 Internal Server Error", "InternalError").as_bytes()).await,
+                Some(Fault::Changed) => out.write_all(error("412 Precondition Failed", "PreconditionFailed").as_bytes()).await,
+                Some(Fault::WrongRange) => async {
+                    let wrong = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: {len}\r\nContent-Range: bytes {}-{}/{SIZE}\r\n{common}\r\n", a + 1, b + 1);
+                    out.write_all(wrong.as_bytes()).await?;
+                    out.write_all(&body).await
+                }
+                .await,
+                Some(Fault::Whole) => async {
+                    let all = object();
+                    let whole = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
+                    out.write_all(whole.as_bytes()).await?;
+                    out.write_all(&all).await
+                }
+                .await,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_upstream_is_abandoned_after_the_read_timeout() {
-    let (origin, _) = faulty_origin(Fault::Stall).await;
+/// A proxy in front of `origin`: 1 s timeouts, 3 attempts, and `breaker` failures to open.
+fn proxy(origin: SocketAddr, breaker: u32, disk: Option<&std::path::Path>) -> Proxy {
+    let disk = match disk {
+        Some(p) => format!(
+            "  disk:\n    path: {0}\n    capacity_bytes: 67108864\n    write_queue_bytes: 131072\n    encryption: none\n",
+            p.display()
+        ),
+        None => "  disk: null\n".to_owned(),
+    };
     let yaml = format!(
         "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
-         graceful_shutdown_timeout_seconds: 1\ncache:\n  chunk_size: 1048576\n  memory_bytes: 33554432\n  disk: null\n\
+         graceful_shutdown_timeout_seconds: 1\ncache:\n  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n{disk}\
          upstreams:\n  up:\n    kind: s3\n    endpoint: http://{origin}\n    read_timeout_seconds: 1\n\
-         \x20   credentials: {{source: anonymous}}\ndefault_upstream: up\n",
-        common::free_port(),
-        common::free_port()
+         \x20   connect_timeout_seconds: 1\n    credentials: {{source: anonymous}}\n\
+         \x20   retry: {{attempts: 3, base_delay_ms: 10, max_delay_ms: 50}}\n\
+         \x20   breaker: {{failures: {breaker}, open_seconds: 2}}\ndefault_upstream: up\n",
+        free_port(),
+        free_port()
     );
-    let proxy = Proxy::start_yaml(&yaml);
-    for path in ["/b/silent", "/b/stall"] {
-        let start = std::time::Instant::now();
-        let r = tokio::time::timeout(std::time::Duration::from_secs(10), get(proxy.addr, path, &[]))
-            .await
-            .unwrap_or_else(|_| panic!("{path}: still waiting after 10 s (read timeout 1 s)"));
-        let waited = start.elapsed();
-        assert!(
-            waited < std::time::Duration::from_secs(5),
-            "{path}: answered after {waited:?}"
-        );
-        if r.status == 200 {
-            assert!(
-                r.body.len() < SIZE,
-                "{path}: a stalled body must end the response early"
-            );
-        } else {
-            assert_eq!(r.status, 502, "{path}: {}", r.text());
+    Proxy::start_yaml(&yaml)
+}
+
+/// What a client got: status, declared length, and the body bytes that arrived before the
+/// connection ended (cleanly or not).
+struct Got {
+    status: u16,
+    declared: Option<u64>,
+    body: Vec<u8>,
+    took: Duration,
+}
+
+async fn fetch(proxy: &Proxy, key: &str) -> Got {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = format!("GET /b/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut piece = [0u8; 64 << 10];
+    let read = async {
+        loop {
+            match s.read(&mut piece).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&piece[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the proxy answered within 30 s");
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response header");
+    let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let declared = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap());
+    Got {
+        status,
+        declared,
+        body: buf[split + 4..].to_vec(),
+        took: started.elapsed(),
+    }
+}
+
+/// Checks the never-wrong rule: a 200 carries a correct prefix of the object (all of it when
+/// `whole`); anything else is an S3 error document.
+fn check(got: &Got, what: &str, whole: bool) {
+    let want = object();
+    match got.status {
+        200 => {
+            assert_eq!(got.declared, Some(SIZE), "{what}");
+            assert!(got.body.len() as u64 <= SIZE, "{what}: more bytes than the object");
+            assert!(got.body == want[..got.body.len()], "{what}: wrong bytes");
+            if whole {
+                assert_eq!(got.body.len() as u64, SIZE, "{what}: the read did not complete");
+            }
+        }
+        status => {
+            assert!(!whole, "{what}: answered {status}");
+            let text = String::from_utf8_lossy(&got.body);
+            assert!(text.contains("<Error>"), "{what}: {status} without an S3 error: {text}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_are_retried_or_resumed_and_the_read_completes() {
+    let (addr, origin) = FaultOrigin::start().await;
+    let proxy = proxy(addr, 0, None);
+    use Fault::*;
+    let cases = [Refuse, StallHead, StallBody, Reset, Short, SlowDown, ServerError];
+    for (i, fault) in cases.into_iter().enumerate() {
+        // The fault hits the first chunk (the GET that opens the object) once, and the second
+        // chunk twice in a row.
+        let key = format!("t{i}");
+        origin.inject(&key, 0, &[fault]);
+        origin.inject(&key, 1, &[fault, fault]);
+        let got = fetch(&proxy, &key).await;
+        check(&got, &format!("{fault:?}"), true);
+        // At worst one stall on the first chunk, then two on the second (read ahead, so they
+        // overlap the first), each cut at the 1 s read timeout, plus backoff: well under the
+        // 4 s stalls.
+        assert!(got.took < Duration::from_millis(3500), "{fault:?}: took {:?}", got.took);
+        let gets = origin.gets(&key);
+        assert_eq!(
+            gets.len(),
+            2 + 3 + 1,
+            "{fault:?}: chunk 0 tried twice, chunk 1 three times: {gets:?}"
+        );
+        if matches!(fault, StallBody | Short) {
+            // Resumed from the byte where the body broke, not from the chunk's start. (A reset
+            // may discard what had arrived but was not read yet, so it can resume anywhere.)
+            let mid_chunk = |r: &String| r.split('-').next().unwrap().parse::<u64>().unwrap() % CHUNK != 0;
+            assert_eq!(gets.iter().filter(|r| mid_chunk(r)).count(), 3, "{fault:?}: {gets:?}");
+        }
+        let again = fetch(&proxy, &key).await;
+        check(&again, &format!("{fault:?}, cached"), true);
+        assert_eq!(origin.gets(&key).len(), 6, "{fault:?}: the second read was not a hit");
+    }
+    let retries = proxy.metric("shardcache_upstream_retries_total").await;
+    assert!(retries >= 21.0, "retries counted: {retries}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_a_retry_cannot_mend_end_in_an_error_or_a_prefix_and_cache_nothing() {
+    let (addr, origin) = FaultOrigin::start().await;
+    let proxy = proxy(addr, 0, None);
+    use Fault::*;
+    for (i, fault) in [Changed, WrongRange, Whole, Long].into_iter().enumerate() {
+        // On the second chunk, so the client already has a 200 header and the first chunk.
+        let key = format!("p{i}");
+        origin.inject(&key, 1, &[fault]);
+        let got = fetch(&proxy, &key).await;
+        let what = format!("{fault:?}");
+        check(&got, &what, false);
+        if !matches!(fault, Long) {
+            assert!(
+                (got.body.len() as u64) < SIZE,
+                "{what}: a failed chunk must end the response early"
+            );
+        }
+        // Whatever happened, the next read is exact and the chunk was not cached from the fault.
+        let again = fetch(&proxy, &key).await;
+        check(&again, &format!("{what}, next read"), true);
+    }
+    // The over-long body's connection was not reused: every later read through the pool is
+    // exact (a reused connection would start the next answer with the extra bytes).
+    for i in 0..4 {
+        let got = fetch(&proxy, &format!("after{i}")).await;
+        check(&got, "a read after the long body", true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_fails_misses_fast_and_keeps_serving_hits() {
+    let (addr, origin) = FaultOrigin::start().await;
+    let proxy = proxy(addr, 2, None);
+    check(&fetch(&proxy, "hot").await, "warming", true);
+    for i in 0..2 {
+        origin.inject(&format!("cold{i}"), 0, &[Fault::ServerError; 3]);
+        let got = fetch(&proxy, &format!("cold{i}")).await;
+        assert_eq!(got.status, 500, "the upstream's own error, after its retries");
+    }
+    let before = origin.gets.lock().unwrap().len();
+    let got = fetch(&proxy, "cold-while-open").await;
+    assert_eq!(got.status, 503, "{}", String::from_utf8_lossy(&got.body));
+    assert!(String::from_utf8_lossy(&got.body).contains("<Code>SlowDown</Code>"));
+    assert!(
+        got.took < Duration::from_millis(500),
+        "fast failure took {:?}",
+        got.took
+    );
+    assert_eq!(origin.gets.lock().unwrap().len(), before, "no upstream call while open");
+    check(&fetch(&proxy, "hot").await, "a hit while the breaker is open", true);
     assert_eq!(
-        proxy.metric("shardcache_chunk_fills_total{result=\"complete\"}").await,
+        proxy.metric("shardcache_upstream_breaker_state{upstream=\"up\"}").await,
+        2.0
+    );
+    // After open_seconds, a probe goes through, succeeds, and closes the breaker.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    check(&fetch(&proxy, "cold-after").await, "after the breaker closed", true);
+    assert_eq!(
+        proxy.metric("shardcache_upstream_breaker_state{upstream=\"up\"}").await,
         0.0
     );
+    assert!(proxy.metric("shardcache_upstream_breaker_rejections_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_stalled_on_the_upstream_never_hold_back_another_miss() {
+    let (addr, origin) = FaultOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A write budget of two chunks, and four fills stalled mid-body (each resumed twice, and
+    // stalled again, for about 3 s in all).
+    let proxy = proxy(addr, 0, Some(dir.path()));
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        let key = format!("slow{i}");
+        origin.inject(&key, 0, &[Fault::StallBody; 3]);
+        let proxy_addr = proxy.addr;
+        stalled.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(proxy_addr).await.unwrap();
+            let req = format!("GET /b/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = fetch(&proxy, "unrelated").await;
+    check(&got, "a cold read beside stalled fills", true);
+    assert!(got.took < Duration::from_millis(900), "held back for {:?}", got.took);
+    for task in stalled {
+        task.await.unwrap();
+    }
 }

@@ -50,6 +50,12 @@ use store::{KeyError, Keys, Store, StoreError, StoreOptions};
 pub trait ChunkBody: Send {
     /// The next bytes, `None` at the end. The slice is only valid until the next call.
     async fn next(&mut self) -> Result<Option<&[u8]>, FillError>;
+
+    /// Called after [`Self::next`] failed with `error`: continues from the byte where the body
+    /// stopped if it can (then `next` goes on), else returns the error that ends the fill.
+    async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
+        Err(error)
+    }
 }
 
 /// A chunk fetch: resolves once the upstream answered, to the body.
@@ -504,14 +510,14 @@ impl Inner {
     }
 
     async fn run_fill(self: Arc<Self>, key: CacheKey, mut fill: FillWriter, len: u64, fetch: ChunkFetch) {
-        // The permit covers the chunk from before its first byte until it is on disk, so the
-        // chunks held in memory by fills (streamed, not yet stored) are bounded by the write
-        // budget even when the upstream is faster than the disk; a reader that outruns the
-        // disk is slowed to its speed rather than growing memory.
-        let permit = match self.memory_only.covers(&key) {
-            true => None,
-            false => self.disk_permit(len).await,
-        };
+        let to_disk = self.write_budget.is_some() && !self.memory_only.covers(&key);
+        if to_disk {
+            // Back-pressure from the disk: while complete chunks already fill the write budget,
+            // a new fill waits before it asks the upstream, so a reader that outruns the disk is
+            // slowed to its speed rather than growing memory. Fills still streaming hold no
+            // budget, so fills stalled on a slow upstream never hold back another miss.
+            drop(self.disk_permit(len).await);
+        }
         let outcome = pump(&mut fill, len, fetch).await;
         let result = if outcome.is_ok() { "complete" } else { "failed" };
         self.metrics.fills.with_label_values(&[result]).inc();
@@ -519,6 +525,12 @@ impl Inner {
             tracing::warn!(?key, error = %e, "chunk fill failed; nothing cached");
         }
         let whole = fill.finish(outcome);
+        // A complete chunk holds budget from here until it is on disk. Its readers already have
+        // every byte; the fill stays in flight (and readable) until it is inserted.
+        let permit = match whole.is_some() && to_disk {
+            true => self.disk_permit(len).await,
+            false => None,
+        };
         let stored = whole.is_some();
         if let Some(data) = whole {
             self.insert(key.clone(), CacheValue::Chunk(data));
@@ -558,8 +570,12 @@ impl Inner {
 /// Reads the fetch's body into the fill, checking it is exactly `len` bytes.
 async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<(), FillError> {
     let mut body = fetch.await?;
-    while let Some(piece) = body.next().await? {
-        fill.push(piece).map_err(|e| Arc::new(e) as FillError)?;
+    loop {
+        match body.next().await {
+            Ok(Some(piece)) => fill.push(piece).map_err(|e| Arc::new(e) as FillError)?,
+            Ok(None) => break,
+            Err(e) => body.resume(e).await?,
+        }
     }
     let received = fill.written() as u64;
     if received != len {

@@ -387,4 +387,15 @@ impl ChunkBody for MeteredBody {
             }
         }
     }
+
+    async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
+        let Some(cause) = (&*error as &(dyn std::error::Error + 'static)).downcast_ref::<OriginError>() else {
+            return Err(error);
+        };
+        match self.body.resume(cause).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(error),
+            Err(e) => Err(Arc::new(e)),
+        }
+    }
 }

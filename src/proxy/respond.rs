@@ -50,6 +50,8 @@ impl From<&OriginError> for Failure {
             OriginError::Rejected { status: 403, .. } => S3Error::AccessDenied.into(),
             OriginError::Rejected { status, .. } => S3Error::BadGateway(format!("upstream answered {status}")).into(),
             OriginError::Unreachable(m) | OriginError::Invalid(m) => S3Error::BadGateway(m.clone()).into(),
+            OriginError::TimedOut(m) => S3Error::GatewayTimeout(m.clone()).into(),
+            OriginError::Unavailable(_) => S3Error::SlowDown.into(),
             OriginError::Io(e) => {
                 tracing::error!(error = %e, "local origin I/O error");
                 S3Error::Internal.into()

@@ -27,12 +27,11 @@ pub enum UpstreamKind {
 }
 
 impl Upstream {
-    /// An S3 upstream.
-    pub fn s3(name: &str, origin: S3Origin) -> Self {
-        let origin = Arc::new(origin);
+    /// An S3 upstream; cached reads go through `cached` (`origin` behind retries and a breaker).
+    pub fn s3(name: &str, origin: Arc<S3Origin>, cached: Arc<dyn Origin>) -> Self {
         Self {
             name: name.into(),
-            origin: origin.clone(),
+            origin: cached,
             kind: UpstreamKind::S3(origin),
         }
     }

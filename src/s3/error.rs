@@ -53,6 +53,12 @@ pub enum S3Error {
     /// The upstream could not be reached or answered nonsense.
     #[error("The upstream could not be reached: {0}")]
     BadGateway(String),
+    /// The upstream did not answer within its timeouts, retries included.
+    #[error("The upstream did not answer in time: {0}")]
+    GatewayTimeout(String),
+    /// The upstream's circuit breaker is open: misses fail fast until it is probed again.
+    #[error("Please reduce your request rate.")]
+    SlowDown,
     /// Something failed inside shardcache; the message is logged, not leaked.
     #[error("We encountered an internal error. Please try again.")]
     Internal,
@@ -87,6 +93,8 @@ impl S3Error {
             Self::InvalidBucketName | Self::InvalidRequest(_) | Self::IncompleteBody => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::SlowDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +122,8 @@ impl S3Error {
             Self::IncompleteBody => "IncompleteBody",
             Self::NotImplemented(_) => "NotImplemented",
             Self::BadGateway(_) => "BadGateway",
+            Self::GatewayTimeout(_) => "GatewayTimeout",
+            Self::SlowDown => "SlowDown",
             Self::Internal => "InternalError",
         }
     }

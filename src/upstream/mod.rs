@@ -7,6 +7,7 @@
 
 mod credentials;
 mod fs;
+mod resilient;
 mod s3;
 mod sign;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use fs::{FsOrigin, ListParams};
+pub use resilient::{Resilience, Resilient};
 pub use s3::{S3Origin, S3OriginOptions};
 pub use sign::{SignError, Signer, UNSIGNED_PAYLOAD};
 
@@ -27,6 +29,13 @@ use crate::types::{ETag, ObjectMeta};
 pub trait OriginBody: Send {
     /// The next bytes, `None` at the end. The slice is only valid until the next call.
     async fn next(&mut self) -> Result<Option<&[u8]>, OriginError>;
+
+    /// Called after [`Self::next`] failed with `error`: continues the body from the byte where
+    /// it stopped, if this body can (`Ok(true)`: call `next` again); `Ok(false)` when it cannot,
+    /// and the error of the last try when it tried and failed.
+    async fn resume(&mut self, _error: &OriginError) -> Result<bool, OriginError> {
+        Ok(false)
+    }
 }
 
 /// What went wrong talking to an origin.
@@ -52,6 +61,12 @@ pub enum OriginError {
     /// Connecting, sending or reading failed.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
+    /// Connecting, the answer, or the next read of its body took longer than allowed.
+    #[error("upstream timed out: {0}")]
+    TimedOut(String),
+    /// The upstream's circuit breaker is open: the call was not made.
+    #[error("upstream {0} is failing; its circuit breaker is open")]
+    Unavailable(String),
     /// The upstream's answer made no sense (missing ETag, bad Content-Range, ...).
     #[error("invalid upstream response: {0}")]
     Invalid(String),

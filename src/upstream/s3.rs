@@ -184,15 +184,17 @@ impl S3Origin {
             .sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now())
             .await
             .map_err(|e| OriginError::Invalid(e.to_string()))?;
-        let unreachable = |e: Box<pingora_error::Error>| OriginError::Unreachable(e.to_string());
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(unreachable)?;
+        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(network_error)?;
         // Every wait on this session is bounded: the answer's header, each read of its body
         // (also when the cache path reads it later), and each write.
         session.set_read_timeout(Some(self.read_timeout));
         session.set_write_timeout(Some(self.read_timeout));
-        session.write_request_header(Box::new(req)).await.map_err(unreachable)?;
-        session.finish_request_body().await.map_err(unreachable)?;
-        session.read_response_header().await.map_err(unreachable)?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(network_error)?;
+        session.finish_request_body().await.map_err(network_error)?;
+        session.read_response_header().await.map_err(network_error)?;
         let resp = session
             .response_header()
             .cloned()
@@ -221,6 +223,15 @@ impl S3Origin {
     /// Returns a fully read session to the pool.
     async fn release(connector: &Connector, session: HttpSession, peer: &HttpPeer) {
         connector.release_http_session(session, peer, Some(POOL_IDLE)).await;
+    }
+}
+
+/// A failed connect, write or read, told apart by whether it timed out.
+fn network_error(e: Box<pingora_error::Error>) -> OriginError {
+    use pingora_error::ErrorType::{ConnectTimedout, ReadTimedout, TLSHandshakeTimedout, WriteTimedout};
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => OriginError::TimedOut(e.to_string()),
+        _ => OriginError::Unreachable(e.to_string()),
     }
 }
 
@@ -394,10 +405,9 @@ impl OriginBody for S3Body {
         let Some(session) = self.session.as_mut() else {
             return Ok(None);
         };
-        let failed = |e: Box<pingora_error::Error>| OriginError::Unreachable(e.to_string());
         match session {
-            HttpSession::H1(h1) => h1.read_body_ref().await.map_err(failed),
-            other => match other.read_response_body().await.map_err(failed)? {
+            HttpSession::H1(h1) => h1.read_body_ref().await.map_err(network_error),
+            other => match other.read_response_body().await.map_err(network_error)? {
                 Some(piece) => {
                     self.held = piece;
                     Ok(Some(&self.held))
