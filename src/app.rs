@@ -18,9 +18,10 @@ use crate::config::{
     AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, S3UpstreamConfig,
     UpstreamConfig,
 };
+use crate::guard::{ClientLimits, Guard};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
-use crate::proxy::{BucketRoute, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
+use crate::proxy::{BucketRoute, ClientTimeouts, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
 use crate::tls::{ServerCert, TlsError};
@@ -293,11 +294,16 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        S3Proxy::new(state.clone()),
-        "shardcache-s3",
-    );
+    let limits = ClientLimits {
+        max_connections: config.clients.max_connections,
+        header_timeout: Duration::from_secs(config.clients.header_timeout_seconds),
+    };
+    let timeouts = ClientTimeouts {
+        idle_seconds: config.clients.idle_timeout_seconds,
+        body: Duration::from_secs(config.clients.body_timeout_seconds),
+    };
+    let s3_app = pingora_proxy::http_proxy(&server.configuration, S3Proxy::new(state.clone(), timeouts));
+    let mut proxy = Service::new("shardcache-s3".to_owned(), Guard::new(s3_app, limits, &metrics));
     let cert = match &config.tls {
         Some(t) => Some(Arc::new(ServerCert::load(&t.cert_file, &t.key_file)?)),
         None => None,

@@ -13,11 +13,13 @@ use serde::Deserialize;
 
 mod audit;
 mod auth;
+mod clients;
 mod lineage;
 mod resilience;
 mod tls;
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthRules, KeyConfig};
+pub use clients::ClientsConfig;
 pub use lineage::LineageConfig;
 pub use resilience::{BreakerConfig, HedgeConfig, RetryConfig};
 pub use tls::TlsConfig;
@@ -76,6 +78,9 @@ pub struct Config {
     /// Seconds allowed for in-flight requests to finish at shutdown. Default: `5`.
     #[serde(default = "defaults::grace_period_seconds")]
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Limits on the S3 listener's clients. Default: see [`ClientsConfig`].
+    #[serde(default)]
+    pub clients: ClientsConfig,
     /// The cache. Default: see [`CacheConfig`].
     #[serde(default)]
     pub cache: CacheConfig,
@@ -479,6 +484,7 @@ impl Config {
 
     /// Checks every value shardcache cannot use; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.clients.validate()?;
         let c = &self.cache;
         if !(64 << 10..=64 << 20).contains(&c.chunk_size) || !c.chunk_size.is_multiple_of(4096) {
             return Err(invalid(

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod guard;
 pub mod lineage;
 pub mod metrics;
 pub mod ops;

@@ -100,6 +100,11 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// `shardcache_upstream_errors_total{upstream,call}`: failed or truncated upstream calls.
     pub upstream_errors: IntCounterVec,
+    /// `shardcache_client_connections`: open connections on the S3 listener.
+    pub client_connections: IntGauge,
+    /// `shardcache_connections_shed_total{reason}`: client connections refused or cut:
+    /// `over_limit` (answered 503 past `clients.max_connections`), `header_timeout`.
+    pub connections_shed: IntCounterVec,
     /// `shardcache_upstream_retries_total{upstream,reason}`: calls tried again, and broken
     /// bodies resumed, by why (`timeout`, `network`, `throttled`, `server_error`).
     pub upstream_retries: IntCounterVec,
@@ -224,6 +229,17 @@ impl Metrics {
                 "shardcache_upstream_errors_total",
                 "Failed upstream requests",
                 &["upstream", "call"],
+            ),
+            client_connections: {
+                let g = IntGauge::new("shardcache_client_connections", "Open connections on the S3 listener")
+                    .expect("static metric definition");
+                registry.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
+            connections_shed: counter(
+                "shardcache_connections_shed_total",
+                "Client connections refused past the cap or cut for a slow header",
+                &["reason"],
             ),
             upstream_retries: counter(
                 "shardcache_upstream_retries_total",

@@ -152,12 +152,22 @@ impl RequestCtx {
 /// The S3 caching proxy.
 pub struct S3Proxy {
     state: Arc<ProxyState>,
+    clients: ClientTimeouts,
+}
+
+/// How long a client connection may idle between requests and between reads of a body.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// Wait for a keep-alive connection's next request, in seconds.
+    pub idle_seconds: u64,
+    /// Wait between two reads of a request body.
+    pub body: std::time::Duration,
 }
 
 impl S3Proxy {
     /// A proxy over `state`.
-    pub fn new(state: Arc<ProxyState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<ProxyState>, clients: ClientTimeouts) -> Self {
+        Self { state, clients }
     }
 
     fn s3_route<'a>(&self, ctx: &'a RequestCtx) -> Result<(&'a Route, &'a crate::upstream::S3Origin)> {
@@ -266,6 +276,9 @@ impl ProxyHttp for S3Proxy {
         // Requests a client pipelines (sends before reading the answers) are answered in order;
         // without this Pingora answers the first and closes the connection.
         session.set_pipelining_enabled(true);
+        crate::guard::header_done(session.as_downstream().stream());
+        session.set_keepalive(Some(self.clients.idle_seconds));
+        session.as_downstream_mut().set_read_timeout(Some(self.clients.body));
         let req = session.req_header();
         ctx.resource = req.uri.path().to_owned();
         let gate = self.state.gate.as_ref().map(|g| g.current());
