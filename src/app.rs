@@ -21,7 +21,9 @@ use crate::config::{
 use crate::guard::{ClientLimits, Guard};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
-use crate::proxy::{BucketRoute, ClientTimeouts, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream};
+use crate::proxy::{
+    BucketRoute, ClientTimeouts, Freshness, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream,
+};
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
 use crate::tls::{ServerCert, TlsError};
@@ -117,6 +119,7 @@ pub fn cache_options(config: &Config, source: Option<&Path>) -> Result<CacheOpti
 pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &Metrics) -> Result<Router, AppError> {
     let mut upstreams = Vec::new();
     for (name, up) in &config.upstreams {
+        metrics.stale_served.with_label_values(&[name]);
         upstreams.push(match up {
             UpstreamConfig::Fs { root } => Upstream::fs(name, FsOrigin::new(root.clone())),
             UpstreamConfig::S3(s3) => {
@@ -139,6 +142,7 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &M
         });
     }
     let ttl = Duration::from_secs(config.cache.metadata_ttl_seconds);
+    let stale = Duration::from_secs(config.cache.stale_if_error_seconds);
     let routes = config
         .buckets
         .iter()
@@ -147,13 +151,20 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &M
             upstream: b.upstream.clone(),
             upstream_bucket: b.upstream_bucket.clone().unwrap_or_else(|| b.name.clone()),
             meta_ttl: (!b.immutable).then(|| b.metadata_ttl_seconds.map_or(ttl, Duration::from_secs)),
+            stale_if_error: b.stale_if_error_seconds.map_or(stale, Duration::from_secs),
             residency: b.cache,
         })
         .collect();
     Ok(Router::new(
         upstreams,
         routes,
-        config.default_upstream.as_deref().map(|u| (u, ttl)),
+        config.default_upstream.as_deref().map(|u| {
+            let fresh = Freshness {
+                ttl,
+                stale_if_error: stale,
+            };
+            (u, fresh)
+        }),
     ))
 }
 

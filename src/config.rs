@@ -48,6 +48,9 @@ pub enum ConfigError {
     },
 }
 
+/// Longest stale-if-error window: 30 days.
+const MAX_STALE_SECONDS: u64 = 30 * 86_400;
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.into(),
@@ -129,6 +132,11 @@ pub struct CacheConfig {
     /// Per-bucket `metadata_ttl_seconds` overrides it. Default: `60`.
     #[serde(default = "defaults::metadata_ttl_seconds")]
     pub metadata_ttl_seconds: u64,
+    /// Seconds past its TTL that object metadata may still be served when the upstream fails
+    /// to revalidate it (5xx, timeout, unreachable, breaker open); `0` turns it off. Per-bucket
+    /// `stale_if_error_seconds` overrides it. Default: `0`.
+    #[serde(default)]
+    pub stale_if_error_seconds: u64,
 }
 
 /// The disk tier.
@@ -313,6 +321,9 @@ pub struct BucketConfig {
     pub upstream_bucket: Option<String>,
     /// Metadata TTL for this bucket. Default: `cache.metadata_ttl_seconds`.
     pub metadata_ttl_seconds: Option<u64>,
+    /// Staleness allowed when revalidation fails, for this bucket.
+    /// Default: `cache.stale_if_error_seconds`.
+    pub stale_if_error_seconds: Option<u64>,
     /// Objects never change once written: metadata is trusted until evicted. Default: `false`.
     #[serde(default)]
     pub immutable: bool,
@@ -400,6 +411,7 @@ impl Default for CacheConfig {
             disk: defaults::disk(),
             read_ahead_chunks: defaults::read_ahead_chunks(),
             metadata_ttl_seconds: defaults::metadata_ttl_seconds(),
+            stale_if_error_seconds: 0,
         }
     }
 }
@@ -529,6 +541,12 @@ impl Config {
                 validate_s3(name, s3)?;
             }
         }
+        if c.stale_if_error_seconds > MAX_STALE_SECONDS {
+            return Err(invalid(
+                "cache.stale_if_error_seconds",
+                "must be at most 2592000 (30 days)",
+            ));
+        }
         let known = |u: &str| self.upstreams.contains_key(u);
         if let Some(u) = &self.default_upstream {
             if !known(u) {
@@ -555,6 +573,12 @@ impl Config {
                 return Err(invalid(
                     field("cache"),
                     "`none` needs an s3 upstream (a local directory is read through the memory tier)",
+                ));
+            }
+            if b.stale_if_error_seconds.is_some_and(|s| s > MAX_STALE_SECONDS) {
+                return Err(invalid(
+                    field("stale_if_error_seconds"),
+                    "must be at most 2592000 (30 days)",
                 ));
             }
             if let Some(ub) = &b.upstream_bucket {

@@ -105,6 +105,9 @@ pub struct Metrics {
     /// `shardcache_connections_shed_total{reason}`: client connections refused or cut:
     /// `over_limit` (answered 503 past `clients.max_connections`), `header_timeout`.
     pub connections_shed: IntCounterVec,
+    /// `shardcache_stale_responses_total{upstream}`: answers whose metadata was past its TTL
+    /// and could not be revalidated, served under stale-if-error.
+    pub stale_served: IntCounterVec,
     /// `shardcache_upstream_retries_total{upstream,reason}`: calls tried again, and broken
     /// bodies resumed, by why (`timeout`, `network`, `throttled`, `server_error`).
     pub upstream_retries: IntCounterVec,
@@ -240,6 +243,11 @@ impl Metrics {
                 "shardcache_connections_shed_total",
                 "Client connections refused past the cap or cut for a slow header",
                 &["reason"],
+            ),
+            stale_served: counter(
+                "shardcache_stale_responses_total",
+                "Answers served with stale metadata because revalidation failed",
+                &["upstream"],
             ),
             upstream_retries: counter(
                 "shardcache_upstream_retries_total",

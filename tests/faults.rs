@@ -69,6 +69,8 @@ struct FaultOrigin {
     faults: Arc<Mutex<FaultTable>>,
     /// Every GET: key and range.
     gets: Arc<Mutex<Vec<(String, String)>>>,
+    /// When set, HEADs are answered with this status (and no body).
+    head_status: Arc<Mutex<Option<u16>>>,
 }
 
 impl FaultOrigin {
@@ -115,7 +117,10 @@ impl FaultOrigin {
             let key = path.trim_start_matches("/b/").to_owned();
             let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
             if method == "HEAD" {
-                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n");
+                let resp = match *self.head_status.lock().unwrap() {
+                    Some(status) => format!("HTTP/1.1 {status} Failing\r\nContent-Length: 0\r\n\r\n"),
+                    None => format!("HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n{common}\r\n"),
+                };
                 stream.get_mut().write_all(resp.as_bytes()).await.unwrap();
                 continue;
             }
@@ -201,6 +206,11 @@ impl FaultOrigin {
 
 /// A proxy in front of `origin`: 1 s timeouts, 3 attempts, and `breaker` failures to open.
 fn proxy(origin: SocketAddr, breaker: u32, disk: Option<&std::path::Path>) -> Proxy {
+    proxy_with(origin, breaker, disk, "")
+}
+
+/// [`proxy`], with `extra` YAML at the end of the file (after `default_upstream`).
+fn proxy_with(origin: SocketAddr, breaker: u32, disk: Option<&std::path::Path>, extra: &str) -> Proxy {
     let disk = match disk {
         Some(p) => format!(
             "  disk:\n    path: {0}\n    capacity_bytes: 67108864\n    write_queue_bytes: 131072\n    encryption: none\n",
@@ -214,7 +224,7 @@ fn proxy(origin: SocketAddr, breaker: u32, disk: Option<&std::path::Path>) -> Pr
          upstreams:\n  up:\n    kind: s3\n    endpoint: http://{origin}\n    read_timeout_seconds: 1\n\
          \x20   connect_timeout_seconds: 1\n    credentials: {{source: anonymous}}\n\
          \x20   retry: {{attempts: 3, base_delay_ms: 10, max_delay_ms: 50}}\n\
-         \x20   breaker: {{failures: {breaker}, open_seconds: 2}}\ndefault_upstream: up\n",
+         \x20   breaker: {{failures: {breaker}, open_seconds: 2}}\ndefault_upstream: up\n{extra}",
         free_port(),
         free_port()
     );
@@ -228,12 +238,18 @@ struct Got {
     declared: Option<u64>,
     body: Vec<u8>,
     took: Duration,
+    /// Marked as served under stale-if-error.
+    stale: bool,
 }
 
 async fn fetch(proxy: &Proxy, key: &str) -> Got {
+    fetch_path(proxy, &format!("/b/{key}")).await
+}
+
+async fn fetch_path(proxy: &Proxy, path: &str) -> Got {
     let started = Instant::now();
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    let req = format!("GET /b/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let mut piece = [0u8; 64 << 10];
@@ -254,6 +270,7 @@ async fn fetch(proxy: &Proxy, key: &str) -> Got {
         .expect("a response header");
     let head = String::from_utf8_lossy(&buf[..split]).to_lowercase();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let stale = head.contains("x-shardcache-stale: revalidation-failed");
     let declared = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
@@ -263,6 +280,7 @@ async fn fetch(proxy: &Proxy, key: &str) -> Got {
         declared,
         body: buf[split + 4..].to_vec(),
         took: started.elapsed(),
+        stale,
     }
 }
 
@@ -417,4 +435,43 @@ async fn fills_stalled_on_the_upstream_never_hold_back_another_miss() {
     for task in stalled {
         task.await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_expired_metadata_only_while_the_upstream_fails() {
+    let (addr, origin) = FaultOrigin::start().await;
+    // Bucket `b` may serve metadata up to 2 s past its 1 s TTL when revalidation fails; `c`,
+    // the same upstream bucket, may not.
+    let buckets = "buckets:\n  - {name: b, upstream: up, metadata_ttl_seconds: 1, stale_if_error_seconds: 2}\n  \
+                   - {name: c, upstream: up, upstream_bucket: b, metadata_ttl_seconds: 1}\n";
+    let proxy = proxy_with(addr, 0, None, buckets);
+    for path in ["/b/s", "/c/s"] {
+        check(&fetch_path(&proxy, path).await, "warming", true);
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    *origin.head_status.lock().unwrap() = Some(503);
+    let stale = fetch_path(&proxy, "/b/s").await;
+    check(&stale, "stale-if-error", true);
+    assert!(stale.stale, "a stale answer must say so");
+    let strict = fetch_path(&proxy, "/c/s").await;
+    assert_eq!(strict.status, 503, "a bucket without stale-if-error fails");
+    assert_eq!(
+        proxy.metric("shardcache_stale_responses_total{upstream=\"up\"}").await,
+        1.0
+    );
+    // A 404 is an answer about the object, not a failure: never covered by stale metadata.
+    *origin.head_status.lock().unwrap() = Some(404);
+    assert_eq!(fetch_path(&proxy, "/b/s").await.status, 404);
+    // Past TTL + stale window, a failing upstream is an error again.
+    check(&fetch_path(&proxy, "/b/t").await, "warming t", true);
+    *origin.head_status.lock().unwrap() = Some(503);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let expired = fetch_path(&proxy, "/b/t").await;
+    assert_eq!(expired.status, 503);
+    assert!(!expired.stale);
+    // And once the upstream answers again, answers are fresh and unmarked.
+    *origin.head_status.lock().unwrap() = None;
+    let fresh = fetch_path(&proxy, "/b/t").await;
+    check(&fresh, "after recovery", true);
+    assert!(!fresh.stale);
 }

@@ -13,6 +13,13 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(c.cache.chunk_size, 8 << 20);
     assert_eq!(c.cache.read_ahead_chunks, 2);
     assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Uring);
+    assert_eq!((c.cache.stale_if_error_seconds, c.clients.max_connections), (0, 4096));
+    assert_eq!(c.clients.header_timeout_seconds, 10);
+    let s3 = load("upstreams:\n  u:\n    kind: s3\n    endpoint: http://x\n").unwrap();
+    let UpstreamConfig::S3(u) = &s3.upstreams["u"] else {
+        panic!("an s3 upstream")
+    };
+    assert_eq!((u.retry.attempts, u.breaker.failures, u.hedge.is_none()), (3, 5, true));
 }
 
 #[test]
@@ -36,6 +43,32 @@ fn bad_values_name_their_field() {
     let uncached_dir = format!("{MINIMAL}buckets:\n  - {{name: b, upstream: local, cache: none}}\n");
     let err = load(&uncached_dir).unwrap_err().to_string();
     assert!(err.starts_with("buckets[0].cache:"), "{err}");
+    for (yaml, field) in [
+        ("    retry: {attempts: 0}\n", "upstreams.u.retry.attempts:"),
+        (
+            "    retry: {base_delay_ms: 100, max_delay_ms: 10}\n",
+            "upstreams.u.retry.max_delay_ms:",
+        ),
+        ("    breaker: {open_seconds: 0}\n", "upstreams.u.breaker.open_seconds:"),
+        (
+            "    hedge: {after_ms: 10, max_share: 2}\n",
+            "upstreams.u.hedge.max_share:",
+        ),
+    ] {
+        let err = load(&format!(
+            "upstreams:\n  u:\n    kind: s3\n    endpoint: http://x\n{yaml}"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().starts_with(field), "{err}");
+    }
+    let err = load(&format!("{MINIMAL}clients: {{header_timeout_seconds: 0}}\n")).unwrap_err();
+    assert!(err.to_string().starts_with("clients.header_timeout_seconds:"), "{err}");
+    let stale = format!("{MINIMAL}buckets:\n  - {{name: b, upstream: local, stale_if_error_seconds: 99999999}}\n");
+    let err = load(&stale).unwrap_err();
+    assert!(
+        err.to_string().starts_with("buckets[0].stale_if_error_seconds:"),
+        "{err}"
+    );
     let bad_key = format!("{MINIMAL}cache:\n  disk:\n    path: ./c\n    encryption: rot13\n");
     let err = load(&bad_key).unwrap_err().to_string();
     assert!(err.contains("encryption"), "{err}");

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
@@ -36,6 +36,8 @@ pub struct Looked {
     /// The chunk this request's own lookup started fetching along with the metadata, and its
     /// fill: the request reads that chunk from it (its miss, whether or not the fill has ended).
     pub opened: Option<(u64, StartedFill)>,
+    /// The metadata is past its TTL and could not be revalidated: served under stale-if-error.
+    pub stale: bool,
 }
 
 /// Metadata lookups in flight, by object, each with its stamp.
@@ -58,7 +60,9 @@ struct Plan {
 /// The cache's answer for an object's metadata.
 enum Cached {
     Fresh(Arc<ObjectMeta>),
-    Stale,
+    /// Past its TTL (or not knowing what is wanted); with the metadata if it may still be served
+    /// should revalidation fail.
+    Stale(Option<Arc<ObjectMeta>>),
     Absent,
 }
 
@@ -76,10 +80,16 @@ impl MetaLookups {
         first_chunk: Option<u64>,
         checksums: bool,
     ) -> Result<Looked, Arc<OriginError>> {
-        let open = match cached(cache, route, object, checksums).await {
-            Cached::Fresh(meta) => return Ok(Looked { meta, opened: None }),
-            Cached::Stale => None,
-            Cached::Absent => first_chunk,
+        let (open, fallback) = match cached(cache, route, object, checksums).await {
+            Cached::Fresh(meta) => {
+                return Ok(Looked {
+                    meta,
+                    opened: None,
+                    stale: false,
+                })
+            }
+            Cached::Stale(fallback) => (None, fallback),
+            Cached::Absent => (first_chunk, None),
         };
         let (lookup, leader) = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,7 +107,21 @@ impl MetaLookups {
                 }
             }
         };
-        let (meta, opened) = lookup.await?;
+        let (meta, opened) = match lookup.await {
+            Ok(found) => found,
+            Err(e) => match fallback.filter(|_| revalidation_failed(&e)) {
+                Some(meta) => {
+                    metrics.stale_served.with_label_values(&[&route.upstream.name]).inc();
+                    tracing::warn!(?object, error = %e, "revalidation failed; serving stale metadata");
+                    return Ok(Looked {
+                        meta,
+                        opened: None,
+                        stale: true,
+                    });
+                }
+                None => return Err(e),
+            },
+        };
         if checksums && meta.checksums.is_none() {
             // Joined a lookup that did not ask for the checksums (a ranged GET): ask with a HEAD.
             let stamp = cache.meta_stamp();
@@ -105,11 +129,13 @@ impl MetaLookups {
             return Ok(Looked {
                 meta: remember(cache, object, meta, stamp),
                 opened: None,
+                stale: false,
             });
         }
         Ok(Looked {
             meta,
             opened: opened.filter(|_| leader),
+            stale: false,
         })
     }
 
@@ -235,15 +261,28 @@ async fn cached(cache: &ChunkCache, route: &Route, object: &ObjectRef, checksums
     let Some((entry, standing)) = cache.meta(object).await else {
         return Cached::Absent;
     };
-    let within_ttl = match route.meta_ttl {
-        None => true,
-        Some(ttl) => SystemTime::now()
-            .duration_since(entry.fetched_at)
-            .is_ok_and(|age| age < ttl),
-    };
-    let fresh = within_ttl && standing == Standing::Current && !(checksums && entry.meta.checksums.is_none());
-    match fresh {
-        true => Cached::Fresh(Arc::new(entry.meta.clone())),
-        false => Cached::Stale,
+    let age = SystemTime::now().duration_since(entry.fetched_at).ok();
+    let within = |limit: Duration| age.is_some_and(|age| age < limit);
+    let within_ttl = route.meta_ttl.is_none_or(within);
+    // Never past a write through shardcache, and only with what the request needs.
+    let usable = standing == Standing::Current && !(checksums && entry.meta.checksums.is_none());
+    if within_ttl && usable {
+        return Cached::Fresh(Arc::new(entry.meta.clone()));
+    }
+    let stale_ok = usable
+        && !route.stale_if_error.is_zero()
+        && route
+            .meta_ttl
+            .is_some_and(|ttl| within(ttl.saturating_add(route.stale_if_error)));
+    Cached::Stale(stale_ok.then(|| Arc::new(entry.meta.clone())))
+}
+
+/// Whether a failed lookup says the upstream is failing (so stale metadata may stand in), not
+/// something about the object: a 404 or a 403 is an answer, and a deleted object is never served.
+fn revalidation_failed(e: &OriginError) -> bool {
+    match e {
+        OriginError::TimedOut(_) | OriginError::Unreachable(_) | OriginError::Unavailable(_) => true,
+        OriginError::Rejected { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
     }
 }

@@ -32,7 +32,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use authorize::{Gate, Refused, SharedGate};
-pub use routes::{BucketRoute, Router, Upstream, UpstreamKind};
+pub use routes::{BucketRoute, Freshness, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
 use crate::audit::Audit;
@@ -199,6 +199,7 @@ impl S3Proxy {
                     upstream,
                     bucket: "".into(),
                     meta_ttl: None,
+                    stale_if_error: std::time::Duration::ZERO,
                     residency: Residency::None,
                 });
                 ctx.outcome = Outcome::Passthrough;

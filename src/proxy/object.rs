@@ -75,14 +75,15 @@ pub async fn serve(
             .meta
             .get(&state.cache, &state.metrics, route, &object, first_chunk, checksums)
             .await;
-        let (meta, opened) = match looked {
-            Ok(looked) => (looked.meta, looked.opened),
+        let (meta, opened, stale) = match looked {
+            Ok(looked) => (looked.meta, looked.opened, looked.stale),
             Err(e) => return ctx.fail(session, Failure::from(e.as_ref())).await,
         };
         match evaluate(&session.req_header().headers, &meta) {
             Precondition::Proceed => {}
             Precondition::NotModified => {
-                let h = validator_header(&meta, http::StatusCode::NOT_MODIFIED, &ctx.request_id)?;
+                let mut h = validator_header(&meta, http::StatusCode::NOT_MODIFIED, &ctx.request_id)?;
+                mark_stale(&mut h, stale)?;
                 session.write_response_header(Box::new(h), true).await?;
                 ctx.status = 304;
                 return Ok(());
@@ -106,7 +107,8 @@ pub async fn serve(
             (true, true) => Checksums::Head,
             (true, false) => Checksums::Get,
         };
-        let header = object_header(&meta, span.as_ref(), sums, &ctx.request_id)?;
+        let mut header = object_header(&meta, span.as_ref(), sums, &ctx.request_id)?;
+        mark_stale(&mut header, stale)?;
         ctx.status = header.status.as_u16();
         if head {
             session.write_response_header(Box::new(header), true).await?;
@@ -140,6 +142,17 @@ pub async fn serve(
         }
     }
 }
+
+/// Says on an answer that its metadata could not be revalidated (stale-if-error).
+fn mark_stale(header: &mut ResponseHeader, stale: bool) -> Result<()> {
+    if stale {
+        header.insert_header(STALE_HEADER, "revalidation-failed")?;
+    }
+    Ok(())
+}
+
+/// The response header that marks an answer served under stale-if-error.
+const STALE_HEADER: &str = "x-shardcache-stale";
 
 /// Whether the request asks for the object's checksums (`x-amz-checksum-mode: ENABLED`).
 fn checksum_mode(headers: &http::HeaderMap) -> bool {

@@ -48,6 +48,8 @@ impl From<&OriginError> for Failure {
                 body: body.clone(),
             },
             OriginError::Rejected { status: 403, .. } => S3Error::AccessDenied.into(),
+            // Throttled without an error document (the answer to a HEAD has no body).
+            OriginError::Rejected { status: 429 | 503, .. } => S3Error::SlowDown.into(),
             OriginError::Rejected { status, .. } => S3Error::BadGateway(format!("upstream answered {status}")).into(),
             OriginError::Unreachable(m) | OriginError::Invalid(m) => S3Error::BadGateway(m.clone()).into(),
             OriginError::TimedOut(m) => S3Error::GatewayTimeout(m.clone()).into(),

@@ -56,6 +56,9 @@ pub struct Route {
     pub bucket: Arc<str>,
     /// How long metadata is trusted; `None` for immutable buckets.
     pub meta_ttl: Option<Duration>,
+    /// How long past its TTL metadata may still be served when the upstream fails to
+    /// revalidate it (zero: never).
+    pub stale_if_error: Duration,
     /// Where the bucket's objects may be cached.
     pub residency: Residency,
 }
@@ -70,19 +73,30 @@ pub struct BucketRoute {
     pub upstream_bucket: String,
     /// Metadata TTL; `None` for immutable.
     pub meta_ttl: Option<Duration>,
+    /// Staleness allowed when revalidation fails.
+    pub stale_if_error: Duration,
     /// Where the bucket's objects may be cached.
     pub residency: Residency,
+}
+
+/// How long unlisted buckets' metadata is trusted, and may be served stale on upstream errors.
+#[derive(Clone, Copy, Debug)]
+pub struct Freshness {
+    /// Metadata TTL.
+    pub ttl: Duration,
+    /// Staleness allowed when revalidation fails.
+    pub stale_if_error: Duration,
 }
 
 /// Bucket name to route.
 pub struct Router {
     buckets: HashMap<String, Route>,
-    default: Option<(Arc<Upstream>, Duration)>,
+    default: Option<(Arc<Upstream>, Freshness)>,
 }
 
 impl Router {
     /// Builds the table. Names were validated with the config, so unknown upstreams are skipped.
-    pub fn new(upstreams: Vec<Upstream>, routes: Vec<BucketRoute>, default: Option<(&str, Duration)>) -> Self {
+    pub fn new(upstreams: Vec<Upstream>, routes: Vec<BucketRoute>, default: Option<(&str, Freshness)>) -> Self {
         let upstreams: HashMap<String, Arc<Upstream>> = upstreams
             .into_iter()
             .map(|u| (u.name.to_string(), Arc::new(u)))
@@ -97,23 +111,25 @@ impl Router {
                         upstream,
                         bucket: r.upstream_bucket.into(),
                         meta_ttl: r.meta_ttl,
+                        stale_if_error: r.stale_if_error,
                         residency: r.residency,
                     },
                 ))
             })
             .collect();
-        let default = default.and_then(|(name, ttl)| Some((upstreams.get(name)?.clone(), ttl)));
+        let default = default.and_then(|(name, fresh)| Some((upstreams.get(name)?.clone(), fresh)));
         Self { buckets, default }
     }
 
     /// The route of a client bucket, if any.
     pub fn route(&self, bucket: &str) -> Option<Route> {
         self.buckets.get(bucket).cloned().or_else(|| {
-            let (upstream, ttl) = self.default.as_ref()?;
+            let (upstream, fresh) = self.default.as_ref()?;
             Some(Route {
                 upstream: upstream.clone(),
                 bucket: bucket.into(),
-                meta_ttl: Some(*ttl),
+                meta_ttl: Some(fresh.ttl),
+                stale_if_error: fresh.stale_if_error,
                 residency: Residency::Disk,
             })
         })
