@@ -22,7 +22,8 @@ use crate::guard::{ClientLimits, Guard};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
 use crate::proxy::{
-    BucketRoute, ClientTimeouts, Freshness, Gate, ProxyState, Records, Router, S3Proxy, SharedGate, Upstream,
+    BucketRoute, ClientTimeouts, FallbackRoute, Freshness, Gate, ProxyState, Records, Router, S3Proxy, SharedGate,
+    Upstream,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
@@ -120,6 +121,7 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &M
     let mut upstreams = Vec::new();
     for (name, up) in &config.upstreams {
         metrics.stale_served.with_label_values(&[name]);
+        metrics.fallback_reads.with_label_values(&[name]);
         upstreams.push(match up {
             UpstreamConfig::Fs { root } => Upstream::fs(name, FsOrigin::new(root.clone())),
             UpstreamConfig::S3(s3) => {
@@ -153,6 +155,14 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &M
             meta_ttl: (!b.immutable).then(|| b.metadata_ttl_seconds.map_or(ttl, Duration::from_secs)),
             stale_if_error: b.stale_if_error_seconds.map_or(stale, Duration::from_secs),
             residency: b.cache,
+            fallback: b.fallback.as_ref().map(|f| FallbackRoute {
+                upstream: f.upstream.clone(),
+                bucket: f
+                    .bucket
+                    .clone()
+                    .unwrap_or_else(|| b.upstream_bucket.clone().unwrap_or_else(|| b.name.clone())),
+                served: metrics.fallback_reads.with_label_values(&[&f.upstream]),
+            }),
         })
         .collect();
     Ok(Router::new(

@@ -332,6 +332,20 @@ pub struct BucketConfig {
     /// S3 upstreams only). Default: `disk`.
     #[serde(default)]
     pub cache: Residency,
+    /// A replica of the bucket on another upstream, which serves cached reads (GET, HEAD)
+    /// while this one fails. Default: none.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// A bucket's replica on another upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// The upstream holding the replica. Required.
+    pub upstream: String,
+    /// The replica's bucket name there. Default: the bucket's name at its own upstream.
+    pub bucket: Option<String>,
 }
 
 /// Where a bucket's objects may rest on the node.
@@ -574,6 +588,25 @@ impl Config {
                     field("cache"),
                     "`none` needs an s3 upstream (a local directory is read through the memory tier)",
                 ));
+            }
+            if let Some(f) = &b.fallback {
+                if !known(&f.upstream) {
+                    return Err(invalid(
+                        field("fallback.upstream"),
+                        format!("no upstream named `{}`", f.upstream),
+                    ));
+                }
+                let primary = b.upstream_bucket.as_deref().unwrap_or(&b.name);
+                let replica = f.bucket.as_deref().unwrap_or(primary);
+                if crate::types::BucketName::parse(replica).is_none() {
+                    return Err(invalid(
+                        field("fallback.bucket"),
+                        format!("`{replica}` is not a bucket name"),
+                    ));
+                }
+                if f.upstream == b.upstream && replica == primary {
+                    return Err(invalid(field("fallback"), "names the bucket itself"));
+                }
             }
             if b.stale_if_error_seconds.is_some_and(|s| s > MAX_STALE_SECONDS) {
                 return Err(invalid(

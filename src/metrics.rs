@@ -105,6 +105,9 @@ pub struct Metrics {
     /// `shardcache_connections_shed_total{reason}`: client connections refused or cut:
     /// `over_limit` (answered 503 past `clients.max_connections`), `header_timeout`.
     pub connections_shed: IntCounterVec,
+    /// `shardcache_fallback_reads_total{upstream}`: cached-read calls (HEADs, chunk GETs)
+    /// answered by a bucket's fallback upstream because its own was failing.
+    pub fallback_reads: IntCounterVec,
     /// `shardcache_stale_responses_total{upstream}`: answers whose metadata was past its TTL
     /// and could not be revalidated, served under stale-if-error.
     pub stale_served: IntCounterVec,
@@ -243,6 +246,11 @@ impl Metrics {
                 "shardcache_connections_shed_total",
                 "Client connections refused past the cap or cut for a slow header",
                 &["reason"],
+            ),
+            fallback_reads: counter(
+                "shardcache_fallback_reads_total",
+                "Cached-read calls answered by a bucket's fallback upstream",
+                &["upstream"],
             ),
             stale_served: counter(
                 "shardcache_stale_responses_total",

@@ -71,13 +71,23 @@ struct FaultOrigin {
     gets: Arc<Mutex<Vec<(String, String)>>>,
     /// When set, HEADs are answered with this status (and no body).
     head_status: Arc<Mutex<Option<u16>>>,
+    /// The ETag of every object.
+    etag: &'static str,
 }
 
 impl FaultOrigin {
     async fn start() -> (SocketAddr, Self) {
+        Self::start_as("v1").await
+    }
+
+    /// An origin whose objects have the ETag `etag` (same bytes: a replica).
+    async fn start_as(etag: &'static str) -> (SocketAddr, Self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let origin = Self::default();
+        let origin = Self {
+            etag,
+            ..Self::default()
+        };
         let serving = origin.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -115,7 +125,10 @@ impl FaultOrigin {
             let mut words = head[0].split(' ');
             let (method, path) = (words.next().unwrap().to_owned(), words.next().unwrap());
             let key = path.trim_start_matches("/b/").to_owned();
-            let common = "ETag: \"v1\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n";
+            let common = format!(
+                "ETag: \"{}\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n",
+                self.etag
+            );
             if method == "HEAD" {
                 let resp = match *self.head_status.lock().unwrap() {
                     Some(status) => format!("HTTP/1.1 {status} Failing\r\nContent-Length: 0\r\n\r\n"),
@@ -474,4 +487,58 @@ async fn stale_if_error_serves_expired_metadata_only_while_the_upstream_fails() 
     let fresh = fetch_path(&proxy, "/b/t").await;
     check(&fresh, "after recovery", true);
     assert!(!fresh.stale);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_bucket_is_read_from_its_fallback_without_mixing_versions() {
+    let (primary_addr, primary) = FaultOrigin::start().await;
+    // The replica holds the same bytes under its own ETags, as another provider would.
+    let (replica_addr, replica) = FaultOrigin::start_as("r1").await;
+    let upstream = |name: &str, addr: SocketAddr| {
+        format!(
+            "  {name}:\n    kind: s3\n    endpoint: http://{addr}\n    read_timeout_seconds: 1\n    \
+             credentials: {{source: anonymous}}\n    retry: {{attempts: 2, base_delay_ms: 10}}\n"
+        )
+    };
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
+         graceful_shutdown_timeout_seconds: 1\ncache:\n  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n  disk: null\n\
+         upstreams:\n{}{}buckets:\n  - {{name: b, upstream: up, fallback: {{upstream: replica}}}}\n",
+        free_port(),
+        free_port(),
+        upstream("up", primary_addr),
+        upstream("replica", replica_addr)
+    );
+    let proxy = Proxy::start_yaml(&yaml);
+    // The primary fails the GET that opens the object (both tries): the replica answers, and
+    // the later chunks, pinned to the replica's ETag, come from it too.
+    primary.inject("f", 0, &[Fault::ServerError; 2]);
+    let got = fetch(&proxy, "f").await;
+    check(&got, "read through the fallback", true);
+    assert_eq!(
+        replica.gets("f").len(),
+        3,
+        "every chunk from the replica: {:?}",
+        replica.gets("f")
+    );
+    assert!(
+        proxy
+            .metric("shardcache_fallback_reads_total{upstream=\"replica\"}")
+            .await
+            >= 3.0
+    );
+    // Cached under the replica's ETag: read again with nothing asked of either upstream.
+    let (before_primary, before_replica) = (primary.gets("f").len(), replica.gets("f").len());
+    check(&fetch(&proxy, "f").await, "cached from the fallback", true);
+    assert_eq!(
+        (primary.gets("f").len(), replica.gets("f").len()),
+        (before_primary, before_replica)
+    );
+    // A healthy primary serves its own objects; the replica is not asked.
+    check(&fetch(&proxy, "g").await, "from the primary", true);
+    assert!(replica.gets("g").is_empty());
+    // A 404 from the primary is its answer, not a reason to ask the replica.
+    *primary.head_status.lock().unwrap() = Some(404);
+    let head = proxy.client().head_object().bucket("b").key("h").send().await;
+    assert!(head.is_err(), "a missing object must stay missing");
 }

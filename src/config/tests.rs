@@ -69,6 +69,14 @@ fn bad_values_name_their_field() {
         err.to_string().starts_with("buckets[0].stale_if_error_seconds:"),
         "{err}"
     );
+    for (fallback, field) in [
+        ("{upstream: nope}", "buckets[0].fallback.upstream:"),
+        ("{upstream: local}", "buckets[0].fallback:"),
+    ] {
+        let yaml = format!("{MINIMAL}buckets:\n  - {{name: b, upstream: local, fallback: {fallback}}}\n");
+        let err = load(&yaml).unwrap_err();
+        assert!(err.to_string().starts_with(field), "{err}");
+    }
     let bad_key = format!("{MINIMAL}cache:\n  disk:\n    path: ./c\n    encryption: rot13\n");
     let err = load(&bad_key).unwrap_err().to_string();
     assert!(err.contains("encryption"), "{err}");

@@ -109,7 +109,7 @@ impl MetaLookups {
         };
         let (meta, opened) = match lookup.await {
             Ok(found) => found,
-            Err(e) => match fallback.filter(|_| revalidation_failed(&e)) {
+            Err(e) => match fallback.filter(|_| e.upstream_failing()) {
                 Some(meta) => {
                     metrics.stale_served.with_label_values(&[&route.upstream.name]).inc();
                     tracing::warn!(?object, error = %e, "revalidation failed; serving stale metadata");
@@ -275,14 +275,4 @@ async fn cached(cache: &ChunkCache, route: &Route, object: &ObjectRef, checksums
             .meta_ttl
             .is_some_and(|ttl| within(ttl.saturating_add(route.stale_if_error)));
     Cached::Stale(stale_ok.then(|| Arc::new(entry.meta.clone())))
-}
-
-/// Whether a failed lookup says the upstream is failing (so stale metadata may stand in), not
-/// something about the object: a 404 or a 403 is an answer, and a deleted object is never served.
-fn revalidation_failed(e: &OriginError) -> bool {
-    match e {
-        OriginError::TimedOut(_) | OriginError::Unreachable(_) | OriginError::Unavailable(_) => true,
-        OriginError::Rejected { status, .. } => *status >= 500 || *status == 429,
-        _ => false,
-    }
 }

@@ -32,7 +32,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use authorize::{Gate, Refused, SharedGate};
-pub use routes::{BucketRoute, Freshness, Router, Upstream, UpstreamKind};
+pub use routes::{BucketRoute, FallbackRoute, Freshness, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
 use crate::audit::Audit;

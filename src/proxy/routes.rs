@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Residency;
-use crate::upstream::{FsOrigin, Origin, S3Origin};
+use crate::upstream::{Failover, FsOrigin, Origin, S3Origin};
+use prometheus::IntCounter;
 
 /// A configured upstream.
 pub struct Upstream {
@@ -19,6 +20,7 @@ pub struct Upstream {
 }
 
 /// How requests other than cached reads reach an upstream.
+#[derive(Clone)]
 pub enum UpstreamKind {
     /// Forwarded through Pingora, re-signed.
     S3(Arc<S3Origin>),
@@ -77,6 +79,18 @@ pub struct BucketRoute {
     pub stale_if_error: Duration,
     /// Where the bucket's objects may be cached.
     pub residency: Residency,
+    /// A replica on another upstream for cached reads while this one fails.
+    pub fallback: Option<FallbackRoute>,
+}
+
+/// A bucket's replica on another upstream.
+pub struct FallbackRoute {
+    /// The upstream holding it.
+    pub upstream: String,
+    /// Its bucket name there.
+    pub bucket: String,
+    /// Counts the calls it answered.
+    pub served: IntCounter,
 }
 
 /// How long unlisted buckets' metadata is trusted, and may be served stale on upstream errors.
@@ -104,7 +118,16 @@ impl Router {
         let buckets = routes
             .into_iter()
             .filter_map(|r| {
-                let upstream = upstreams.get(&r.upstream)?.clone();
+                let mut upstream = upstreams.get(&r.upstream)?.clone();
+                if let Some(f) = r.fallback {
+                    let replica = upstreams.get(&f.upstream)?;
+                    let origin = Failover::new(upstream.origin.clone(), replica.origin.clone(), &f.bucket, f.served);
+                    upstream = Arc::new(Upstream {
+                        name: upstream.name.clone(),
+                        origin: Arc::new(origin),
+                        kind: upstream.kind.clone(),
+                    });
+                }
                 Some((
                     r.name,
                     Route {

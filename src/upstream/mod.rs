@@ -6,6 +6,7 @@
 //! folders are buckets). A peer shardcache node is the next one.
 
 mod credentials;
+mod failover;
 mod fs;
 mod resilient;
 mod s3;
@@ -16,6 +17,7 @@ use std::ops::Range;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use failover::Failover;
 pub use fs::{FsOrigin, ListParams};
 pub use resilient::{Resilience, Resilient};
 pub use s3::{S3Origin, S3OriginOptions};
@@ -73,6 +75,18 @@ pub enum OriginError {
     /// A local I/O error (local-directory origin).
     #[error("local I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl OriginError {
+    /// Whether this says the upstream is failing (5xx, 429, a timeout, unreachable, its breaker
+    /// open), rather than something about the object (404, 403, 412 are answers).
+    pub fn upstream_failing(&self) -> bool {
+        match self {
+            Self::TimedOut(_) | Self::Unreachable(_) | Self::Unavailable(_) => true,
+            Self::Rejected { status, .. } => *status >= 500 || *status == 429,
+            _ => false,
+        }
+    }
 }
 
 /// An object opened by a read: its metadata, and the body of the span asked for.
