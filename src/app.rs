@@ -28,7 +28,9 @@ use crate::proxy::{
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
 use crate::tls::{ServerCert, TlsError};
-use crate::upstream::{FsOrigin, Resilience, Resilient, S3Origin, S3OriginOptions, SignError, Signer};
+use crate::upstream::{
+    BreakerPolicy, FsOrigin, HedgePolicy, Resilience, Resilient, S3Origin, S3OriginOptions, SignError, Signer,
+};
 
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -185,12 +187,16 @@ fn resilience(s3: &S3UpstreamConfig) -> Resilience {
         base_delay: Duration::from_millis(s3.retry.base_delay_ms),
         max_delay: Duration::from_millis(s3.retry.max_delay_ms),
         deadline: Duration::from_secs(s3.retry.deadline_seconds),
-        breaker_failures: s3.breaker.failures,
-        breaker_open: Duration::from_secs(s3.breaker.open_seconds),
-        hedge: s3
-            .hedge
-            .as_ref()
-            .map(|h| (Duration::from_millis(h.after_ms), h.max_share)),
+        breaker: BreakerPolicy {
+            failures: s3.breaker.failures,
+            error_rate: s3.breaker.error_rate,
+            open_for: Duration::from_secs(s3.breaker.open_seconds),
+        },
+        hedge: s3.hedge.as_ref().map(|h| HedgePolicy {
+            after: Duration::from_millis(h.after_ms),
+            quantile: h.quantile,
+            max_share: h.max_share,
+        }),
     }
 }
 

@@ -112,7 +112,7 @@ pub struct Metrics {
     /// and could not be revalidated, served under stale-if-error.
     pub stale_served: IntCounterVec,
     /// `shardcache_upstream_retries_total{upstream,reason}`: calls tried again, and broken
-    /// bodies resumed, by why (`timeout`, `network`, `throttled`, `server_error`).
+    /// bodies resumed, by why (`timeout`, `network`, `throttled`, `server_error`, `invalid`).
     pub upstream_retries: IntCounterVec,
     /// `shardcache_upstream_hedges_total{upstream,outcome}`: hedged chunk reads `sent`, and
     /// those the hedge `won`.

@@ -323,7 +323,17 @@ async fn transient_faults_are_retried_or_resumed_and_the_read_completes() {
     let (addr, origin) = FaultOrigin::start().await;
     let proxy = proxy(addr, 0, None);
     use Fault::*;
-    let cases = [Refuse, StallHead, StallBody, Reset, Short, SlowDown, ServerError];
+    let cases = [
+        Refuse,
+        StallHead,
+        StallBody,
+        Reset,
+        Short,
+        SlowDown,
+        ServerError,
+        WrongRange,
+        Whole,
+    ];
     for (i, fault) in cases.into_iter().enumerate() {
         // The fault hits the first chunk (the GET that opens the object) once, and the second
         // chunk twice in a row.
@@ -353,7 +363,10 @@ async fn transient_faults_are_retried_or_resumed_and_the_read_completes() {
         assert_eq!(origin.gets(&key).len(), 6, "{fault:?}: the second read was not a hit");
     }
     let retries = proxy.metric("shardcache_upstream_retries_total").await;
-    assert!(retries >= 21.0, "retries counted: {retries}");
+    // Two retries of chunk 1 for each fault, one of chunk 0 for the seven a GET that opens an
+    // object retries (a wrong range or a whole object there is taken as metadata only, and the
+    // chunk read again).
+    assert_eq!(retries, 25.0, "retries counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +374,7 @@ async fn faults_a_retry_cannot_mend_end_in_an_error_or_a_prefix_and_cache_nothin
     let (addr, origin) = FaultOrigin::start().await;
     let proxy = proxy(addr, 0, None);
     use Fault::*;
-    for (i, fault) in [Changed, WrongRange, Whole, Long].into_iter().enumerate() {
+    for (i, fault) in [Changed, Long].into_iter().enumerate() {
         // On the second chunk, so the client already has a 200 header and the first chunk.
         let key = format!("p{i}");
         origin.inject(&key, 1, &[fault]);

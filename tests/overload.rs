@@ -212,3 +212,36 @@ fn near_the_open_file_limit_the_cap_shrinks_and_health_checks_still_answer() {
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_stalls_fails_after_the_body_timeout() {
+    // An upstream that takes anything and never answers: the wait is on the client's body.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut sink = [0u8; 4096];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\ngrace_period_seconds: 0\n\
+         graceful_shutdown_timeout_seconds: 1\nclients: {{body_timeout_seconds: 1}}\n\
+         cache:\n  disk: null\n  memory_bytes: 33554432\n\
+         upstreams:\n  up:\n    kind: s3\n    endpoint: http://{upstream_addr}\n    read_timeout_seconds: 30\n\
+         \x20   credentials: {{source: anonymous}}\ndefault_upstream: up\n",
+        free_port(),
+        free_port()
+    );
+    let proxy = Proxy::start_yaml(&yaml);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let took = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("a stalled upload ended within 10 s");
+    assert!(took < Duration::from_secs(4), "ended after {took:?} (body timeout 1 s)");
+}

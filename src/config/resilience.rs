@@ -52,9 +52,10 @@ fn deadline_seconds() -> u64 {
     30
 }
 
-/// The upstream's circuit breaker: after `failures` failed calls in a row, misses fail fast
-/// (503 SlowDown) for `open_seconds`; then one probe call is let through, and its outcome closes
-/// or reopens the breaker. Cache hits are served throughout.
+/// The upstream's circuit breaker: after `failures` failed calls in a row, or when `error_rate`
+/// of the last 50 calls failed, misses fail fast (503 SlowDown) for `open_seconds`; then one
+/// probe call is let through, and its outcome closes or reopens the breaker. Cache hits are
+/// served throughout.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -62,6 +63,10 @@ pub struct BreakerConfig {
     /// Default: `5`.
     #[serde(default = "failures")]
     pub failures: u32,
+    /// Share of the last 50 calls (once 20 are known) that, failed, opens the breaker; `null`
+    /// for none. Default: `0.5`.
+    #[serde(default = "error_rate")]
+    pub error_rate: Option<f64>,
     /// Seconds the breaker stays open before a probe. Default: `10`.
     #[serde(default = "open_seconds")]
     pub open_seconds: u64,
@@ -71,6 +76,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
             failures: failures(),
+            error_rate: error_rate(),
             open_seconds: open_seconds(),
         }
     }
@@ -80,17 +86,27 @@ fn failures() -> u32 {
     5
 }
 
+fn error_rate() -> Option<f64> {
+    Some(0.5)
+}
+
 fn open_seconds() -> u64 {
     10
 }
 
-/// Hedged chunk reads: a chunk GET that has not answered after `after_ms` is sent again, and
-/// the first answer wins. Absent: off.
+/// Hedged chunk reads: a chunk GET that has not answered after a delay is sent again, and the
+/// first answer wins. The delay is `after_ms`, or with `quantile` that quantile of the
+/// upstream's recent answer times, never less than `after_ms`. Absent: off.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HedgeConfig {
-    /// Milliseconds to wait for an answer before sending the second request. Required.
+    /// Milliseconds to wait for an answer before sending the second request (with `quantile`,
+    /// the least wait). Required.
     pub after_ms: u64,
+    /// Hedge after this quantile (for example `0.95`) of the last 512 answer times instead.
+    /// Default: none (the fixed delay).
+    #[serde(default)]
+    pub quantile: Option<f64>,
     /// Most hedges as a share of chunk GETs, so a slow upstream does not get twice the load.
     /// Default: `0.05`.
     #[serde(default = "max_share")]
@@ -124,12 +140,18 @@ pub(super) fn validate(
     if !(1..=3600).contains(&retry.deadline_seconds) {
         return Err(invalid(field("retry.deadline_seconds"), "must be between 1 and 3600"));
     }
+    if breaker.error_rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+        return Err(invalid(field("breaker.error_rate"), "must be above 0 and at most 1"));
+    }
     if !(1..=3600).contains(&breaker.open_seconds) {
         return Err(invalid(field("breaker.open_seconds"), "must be between 1 and 3600"));
     }
     if let Some(h) = hedge {
         if !(1..=60_000).contains(&h.after_ms) {
             return Err(invalid(field("hedge.after_ms"), "must be between 1 and 60000"));
+        }
+        if h.quantile.is_some_and(|q| !(q > 0.0 && q < 1.0)) {
+            return Err(invalid(field("hedge.quantile"), "must be above 0 and below 1"));
         }
         if !(h.max_share > 0.0 && h.max_share <= 1.0) {
             return Err(invalid(field("hedge.max_share"), "must be above 0 and at most 1"));

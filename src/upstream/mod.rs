@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 pub use failover::Failover;
 pub use fs::{FsOrigin, ListParams};
-pub use resilient::{Resilience, Resilient};
+pub use resilient::{BreakerPolicy, HedgePolicy, Resilience, Resilient};
 pub use s3::{S3Origin, S3OriginOptions};
 pub use sign::{SignError, Signer, UNSIGNED_PAYLOAD};
 

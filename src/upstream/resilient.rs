@@ -3,6 +3,8 @@
 //! - **Retries.** Reads are idempotent, so a call that failed on the network, timed out, or was
 //!   answered 500, 502, 503 (SlowDown), 504 or 429 is tried again after a backoff drawn at random
 //!   below an exponentially growing ceiling (full jitter), bounded by attempts and a deadline.
+//!   An answer that made no sense (a wrong `Content-Range`, a whole object for a range) is
+//!   tried again too.
 //! - **Resumed bodies.** A body that breaks mid-stream is continued from the byte where it
 //!   stopped, with a ranged request pinned to the same ETag, so the reader sees one whole body.
 //! - **Hedged chunk reads.** A chunk read that has not answered after a delay is sent again and
@@ -15,16 +17,19 @@
 
 use std::future::Future;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use prometheus::{IntCounter, IntCounterVec, IntGauge};
+use prometheus::IntCounterVec;
 
 use super::{Opened, Origin, OriginBody, OriginError};
 use crate::metrics::Metrics;
 use crate::types::{ETag, ObjectMeta};
+use breaker::Breaker;
+pub use breaker::BreakerPolicy;
+pub use hedge::HedgePolicy;
+use hedge::Hedger;
 
 /// How an upstream's failures are absorbed (from its `retry`, `breaker` and `hedge` config).
 #[derive(Clone, Debug)]
@@ -37,13 +42,10 @@ pub struct Resilience {
     pub max_delay: Duration,
     /// Time after a call's first failure past which it is not tried again.
     pub deadline: Duration,
-    /// Failed calls in a row that open the breaker; `0`: no breaker.
-    pub breaker_failures: u32,
-    /// How long the breaker stays open before a probe.
-    pub breaker_open: Duration,
-    /// Hedged chunk reads: the delay before the second request, and the most hedges as a share
-    /// of reads.
-    pub hedge: Option<(Duration, f64)>,
+    /// When the circuit breaker opens.
+    pub breaker: BreakerPolicy,
+    /// Hedged chunk reads.
+    pub hedge: Option<HedgePolicy>,
 }
 
 /// An [`Origin`] with retries, resumed bodies, hedged reads and a circuit breaker.
@@ -54,16 +56,14 @@ struct Core {
     inner: Arc<dyn Origin>,
     opts: Resilience,
     breaker: Breaker,
-    /// Chunk reads, and hedges sent, for the hedge cap.
-    reads: AtomicU64,
-    hedged: AtomicU64,
+    hedger: Option<Hedger>,
     retries: IntCounterVec,
-    hedges_sent: IntCounter,
-    hedges_won: IntCounter,
 }
 
+type Answer = Result<Box<dyn OriginBody>, OriginError>;
+
 /// The reasons a call is retried, as [`retry_reason`] names them.
-const REASONS: [&str; 4] = ["timeout", "network", "throttled", "server_error"];
+const REASONS: [&str; 5] = ["timeout", "network", "throttled", "server_error", "invalid"];
 
 /// Why a failed call may succeed if tried again; `None` for answers that would not change.
 fn retry_reason(e: &OriginError) -> Option<&'static str> {
@@ -75,6 +75,9 @@ fn retry_reason(e: &OriginError) -> Option<&'static str> {
             status: 500 | 502 | 504,
             ..
         } => Some("server_error"),
+        // An answer that made no sense (a wrong Content-Range, a 200 to a range): its
+        // connection is closed, and another try is most likely answered properly.
+        OriginError::Invalid(_) => Some("invalid"),
         _ => None,
     }
 }
@@ -83,28 +86,25 @@ impl Resilient {
     /// `inner`, named `name` in metrics, with `opts`.
     pub fn new(name: &str, inner: Arc<dyn Origin>, opts: Resilience, metrics: &Metrics) -> Self {
         let hedges = |outcome: &str| metrics.upstream_hedges.with_label_values(&[name, outcome]);
-        let breaker = Breaker {
-            failures_to_open: opts.breaker_failures,
-            open_for: opts.breaker_open,
-            state: Mutex::new(State::Closed { failures: 0 }),
-            gauge: metrics.upstream_breaker.with_label_values(&[name]),
-            rejected: metrics.upstream_breaker_rejections.with_label_values(&[name]),
-        };
-        breaker.gauge.set(0);
+        let breaker = Breaker::new(
+            opts.breaker,
+            metrics.upstream_breaker.with_label_values(&[name]),
+            metrics.upstream_breaker_rejections.with_label_values(&[name]),
+        );
         // Every series exists from the start, so rates and alerts see zeros, not gaps.
         for reason in REASONS {
             metrics.upstream_retries.with_label_values(&[name, reason]);
         }
+        // Created even without hedging, so the series exist for dashboards.
+        let (sent, won) = (hedges("sent"), hedges("won"));
+        let hedger = opts.hedge.map(|policy| Hedger::new(policy, sent, won));
         Self(Arc::new(Core {
             name: name.to_owned(),
             inner,
             opts,
             breaker,
-            reads: AtomicU64::new(0),
-            hedged: AtomicU64::new(0),
+            hedger,
             retries: metrics.upstream_retries.clone(),
-            hedges_sent: hedges("sent"),
-            hedges_won: hedges("won"),
         }))
     }
 }
@@ -149,49 +149,12 @@ impl Core {
         ceiling.mul_f64(unit_random())
     }
 
-    /// One chunk read, hedged when it is slow to answer and the cap allows.
-    async fn hedged_read(
-        &self,
-        bucket: &str,
-        key: &str,
-        span: &Range<u64>,
-        etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError> {
-        let Some((after, share)) = self.opts.hedge else {
-            return self.inner.read(bucket, key, span.clone(), etag).await;
-        };
-        let reads = self.reads.fetch_add(1, Ordering::Relaxed) + 1;
-        let first = self.inner.read(bucket, key, span.clone(), etag);
-        tokio::pin!(first);
-        if let Ok(answer) = tokio::time::timeout(after, &mut first).await {
-            return answer;
+    /// One chunk read, hedged if the upstream hedges.
+    async fn hedged_read(&self, bucket: &str, key: &str, span: &Range<u64>, etag: &ETag) -> Answer {
+        match &self.hedger {
+            Some(hedger) => hedger.read(&self.inner, bucket, key, span, etag).await,
+            None => self.inner.read(bucket, key, span.clone(), etag).await,
         }
-        let hedged = self.hedged.load(Ordering::Relaxed);
-        if (hedged + 1) as f64 > share * reads as f64 {
-            return first.await;
-        }
-        self.hedged.fetch_add(1, Ordering::Relaxed);
-        self.hedges_sent.inc();
-        let second = self.inner.read(bucket, key, span.clone(), etag);
-        tokio::pin!(second);
-        // The first success wins; the loser is dropped, and its connection with it.
-        tokio::select! {
-            answer = &mut first => match answer {
-                Ok(body) => Ok(body),
-                Err(_) => self.won(second.await),
-            },
-            answer = &mut second => match answer {
-                Ok(body) => self.won(Ok(body)),
-                Err(_) => first.await,
-            },
-        }
-    }
-
-    fn won(&self, answer: Result<Box<dyn OriginBody>, OriginError>) -> Result<Box<dyn OriginBody>, OriginError> {
-        if answer.is_ok() {
-            self.hedges_won.inc();
-        }
-        answer
     }
 
     /// `body`, the bytes `span` of version `etag`, made to resume where it breaks.
@@ -285,113 +248,6 @@ impl OriginBody for Resuming {
     }
 }
 
-/// The breaker's state.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum State {
-    /// Calls pass; `failures` in a row so far.
-    Closed { failures: u32 },
-    /// Calls fail fast until `until`.
-    Open { until: Instant },
-    /// One probe call is out; others fail fast until it settles.
-    Probing,
-}
-
-struct Breaker {
-    failures_to_open: u32,
-    open_for: Duration,
-    state: Mutex<State>,
-    /// 0 closed, 1 probing, 2 open.
-    gauge: IntGauge,
-    rejected: IntCounter,
-}
-
-impl Breaker {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set(&self, state: &mut State, to: State) {
-        *state = to;
-        self.gauge.set(match to {
-            State::Closed { .. } => 0,
-            State::Probing => 1,
-            State::Open { .. } => 2,
-        });
-    }
-
-    /// Lets a call through, or refuses it while the breaker is open.
-    fn admit(&self, name: &str) -> Result<Ticket<'_>, OriginError> {
-        if self.failures_to_open == 0 {
-            return Ok(Ticket {
-                breaker: None,
-                probe: false,
-            });
-        }
-        let mut state = self.state();
-        let probe = match *state {
-            State::Closed { .. } => false,
-            State::Open { until } if Instant::now() >= until => {
-                self.set(&mut state, State::Probing);
-                true
-            }
-            State::Open { .. } | State::Probing => {
-                self.rejected.inc();
-                return Err(OriginError::Unavailable(name.to_owned()));
-            }
-        };
-        Ok(Ticket {
-            breaker: Some(self),
-            probe,
-        })
-    }
-}
-
-/// A call let through the breaker; its outcome is reported with [`Ticket::settle`]. A probe
-/// dropped unsettled (its caller gave up) leaves the breaker ready for the next probe.
-struct Ticket<'a> {
-    breaker: Option<&'a Breaker>,
-    probe: bool,
-}
-
-impl Ticket<'_> {
-    fn settle(mut self, ok: bool) {
-        let Some(breaker) = self.breaker.take() else {
-            return;
-        };
-        let mut state = breaker.state();
-        let open = State::Open {
-            until: Instant::now() + breaker.open_for,
-        };
-        let next = match (*state, ok) {
-            (_, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 < breaker.failures_to_open => {
-                State::Closed { failures: failures + 1 }
-            }
-            (State::Closed { .. }, false) => open,
-            // A probe failed; or the breaker opened while this call was out: it stays open.
-            (_, false) if self.probe => open,
-            (other, false) => other,
-        };
-        if next != *state {
-            if matches!(next, State::Open { .. }) {
-                tracing::warn!(open_for = ?breaker.open_for, "upstream circuit breaker open");
-            }
-            breaker.set(&mut state, next);
-        }
-    }
-}
-
-impl Drop for Ticket<'_> {
-    fn drop(&mut self) {
-        if let Some(breaker) = self.breaker.filter(|_| self.probe) {
-            let mut state = breaker.state();
-            if *state == State::Probing {
-                breaker.set(&mut state, State::Open { until: Instant::now() });
-            }
-        }
-    }
-}
-
 /// A number drawn uniformly from [0, 1).
 fn unit_random() -> f64 {
     use ring::rand::SecureRandom;
@@ -403,5 +259,7 @@ fn unit_random() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+mod breaker;
+mod hedge;
 #[cfg(test)]
 mod tests;

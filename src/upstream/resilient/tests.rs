@@ -1,6 +1,7 @@
 //! The retry, resume, hedge and breaker logic against a scripted origin.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use super::*;
 
@@ -112,8 +113,11 @@ fn opts() -> Resilience {
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(4),
         deadline: Duration::from_secs(5),
-        breaker_failures: 2,
-        breaker_open: Duration::from_millis(200),
+        breaker: BreakerPolicy {
+            failures: 2,
+            error_rate: None,
+            open_for: Duration::from_millis(200),
+        },
         hedge: None,
     }
 }
@@ -174,7 +178,10 @@ async fn a_call_gives_up_after_its_attempts() {
     let (up, _) = resilient(
         &origin,
         Resilience {
-            breaker_failures: 0,
+            breaker: BreakerPolicy {
+                failures: 0,
+                ..opts().breaker
+            },
             ..opts()
         },
     );
@@ -236,7 +243,11 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
 #[tokio::test]
 async fn a_slow_read_is_hedged_and_the_faster_answer_wins() {
     let origin = Scripted::with(vec![Step::Whole(Duration::from_secs(5)), Step::Whole(Duration::ZERO)]);
-    let hedge = Some((Duration::from_millis(20), 1.0));
+    let hedge = Some(HedgePolicy {
+        after: Duration::from_millis(20),
+        quantile: None,
+        max_share: 1.0,
+    });
     let (up, metrics) = resilient(&origin, Resilience { hedge, ..opts() });
     let started = Instant::now();
     let body = up.read("b", "k", 0..50, &etag()).await.unwrap();
@@ -250,7 +261,11 @@ async fn a_slow_read_is_hedged_and_the_faster_answer_wins() {
 async fn hedges_stay_within_their_share_of_reads() {
     let slow = || Step::Whole(Duration::from_millis(60));
     let origin = Scripted::with((0..10).map(|_| slow()).collect());
-    let hedge = Some((Duration::from_millis(5), 0.25));
+    let hedge = Some(HedgePolicy {
+        after: Duration::from_millis(5),
+        quantile: None,
+        max_share: 0.25,
+    });
     let (up, metrics) = resilient(&origin, Resilience { hedge, ..opts() });
     for _ in 0..8 {
         drain(up.read("b", "k", 0..10, &etag()).await.unwrap()).await.unwrap();
