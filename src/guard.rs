@@ -10,7 +10,8 @@
 //! Pingora accepts and hands each request of a connection to [`ServerApp::process_new`]; the
 //! guard wraps the proxy's app there, and wraps each connection's stream in [`Counted`], which
 //! holds its slot under the cap and sees its first bytes. The proxy marks a request's header
-//! whole with [`header_done`] once Pingora has parsed it.
+//! whole with [`header_done`] once Pingora has parsed it. The listener speaks HTTP/1 only (its
+//! TLS settings offer no `h2`), so each call of `process_new` is one request.
 
 use std::fmt;
 use std::io;

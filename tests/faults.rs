@@ -555,3 +555,36 @@ async fn a_failing_bucket_is_read_from_its_fallback_without_mixing_versions() {
     let head = proxy.client().head_object().bucket("b").key("h").send().await;
     assert!(head.is_err(), "a missing object must stay missing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_is_given_up_on_within_the_configured_bounds() {
+    let (addr, origin) = FaultOrigin::start().await;
+    let proxy = proxy(addr, 0, None);
+    // Three tries, each cut at the 1 s read timeout, with backoffs under 50 ms: about 3 s, far
+    // below the 4 s of each stall, let alone their 12 s.
+    let bound = Duration::from_millis(3500);
+    // Before the answer started: an S3 error naming the timeout.
+    origin.inject("silent", 0, &[Fault::StallHead; 3]);
+    let got = fetch(&proxy, "silent").await;
+    assert_eq!(got.status, 504, "{}", String::from_utf8_lossy(&got.body));
+    assert!(String::from_utf8_lossy(&got.body).contains("<Code>GatewayTimeout</Code>"));
+    assert!(got.took < bound, "gave up after {:?}", got.took);
+    // After it started: a correct prefix and a closed connection, in the same bound.
+    origin.inject("stalls", 1, &[Fault::StallBody; 3]);
+    let got = fetch(&proxy, "stalls").await;
+    check(&got, "a chunk that stalls on every try", false);
+    assert!((got.body.len() as u64) < SIZE);
+    assert!(
+        got.took < bound + Duration::from_millis(500),
+        "gave up after {:?}",
+        got.took
+    );
+    // Nothing partial was kept: both read whole now that the upstream answers.
+    check(&fetch(&proxy, "silent").await, "after the stalls", true);
+    check(&fetch(&proxy, "stalls").await, "after the stalls", true);
+    assert_eq!(
+        proxy.metric("shardcache_chunk_fills_total{result=\"failed\"}").await,
+        1.0,
+        "the stalled chunk's fill failed and was not stored"
+    );
+}

@@ -396,7 +396,7 @@ async fn main() {
              upstreams:\n  up:\n    kind: s3\n    endpoint: http://{origin_addr}\n    read_timeout_seconds: 1\n\
              \x20   connect_timeout_seconds: 1\n    credentials: {{source: anonymous}}\n\
              \x20   retry: {{attempts: 3, base_delay_ms: 20, max_delay_ms: 200, deadline_seconds: 10}}\n\
-             \x20   breaker: {{failures: 5, open_seconds: 3}}\n    hedge: {{after_ms: 300, max_share: 0.05}}\n\
+             \x20   breaker: {{failures: 5, open_seconds: 3}}\n    hedge: {{after_ms: 100, quantile: 0.95, max_share: 0.05}}\n\
              default_upstream: up\n",
             dir.path().join("cache").display(),
             dir.path().join("disk.key").display()
