@@ -16,6 +16,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod guard;
 pub mod lineage;
