@@ -179,7 +179,7 @@ impl HeaderClock {
         }
     }
 
-    fn start(&self) -> Option<Instant> {
+    fn started_at(&self) -> Option<Instant> {
         *self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -205,7 +205,7 @@ impl HeaderClock {
     async fn expired(&self, limit: Duration) {
         let started = loop {
             let wake = self.first_byte.notified();
-            if let Some(at) = self.start() {
+            if let Some(at) = self.started_at() {
                 break at;
             }
             wake.await;

@@ -80,7 +80,7 @@ impl MetaLookups {
         first_chunk: Option<u64>,
         checksums: bool,
     ) -> Result<Looked, Arc<OriginError>> {
-        let (open, fallback) = match cached(cache, route, object, checksums).await {
+        let (open, stale_meta) = match cached(cache, route, object, checksums).await {
             Cached::Fresh(meta) => {
                 return Ok(Looked {
                     meta,
@@ -88,7 +88,7 @@ impl MetaLookups {
                     stale: false,
                 })
             }
-            Cached::Stale(fallback) => (None, fallback),
+            Cached::Stale(stale_meta) => (None, stale_meta),
             Cached::Absent => (first_chunk, None),
         };
         let (lookup, leader) = {
@@ -109,7 +109,7 @@ impl MetaLookups {
         };
         let (meta, opened) = match lookup.await {
             Ok(found) => found,
-            Err(e) => match fallback.filter(|_| e.upstream_failing()) {
+            Err(e) => match stale_meta.filter(|_| e.upstream_failing()) {
                 Some(meta) => {
                     metrics.stale_served.with_label_values(&[&route.upstream.name]).inc();
                     tracing::warn!(?object, error = %e, "revalidation failed; serving stale metadata");

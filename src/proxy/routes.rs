@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounter;
+
 use crate::config::Residency;
 use crate::upstream::{Failover, FsOrigin, Origin, S3Origin};
-use prometheus::IntCounter;
 
 /// A configured upstream.
 pub struct Upstream {
