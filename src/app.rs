@@ -14,16 +14,20 @@ use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
 use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, MemoryOnly};
+use crate::cluster::auth::ClusterKey;
+use crate::cluster::discovery::DnsDiscovery;
+use crate::cluster::placement::Member;
+use crate::cluster::{PeerOptions, Peers};
 use crate::config::{
-    AuditConfig, AuthConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, S3UpstreamConfig,
-    UpstreamConfig,
+    AuditConfig, AuthConfig, ClusterConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency,
+    S3UpstreamConfig, UpstreamConfig, MIN_SECRET_BYTES,
 };
 use crate::guard::{ClientLimits, Guard};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
 use crate::proxy::{
-    BucketRoute, ClientTimeouts, FallbackRoute, Freshness, Gate, ProxyState, Records, Router, S3Proxy, SharedGate,
-    Upstream,
+    BucketRoute, ClientTimeouts, FallbackRoute, Freshness, Gate, PeerApp, ProxyState, Records, Router, S3Proxy,
+    SharedGate, Upstream,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
@@ -76,6 +80,9 @@ pub enum AppError {
     /// A certificate, key or CA file could not be used.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Cluster mode cannot start.
+    #[error("cluster.{0}")]
+    Cluster(String),
 }
 
 /// The disk tier's key file when `cache.disk.key_file` is not set: beside the config file, never
@@ -118,8 +125,14 @@ pub fn cache_options(config: &Config, source: Option<&Path>) -> Result<CacheOpti
     })
 }
 
-/// The upstreams and bucket routes of a config.
-pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &Metrics) -> Result<Router, AppError> {
+/// The upstreams and bucket routes of a config; with `peers`, chunks are fetched through the
+/// cluster.
+pub fn router(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+    metrics: &Metrics,
+    peers: Option<Arc<Peers>>,
+) -> Result<Router, AppError> {
     let mut upstreams = Vec::new();
     for (name, up) in &config.upstreams {
         metrics.stale_served.with_label_values(&[name]);
@@ -177,7 +190,58 @@ pub fn router(config: &Config, env: &dyn Fn(&str) -> Option<String>, metrics: &M
             };
             (u, fresh)
         }),
+        peers,
     ))
+}
+
+/// The cluster secret of a `cluster` section (trailing whitespace, a newline say, is not part
+/// of it).
+fn cluster_key(c: &ClusterConfig) -> Result<ClusterKey, AppError> {
+    let secret = std::fs::read(&c.secret_file).map_err(|e| AppError::Cluster(format!("secret_file: {e}")))?;
+    let secret = secret.trim_ascii_end();
+    if secret.len() < MIN_SECRET_BYTES {
+        let why = format!("secret_file: the secret must be at least {MIN_SECRET_BYTES} bytes");
+        return Err(AppError::Cluster(why));
+    }
+    Ok(ClusterKey::new(secret))
+}
+
+/// This node, as a `cluster` section names it.
+fn me(c: &ClusterConfig) -> Member {
+    Member {
+        id: c.node.clone(),
+        zone: c.zone.clone(),
+    }
+}
+
+/// The members a `cluster` section lists.
+fn static_members(c: &ClusterConfig) -> Vec<(Member, std::net::SocketAddr)> {
+    let member = |p: &crate::config::PeerConfig| Member {
+        id: p.id.clone(),
+        zone: p.zone.clone(),
+    };
+    c.peers.iter().map(|p| (member(p), p.address)).collect()
+}
+
+/// The asking side of a `cluster` section, with its static members.
+fn peers(c: &ClusterConfig, metrics: &Arc<Metrics>) -> Result<Peers, AppError> {
+    let peers = Peers::new(
+        PeerOptions {
+            me: me(c),
+            key: cluster_key(c)?,
+            keep_on_disk: c.peer_chunks == Residency::Disk,
+            connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            read_timeout: Duration::from_millis(c.read_timeout_ms),
+            breaker: BreakerPolicy {
+                failures: c.breaker.failures,
+                error_rate: c.breaker.error_rate,
+                open_for: Duration::from_secs(c.breaker.open_seconds),
+            },
+        },
+        metrics.clone(),
+    );
+    peers.set_members(static_members(c));
+    Ok(peers)
 }
 
 /// The retries, breaker and hedging of an S3 upstream's config.
@@ -271,15 +335,23 @@ fn on_helper_thread<T: Send + 'static>(
 pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -> Result<(), AppError> {
     // Pingora retries a bind that finds the address in use for 30 s, then gives up on that
     // listener alone while the process keeps running: check both before starting anything.
-    for (field, addr) in [("listen", config.listen), ("admin_listen", config.admin_listen)] {
+    let cluster_listen = config.cluster.as_ref().map(|c| ("cluster.listen", c.listen));
+    let listeners = [("listen", config.listen), ("admin_listen", config.admin_listen)];
+    for (field, addr) in listeners.into_iter().chain(cluster_listen) {
         std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind { field, addr, source })?;
     }
     let metrics = Arc::new(Metrics::new());
+    let peers = config
+        .cluster
+        .as_ref()
+        .map(|c| peers(c, &metrics))
+        .transpose()?
+        .map(Arc::new);
     let (gate, auth_files) = match config.auth.as_ref().map(gate).transpose()? {
         Some((gate, files)) => (Some(Arc::new(SharedGate::new(gate))), files),
         None => (None, Vec::new()),
     };
-    let router = router(&config, &|name| std::env::var(name).ok(), &metrics)?;
+    let router = router(&config, &|name| std::env::var(name).ok(), &metrics, peers.clone())?;
     let opts = cache_options(&config, source.as_deref())?;
     let cache = on_helper_thread({
         let metrics = metrics.clone();
@@ -355,6 +427,19 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
     }
     server.add_service(proxy);
     server.add_service(admin);
+    if let Some(c) = &config.cluster {
+        let skew = Duration::from_secs(c.max_skew_seconds);
+        let app = PeerApp::new(state.clone(), me(c), cluster_key(c)?, skew);
+        let mut peer = Service::new("shardcache-peer".to_owned(), app);
+        peer.add_tcp(&c.listen.to_string());
+        server.add_service(peer);
+        if let (Some(dns), Some(peers)) = (&c.dns, &peers) {
+            let port = dns.port.unwrap_or(c.listen.port());
+            let every = Duration::from_secs(dns.refresh_seconds);
+            let discovery = DnsDiscovery::new(peers.clone(), dns.name.clone(), port, every, static_members(c));
+            server.add_service(background_service("shardcache-cluster-dns", discovery));
+        }
+    }
     if let Some(source) = source.filter(|_| gate.is_some() || cert.is_some()) {
         let reload = Reloader::new(source, gate.map(|g| (g, auth_files)), cert, metrics.clone());
         server.add_service(background_service("shardcache-reload", reload));

@@ -14,6 +14,7 @@ use serde::Deserialize;
 mod audit;
 mod auth;
 mod clients;
+mod cluster;
 mod lineage;
 mod resilience;
 mod tls;
@@ -21,6 +22,7 @@ mod upstream;
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthRules, KeyConfig};
 pub use clients::ClientsConfig;
+pub use cluster::{ClusterConfig, DnsConfig, PeerConfig, MIN_SECRET_BYTES};
 pub use lineage::LineageConfig;
 pub use resilience::{BreakerConfig, HedgeConfig, RetryConfig};
 pub use tls::TlsConfig;
@@ -111,6 +113,9 @@ pub struct Config {
     /// Per-job lineage. Default: none.
     #[serde(default)]
     pub lineage: Option<LineageConfig>,
+    /// Cluster mode. Default: none (a node on its own).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The chunked hybrid cache.
@@ -373,6 +378,9 @@ impl Config {
         if let Some(lineage) = &mut self.lineage {
             lineage.expand_env(env)?;
         }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.expand_env(env)?;
+        }
         if let Some(disk) = &mut self.cache.disk {
             disk.path = expand_path(&disk.path, "cache.disk.path", env)?;
             if let Some(key_file) = &disk.key_file {
@@ -441,6 +449,9 @@ impl Config {
         }
         if let Some(lineage) = &self.lineage {
             lineage.validate()?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         if let Some(t) = &self.tls {
             crate::tls::ServerCert::load(&t.cert_file, &t.key_file).map_err(|e| invalid("tls", e.to_string()))?;

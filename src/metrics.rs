@@ -172,6 +172,28 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// `shardcache_lineage_dropped_total`: lineage reads dropped because the writer fell behind.
     pub lineage_dropped: IntCounter,
+    /// `shardcache_peer_reads_total{outcome}`: chunk fetches this node sent to the chunk's
+    /// owner, by outcome: `owner_hit` (from the owner's cache), `owner_fill` (the owner fetched
+    /// it, or was fetching it), `failed` (the owner failed; the chunk came from the upstream).
+    pub peer_reads: IntCounterVec,
+    /// `shardcache_peer_received_bytes_total`: chunk bytes received from owners.
+    pub peer_received_bytes: IntCounter,
+    /// `shardcache_peer_served_total{outcome}`: peer requests this node answered as an owner:
+    /// `hit`, `fill`, `refused` (no valid cluster proof, or a bad request), `failed`.
+    pub peer_served: IntCounterVec,
+    /// `shardcache_peer_served_bytes_total`: chunk bytes sent to peers.
+    pub peer_served_bytes: IntCounter,
+    /// `shardcache_cluster_members`: members this node places chunks over (those of its zone,
+    /// itself included).
+    pub cluster_members: IntGauge,
+    /// `shardcache_cluster_placements_total{owner}`: chunk fetches by the node asked: `self`
+    /// (this node owns the chunk, or is the choice after an ejected owner), `peer`.
+    pub cluster_placements: IntCounterVec,
+    /// `shardcache_peer_breaker_state{peer}`: 0 closed, 1 probing, 2 open (the peer ejected).
+    pub peer_breaker: IntGaugeVec,
+    /// `shardcache_peer_breaker_rejections_total{peer}`: chunk fetches that skipped an ejected
+    /// peer.
+    pub peer_breaker_rejections: IntCounterVec,
     /// `shardcache_reloads_total{what, result}`: reloads of `auth` (keys, policy) and `tls`
     /// (the certificate), `ok` or `error`.
     pub reloads: IntCounterVec,
@@ -367,6 +389,51 @@ impl Metrics {
                 "shardcache_warmed_bytes_total",
                 "Bytes of objects warmed on request, by where they were",
                 &["source"],
+            ),
+            peer_reads: with_values(
+                counter(
+                    "shardcache_peer_reads_total",
+                    "Chunk fetches sent to the chunk's owner, by outcome",
+                    &["outcome"],
+                ),
+                &["owner_hit", "owner_fill", "failed"],
+            ),
+            peer_received_bytes: single(
+                "shardcache_peer_received_bytes_total",
+                "Chunk bytes received from owners",
+            ),
+            peer_served: with_values(
+                counter(
+                    "shardcache_peer_served_total",
+                    "Peer requests answered as the owner, by outcome",
+                    &["outcome"],
+                ),
+                &["hit", "fill", "refused", "failed"],
+            ),
+            peer_served_bytes: single("shardcache_peer_served_bytes_total", "Chunk bytes sent to peers"),
+            cluster_members: {
+                let g = IntGauge::new("shardcache_cluster_members", "Members chunks are placed over")
+                    .expect("static metric definition");
+                registry.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
+            cluster_placements: with_values(
+                counter(
+                    "shardcache_cluster_placements_total",
+                    "Chunk fetches by the node asked",
+                    &["owner"],
+                ),
+                &["self", "peer"],
+            ),
+            peer_breaker: gauge(
+                "shardcache_peer_breaker_state",
+                "Peer circuit breaker: 0 closed, 1 probing, 2 open (ejected)",
+                &["peer"],
+            ),
+            peer_breaker_rejections: counter(
+                "shardcache_peer_breaker_rejections_total",
+                "Chunk fetches that skipped an ejected peer",
+                &["peer"],
             ),
             registry,
         }

@@ -8,14 +8,37 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::buf::{ChunkBuf, ChunkWriter};
-use super::LengthMismatch;
 
 /// Why a fill did not complete. Readers see it after the bytes that did arrive.
 pub type FillError = Arc<dyn std::error::Error + Send + Sync>;
+
+/// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
+#[async_trait]
+pub trait ChunkBody: Send {
+    /// The next bytes, `None` at the end. The slice is only valid until the next call.
+    async fn next(&mut self) -> Result<Option<&[u8]>, FillError>;
+
+    /// Called after [`Self::next`] failed with `error`: continues from the byte where the body
+    /// stopped if it can (then `next` goes on), else returns the error that ends the fill.
+    async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
+        Err(error)
+    }
+
+    /// Whether the chunk may go to the disk tier once complete (else the memory tier only: a
+    /// chunk from its cluster owner, which keeps it on disk).
+    fn keep_on_disk(&self) -> bool {
+        true
+    }
+}
+
+/// A chunk fetch: resolves once the upstream answered, to the body.
+pub type ChunkFetch = BoxFuture<'static, Result<Box<dyn ChunkBody>, FillError>>;
 
 /// A chunk in flight.
 pub struct Fill {
@@ -162,4 +185,35 @@ mod tests {
         assert_eq!((e.expected, e.received), (3, 4));
         assert_eq!(w.written(), 2);
     }
+}
+
+/// Reads the fetch's body into the fill, checking it is exactly `len` bytes; returns whether the
+/// chunk may go to disk ([`ChunkBody::keep_on_disk`]).
+pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<bool, FillError> {
+    let mut body = fetch.await?;
+    loop {
+        match body.next().await {
+            Ok(Some(piece)) => fill.push(piece).map_err(|e| Arc::new(e) as FillError)?,
+            Ok(None) => break,
+            Err(e) => body.resume(e).await?,
+        }
+    }
+    let received = fill.written() as u64;
+    if received != len {
+        return Err(Arc::new(LengthMismatch {
+            expected: len,
+            received,
+        }));
+    }
+    Ok(body.keep_on_disk())
+}
+
+/// The upstream sent more or fewer bytes than the chunk holds.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent {received} bytes for a chunk of {expected}")]
+pub struct LengthMismatch {
+    /// Bytes the chunk should have.
+    pub expected: u64,
+    /// Bytes received (so far, when too many).
+    pub received: u64,
 }

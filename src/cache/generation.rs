@@ -76,6 +76,12 @@ impl Generations {
         table.insert(object, stamp);
     }
 
+    /// Whether `object` was invalidated since start (as far as the table remembers).
+    pub fn invalidated(&self, object: &ObjectRef) -> bool {
+        let table = self.invalidated.read().unwrap_or_else(|p| p.into_inner());
+        table.contains_key(object)
+    }
+
     /// How far an entry of `object` stamped `stamp` can be trusted.
     pub fn standing(&self, object: &ObjectRef, stamp: u64) -> Standing {
         let table = self.invalidated.read().unwrap_or_else(|p| p.into_inner());

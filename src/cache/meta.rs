@@ -33,6 +33,12 @@ impl ChunkCache {
             .insert(CacheKey::Meta(object), CacheValue::Meta(Arc::new(entry)));
     }
 
+    /// Whether this node forgot `object`'s metadata since it started (a write through it, or a
+    /// change it noticed), as far as it remembers.
+    pub fn forgot_meta(&self, object: &ObjectRef) -> bool {
+        self.inner.generations.invalidated(object)
+    }
+
     /// Forgets an object's metadata (after a write or delete through the proxy, or when the
     /// upstream reports a change): no entry looked up before this call is served again, even one
     /// that a disk write still queued would bring back.

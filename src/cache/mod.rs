@@ -24,16 +24,17 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use foyer::{HybridCache, HybridCacheBuilder, HybridCachePolicy, NoopIoEngineConfig, Source as FoyerSource, Spawner};
-use futures_util::future::BoxFuture;
+use foyer::{
+    HybridCache, HybridCacheBuilder, HybridCachePolicy, HybridCacheProperties, Location, NoopIoEngineConfig,
+    Source as FoyerSource, Spawner,
+};
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use disk_read::DiskRead;
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
-pub use fill::{FillError, FillReader};
+pub use fill::{ChunkBody, ChunkFetch, FillError, FillReader, LengthMismatch};
 pub use generation::Standing;
 use store::RangeReader;
 pub use store::{RangeError, STORE_FILE};
@@ -41,25 +42,9 @@ pub use store::{RangeError, STORE_FILE};
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use engine::StoreEngineConfig;
-use fill::{Fill, FillWriter};
+use fill::{pump, Fill, FillWriter};
 use generation::Generations;
 use store::{KeyError, Keys, Store, StoreError, StoreOptions};
-
-/// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
-#[async_trait]
-pub trait ChunkBody: Send {
-    /// The next bytes, `None` at the end. The slice is only valid until the next call.
-    async fn next(&mut self) -> Result<Option<&[u8]>, FillError>;
-
-    /// Called after [`Self::next`] failed with `error`: continues from the byte where the body
-    /// stopped if it can (then `next` goes on), else returns the error that ends the fill.
-    async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
-        Err(error)
-    }
-}
-
-/// A chunk fetch: resolves once the upstream answered, to the body.
-pub type ChunkFetch = BoxFuture<'static, Result<Box<dyn ChunkBody>, FillError>>;
 
 /// Cache settings, from the `cache` section of the config.
 #[derive(Clone, Debug)]
@@ -518,7 +503,11 @@ impl Inner {
             // budget, so fills stalled on a slow upstream never hold back another miss.
             drop(self.disk_permit(len).await);
         }
-        let outcome = pump(&mut fill, len, fetch).await;
+        let (outcome, on_disk) = match pump(&mut fill, len, fetch).await {
+            Ok(on_disk) => (Ok(()), on_disk),
+            Err(e) => (Err(e), false),
+        };
+        let to_disk = to_disk && on_disk;
         let result = if outcome.is_ok() { "complete" } else { "failed" };
         self.metrics.fills.with_label_values(&[result]).inc();
         if let Err(e) = &outcome {
@@ -533,7 +522,14 @@ impl Inner {
         };
         let stored = whole.is_some();
         if let Some(data) = whole {
-            self.insert(key.clone(), CacheValue::Chunk(data));
+            match on_disk {
+                true => self.insert(key.clone(), CacheValue::Chunk(data)),
+                false => {
+                    let memory = HybridCacheProperties::default().with_location(Location::InMem);
+                    self.hybrid
+                        .insert_with_properties(key.clone(), CacheValue::Chunk(data), memory);
+                }
+            }
         }
         // Removed only after the insert, so a newcomer finds the chunk in flight or cached (in
         // memory at least: from here on it is a memory hit, not a reader of this fill).
@@ -565,36 +561,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Reads the fetch's body into the fill, checking it is exactly `len` bytes.
-async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<(), FillError> {
-    let mut body = fetch.await?;
-    loop {
-        match body.next().await {
-            Ok(Some(piece)) => fill.push(piece).map_err(|e| Arc::new(e) as FillError)?,
-            Ok(None) => break,
-            Err(e) => body.resume(e).await?,
-        }
-    }
-    let received = fill.written() as u64;
-    if received != len {
-        return Err(Arc::new(LengthMismatch {
-            expected: len,
-            received,
-        }));
-    }
-    Ok(())
-}
-
-/// The upstream sent more or fewer bytes than the chunk holds.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream sent {received} bytes for a chunk of {expected}")]
-pub struct LengthMismatch {
-    /// Bytes the chunk should have.
-    pub expected: u64,
-    /// Bytes received (so far, when too many).
-    pub received: u64,
 }
 
 #[cfg(test)]

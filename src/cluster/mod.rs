@@ -1,6 +1,12 @@
 //! Cluster mode: DaemonSet peers sharing one cache, so each chunk leaves the upstream once per
-//! cluster. Built in steps (issue #14); so far the placement of chunks over members, and the
-//! proof that authenticates a peer request.
+//! cluster. A chunk is placed on one member by rendezvous hashing ([`placement`]); a node that
+//! does not own a chunk asks its owner over the peer listener ([`peers`]), with a proof under
+//! the cluster secret ([`auth`]). Members come from the config or from DNS ([`discovery`]).
+//! The owner's side is `proxy::peer`.
 
 pub mod auth;
+pub mod discovery;
+pub mod peers;
 pub mod placement;
+
+pub use peers::{ChunkPlace, PeerOptions, Peers, UpstreamFetch};

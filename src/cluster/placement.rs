@@ -70,6 +70,11 @@ impl Placement {
         Self { candidates }
     }
 
+    /// How many members chunks are placed over.
+    pub fn members(&self) -> usize {
+        self.candidates.len()
+    }
+
     /// The owner of `place` and the second choice, by highest weight; `None` where there are
     /// too few members.
     pub fn owners(&self, place: &Place<'_>) -> (Option<&Member>, Option<&Member>) {

@@ -82,6 +82,19 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// Checks the values of the breaker at `field`; the error names the field.
+    pub(super) fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        if self.error_rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
+            return Err(invalid(format!("{field}.error_rate"), "must be above 0 and at most 1"));
+        }
+        if !(1..=3600).contains(&self.open_seconds) {
+            return Err(invalid(format!("{field}.open_seconds"), "must be between 1 and 3600"));
+        }
+        Ok(())
+    }
+}
+
 fn failures() -> u32 {
     5
 }
@@ -140,12 +153,7 @@ pub(super) fn validate(
     if !(1..=3600).contains(&retry.deadline_seconds) {
         return Err(invalid(field("retry.deadline_seconds"), "must be between 1 and 3600"));
     }
-    if breaker.error_rate.is_some_and(|r| !(r > 0.0 && r <= 1.0)) {
-        return Err(invalid(field("breaker.error_rate"), "must be above 0 and at most 1"));
-    }
-    if !(1..=3600).contains(&breaker.open_seconds) {
-        return Err(invalid(field("breaker.open_seconds"), "must be between 1 and 3600"));
-    }
+    breaker.validate(&field("breaker"))?;
     if let Some(h) = hedge {
         if !(1..=60_000).contains(&h.after_ms) {
             return Err(invalid(field("hedge.after_ms"), "must be between 1 and 60000"));

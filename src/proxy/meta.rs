@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use super::object::{timed, MeteredBody};
+use super::object::{timed, upstream_fetch, MeteredBody};
 use super::routes::Route;
 use crate::cache::plan::chunk_span;
 use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, Standing, StartedFill};
+use crate::cluster::ChunkPlace;
 use crate::metrics::{Metrics, UpstreamCall};
 use crate::types::ObjectMeta;
 use crate::upstream::OriginError;
@@ -231,6 +232,8 @@ fn with_checksums_of(mut meta: ObjectMeta, headed: Option<ObjectMeta>) -> Object
 }
 
 /// Opens the object with a GET of chunk `index` and makes that answer's body the chunk's fill.
+/// In cluster mode the GET goes to the chunk's owner, which opens the object at the upstream
+/// (or revalidates it) and answers with its metadata and the chunk.
 async fn open_chunk(
     cache: &ChunkCache,
     metrics: &Arc<Metrics>,
@@ -240,15 +243,37 @@ async fn open_chunk(
 ) -> Result<(ObjectMeta, Option<(u64, StartedFill)>), OriginError> {
     let chunk_size = cache.chunk_size();
     let span = chunk_span(index, chunk_size, u64::MAX);
-    let request = route.upstream.origin.open(&route.bucket, &object.key, span);
-    let opened = metered(metrics, route, UpstreamCall::Get, request).await?;
-    let meta = opened.meta;
-    let Some(body) = opened.body else {
+    // An object written through this node is opened here: the owner could answer from a lookup
+    // it began before the write.
+    let at_owner = match &route.peers {
+        Some(peers) if !cache.forgot_meta(object) => {
+            let place = ChunkPlace {
+                upstream: object.upstream.clone(),
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                index,
+            };
+            let resume = |etag: &_| upstream_fetch(metrics, route, object, etag);
+            peers.open(&place, span.clone(), resume).await
+        }
+        _ => None,
+    };
+    let (meta, body) = match at_owner {
+        Some(opened) => opened?,
+        None => {
+            let request = route.upstream.origin.open(&route.bucket, &object.key, span);
+            let opened = metered(metrics, route, UpstreamCall::Get, request).await?;
+            let body = opened
+                .body
+                .map(|b| MeteredBody::boxed(b, metrics, &route.upstream.name));
+            (opened.meta, body)
+        }
+    };
+    let Some(body) = body else {
         return Ok((meta, None));
     };
     let span = chunk_span(index, chunk_size, meta.size);
     let key = CacheKey::Chunk(object.clone(), meta.etag.as_str().into(), index);
-    let body = MeteredBody::boxed(body, metrics, &route.upstream.name);
     let fetch = move || -> ChunkFetch { Box::pin(async move { Ok(body) }) };
     // Not started if the chunk is cached or in flight already; dropping the body then hangs up.
     let started = cache.start(key, span.end - span.start, fetch);

@@ -13,6 +13,7 @@ mod authorize;
 mod local;
 mod meta;
 mod object;
+mod peer;
 mod readahead;
 mod record;
 mod respond;
@@ -32,6 +33,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 pub use authorize::{Gate, Refused, SharedGate};
+pub use peer::PeerApp;
 pub use routes::{BucketRoute, FallbackRoute, Freshness, Router, Upstream, UpstreamKind};
 pub use warm::{WarmError, WarmReport};
 
@@ -201,6 +203,7 @@ impl S3Proxy {
                     meta_ttl: None,
                     stale_if_error: std::time::Duration::ZERO,
                     residency: Residency::None,
+                    peers: None,
                 });
                 ctx.outcome = Outcome::Passthrough;
                 Ok(false)

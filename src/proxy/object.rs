@@ -23,11 +23,12 @@ use super::routes::Route;
 use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
 use crate::cache::{CacheKey, ChunkBody, ChunkFetch, ChunkRead, FillError, ObjectRef, StartedFill, Tier};
+use crate::cluster::{ChunkPlace, UpstreamFetch};
 use crate::metrics::{Metrics, Outcome, Source, UpstreamCall};
 use crate::s3::conditional::{self, evaluate, Precondition};
 use crate::s3::range::ByteRange;
 use crate::s3::S3Error;
-use crate::types::{ObjectKey, ObjectMeta};
+use crate::types::{ETag, ObjectKey, ObjectMeta};
 use crate::upstream::{OriginBody, OriginError};
 
 /// Why streaming stopped.
@@ -212,7 +213,15 @@ async fn stream(
     let sequential = state.sequential.observe(object, &whole, chunk_size);
     let etag: Arc<str> = meta.etag.as_str().into();
     let key_of = |index| CacheKey::Chunk(object.clone(), etag.clone(), index);
-    let fetch_of = |index| fetcher(state, route, object, meta, chunk_span(index, chunk_size, meta.size));
+    let fetch_of = |index| {
+        fetcher(
+            state,
+            route,
+            object,
+            &meta.etag,
+            chunk_span(index, chunk_size, meta.size),
+        )
+    };
     let last = plan(whole.clone(), chunk_size, meta.size).last().map_or(0, |s| s.index);
     let ahead_limit = if sequential { chunks } else { last + 1 };
     let mut out = BodyWriter {
@@ -319,21 +328,40 @@ async fn stream(
     session.write_response_body(None, true).await.map_err(after)
 }
 
-/// The fetch closure for one chunk: a ranged read pinned to the metadata's ETag, metered.
+/// The fetch closure for bytes `span` (one chunk) of version `etag` of `object`: from the
+/// chunk's cluster owner when another member owns it, else (and should the owner fail) a ranged
+/// read of the upstream pinned to the ETag.
 pub(super) fn fetcher(
     state: &ProxyState,
     route: &Route,
     object: &ObjectRef,
-    meta: &ObjectMeta,
+    etag: &ETag,
     span: Range<u64>,
 ) -> impl FnOnce() -> ChunkFetch {
+    let upstream = upstream_fetch(&state.metrics, route, object, etag);
+    let peers = route.peers.clone();
+    let place = ChunkPlace {
+        upstream: object.upstream.clone(),
+        bucket: object.bucket.clone(),
+        key: object.key.clone(),
+        index: span.start / state.cache.chunk_size(),
+    };
+    let etag = etag.clone();
+    move || match peers {
+        Some(peers) => peers.fetch(place, span, etag, upstream),
+        None => upstream(span),
+    }
+}
+
+/// Ranged reads of version `etag` of `object` from the upstream, metered.
+pub(super) fn upstream_fetch(metrics: &Arc<Metrics>, route: &Route, object: &ObjectRef, etag: &ETag) -> UpstreamFetch {
     let origin = route.upstream.origin.clone();
     let name = route.upstream.name.clone();
     let bucket = route.bucket.clone();
     let key = object.key.clone();
-    let etag = meta.etag.clone();
-    let metrics = state.metrics.clone();
-    move || {
+    let etag = etag.clone();
+    let metrics = metrics.clone();
+    Box::new(move |span| {
         Box::pin(async move {
             let request = origin.read(&bucket, &key, span, &etag);
             let body = timed(&metrics, &name, UpstreamCall::Get, request).await.map_err(|e| {
@@ -343,7 +371,7 @@ pub(super) fn fetcher(
             })?;
             Ok(MeteredBody::boxed(body, &metrics, &name))
         })
-    }
+    })
 }
 
 /// Counts an upstream call to `upstream` and times it until it answers (its body, if any, is

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
+use crate::cluster::Peers;
 use crate::config::Residency;
 use crate::upstream::{Failover, FsOrigin, Origin, S3Origin};
 
@@ -64,6 +65,9 @@ pub struct Route {
     pub stale_if_error: Duration,
     /// Where the bucket's objects may be cached.
     pub residency: Residency,
+    /// Cluster mode: chunk fetches ask the chunk's owner first. `None` on a node alone, and on
+    /// the routes of peer requests (a node never forwards one).
+    pub peers: Option<Arc<Peers>>,
 }
 
 /// A bucket route as the composition root builds it.
@@ -107,11 +111,19 @@ pub struct Freshness {
 pub struct Router {
     buckets: HashMap<String, Route>,
     default: Option<(Arc<Upstream>, Freshness)>,
+    upstreams: HashMap<String, Arc<Upstream>>,
+    peers: Option<Arc<Peers>>,
 }
 
 impl Router {
     /// Builds the table. Names were validated with the config, so unknown upstreams are skipped.
-    pub fn new(upstreams: Vec<Upstream>, routes: Vec<BucketRoute>, default: Option<(&str, Freshness)>) -> Self {
+    /// With `peers` (cluster mode), client routes fetch chunks through the cluster.
+    pub fn new(
+        upstreams: Vec<Upstream>,
+        routes: Vec<BucketRoute>,
+        default: Option<(&str, Freshness)>,
+        peers: Option<Arc<Peers>>,
+    ) -> Self {
         let upstreams: HashMap<String, Arc<Upstream>> = upstreams
             .into_iter()
             .map(|u| (u.name.to_string(), Arc::new(u)))
@@ -137,12 +149,18 @@ impl Router {
                         meta_ttl: r.meta_ttl,
                         stale_if_error: r.stale_if_error,
                         residency: r.residency,
+                        peers: peers.clone(),
                     },
                 ))
             })
             .collect();
         let default = default.and_then(|(name, fresh)| Some((upstreams.get(name)?.clone(), fresh)));
-        Self { buckets, default }
+        Self {
+            buckets,
+            default,
+            upstreams,
+            peers,
+        }
     }
 
     /// The route of a client bucket, if any.
@@ -155,8 +173,14 @@ impl Router {
                 meta_ttl: Some(fresh.ttl),
                 stale_if_error: fresh.stale_if_error,
                 residency: Residency::Disk,
+                peers: self.peers.clone(),
             })
         })
+    }
+
+    /// An upstream by name (without a bucket's fallback replica).
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
     }
 
     /// The upstream that answers service-level calls (ListBuckets).

@@ -19,7 +19,9 @@ use bytes::Bytes;
 
 pub use failover::Failover;
 pub use fs::{FsOrigin, ListParams};
+pub(crate) use resilient::Breaker;
 pub use resilient::{BreakerPolicy, HedgePolicy, Resilience, Resilient};
+pub(crate) use s3::{content_range, exchange, meta_from, network_error, pooled_body};
 pub use s3::{S3Origin, S3OriginOptions};
 pub use sign::{SignError, Signer, UNSIGNED_PAYLOAD};
 

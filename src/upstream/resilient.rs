@@ -26,7 +26,7 @@ use prometheus::IntCounterVec;
 use super::{Opened, Origin, OriginBody, OriginError};
 use crate::metrics::Metrics;
 use crate::types::{ETag, ObjectMeta};
-use breaker::Breaker;
+pub(crate) use breaker::Breaker;
 pub use breaker::BreakerPolicy;
 pub use hedge::HedgePolicy;
 use hedge::Hedger;
@@ -87,6 +87,7 @@ impl Resilient {
     pub fn new(name: &str, inner: Arc<dyn Origin>, opts: Resilience, metrics: &Metrics) -> Self {
         let hedges = |outcome: &str| metrics.upstream_hedges.with_label_values(&[name, outcome]);
         let breaker = Breaker::new(
+            format!("upstream {name}"),
             opts.breaker,
             metrics.upstream_breaker.with_label_values(&[name]),
             metrics.upstream_breaker_rejections.with_label_values(&[name]),

@@ -184,21 +184,7 @@ impl S3Origin {
             .sign(&mut req, UNSIGNED_PAYLOAD, SystemTime::now())
             .await
             .map_err(|e| OriginError::Invalid(e.to_string()))?;
-        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(network_error)?;
-        // Every wait on this session is bounded: the answer's header, each read of its body
-        // (also when the cache path reads it later), and each write.
-        session.set_read_timeout(Some(self.read_timeout));
-        session.set_write_timeout(Some(self.read_timeout));
-        session
-            .write_request_header(Box::new(req))
-            .await
-            .map_err(network_error)?;
-        session.finish_request_body().await.map_err(network_error)?;
-        session.read_response_header().await.map_err(network_error)?;
-        let resp = session
-            .response_header()
-            .cloned()
-            .ok_or_else(|| OriginError::Invalid("no response header".into()))?;
+        let (session, resp) = exchange(&self.connector, &peer, req, self.read_timeout).await?;
         Ok((session, resp, peer))
     }
 
@@ -226,8 +212,33 @@ impl S3Origin {
     }
 }
 
+/// Sends body-less request `req` to `peer` over a pooled connection of `connector` and reads the
+/// answer's header. Every wait on the session is bounded by `timeout`: the answer's header, each
+/// read of its body (also when a fill reads it later), and each write.
+pub(crate) async fn exchange(
+    connector: &Connector,
+    peer: &HttpPeer,
+    req: RequestHeader,
+    timeout: Duration,
+) -> Result<(HttpSession, ResponseHeader), OriginError> {
+    let (mut session, _reused) = connector.get_http_session(peer).await.map_err(network_error)?;
+    session.set_read_timeout(Some(timeout));
+    session.set_write_timeout(Some(timeout));
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(network_error)?;
+    session.finish_request_body().await.map_err(network_error)?;
+    session.read_response_header().await.map_err(network_error)?;
+    let resp = session
+        .response_header()
+        .cloned()
+        .ok_or_else(|| OriginError::Invalid("no response header".into()))?;
+    Ok((session, resp))
+}
+
 /// A failed connect, write or read, told apart by whether it timed out.
-fn network_error(e: Box<pingora_error::Error>) -> OriginError {
+pub(crate) fn network_error(e: Box<pingora_error::Error>) -> OriginError {
     use pingora_error::ErrorType::{ConnectTimedout, ReadTimedout, TLSHandshakeTimedout, WriteTimedout};
     match e.etype() {
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => OriginError::TimedOut(e.to_string()),
@@ -247,7 +258,7 @@ fn content_length(resp: &ResponseHeader) -> Result<u64, OriginError> {
 }
 
 /// `(first, last, size)` of a 206's `Content-Range: bytes first-last/size`.
-fn content_range(resp: &ResponseHeader) -> Option<(u64, u64, u64)> {
+pub(crate) fn content_range(resp: &ResponseHeader) -> Option<(u64, u64, u64)> {
     let (span, size) = header(resp, "content-range")?.strip_prefix("bytes ")?.split_once('/')?;
     let (first, last) = span.split_once('-')?;
     let (first, last, size) = (first.parse().ok()?, last.parse().ok()?, size.parse().ok()?);
@@ -257,7 +268,7 @@ fn content_range(resp: &ResponseHeader) -> Option<(u64, u64, u64)> {
 /// Metadata from an answer's headers. `whole` says the answer is about the whole object (a HEAD
 /// or a 200 GET, asked with checksum mode on), so its checksums, or their absence, are the
 /// object's; a ranged answer carries none.
-fn meta_from(resp: &ResponseHeader, size: u64, whole: bool) -> Result<ObjectMeta, OriginError> {
+pub(crate) fn meta_from(resp: &ResponseHeader, size: u64, whole: bool) -> Result<ObjectMeta, OriginError> {
     let etag = header(resp, "etag")
         .and_then(ETag::parse)
         .ok_or_else(|| OriginError::Invalid("answer without ETag".into()))?;
@@ -367,6 +378,12 @@ impl Origin for S3Origin {
         check_span(&resp, &span)?;
         Ok(S3Body::boxed(session, peer, &self.connector))
     }
+}
+
+/// The body of the response on `session` (from `peer`, through `connector`), read piece by
+/// piece; the connection goes back to the pool once it is all read.
+pub(crate) fn pooled_body(session: HttpSession, peer: HttpPeer, connector: &Arc<Connector>) -> Box<dyn OriginBody> {
+    S3Body::boxed(session, peer, connector)
 }
 
 /// A response body being read; the connection goes back to the pool once it is all read.

@@ -268,12 +268,7 @@ impl Proxy {
 
     /// Sum of the samples of a metric whose line starts with `prefix` (name and labels).
     pub async fn metric(&self, prefix: &str) -> f64 {
-        let admin: shardcache::ops::Endpoint = format!("http://{}", self.admin).parse().unwrap();
-        let text = admin.call(http::Method::GET, "/metrics").await.unwrap().text();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric(self.admin, prefix).await
     }
 
     /// [`Self::metric`] once it reaches `at_least`, or its value after 5 s. A request's metrics
@@ -308,6 +303,17 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Sum of the samples, scraped from the admin listener at `admin`, of a metric whose line starts
+/// with `prefix` (name and labels).
+pub async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
+    let admin: shardcache::ops::Endpoint = format!("http://{admin}").parse().unwrap();
+    let text = admin.call(http::Method::GET, "/metrics").await.unwrap().text();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Deterministic test bytes.

@@ -43,7 +43,10 @@ struct Inner {
     recent: VecDeque<bool>,
 }
 
-pub(super) struct Breaker {
+/// A circuit breaker (of an upstream, or of a cluster peer).
+pub(crate) struct Breaker {
+    /// What it guards, for the log: `upstream b2`, `peer node-a`.
+    subject: String,
     policy: BreakerPolicy,
     inner: Mutex<Inner>,
     /// 0 closed, 1 probing, 2 open.
@@ -52,9 +55,12 @@ pub(super) struct Breaker {
 }
 
 impl Breaker {
-    pub(super) fn new(policy: BreakerPolicy, gauge: IntGauge, rejected: IntCounter) -> Self {
+    /// A closed breaker guarding `subject`, its state in `gauge`, its fast failures counted in
+    /// `rejected`.
+    pub(crate) fn new(subject: String, policy: BreakerPolicy, gauge: IntGauge, rejected: IntCounter) -> Self {
         gauge.set(0);
         Self {
+            subject,
             policy,
             inner: Mutex::new(Inner {
                 state: State::Closed { failures: 0 },
@@ -71,7 +77,7 @@ impl Breaker {
 
     fn set(&self, inner: &mut Inner, to: State) {
         if matches!(to, State::Open { .. }) && !matches!(inner.state, State::Open { .. }) {
-            tracing::warn!(open_for = ?self.policy.open_for, "upstream circuit breaker open");
+            tracing::warn!(subject = %self.subject, open_for = ?self.policy.open_for, "circuit breaker open");
         }
         if !matches!(to, State::Closed { .. }) {
             inner.recent.clear();
@@ -85,7 +91,7 @@ impl Breaker {
     }
 
     /// Lets a call through, or refuses it (naming upstream `name`) while the breaker is open.
-    pub(super) fn admit(&self, name: &str) -> Result<Ticket<'_>, OriginError> {
+    pub(crate) fn admit(&self, name: &str) -> Result<Ticket<'_>, OriginError> {
         if self.policy.failures == 0 && self.policy.error_rate.is_none() {
             return Ok(Ticket {
                 breaker: None,
@@ -110,6 +116,15 @@ impl Breaker {
         })
     }
 
+    /// Reports a failure found after the call's ticket was settled (a body that broke off).
+    pub(crate) fn record_failure(&self) {
+        Ticket {
+            breaker: Some(self),
+            probe: false,
+        }
+        .settle(false);
+    }
+
     /// Whether a failure now, with `failures` in a row before it, opens the breaker.
     fn trips(&self, inner: &Inner, failures: u32) -> bool {
         let in_a_row = self.policy.failures > 0 && failures + 1 >= self.policy.failures;
@@ -123,14 +138,14 @@ impl Breaker {
 
 /// A call let through the breaker; its outcome is reported with [`Ticket::settle`]. A probe
 /// dropped unsettled (its caller gave up) leaves the breaker ready for the next probe.
-pub(super) struct Ticket<'a> {
+pub(crate) struct Ticket<'a> {
     breaker: Option<&'a Breaker>,
     probe: bool,
 }
 
 impl Ticket<'_> {
     /// Reports the call's outcome.
-    pub(super) fn settle(mut self, ok: bool) {
+    pub(crate) fn settle(mut self, ok: bool) {
         let Some(breaker) = self.breaker.take() else {
             return;
         };
@@ -180,6 +195,7 @@ mod tests {
             open_for: Duration::from_secs(60),
         };
         Breaker::new(
+            "upstream u".into(),
             policy,
             IntGauge::new("g", "g").unwrap(),
             IntCounter::new("r", "r").unwrap(),

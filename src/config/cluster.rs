@@ -1,0 +1,169 @@
+//! The `cluster` section: nodes that share one cache, each chunk owned by one of them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{expand, expand_path, invalid, BreakerConfig, ConfigError, Residency};
+
+/// Shortest cluster secret, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Cluster mode: chunks are placed over the members (rendezvous hashing), and a node that does
+/// not own a chunk asks its owner over the peer listener before the upstream. Absent: off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, stable across restarts: in Kubernetes, the node name from the downward
+    /// API (`${NODE_NAME}`, expanded). Required.
+    pub node: String,
+    /// This node's zone (`${ZONE}` expanded); chunks are placed over the members of the same
+    /// zone only. Default: none (all members).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The peer listener, for other members only (never clients). Required.
+    pub listen: SocketAddr,
+    /// A file holding the cluster secret, at least 32 bytes, shared by every member: peer
+    /// requests carry an HMAC-SHA256 under it (`${ENV}` expanded). Required.
+    pub secret_file: PathBuf,
+    /// The members, this node included or not: a static list. Default: `[]` (this node alone).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Members found by DNS, besides `peers`. Default: none.
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+    /// Where a node keeps the chunks it got from their owner: `memory` (the memory tier only;
+    /// the owner keeps them on disk) or `disk`. Default: `memory`.
+    #[serde(default = "peer_chunks")]
+    pub peer_chunks: Residency,
+    /// Milliseconds to connect to a peer. Default: `500`.
+    #[serde(default = "connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a peer's answer or the next bytes of its body, in milliseconds; an owner
+    /// filling from a slow upstream must answer within it. Default: `10000`.
+    #[serde(default = "read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Seconds a peer request's time may differ from the receiver's clock. Default: `60`.
+    #[serde(default = "max_skew_seconds")]
+    pub max_skew_seconds: u64,
+    /// The breaker that ejects a failing peer (per peer); its chunks go to the second choice.
+    /// Default: see [`BreakerConfig`].
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// A member of a static list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id. Required.
+    pub id: String,
+    /// Its peer listener. Required.
+    pub address: SocketAddr,
+    /// Its zone. Default: none.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+/// Members from a DNS name's records (a Kubernetes headless Service): resolved every
+/// `refresh_seconds`; each address is asked which node it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The name (`${ENV}` expanded). Required.
+    pub name: String,
+    /// The members' peer port. Default: the port of `cluster.listen`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Seconds between lookups. Default: `10`.
+    #[serde(default = "refresh_seconds")]
+    pub refresh_seconds: u64,
+}
+
+fn refresh_seconds() -> u64 {
+    10
+}
+
+fn peer_chunks() -> Residency {
+    Residency::Memory
+}
+
+fn connect_timeout_ms() -> u64 {
+    500
+}
+
+fn read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn max_skew_seconds() -> u64 {
+    60
+}
+
+impl ClusterConfig {
+    /// Expands `${ENV}` in the node id, zone and secret path.
+    pub(super) fn expand_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        self.node = expand(&self.node, "cluster.node", env)?;
+        if let Some(zone) = &self.zone {
+            self.zone = Some(expand(zone, "cluster.zone", env)?).filter(|z| !z.is_empty());
+        }
+        self.secret_file = expand_path(&self.secret_file, "cluster.secret_file", env)?;
+        if let Some(dns) = &mut self.dns {
+            dns.name = expand(&dns.name, "cluster.dns.name", env)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the values; the error names the field.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = |id: &str| {
+            !id.is_empty() && id.len() <= 253 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        };
+        if !id_ok(&self.node) {
+            return Err(invalid(
+                "cluster.node",
+                "must be 1 to 253 characters of letters, digits, '-', '.' and '_'",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if !id_ok(&p.id) {
+                return Err(invalid(
+                    format!("cluster.peers[{i}].id"),
+                    "must be 1 to 253 characters of letters, digits, '-', '.' and '_'",
+                ));
+            }
+            if !seen.insert(&p.id) {
+                return Err(invalid(
+                    format!("cluster.peers[{i}].id"),
+                    format!("`{}` is listed twice", p.id),
+                ));
+            }
+        }
+        if let Some(dns) = &self.dns {
+            if dns.name.is_empty() {
+                return Err(invalid("cluster.dns.name", "must not be empty"));
+            }
+            if !(1..=3600).contains(&dns.refresh_seconds) {
+                return Err(invalid("cluster.dns.refresh_seconds", "must be between 1 and 3600"));
+            }
+        }
+        if self.peer_chunks == Residency::None {
+            return Err(invalid("cluster.peer_chunks", "must be `memory` or `disk`"));
+        }
+        for (field, value) in [
+            ("cluster.connect_timeout_ms", self.connect_timeout_ms),
+            ("cluster.read_timeout_ms", self.read_timeout_ms),
+        ] {
+            if !(1..=600_000).contains(&value) {
+                return Err(invalid(field, "must be between 1 and 600000"));
+            }
+        }
+        if !(1..=3600).contains(&self.max_skew_seconds) {
+            return Err(invalid("cluster.max_skew_seconds", "must be between 1 and 3600"));
+        }
+        // The secret file is read at start-up (a Secret mounted later than the config is fine).
+        self.breaker.validate("cluster.breaker")
+    }
+}

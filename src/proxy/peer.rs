@@ -1,0 +1,342 @@
+//! The owner's side of cluster mode: the peer listener, which answers other members' chunk
+//! requests (`GET /peer/v1/chunk`, see [`crate::cluster::peers`]) and nothing else.
+//!
+//! A request needs a valid proof under the cluster secret; clients never reach this listener
+//! (they are authorized at the node they asked, before any peer request is made). The chunk is
+//! served from the cache, from a fill in flight, or by a fill from this node's own upstream, on
+//! the same path as a client's read. A peer request is never forwarded: its route has no peers.
+//! Without an ETag, the object's metadata is revalidated (or opened) with the upstream, so a
+//! write through any member is seen by the next cold read through any other.
+
+use std::borrow::Cow;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+
+use super::object::fetcher;
+use super::respond::{object_header, Checksums};
+use super::routes::Route;
+use super::ProxyState;
+use crate::cache::{CacheKey, ChunkRead, ObjectRef};
+use crate::cluster::auth::{ClusterKey, PEER_HEADER};
+use crate::cluster::peers::{MemberAnswer, CHUNK_PATH, MEMBER_PATH, OUTCOME_HEADER};
+use crate::cluster::placement::Member;
+use crate::config::Residency;
+use crate::s3::query_param;
+use crate::types::{ETag, ObjectMeta};
+use crate::upstream::OriginError;
+
+/// Seconds an idle peer connection is kept open.
+const IDLE_SECONDS: u64 = 60;
+
+/// The peer listener's app.
+pub struct PeerApp {
+    state: Arc<ProxyState>,
+    me: Member,
+    key: ClusterKey,
+    max_skew: Duration,
+}
+
+/// A chunk request, parsed.
+struct Ask {
+    upstream: String,
+    bucket: String,
+    key: String,
+    span: Range<u64>,
+    etag: Option<ETag>,
+}
+
+impl Ask {
+    /// The request of `query`, if it names a span within one chunk of `chunk_size` bytes.
+    fn parse(query: &str, chunk_size: u64) -> Option<Self> {
+        let text = |name| query_param(query, name).map(Cow::into_owned);
+        let number = |name| text(name)?.parse::<u64>().ok();
+        let span = number("start")?..number("end")?;
+        let within_a_chunk = span.start < span.end && span.end - 1 < (span.start / chunk_size + 1) * chunk_size;
+        let etag = match text("etag") {
+            Some(t) => Some(ETag::parse(&t)?),
+            None => None,
+        };
+        if !within_a_chunk {
+            return None;
+        }
+        Some(Self {
+            upstream: text("upstream")?,
+            bucket: text("bucket")?,
+            key: text("key")?,
+            span,
+            etag,
+        })
+    }
+}
+
+/// How a request ended, for the connection: whether it can serve another.
+type Reusable = bool;
+
+impl PeerApp {
+    /// The app of node `me` over its shared state, accepting proofs under `key` within
+    /// `max_skew`.
+    pub fn new(state: Arc<ProxyState>, me: Member, key: ClusterKey, max_skew: Duration) -> Self {
+        Self {
+            state,
+            me,
+            key,
+            max_skew,
+        }
+    }
+
+    /// Says which node this is, for members found by address (DNS).
+    async fn member(&self, session: &mut ServerSession) -> Reusable {
+        let answer = MemberAnswer {
+            node: self.me.id.clone(),
+            zone: self.me.zone.clone(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+        let Ok(mut h) = ResponseHeader::build(StatusCode::OK, Some(2)) else {
+            return false;
+        };
+        let _ = h.insert_header("content-type", "application/json");
+        let _ = h.insert_header("content-length", body.len().to_string());
+        session.write_response_header(Box::new(h)).await.is_ok()
+            && session.write_response_body(body, true).await.is_ok()
+    }
+
+    async fn serve(&self, session: &mut ServerSession) -> Reusable {
+        let req = session.req_header();
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        if req.method != Method::GET || ![CHUNK_PATH, MEMBER_PATH].contains(&req.uri.path()) {
+            return self.refuse(session, StatusCode::NOT_FOUND, "not a peer call").await;
+        }
+        let proof = req.headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let node = match self.key.verify(proof, "GET", &target, SystemTime::now(), self.max_skew) {
+            Ok(node) => node,
+            Err(e) => {
+                tracing::warn!(error = %e, "peer request refused");
+                return self.refuse(session, StatusCode::FORBIDDEN, &e.to_string()).await;
+            }
+        };
+        if req.uri.path() == MEMBER_PATH {
+            return self.member(session).await;
+        }
+        let state = &self.state;
+        let chunk_size = state.cache.chunk_size();
+        let query = req.uri.query().unwrap_or("");
+        let Some(ask) = Ask::parse(query, chunk_size) else {
+            return self
+                .refuse(session, StatusCode::BAD_REQUEST, "malformed chunk request")
+                .await;
+        };
+        let Some(upstream) = state.router.upstream(&ask.upstream).cloned() else {
+            tracing::warn!(%node, upstream = ask.upstream, "a peer asked for an upstream this node does not have");
+            return self.refuse(session, StatusCode::BAD_REQUEST, "unknown upstream").await;
+        };
+        let object = ObjectRef {
+            upstream: upstream.name.clone(),
+            bucket: ask.bucket.as_str().into(),
+            key: ask.key.as_str().into(),
+        };
+        // Metadata is never taken from this node's cache on trust: the asker has none, perhaps
+        // because it just wrote the object.
+        let route = Route {
+            upstream,
+            bucket: object.bucket.clone(),
+            meta_ttl: Some(Duration::ZERO),
+            stale_if_error: Duration::ZERO,
+            residency: Residency::Disk,
+            peers: None,
+        };
+        let index = ask.span.start / chunk_size;
+        let (etag, meta, opened) = match ask.etag {
+            Some(etag) => (etag, None, None),
+            None => match state
+                .meta
+                .get(&state.cache, &state.metrics, &route, &object, Some(index), false)
+                .await
+            {
+                Ok(looked) => (looked.meta.etag.clone(), Some(looked.meta), looked.opened),
+                Err(e) => return self.fail(session, &e).await,
+            },
+        };
+        let span = match &meta {
+            Some(meta) if ask.span.start >= meta.size => return self.beyond_end(session, meta).await,
+            Some(meta) => ask.span.start..ask.span.end.min(meta.size),
+            None => ask.span,
+        };
+        let len = span.end - span.start;
+        let read = match opened.filter(|(i, _)| *i == index) {
+            Some((_, fill)) => ChunkRead::Leader(fill.reader()),
+            None => {
+                let key = CacheKey::Chunk(object.clone(), etag.as_str().into(), index);
+                let fetch = fetcher(state, &route, &object, &etag, span.clone());
+                state.cache.chunk(key, len, 0..len, fetch).await
+            }
+        };
+        let header = match answer_header(meta.as_deref(), &etag, &span) {
+            Ok(h) => h,
+            Err(e) => return self.refuse(session, StatusCode::INTERNAL_SERVER_ERROR, &e).await,
+        };
+        self.stream(session, read, header).await
+    }
+
+    /// Sends the chunk's bytes under `header`; an error before the first byte is answered.
+    async fn stream(&self, session: &mut ServerSession, read: ChunkRead, mut header: ResponseHeader) -> Reusable {
+        let metrics = &self.state.metrics;
+        let (outcome, mut reader, mut disk) = match read {
+            ChunkRead::Hit(data, _) => {
+                metrics.peer_served.with_label_values(&["hit"]).inc();
+                metrics.peer_served_bytes.inc_by(data.len() as u64);
+                let _ = header.insert_header(OUTCOME_HEADER, "hit");
+                return session.write_response_header(Box::new(header)).await.is_ok()
+                    && session.write_response_body(data, true).await.is_ok();
+            }
+            ChunkRead::Disk(part) => ("hit", None, Some(part)),
+            ChunkRead::Leader(r) | ChunkRead::Follower(r) => ("fill", Some(r), None),
+        };
+        let mut header = Some(header);
+        loop {
+            let piece = match (&mut reader, &mut disk) {
+                (Some(r), _) => r.next().await,
+                (_, Some(d)) => d.next().await.map_err(|e| Arc::new(e) as _),
+                _ => Ok(None),
+            };
+            let piece = match piece {
+                Ok(Some(piece)) => piece,
+                Ok(None) => break,
+                Err(e) if header.is_some() => {
+                    let origin = (&*e as &(dyn std::error::Error + 'static)).downcast_ref::<OriginError>();
+                    return match origin {
+                        Some(origin) => self.fail(session, origin).await,
+                        None => {
+                            metrics.peer_served.with_label_values(&["failed"]).inc();
+                            self.refuse(session, StatusCode::BAD_GATEWAY, &e.to_string()).await
+                        }
+                    };
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a chunk sent to a peer broke off");
+                    return false;
+                }
+            };
+            if let Some(mut h) = header.take() {
+                metrics.peer_served.with_label_values(&[outcome]).inc();
+                let _ = h.insert_header(OUTCOME_HEADER, outcome);
+                if session.write_response_header(Box::new(h)).await.is_err() {
+                    return false;
+                }
+            }
+            metrics.peer_served_bytes.inc_by(piece.len() as u64);
+            if session.write_response_body(piece, false).await.is_err() {
+                return false;
+            }
+        }
+        if header.is_some() {
+            // A chunk of no bytes cannot be asked for: the fill ended short.
+            return false;
+        }
+        session.write_response_body(Bytes::new(), true).await.is_ok()
+    }
+
+    /// The object's metadata alone: it ends before the span asked for.
+    async fn beyond_end(&self, session: &mut ServerSession, meta: &ObjectMeta) -> Reusable {
+        let header = object_header(meta, None, Checksums::Off, "peer").and_then(|mut h| {
+            h.set_status(StatusCode::RANGE_NOT_SATISFIABLE)?;
+            h.insert_header("content-range", format!("bytes */{}", meta.size))?;
+            h.insert_header("content-length", "0")?;
+            Ok(h)
+        });
+        match header {
+            Ok(h) => session.write_response_header(Box::new(h)).await.is_ok(),
+            Err(e) => {
+                self.refuse(session, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+                    .await
+            }
+        }
+    }
+
+    /// Answers an upstream's answer or failure (the asker maps 404 and 412 back; anything else
+    /// makes it read from the upstream itself).
+    async fn fail(&self, session: &mut ServerSession, e: &OriginError) -> Reusable {
+        let (status, code) = match e {
+            OriginError::NoSuchKey => (StatusCode::NOT_FOUND, "NoSuchKey"),
+            OriginError::NoSuchBucket => (StatusCode::NOT_FOUND, "NoSuchBucket"),
+            OriginError::Changed => (StatusCode::PRECONDITION_FAILED, "PreconditionFailed"),
+            _ => (StatusCode::BAD_GATEWAY, "BadGateway"),
+        };
+        let outcome = if status == StatusCode::BAD_GATEWAY {
+            "failed"
+        } else {
+            "fill"
+        };
+        self.state.metrics.peer_served.with_label_values(&[outcome]).inc();
+        self.answer(session, status, Some(code), &e.to_string()).await
+    }
+
+    /// Refuses a request that is not a valid peer call.
+    async fn refuse(&self, session: &mut ServerSession, status: StatusCode, why: &str) -> Reusable {
+        if status.is_client_error() {
+            self.state.metrics.peer_served.with_label_values(&["refused"]).inc();
+        }
+        self.answer(session, status, None, why).await
+    }
+
+    async fn answer(&self, session: &mut ServerSession, status: StatusCode, code: Option<&str>, why: &str) -> Reusable {
+        let body = Bytes::from(format!("{why}\n"));
+        let Ok(mut h) = ResponseHeader::build(status, Some(3)) else {
+            return false;
+        };
+        let _ = h.insert_header("content-type", "text/plain");
+        let _ = h.insert_header("content-length", body.len().to_string());
+        if let Some(code) = code {
+            let _ = h.insert_header("x-amz-error-code", code);
+        }
+        session.write_response_header(Box::new(h)).await.is_ok()
+            && session.write_response_body(body, true).await.is_ok()
+    }
+}
+
+/// The header of a chunk answer: the object's metadata when the request opened it, else the
+/// validators of the version asked for.
+fn answer_header(meta: Option<&ObjectMeta>, etag: &ETag, span: &Range<u64>) -> Result<ResponseHeader, String> {
+    if let Some(meta) = meta {
+        return object_header(meta, Some(span), Checksums::Off, "peer").map_err(|e| e.to_string());
+    }
+    let build = || -> pingora_error::Result<ResponseHeader> {
+        let mut h = ResponseHeader::build(StatusCode::PARTIAL_CONTENT, Some(4))?;
+        h.insert_header("etag", etag.as_str())?;
+        h.insert_header("content-length", (span.end - span.start).to_string())?;
+        h.insert_header("content-range", format!("bytes {}-{}/*", span.start, span.end - 1))?;
+        Ok(h)
+    };
+    build().map_err(|e| e.to_string())
+}
+
+#[async_trait]
+impl HttpServerApp for PeerApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !matches!(session.read_request().await, Ok(true)) {
+            return None;
+        }
+        let keepalive = if *shutdown.borrow() { None } else { Some(IDLE_SECONDS) };
+        session.set_keepalive(keepalive);
+        if !self.serve(&mut session).await {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(_) => None,
+        }
+    }
+}
