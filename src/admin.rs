@@ -212,6 +212,9 @@ impl ServeHttp for AdminApp {
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 self.state.cache.refresh_gauges();
+                if let Some(peers) = self.state.router.peers() {
+                    peers.refresh_gauges();
+                }
                 reply(StatusCode::OK, "text/plain; version=0.0.4", self.state.metrics.render())
             }
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),

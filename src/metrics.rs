@@ -186,6 +186,9 @@ pub struct Metrics {
     /// `shardcache_cluster_members`: members this node places chunks over (those of its zone,
     /// itself included).
     pub cluster_members: IntGauge,
+    /// `shardcache_cluster_ejected_members`: members whose breaker is open on this node (their
+    /// chunks go to the second choice).
+    pub cluster_ejected: IntGauge,
     /// `shardcache_cluster_placements_total{owner}`: chunk fetches by the node asked: `self`
     /// (this node owns the chunk, or is the choice after an ejected owner), `peer`.
     pub cluster_placements: IntCounterVec,
@@ -413,6 +416,12 @@ impl Metrics {
             peer_served_bytes: single("shardcache_peer_served_bytes_total", "Chunk bytes sent to peers"),
             cluster_members: {
                 let g = IntGauge::new("shardcache_cluster_members", "Members chunks are placed over")
+                    .expect("static metric definition");
+                registry.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
+            cluster_ejected: {
+                let g = IntGauge::new("shardcache_cluster_ejected_members", "Members whose breaker is open")
                     .expect("static metric definition");
                 registry.register(Box::new(g.clone())).expect("metric registered once");
                 g

@@ -234,6 +234,14 @@ async fn a_node_killed_mid_read_costs_the_others_nothing_but_time() {
         ejected += node.metric("shardcache_peer_breaker_state{peer=\"node-2\"}").await;
     }
     assert!(ejected > 0.0, "the dead node was ejected by at least one survivor");
+    let mut counted = 0.0;
+    for node in &nodes {
+        counted += node.metric("shardcache_cluster_ejected_members").await;
+    }
+    assert!(
+        counted >= 1.0,
+        "the ejection shows in shardcache_cluster_ejected_members"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,6 +211,14 @@ impl Peers {
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View { placement, peers });
     }
 
+    /// Updates the gauge of ejected members (called before each scrape).
+    pub fn refresh_gauges(&self) {
+        let view = self.view();
+        let open = |id: &String| self.metrics.peer_breaker.with_label_values(&[id]).get() == 2;
+        let ejected = view.peers.keys().filter(|id| open(id)).count();
+        self.metrics.cluster_ejected.set(ejected as i64);
+    }
+
     fn view(&self) -> Arc<View> {
         self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

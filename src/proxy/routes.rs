@@ -178,6 +178,11 @@ impl Router {
         })
     }
 
+    /// The cluster, in cluster mode.
+    pub fn peers(&self) -> Option<&Arc<Peers>> {
+        self.peers.as_ref()
+    }
+
     /// An upstream by name (without a bucket's fallback replica).
     pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
         self.upstreams.get(name)

@@ -68,7 +68,33 @@ The config file: .Values.config with the listeners set from ports and mode.
 {{- if include "shardcache.diskEncrypted" . }}
 {{- $_ := set $config.cache.disk "key_file" "/etc/shardcache-disk-key/shardcache-disk.key" }}
 {{- end }}
+{{- if include "shardcache.cluster" . }}
+{{- $peers := printf "%s-peers.%s.svc.cluster.local" (include "shardcache.fullname" .) .Release.Namespace }}
+{{- $cluster := dict "node" "${NODE_NAME}" "listen" (printf "0.0.0.0:%d" (int .Values.cluster.port)) "secret_file" "/etc/shardcache-cluster/secret" "peer_chunks" .Values.cluster.peerChunks "dns" (dict "name" $peers "refresh_seconds" (int .Values.cluster.refreshSeconds)) }}
+{{- with .Values.cluster.zone }}
+{{- $_ := set $cluster "zone" . }}
+{{- end }}
+{{- $_ := set $config "cluster" $cluster }}
+{{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/*
+"true" in cluster mode; empty otherwise. Cluster mode needs daemonset mode.
+*/}}
+{{- define "shardcache.cluster" -}}
+{{- if .Values.cluster.enabled }}
+{{- if ne .Values.mode "daemonset" }}
+{{- fail "cluster.enabled needs mode: daemonset (a sidecar's cache is its pod's own)" }}
+{{- end }}true
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the cluster secret: cluster.existingSecret, or the chart's own.
+*/}}
+{{- define "shardcache.clusterSecret" -}}
+{{- .Values.cluster.existingSecret | default (printf "%s-cluster" (include "shardcache.fullname" .)) }}
 {{- end }}
 
 {{/*
@@ -136,6 +162,13 @@ so a Job still completes.
   env:
     - name: SHARDCACHE_LOG
       value: {{ .Values.logs.level | default "info" | quote }}
+    {{- if include "shardcache.cluster" . }}
+    # The member id: the node's name, stable across pod restarts.
+    - name: NODE_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: spec.nodeName
+    {{- end }}
   {{- with .Values.credentials.existingSecret }}
   envFrom:
     - secretRef:
@@ -151,6 +184,11 @@ so a Job still completes.
     - name: admin
       containerPort: {{ .Values.ports.admin }}
       protocol: TCP
+    {{- if include "shardcache.cluster" . }}
+    - name: peer
+      containerPort: {{ .Values.cluster.port }}
+      protocol: TCP
+    {{- end }}
   startupProbe:
     httpGet:
       path: /readyz
@@ -207,6 +245,11 @@ so a Job still completes.
       mountPath: /etc/shardcache-disk-key
       readOnly: true
     {{- end }}
+    {{- if include "shardcache.cluster" . }}
+    - name: shardcache-cluster
+      mountPath: /etc/shardcache-cluster
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/*
@@ -259,6 +302,14 @@ Pods' volumes: the config, the cache, and the Secrets auth and tls name.
     items:
       - key: shardcache-disk.key
         path: shardcache-disk.key
+{{- end }}
+{{- if include "shardcache.cluster" . }}
+- name: shardcache-cluster
+  secret:
+    secretName: {{ include "shardcache.clusterSecret" . }}
+    items:
+      - key: secret
+        path: secret
 {{- end }}
 {{- end }}
 
