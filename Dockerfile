@@ -14,19 +14,20 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 
+# With the `kubernetes` feature: cluster members from EndpointSlices (the chart's default).
 # Dependencies first, against placeholder sources, so this layer is rebuilt only when
 # Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --features kubernetes \
     && rm -rf src
 
 COPY src ./src
 # Make sure cargo sees the real sources as newer than the placeholder build.
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --features kubernetes \
     && strip target/release/shardcache
 
 FROM debian:bookworm-slim

@@ -73,6 +73,29 @@ def case_table(contenders):
     return "\n".join(lines)
 
 
+def cluster_table(contenders):
+    """The cluster case: upstream bytes over the dataset, aggregate and per-node figures."""
+    lines = [
+        "| contender | upstream bytes / dataset | aggregate GB/s (median, min-max) | per node GB/s | "
+        "per node TTFB p99 ms | upstream requests | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted(contenders):
+        runs = contenders[name]
+        best = min(runs, key=lambda r: abs(r["gb_per_s"] - median([x["gb_per_s"] for x in runs])))
+        lines.append(
+            f"| {name} | {fmt(median([r['upstream_over_dataset'] for r in runs]), 3)} "
+            f"| {fmt(median([r['gb_per_s'] for r in runs]), 3)} ({fmt(min(r['gb_per_s'] for r in runs), 3)}-"
+            f"{fmt(max(r['gb_per_s'] for r in runs), 3)}) "
+            f"| {' / '.join(fmt(n['gb_per_s'], 3) for n in best['nodes'])} "
+            f"| {' / '.join(fmt(n['ttfb']['p99_ms']) for n in best['nodes'])} "
+            f"| {fmt(median([r['upstream_requests'] for r in runs]), 0)} | {sum(r['errors'] for r in runs)} |"
+        )
+    lines.append("")
+    lines.append("Per-node figures are those of the round closest to the median; nodes 127.0.0.1, .2, .3 in order.")
+    return "\n".join(lines)
+
+
 def epoch_table(contenders):
     lines = ["| contender | epoch | GB/s | accelerator utilization | upstream MiB (all epochs) |", "|---|---|---|---|---|"]
     for name in sorted(contenders, key=lambda n: ORDER.index(n) if n in ORDER else 9):
@@ -148,6 +171,14 @@ def targets(data, by):
                 f"memory tier + {over:.0f} MiB")
     idle = data.get("shardcache_idle_cpu_fraction")
     add("idle CPU", "~0 (no busy polling)", idle, lambda v: v < 0.01, f"{100 * idle:.2f}% of a core" if idle is not None else "")
+    cluster = "cluster: 3 nodes read one dataset"
+    if by.get(cluster, {}).get("3 nodes, cluster"):
+        share = median([r["upstream_over_dataset"] for r in by[cluster]["3 nodes, cluster"]])
+        alone = median([r["upstream_over_dataset"] for r in by[cluster]["3 nodes, independent"]])
+    else:
+        share = alone = None
+    add("Cluster, 3 nodes, one dataset", "upstream bytes <= 1.02x the dataset", share, lambda v: v <= 1.02,
+        f"{fmt(share, 3)}x (3 independent nodes: {fmt(alone, 3)}x)")
     return rows
 
 
@@ -158,7 +189,8 @@ COLORS = {"upstream": "#8c8c8c", "shardcache": "#d9480f", "shardcache+auth": "#f
 def plot(by):
     """An SVG of every case that has a throughput: GB/s (left) and TTFB p99 (right, log scale),
     one bar per contender, medians over the rounds."""
-    cases = [c for c in by if c != "epochs" and any(summary(r)["gb_per_s"] for r in by[c].values())]
+    cases = [c for c in by if c not in ("epochs", "cluster: 3 nodes read one dataset")
+             and any(summary(r)["gb_per_s"] for r in by[c].values())]
     names = [n for n in ORDER if any(n in by[c] for c in cases)]
     bar, gap, label_w, panel_w = 9, 10, 330, 300
     rows = [(c, n) for c in cases for n in names if n in by[c]]
@@ -228,6 +260,9 @@ def render(data):
         "`nginx` = nginx proxy_cache with proxy_cache_lock and 8 MiB slices (`benches/peers/nginx-cache.conf`); "
         "`cachey` 0.13 (2 GiB memory, same disk).",
         "",
+        *[f"Cases starting with \"{r['only']}\" were re-run on {r['date']} with `{r['command']}`; the rest "
+          "come from the run above." for r in data.get("reruns", [])],
+        "",
         "## Ceilings",
         "",
         "| ceiling | GB/s |",
@@ -239,7 +274,8 @@ def render(data):
     out += ["", "## Results by case", "", "![throughput and TTFB p99 by case](benches/results.svg)", ""]
     for case in by:
         out += [f"### {case}", ""]
-        out += [epoch_table(by[case]) if case == "epochs" else case_table(by[case]), ""]
+        table = {"epochs": epoch_table, "cluster: 3 nodes read one dataset": cluster_table}.get(case, case_table)
+        out += [table(by[case]), ""]
     return "\n".join(out)
 
 

@@ -36,6 +36,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "target" / "bench"
 DATA = WORK / "data"
@@ -47,6 +49,7 @@ KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 USER = os.environ.get("USER") or "root"
 MEMORY_TIER = 2 * GiB  # each cache's RAM tier: holds every hit set (about 1.6 GiB)
+CLUSTER_SHARDS = 32  # the cluster case's dataset: 2 GiB of shards, read by each of three nodes
 
 
 def free_port():
@@ -55,13 +58,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, log, timeout=30):
+def wait_port(port, proc, log, timeout=30, host="127.0.0.1"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             sys.exit(f"{log} exited:\n{Path(log).read_text()[-2000:]}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -247,10 +250,11 @@ def start_nginx(name, conf):
                 WORK / f"nginx-{name}.log")
 
 
-def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra="", disk_extra=""):
-    """shardcache with its default disk settings (O_DIRECT, encrypted), or memory only if
-    `disk_dir` is None; `write_queue` overrides cache.disk.write_queue_bytes; `extra` is appended
-    to the config, `disk_extra` to its cache.disk section."""
+def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra="", disk_extra="",
+                     host="127.0.0.1", capacity=24 * GiB):
+    """shardcache on `host` with its default disk settings (O_DIRECT, encrypted) and `capacity`,
+    or memory only if `disk_dir` is None; `write_queue` overrides cache.disk.write_queue_bytes;
+    `extra` is appended to the config, `disk_extra` to its cache.disk section."""
     s3_port, admin_port = free_port(), free_port()
     disk = "\n  disk: null"
     if disk_dir is not None:
@@ -259,14 +263,14 @@ def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, ex
         disk = f"""
   disk:
     path: {disk_dir}
-    capacity_bytes: {24 * GiB}"""
+    capacity_bytes: {capacity}"""
         if write_queue is not None:
             disk += f"\n    write_queue_bytes: {write_queue}"
         if disk_extra:
             disk += f"\n    {disk_extra}"
     conf = WORK / f"{name}.yaml"
-    conf.write_text(f"""listen: 127.0.0.1:{s3_port}
-admin_listen: 127.0.0.1:{admin_port}
+    conf.write_text(f"""listen: {host}:{s3_port}
+admin_listen: {host}:{admin_port}
 threads: 2
 grace_period_seconds: 0
 cache:
@@ -281,7 +285,7 @@ buckets:
 {extra}""")
     proc = Proc(name, [str(SHARDCACHE), "serve", "--config", str(conf)], WORK / f"{name}.log",
                 env={"SHARDCACHE_LOG": "warn", **os.environ})
-    wait_port(admin_port, proc.proc, proc.log)
+    wait_port(admin_port, proc.proc, proc.log, host=host)
     return Contender("shardcache", s3_port, [proc])
 
 
@@ -459,9 +463,9 @@ def main():
     rounds = opts.rounds or (1 if opts.quick else 3)
     seconds = opts.seconds or (2 if opts.quick else 4)
     WORK.mkdir(parents=True, exist_ok=True)
-    # `--only trust`, `--only disk` and `--only stream` measure shardcache against itself (and
-    # fio): the peers are not started.
-    peers = not opts.only.startswith(("trust", "disk", "stream"))
+    # `--only trust`, `--only disk`, `--only stream` and `--only cluster` measure shardcache
+    # against itself (and fio): the peers are not started.
+    peers = not opts.only.startswith(("trust", "disk", "stream", "cluster"))
     for tool in (LOADGEN, SHARDCACHE, *([CACHEY] if peers else [])):
         if not tool.exists():
             sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
@@ -641,6 +645,12 @@ def main():
             record(case, c, 1, measure(c, origin, get_args(c, [("sparse/obj-10g", size)], 1, requests=2)))
             for p in c.procs:
                 p.stop()
+        # Three nodes reading one dataset, independent and as a cluster (benches/cluster.py).
+        if wanted(cluster.CASE):
+            shards = [(k, data.shard_sizes[k]) for k in data.shards[:CLUSTER_SHARDS]]
+            for rnd in range(1, rounds + 1):
+                for name, result in cluster.run(origin, shards):
+                    record(cluster.CASE, Contender(name, 0, []), rnd, result)
     finally:
         for p in reversed(started):
             p.stop()
@@ -651,8 +661,16 @@ def main():
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB, 1),
         "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), ""),
     }
+    command = " ".join(["benches/run.sh", *sys.argv[1:]])
     out = {"machine": machine, "rounds": rounds, "quick": opts.quick, "ceilings": ceilings,
-           "shardcache_idle_cpu_fraction": idle, "runs": rows, "command": " ".join(["benches/run.sh", *sys.argv[1:]])}
+           "shardcache_idle_cpu_fraction": idle, "runs": rows, "command": command}
+    previous = Path(opts.json)
+    if opts.only and previous.exists():
+        # A partial run replaces only its own cases in the results of the last full run.
+        out = json.loads(previous.read_text())
+        out["runs"] = [r for r in out["runs"] if not r["case"].startswith(opts.only)] + rows
+        reruns = [r for r in out.get("reruns", []) if r["only"] != opts.only]
+        out["reruns"] = reruns + [{"only": opts.only, "command": command, "date": time.strftime("%Y-%m-%d")}]
     Path(opts.json).write_text(json.dumps(out, indent=1))
     print(f"wrote {opts.json}")
 

@@ -43,8 +43,8 @@ def check_dockerfile():
         fail(f"Dockerfile EXPOSE {sorted(exposed)} != config/container.yaml ports {sorted(ports)}")
     if not re.search(r"^USER [1-9][0-9]*$", text, re.M):
         fail("Dockerfile must switch to a numeric non-root USER")
-    if text.count("cargo build --release --locked") != 2:
-        fail("Dockerfile must build dependencies and the binary with --locked")
+    if text.count("cargo build --release --locked --features kubernetes") != 2:
+        fail("Dockerfile must build dependencies and the binary with --locked and the kubernetes feature")
     print("Dockerfile: ok")
 
 
@@ -197,9 +197,16 @@ def check_cluster(kinds, spec, container, config, policy):
     the peer port open to shardcache pods only, the secret mounted where the config reads it."""
     cluster = config.get("cluster") or {}
     [peers] = [s for s in kinds["Service"] if s["spec"].get("clusterIP") == "None"]
-    name = f'{peers["metadata"]["name"]}.ml.svc.cluster.local'
-    if cluster.get("dns", {}).get("name") != name or cluster.get("node") != "${NODE_NAME}":
-        fail(f"cluster config does not find members through {name} by node name: {cluster}")
+    name = peers["metadata"]["name"]
+    if cluster.get("kubernetes") != {"service": name, "port": "peer"} or cluster.get("node") != "${NODE_NAME}":
+        fail(f"cluster config does not find members through {name}'s EndpointSlices by node name: {cluster}")
+    [role] = kinds["Role"]
+    if role["rules"] != [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                          "verbs": ["get", "list", "watch"]}]:
+        fail(f"the Role must allow reading EndpointSlices and nothing else: {role['rules']}")
+    [binding] = kinds["RoleBinding"]
+    if binding["subjects"][0]["name"] != spec["serviceAccountName"] or not spec.get("automountServiceAccountToken"):
+        fail("the pods' service account must be bound to the Role, its token mounted")
     if [p["port"] for p in peers["spec"]["ports"]] != [int(cluster["listen"].rsplit(":", 1)[1])]:
         fail("the headless Service's port is not the peer listener's")
     for service in kinds["Service"]:
@@ -216,6 +223,21 @@ def check_cluster(kinds, spec, container, config, policy):
     volume = next(v for v in spec["volumes"] if v["name"] == mounts.get(secret_dir))
     if volume["secret"]["secretName"] not in {s["metadata"]["name"] for s in kinds["Secret"]}:
         fail("the cluster secret is neither rendered nor named")
+
+
+def check_cluster_dns(binary, values):
+    """Cluster mode with `discovery: dns`: members from the headless Service's records, no API
+    access (no Role, no token)."""
+    values = {**values, "cluster": {**values["cluster"], "discovery": "dns"}}
+    docs = render(values)
+    validate(docs)
+    kinds = by_kind(docs)
+    dns = (check_config(docs, binary).get("cluster") or {}).get("dns") or {}
+    if dns.get("name") != "sc-shardcache-peers.ml.svc.cluster.local":
+        fail(f"discovery: dns does not look up the headless Service: {dns}")
+    spec = kinds["DaemonSet"][0]["spec"]["template"]["spec"]
+    if "Role" in kinds or spec.get("automountServiceAccountToken"):
+        fail("discovery: dns needs no API access")
 
 
 def spec_labels(kinds):
@@ -254,6 +276,7 @@ def check_daemonset(binary):
     if ports != [["s3"], ["admin"], ["peer"]]:
         fail(f"NetworkPolicy must open only the s3, admin and peer ports: {ports}")
     check_cluster(kinds, spec, container, config, policy)
+    check_cluster_dns(binary, values)
     sa = kinds["ServiceAccount"][0]["metadata"]["annotations"]
     if "eks.amazonaws.com/role-arn" not in sa:
         fail("IRSA annotation missing")

@@ -439,6 +439,13 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
             let discovery = DnsDiscovery::new(peers.clone(), dns.name.clone(), port, every, static_members(c));
             server.add_service(background_service("shardcache-cluster-dns", discovery));
         }
+        #[cfg(feature = "kubernetes")]
+        if let (Some(k), Some(peers)) = (&c.kubernetes, &peers) {
+            use crate::cluster::kubernetes::KubeDiscovery;
+            let (service, namespace) = (k.service.clone(), k.namespace.clone());
+            let discovery = KubeDiscovery::new(peers.clone(), service, namespace, k.port.clone(), static_members(c));
+            server.add_service(background_service("shardcache-cluster-kubernetes", discovery));
+        }
     }
     if let Some(source) = source.filter(|_| gate.is_some() || cert.is_some()) {
         let reload = Reloader::new(source, gate.map(|g| (g, auth_files)), cert, metrics.clone());

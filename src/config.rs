@@ -22,7 +22,7 @@ mod upstream;
 pub use audit::AuditConfig;
 pub use auth::{AuthConfig, AuthRules, KeyConfig};
 pub use clients::ClientsConfig;
-pub use cluster::{ClusterConfig, DnsConfig, PeerConfig, MIN_SECRET_BYTES};
+pub use cluster::{ClusterConfig, DnsConfig, KubernetesConfig, PeerConfig, MIN_SECRET_BYTES};
 pub use lineage::LineageConfig;
 pub use resilience::{BreakerConfig, HedgeConfig, RetryConfig};
 pub use tls::TlsConfig;

@@ -1,160 +1,15 @@
 //! Cluster mode on one machine: shardcache processes on 127.0.0.1, 127.0.0.2 and 127.0.0.3 with
-//! a static peer list, in front of a signature-checking S3 server that logs every ranged GET.
+//! a static peer list (or DNS), in front of a signature-checking S3 server that logs every ranged
+//! GET. The harness is `common/cluster.rs`.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{data, free_port, S3Server};
+use common::cluster::{assert_fetched_once, cluster, cluster_with, configure, dataset, read, Configured, Node, CHUNK};
+use common::{data, S3Server};
 use futures_util::future::join_all;
-
-const CHUNK: u64 = 64 << 10;
-
-/// One shardcache process of a test cluster.
-struct Node {
-    s3: SocketAddr,
-    admin: SocketAddr,
-    peer: SocketAddr,
-    child: Child,
-}
-
-impl Node {
-    fn client(&self) -> aws_sdk_s3::Client {
-        common::client(self.s3)
-    }
-
-    async fn metric(&self, prefix: &str) -> f64 {
-        common::metric(self.admin, prefix).await
-    }
-
-    fn kill(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.kill();
-        }
-    }
-}
-
-/// Starts `n` nodes on 127.0.0.1.. 127.0.0.n, each listing all of them and the `extra` members,
-/// in front of `upstream`. Each logs to `node-<i>.log` in `dir`.
-fn cluster(dir: &Path, upstream: SocketAddr, n: usize, extra: &[(&str, SocketAddr)]) -> Vec<Node> {
-    let listed = |_: usize, peers: &[SocketAddr]| -> String {
-        let members: String = peers
-            .iter()
-            .enumerate()
-            .map(|(i, peer)| (format!("node-{i}"), *peer))
-            .chain(extra.iter().map(|(id, addr)| (id.to_string(), *addr)))
-            .map(|(id, peer)| format!("    - {{ id: {id}, address: \"{peer}\" }}\n"))
-            .collect();
-        format!("  peers:\n{members}")
-    };
-    cluster_with(dir, upstream, n, &listed)
-}
-
-/// Starts `n` nodes as [`cluster`] does, node `i`'s members being `members(i, peer listeners)`
-/// (YAML lines of the `cluster` section).
-fn cluster_with(
-    dir: &Path,
-    upstream: SocketAddr,
-    n: usize,
-    members: &dyn Fn(usize, &[SocketAddr]) -> String,
-) -> Vec<Node> {
-    std::fs::write(dir.join("secret"), b"a cluster secret of at least thirty-two bytes\n").unwrap();
-    let addr = |i: usize| -> SocketAddr { format!("127.0.0.{}:{}", i + 1, free_port()).parse().unwrap() };
-    let spots: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n).map(|i| (addr(i), addr(i), addr(i))).collect();
-    let peer_listeners: Vec<SocketAddr> = spots.iter().map(|s| s.2).collect();
-    spots
-        .iter()
-        .enumerate()
-        .map(|(i, &(s3, admin, peer))| {
-            let yaml = format!(
-                "listen: \"{s3}\"\nadmin_listen: \"{admin}\"\nthreads: 2\ngrace_period_seconds: 0\n\
-                 graceful_shutdown_timeout_seconds: 1\n\
-                 cache:\n  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n  read_ahead_chunks: 2\n  disk: null\n\
-                 upstreams:\n  up:\n    kind: s3\n    endpoint: http://{upstream}\n    credentials:\n      \
-                 source: static\n      access_key_id: {}\n      secret_access_key: {}\n\
-                 default_upstream: up\n\
-                 cluster:\n  node: node-{i}\n  listen: \"{peer}\"\n  secret_file: {}\n  \
-                 connect_timeout_ms: 200\n  read_timeout_ms: 2000\n{}",
-                common::ACCESS_KEY,
-                common::SECRET_KEY,
-                dir.join("secret").display(),
-                members(i, &peer_listeners),
-            );
-            let config = dir.join(format!("node-{i}.yaml"));
-            std::fs::write(&config, yaml).unwrap();
-            let log = std::fs::File::create(dir.join(format!("node-{i}.log"))).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
-                .args(["serve", "--config"])
-                .arg(&config)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            Node { s3, admin, peer, child }
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .inspect(|node| {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while std::net::TcpStream::connect(node.s3).is_err() || std::net::TcpStream::connect(node.peer).is_err() {
-                assert!(Instant::now() < deadline, "a node did not start listening");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .collect()
-}
-
-/// The whole of `bucket/key` through `client`.
-async fn read(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
-    let out = client.get_object().bucket(bucket).key(key).send().await.unwrap();
-    out.body.collect().await.unwrap().into_bytes().to_vec()
-}
-
-/// The ranges of the chunks of an object of `size` bytes, as its GETs name them.
-fn chunk_ranges(size: u64) -> Vec<String> {
-    (0..size.div_ceil(CHUNK))
-        .map(|i| format!("bytes={}-{}", i * CHUNK, ((i + 1) * CHUNK).min(size) - 1))
-        .collect()
-}
-
-/// Objects `shard-<i>.tar` (`count` of them, `size` bytes and a little more each) stored in
-/// bucket `data` of `s3`, whose request log then starts empty.
-async fn dataset(s3: &S3Server, count: u8, size: usize) -> Vec<(String, Vec<u8>)> {
-    s3.bucket("data");
-    let objects: Vec<(String, Vec<u8>)> = (0..count)
-        .map(|i| (format!("shard-{i}.tar"), data(size + usize::from(i) * 7_000, i)))
-        .collect();
-    for (key, bytes) in &objects {
-        s3.put("data", key, bytes.clone()).await;
-    }
-    s3.clear();
-    objects
-}
-
-/// Checks that every chunk of `objects` was fetched from `s3` exactly once.
-fn assert_fetched_once(s3: &S3Server, objects: &[(String, Vec<u8>)]) {
-    for (key, bytes) in objects {
-        let mut ranges: Vec<String> = s3
-            .requests("GET", "data", key)
-            .into_iter()
-            .map(|r| r.range.unwrap_or_else(|| "whole".into()))
-            .collect();
-        ranges.sort();
-        let mut want = chunk_ranges(bytes.len() as u64);
-        want.sort();
-        assert_eq!(ranges, want, "{key}: each chunk fetched from the upstream exactly once");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dataset_read_through_every_node_leaves_the_upstream_once() {
@@ -274,13 +129,20 @@ async fn the_peer_port_serves_only_cluster_members() {
     assert_eq!(served.body, data(100_000, 3)[..65536]);
     assert!(served.header("etag").is_some() && served.header("content-range") == Some("bytes 0-65535/100000"));
 
+    let unaligned = target.replace("start=0", "start=100");
+    let proof = key.sign("GET", &unaligned, "node-0", now);
+    let refused = common::get(node.peer, &unaligned, &[("x-shardcache-peer", &proof)]).await;
+    assert_eq!(refused.status, 400, "a span that is not a chunk: refused");
+
+    let proof = key.sign("GET", target, "node-0", now);
     let s3_port = common::get(node.s3, target, &[("x-shardcache-peer", &proof)]).await;
     assert_ne!(s3_port.status, 206, "the S3 listener knows no peer calls");
 }
 
 /// A cluster member that dies in the middle of every chunk it sends: the header and half the
-/// bytes, then the connection closes. It answers an open (no ETag) with 502.
-async fn dying_owner(objects: Vec<(String, Vec<u8>)>) -> SocketAddr {
+/// bytes, then the connection closes. It answers an open (no ETag) with 502. With
+/// `upstream_failing`, it answers everything 503 `UpstreamFailing` instead.
+async fn fake_owner(objects: Vec<(String, Vec<u8>)>, upstream_failing: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind(("127.0.0.9", 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -298,6 +160,12 @@ async fn dying_owner(objects: Vec<(String, Vec<u8>)>) -> SocketAddr {
                         return;
                     }
                     head.push(byte[0]);
+                }
+                if upstream_failing {
+                    let answer = "HTTP/1.1 503 Service Unavailable\r\nx-amz-error-code: UpstreamFailing\r\n\
+                                  content-length: 0\r\n\r\n";
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                    return;
                 }
                 let head = String::from_utf8_lossy(&head).into_owned();
                 let target = head.split(' ').nth(1).unwrap_or("");
@@ -336,7 +204,7 @@ async fn dying_owner(objects: Vec<(String, Vec<u8>)>) -> SocketAddr {
 async fn an_owner_dying_mid_chunk_is_continued_from_the_upstream() {
     let s3 = S3Server::start().await;
     let objects = dataset(&s3, 4, 400_000).await;
-    let owner = dying_owner(objects.clone()).await;
+    let owner = fake_owner(objects.clone(), false).await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(dir.path(), s3.addr, 1, &[("dying", owner)]);
     let client = nodes[0].client();
@@ -424,11 +292,7 @@ async fn members_found_by_dns_share_the_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster_with(dir.path(), s3.addr, 2, &dns);
     for node in &nodes {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while node.metric("shardcache_cluster_members").await < 2.0 {
-            assert!(Instant::now() < deadline, "the other node was not found");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        node.wait_members(2.0).await;
     }
     for node in &nodes {
         let client = node.client();
@@ -437,4 +301,130 @@ async fn members_found_by_dns_share_the_dataset() {
         }
     }
     assert_fetched_once(&s3, &objects);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_about_a_third_of_three() {
+    let s3 = S3Server::start().await;
+    let objects = dataset(&s3, 16, 500_000).await;
+    let chunks: usize = objects
+        .iter()
+        .map(|(_, b)| (b.len() as u64).div_ceil(CHUNK) as usize)
+        .sum();
+    // Nodes 0 and 1 list each other, and find node 2 by DNS (its address) once it answers.
+    let members = |i: usize, peers: &[SocketAddr]| {
+        let listed = format!(
+            "  peers:\n    - {{ id: node-0, address: \"{}\" }}\n    - {{ id: node-1, address: \"{}\" }}\n",
+            peers[0], peers[1]
+        );
+        let dns = format!(
+            "  dns:\n    name: \"{}\"\n    port: {}\n    refresh_seconds: 1\n",
+            peers[2].ip(),
+            peers[2].port()
+        );
+        if i < 2 {
+            listed + &dns
+        } else {
+            listed
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut configured = configure(dir.path(), s3.addr, 3, &members);
+    let joiner = configured.pop().unwrap();
+    let nodes: Vec<Node> = configured.into_iter().map(Configured::spawn).collect();
+    nodes.iter().for_each(Node::wait);
+    for node in &nodes {
+        node.wait_members(2.0).await;
+        for (key, bytes) in &objects {
+            assert!(read(&node.client(), "data", key).await == *bytes, "{key} read wrong");
+        }
+    }
+    assert_fetched_once(&s3, &objects);
+
+    let joined = joiner.spawn();
+    joined.wait();
+    for node in nodes.iter().chain([&joined]) {
+        node.wait_members(3.0).await;
+    }
+    s3.clear();
+    // Through the new node: what its old owners hold comes from them; what it now owns (what
+    // the join moved) is fetched by it from the upstream, once.
+    for (key, bytes) in &objects {
+        assert!(read(&joined.client(), "data", key).await == *bytes, "{key} read wrong");
+    }
+    let moved: usize = objects
+        .iter()
+        .map(|(key, _)| s3.requests("GET", "data", key).len())
+        .sum();
+    let share = moved as f64 / chunks as f64;
+    eprintln!(
+        "a third node joining moved {moved} of {chunks} chunks ({:.1}%)",
+        share * 100.0
+    );
+    assert!(
+        (0.2..0.47).contains(&share),
+        "the join moved {:.1}% of the chunks, not about a third",
+        share * 100.0
+    );
+    for (key, _) in &objects {
+        let ranges: Vec<_> = s3
+            .requests("GET", "data", key)
+            .into_iter()
+            .filter_map(|r| r.range)
+            .collect();
+        let unique: std::collections::HashSet<_> = ranges.iter().collect();
+        assert_eq!(unique.len(), ranges.len(), "{key}: a moved chunk fetched twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_stops_answering_is_waited_for_within_bounds_then_ejected() {
+    let s3 = S3Server::start().await;
+    let objects = dataset(&s3, 6, 300_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = cluster(dir.path(), s3.addr, 3, &[]);
+    // Node 2 hangs: its listener still accepts, it never answers.
+    let hung = nodes.pop().unwrap();
+    hung.signal(libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    for (key, bytes) in &objects {
+        assert!(
+            read(&nodes[0].client(), "data", key).await == *bytes,
+            "{key} read wrong"
+        );
+    }
+    let took = started.elapsed();
+    // The harness gives members 2 s to answer; the breaker ejects one after 5 failures in a row.
+    assert!(took < Duration::from_secs(25), "reads waited {took:?} on a hung owner");
+    assert_eq!(nodes[0].metric("shardcache_cluster_ejected_members").await, 1.0);
+    let failed = nodes[0].metric("shardcache_peer_reads_total{outcome=\"failed\"}").await;
+    // Five failures in a row eject it; a chunk and its read-ahead may have been asked meanwhile.
+    assert!(
+        (5.0..=8.0).contains(&failed),
+        "{failed} reads waited on the hung owner before it was ejected"
+    );
+    hung.signal(libc::SIGCONT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_upstream_fails_is_not_ejected() {
+    let s3 = S3Server::start().await;
+    let objects = dataset(&s3, 4, 300_000).await;
+    let owner = fake_owner(objects.clone(), true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), s3.addr, 1, &[("failing", owner)]);
+    for (key, bytes) in &objects {
+        assert!(
+            read(&nodes[0].client(), "data", key).await == *bytes,
+            "{key} read wrong"
+        );
+    }
+    // Its chunks came from this node's upstream, and it stays a member: the failing upstream is
+    // not its fault (over 5 such answers in a row would have ejected a failing member).
+    let failed = nodes[0].metric("shardcache_peer_reads_total{outcome=\"failed\"}").await;
+    assert!(failed > 5.0, "only {failed} chunks were asked of the member");
+    assert_eq!(
+        nodes[0].metric("shardcache_peer_breaker_state{peer=\"failing\"}").await,
+        0.0
+    );
 }

@@ -41,6 +41,8 @@ pub const CHUNK_PATH: &str = "/peer/v1/chunk";
 pub const MEMBER_PATH: &str = "/peer/v1/member";
 /// Longest answer to [`MEMBER_PATH`] read.
 const MAX_MEMBER_ANSWER: usize = 4096;
+/// The error code of an owner whose upstream is failing (503): not held against the owner.
+pub const UPSTREAM_FAILING: &str = "UpstreamFailing";
 /// The owner's answer header saying where the chunk came from: `hit` or `fill`.
 pub const OUTCOME_HEADER: &str = "x-shardcache-peer-outcome";
 /// How long an idle connection to a peer stays pooled.
@@ -172,11 +174,6 @@ impl Peers {
         };
         peers.metrics.cluster_members.set(1);
         peers
-    }
-
-    /// This node's id.
-    pub fn me(&self) -> &str {
-        &self.opts.me.id
     }
 
     /// Replaces the members (this node is added if missing). A member kept keeps its breaker.
@@ -329,6 +326,12 @@ impl Peers {
                 (404, Some("NoSuchBucket")) => Some(OriginError::NoSuchBucket),
                 (404, _) => Some(OriginError::NoSuchKey),
                 (412, _) => Some(OriginError::Changed),
+                (503, Some(UPSTREAM_FAILING)) => {
+                    // The owner is fine; its upstream is not, and likely ours neither.
+                    ticket.settle(true);
+                    self.failed(chunk, "the owner's upstream is failing");
+                    return Asked::Failed;
+                }
                 _ => {
                     ticket.settle(false);
                     self.failed(chunk, &format!("answered {status}"));

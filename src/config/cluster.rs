@@ -33,6 +33,10 @@ pub struct ClusterConfig {
     /// Members found by DNS, besides `peers`. Default: none.
     #[serde(default)]
     pub dns: Option<DnsConfig>,
+    /// Members from a Kubernetes Service's EndpointSlices, besides `peers` (needs a build with
+    /// the `kubernetes` feature, as the container image is). Default: none.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
     /// Where a node keeps the chunks it got from their owner: `memory` (the memory tier only;
     /// the owner keeps them on disk) or `disk`. Default: `memory`.
     #[serde(default = "peer_chunks")]
@@ -81,6 +85,25 @@ pub struct DnsConfig {
     pub refresh_seconds: u64,
 }
 
+/// Members from the EndpointSlices of a Service: its ready, non-terminating endpoints, with
+/// their node name as id and their zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The Service (`${ENV}` expanded). Required.
+    pub service: String,
+    /// Its namespace (`${ENV}` expanded). Default: the API client's (in a pod, the pod's own).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The name of the members' peer port in the slices. Default: `peer`.
+    #[serde(default = "port_name")]
+    pub port: String,
+}
+
+fn port_name() -> String {
+    "peer".to_owned()
+}
+
 fn refresh_seconds() -> u64 {
     10
 }
@@ -111,6 +134,12 @@ impl ClusterConfig {
         self.secret_file = expand_path(&self.secret_file, "cluster.secret_file", env)?;
         if let Some(dns) = &mut self.dns {
             dns.name = expand(&dns.name, "cluster.dns.name", env)?;
+        }
+        if let Some(k) = &mut self.kubernetes {
+            k.service = expand(&k.service, "cluster.kubernetes.service", env)?;
+            if let Some(ns) = &k.namespace {
+                k.namespace = Some(expand(ns, "cluster.kubernetes.namespace", env)?).filter(|n| !n.is_empty());
+            }
         }
         Ok(())
     }
@@ -147,6 +176,17 @@ impl ClusterConfig {
             }
             if !(1..=3600).contains(&dns.refresh_seconds) {
                 return Err(invalid("cluster.dns.refresh_seconds", "must be between 1 and 3600"));
+            }
+        }
+        if let Some(k) = &self.kubernetes {
+            if !cfg!(feature = "kubernetes") {
+                return Err(invalid(
+                    "cluster.kubernetes",
+                    "this build has no Kubernetes support (cargo feature `kubernetes`; the container image has it); use cluster.dns or cluster.peers",
+                ));
+            }
+            if k.service.is_empty() || k.port.is_empty() {
+                return Err(invalid("cluster.kubernetes", "service and port must not be empty"));
             }
         }
         if self.peer_chunks == Residency::None {

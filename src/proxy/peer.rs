@@ -27,7 +27,7 @@ use super::routes::Route;
 use super::ProxyState;
 use crate::cache::{CacheKey, ChunkRead, ObjectRef};
 use crate::cluster::auth::{ClusterKey, PEER_HEADER};
-use crate::cluster::peers::{MemberAnswer, CHUNK_PATH, MEMBER_PATH, OUTCOME_HEADER};
+use crate::cluster::peers::{MemberAnswer, CHUNK_PATH, MEMBER_PATH, OUTCOME_HEADER, UPSTREAM_FAILING};
 use crate::cluster::placement::Member;
 use crate::config::Residency;
 use crate::s3::query_param;
@@ -55,12 +55,15 @@ struct Ask {
 }
 
 impl Ask {
-    /// The request of `query`, if it names a span within one chunk of `chunk_size` bytes.
+    /// The request of `query`, if it names one chunk (of `chunk_size` bytes, the last one
+    /// shorter) by its span.
     fn parse(query: &str, chunk_size: u64) -> Option<Self> {
         let text = |name| query_param(query, name).map(Cow::into_owned);
         let number = |name| text(name)?.parse::<u64>().ok();
         let span = number("start")?..number("end")?;
-        let within_a_chunk = span.start < span.end && span.end - 1 < (span.start / chunk_size + 1) * chunk_size;
+        // A chunk, or its start: the bytes are cached as that chunk (a hit checks the length).
+        let within_a_chunk =
+            span.start.is_multiple_of(chunk_size) && span.start < span.end && span.end - span.start <= chunk_size;
         let etag = match text("etag") {
             Some(t) => Some(ETag::parse(&t)?),
             None => None,
@@ -268,13 +271,11 @@ impl PeerApp {
             OriginError::NoSuchKey => (StatusCode::NOT_FOUND, "NoSuchKey"),
             OriginError::NoSuchBucket => (StatusCode::NOT_FOUND, "NoSuchBucket"),
             OriginError::Changed => (StatusCode::PRECONDITION_FAILED, "PreconditionFailed"),
+            // Not this node's fault: the asker reads from the upstream without ejecting it.
+            e if e.upstream_failing() => (StatusCode::SERVICE_UNAVAILABLE, UPSTREAM_FAILING),
             _ => (StatusCode::BAD_GATEWAY, "BadGateway"),
         };
-        let outcome = if status == StatusCode::BAD_GATEWAY {
-            "failed"
-        } else {
-            "fill"
-        };
+        let outcome = if status.is_server_error() { "failed" } else { "fill" };
         self.state.metrics.peer_served.with_label_values(&[outcome]).inc();
         self.answer(session, status, Some(code), &e.to_string()).await
     }

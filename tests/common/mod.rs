@@ -7,6 +7,8 @@
 #[path = "../support/s3s_service.rs"]
 mod s3s_service;
 
+pub mod cluster;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

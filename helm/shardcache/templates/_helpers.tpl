@@ -69,8 +69,13 @@ The config file: .Values.config with the listeners set from ports and mode.
 {{- $_ := set $config.cache.disk "key_file" "/etc/shardcache-disk-key/shardcache-disk.key" }}
 {{- end }}
 {{- if include "shardcache.cluster" . }}
-{{- $peers := printf "%s-peers.%s.svc.cluster.local" (include "shardcache.fullname" .) .Release.Namespace }}
-{{- $cluster := dict "node" "${NODE_NAME}" "listen" (printf "0.0.0.0:%d" (int .Values.cluster.port)) "secret_file" "/etc/shardcache-cluster/secret" "peer_chunks" .Values.cluster.peerChunks "dns" (dict "name" $peers "refresh_seconds" (int .Values.cluster.refreshSeconds)) }}
+{{- $peers := printf "%s-peers" (include "shardcache.fullname" .) }}
+{{- $cluster := dict "node" "${NODE_NAME}" "listen" (printf "0.0.0.0:%d" (int .Values.cluster.port)) "secret_file" "/etc/shardcache-cluster/secret" "peer_chunks" .Values.cluster.peerChunks }}
+{{- if eq .Values.cluster.discovery "dns" }}
+{{- $_ := set $cluster "dns" (dict "name" (printf "%s.%s.svc.cluster.local" $peers .Release.Namespace) "refresh_seconds" (int .Values.cluster.refreshSeconds)) }}
+{{- else }}
+{{- $_ := set $cluster "kubernetes" (dict "service" $peers "port" "peer") }}
+{{- end }}
 {{- with .Values.cluster.zone }}
 {{- $_ := set $cluster "zone" . }}
 {{- end }}

@@ -1,0 +1,213 @@
+//! Test clusters: shardcache processes on 127.0.0.1, 127.0.0.2, ... in cluster mode, in front of
+//! the test S3 server, and a dataset to read through them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::{data, free_port, S3Server};
+
+pub const CHUNK: u64 = 64 << 10;
+
+/// One shardcache process of a test cluster.
+pub struct Node {
+    pub s3: SocketAddr,
+    pub admin: SocketAddr,
+    pub peer: SocketAddr,
+    child: Child,
+}
+
+impl Node {
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        super::client(self.s3)
+    }
+
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        super::metric(self.admin, prefix).await
+    }
+
+    /// Waits until the node listens.
+    pub fn wait(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(self.s3).is_err() || std::net::TcpStream::connect(self.peer).is_err() {
+            assert!(Instant::now() < deadline, "a node did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the node places chunks over `n` members.
+    pub async fn wait_members(&self, n: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric("shardcache_cluster_members").await != n {
+            assert!(Instant::now() < deadline, "the node never saw {n} members");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `signal` to the node's process.
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    pub fn kill(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// Starts `n` nodes on 127.0.0.1.. 127.0.0.n, each listing all of them and the `extra` members,
+/// in front of `upstream`. Each logs to `node-<i>.log` in `dir`.
+pub fn cluster(dir: &Path, upstream: SocketAddr, n: usize, extra: &[(&str, SocketAddr)]) -> Vec<Node> {
+    let listed = |_: usize, peers: &[SocketAddr]| -> String {
+        let members: String = peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| (format!("node-{i}"), *peer))
+            .chain(extra.iter().map(|(id, addr)| (id.to_string(), *addr)))
+            .map(|(id, peer)| format!("    - {{ id: {id}, address: \"{peer}\" }}\n"))
+            .collect();
+        format!("  peers:\n{members}")
+    };
+    cluster_with(dir, upstream, n, &listed)
+}
+
+/// Starts `n` nodes as [`cluster`] does, node `i`'s members being `members(i, peer listeners)`
+/// (YAML lines of the `cluster` section).
+pub fn cluster_with(
+    dir: &Path,
+    upstream: SocketAddr,
+    n: usize,
+    members: &dyn Fn(usize, &[SocketAddr]) -> String,
+) -> Vec<Node> {
+    let nodes: Vec<Node> = configure(dir, upstream, n, members)
+        .into_iter()
+        .map(Configured::spawn)
+        .collect();
+    nodes.iter().for_each(Node::wait);
+    nodes
+}
+
+/// A node's config, written, and its addresses.
+pub struct Configured {
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    pub s3: SocketAddr,
+    pub admin: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+impl Configured {
+    pub fn spawn(self) -> Node {
+        self.spawn_with(&[])
+    }
+
+    /// Starts the node with `env` added to its environment.
+    pub fn spawn_with(self, env: &[(&str, &str)]) -> Node {
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
+            .envs(env.iter().copied())
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let (s3, admin, peer) = (self.s3, self.admin, self.peer);
+        Node { s3, admin, peer, child }
+    }
+}
+
+/// Writes the configs of `n` nodes on 127.0.0.1.. 127.0.0.n, node `i`'s members being
+/// `members(i, peer listeners)`; each will log to `node-<i>.log` in `dir`.
+pub fn configure(
+    dir: &Path,
+    upstream: SocketAddr,
+    n: usize,
+    members: &dyn Fn(usize, &[SocketAddr]) -> String,
+) -> Vec<Configured> {
+    std::fs::write(dir.join("secret"), b"a cluster secret of at least thirty-two bytes\n").unwrap();
+    let addr = |i: usize| -> SocketAddr { format!("127.0.0.{}:{}", i + 1, free_port()).parse().unwrap() };
+    let spots: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n).map(|i| (addr(i), addr(i), addr(i))).collect();
+    let peer_listeners: Vec<SocketAddr> = spots.iter().map(|s| s.2).collect();
+    spots
+        .iter()
+        .enumerate()
+        .map(|(i, &(s3, admin, peer))| {
+            let yaml = format!(
+                "listen: \"{s3}\"\nadmin_listen: \"{admin}\"\nthreads: 2\ngrace_period_seconds: 0\n\
+                 graceful_shutdown_timeout_seconds: 1\n\
+                 cache:\n  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n  read_ahead_chunks: 2\n  disk: null\n\
+                 upstreams:\n  up:\n    kind: s3\n    endpoint: http://{upstream}\n    credentials:\n      \
+                 source: static\n      access_key_id: {}\n      secret_access_key: {}\n\
+                 default_upstream: up\n\
+                 cluster:\n  node: node-{i}\n  listen: \"{peer}\"\n  secret_file: {}\n  \
+                 connect_timeout_ms: 200\n  read_timeout_ms: 2000\n{}",
+                super::ACCESS_KEY,
+                super::SECRET_KEY,
+                dir.join("secret").display(),
+                members(i, &peer_listeners),
+            );
+            let config = dir.join(format!("node-{i}.yaml"));
+            std::fs::write(&config, yaml).unwrap();
+            let log = dir.join(format!("node-{i}.log"));
+            Configured {
+                config,
+                log,
+                s3,
+                admin,
+                peer,
+            }
+        })
+        .collect()
+}
+
+/// The whole of `bucket/key` through `client`.
+pub async fn read(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let out = client.get_object().bucket(bucket).key(key).send().await.unwrap();
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// The ranges of the chunks of an object of `size` bytes, as its GETs name them.
+pub fn chunk_ranges(size: u64) -> Vec<String> {
+    (0..size.div_ceil(CHUNK))
+        .map(|i| format!("bytes={}-{}", i * CHUNK, ((i + 1) * CHUNK).min(size) - 1))
+        .collect()
+}
+
+/// Objects `shard-<i>.tar` (`count` of them, `size` bytes and a little more each) stored in
+/// bucket `data` of `s3`, whose request log then starts empty.
+pub async fn dataset(s3: &S3Server, count: u8, size: usize) -> Vec<(String, Vec<u8>)> {
+    s3.bucket("data");
+    let objects: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| (format!("shard-{i}.tar"), data(size + usize::from(i) * 7_000, i)))
+        .collect();
+    for (key, bytes) in &objects {
+        s3.put("data", key, bytes.clone()).await;
+    }
+    s3.clear();
+    objects
+}
+
+/// Checks that every chunk of `objects` was fetched from `s3` exactly once.
+pub fn assert_fetched_once(s3: &S3Server, objects: &[(String, Vec<u8>)]) {
+    for (key, bytes) in objects {
+        let mut ranges: Vec<String> = s3
+            .requests("GET", "data", key)
+            .into_iter()
+            .map(|r| r.range.unwrap_or_else(|| "whole".into()))
+            .collect();
+        ranges.sort();
+        let mut want = chunk_ranges(bytes.len() as u64);
+        want.sort();
+        assert_eq!(ranges, want, "{key}: each chunk fetched from the upstream exactly once");
+    }
+}
