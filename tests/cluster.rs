@@ -395,7 +395,7 @@ async fn an_owner_that_stops_answering_is_waited_for_within_bounds_then_ejected(
     }
     let took = started.elapsed();
     // The harness gives members 2 s to answer; the breaker ejects one after 5 failures in a row.
-    assert!(took < Duration::from_secs(25), "reads waited {took:?} on a hung owner");
+    assert!(took < Duration::from_secs(40), "reads waited {took:?} on a hung owner");
     assert_eq!(nodes[0].metric("shardcache_cluster_ejected_members").await, 1.0);
     let failed = nodes[0].metric("shardcache_peer_reads_total{outcome=\"failed\"}").await;
     // Five failures in a row eject it; a chunk and its read-ahead may have been asked meanwhile.

@@ -27,10 +27,11 @@ impl Node {
         super::metric(self.admin, prefix).await
     }
 
-    /// Waits until the node listens.
+    /// Waits until the node listens, on all three listeners.
     pub fn wait(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(self.s3).is_err() || std::net::TcpStream::connect(self.peer).is_err() {
+        let listening = |addr| std::net::TcpStream::connect(addr).is_ok();
+        while !(listening(self.s3) && listening(self.admin) && listening(self.peer)) {
             assert!(Instant::now() < deadline, "a node did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
