@@ -16,18 +16,19 @@ import json
 import subprocess
 import time
 
-from run import GiB, LOADGEN, WORK, free_port, start_shardcache
+import run as kit  # used at call time: run.py imports this module
 
 CASE = "cluster: 3 nodes read one dataset"
 NODES = 3
 CONNECTIONS = 4  # per node's client
-SECRET = WORK / "cluster-secret"
+SECRET_NAME = "cluster-secret"
 
 
 def start(label, upstream_port):
     """Three nodes (in cluster mode if `label` is "cluster"): (host, contender) for each."""
-    SECRET.write_text("a benchmark cluster secret, at least thirty-two bytes long\n")
-    peers = [free_port() for _ in range(NODES)]
+    secret = kit.WORK / SECRET_NAME
+    secret.write_text("a benchmark cluster secret, at least thirty-two bytes long\n")
+    peers = [kit.free_port() for _ in range(NODES)]
     nodes = []
     for i in range(NODES):
         host = f"127.0.0.{i + 1}"
@@ -36,9 +37,9 @@ def start(label, upstream_port):
             members = "".join(f"    - {{id: node-{j}, address: \"127.0.0.{j + 1}:{port}\"}}\n"
                               for j, port in enumerate(peers))
             extra = (f"cluster:\n  node: node-{i}\n  listen: {host}:{peers[i]}\n"
-                     f"  secret_file: {SECRET}\n  peers:\n{members}")
-        node = start_shardcache(f"{label}-{i}", upstream_port, GiB, WORK / f"{label}-{i}-cache", extra=extra,
-                                host=host, capacity=4 * GiB)
+                     f"  secret_file: {secret}\n  peers:\n{members}")
+        node = kit.start_shardcache(f"{label}-{i}", upstream_port, kit.GiB, kit.WORK / f"{label}-{i}-cache",
+                                    extra=extra, host=host, capacity=4 * kit.GiB)
         nodes.append((host, node))
     return nodes
 
@@ -50,11 +51,11 @@ def run(origin, shards):
     for label, name in (("independent", "3 nodes, independent"), ("cluster", "3 nodes, cluster")):
         nodes = start(label, origin.port)
         try:
-            paths = WORK / "paths-cluster.txt"
+            paths = kit.WORK / "paths-cluster.txt"
             paths.write_text("".join(f"/bench/{key} {size}\n" for key, size in shards))
             mark = origin.mark()
             started = time.monotonic()
-            clients = [subprocess.Popen([str(LOADGEN), "get", "--addr", f"{host}:{n.port}", "--paths", str(paths),
+            clients = [subprocess.Popen([str(kit.LOADGEN), "get", "--addr", f"{host}:{n.port}", "--paths", str(paths),
                                          "--connections", str(CONNECTIONS), "--requests", str(len(shards))],
                                         stdout=subprocess.PIPE, text=True) for host, n in nodes]
             per_node = []
