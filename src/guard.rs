@@ -9,7 +9,8 @@
 //!
 //! Pingora accepts and hands each request of a connection to [`ServerApp::process_new`]; the
 //! guard wraps the proxy's app there, and wraps each connection's stream in [`Counted`], which
-//! holds its slot under the cap and sees its first bytes. The proxy marks a request's header
+//! holds its slot under the cap, sees its first bytes, and coalesces its writes (a response's
+//! header goes out with its body in one `writev`: [`coalesce`]). The proxy marks a request's header
 //! whole with [`header_done`] once Pingora has parsed it. The listener speaks HTTP/1 only (its
 //! TLS settings offer no `h2`), so each call of `process_new` is one request.
 
@@ -18,7 +19,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,12 +36,17 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use coalesce::Coalesce;
+
+mod coalesce;
 
 /// File descriptors left out of the connection cap: upstream connections, the disk tier, the
 /// admin listener and its clients.
 const FD_RESERVE: u64 = 256;
 /// How long a refused client gets to take its 503.
 const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// How long a closing connection waits for the client to take the bytes still held.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
 /// The S3 listener's limits on clients.
 #[derive(Clone, Copy, Debug)]
@@ -221,6 +227,8 @@ impl HeaderClock {
 /// header clock. Everything else is the wrapped stream's.
 pub struct Counted {
     inner: Stream,
+    /// Small writes held back to go out with the next one (see [`coalesce`]).
+    out: Coalesce,
     clock: Arc<HeaderClock>,
     open: IntGauge,
     _slot: OwnedSemaphorePermit,
@@ -231,6 +239,7 @@ impl Counted {
         open.inc();
         Self {
             inner,
+            out: Coalesce::default(),
             clock,
             open,
             _slot: slot,
@@ -263,7 +272,8 @@ impl AsyncRead for Counted {
 
 impl AsyncWrite for Counted {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        this.out.poll_write(Pin::new(&mut *this.inner), cx, buf)
     }
 
     fn poll_write_vectored(
@@ -271,7 +281,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        ready!(this.out.poll_drain(Pin::new(&mut *this.inner), cx))?;
+        Pin::new(&mut *this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -279,17 +291,23 @@ impl AsyncWrite for Counted {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
+        let this = &mut *self;
+        ready!(this.out.poll_drain(Pin::new(&mut *this.inner), cx))?;
+        Pin::new(&mut *this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        ready!(this.out.poll_drain(Pin::new(&mut *this.inner), cx))?;
+        Pin::new(&mut *this.inner).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for Counted {
     async fn shutdown(&mut self) {
+        // What is held goes out first, if the client takes it soon.
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, AsyncWriteExt::flush(self)).await;
         Shutdown::shutdown(&mut *self.inner).await;
     }
 }

@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Two shardcache builds side by side on one hit case of the kit: the way to tell whether a
+change made shardcache faster on this noisy machine. Both serve the same objects from the same
+origin, warmed first; the rounds alternate which build goes first; the report is the median and
+range of each, and the ratio of medians.
+
+Usage: benches/ab.py BASELINE_BINARY CANDIDATE_BINARY [--set 64KiB|1MiB|16MiB] [--connections N]
+                     [--rounds R] [--seconds S]
+Build the binaries first (for example `git worktree add` of the baseline commit, and
+`cargo build --release` in each, copying target/release/shardcache aside). The data and the load
+client are the kit's (run benches/run.sh once). Loopback only; everything started is stopped.
+"""
+import argparse
+import statistics
+from pathlib import Path
+
+import run
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("baseline")
+    ap.add_argument("candidate")
+    ap.add_argument("--set", default="64KiB")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=4)
+    opts = ap.parse_args()
+    data = run.Dataset(quick=False)
+    objects = data.sets[opts.set]
+    if not all((run.DATA / "bench" / key).exists() for key, _ in objects):
+        raise SystemExit("the kit's data is missing: run benches/run.sh once")
+    origin = run.Origin("8m")
+    started = [origin.proc]
+    builds = {}
+    try:
+        for name, binary in (("baseline", opts.baseline), ("candidate", opts.candidate)):
+            run.SHARDCACHE = Path(binary).resolve()
+            contender = run.start_shardcache(f"ab-{name}", origin.port, run.MEMORY_TIER, None)
+            started.extend(contender.procs)
+            run.warm(contender, objects)
+            builds[name] = contender
+        results = {name: [] for name in builds}
+        order = list(builds)
+        for rnd in range(opts.rounds):
+            for name in order[rnd % 2:] + order[:rnd % 2]:
+                args = run.get_args(builds[name], objects, opts.connections, seconds=opts.seconds)
+                out = run.loadgen(args)
+                results[name].append(out)
+                print(f"round {rnd + 1} {name:<9} {out['req_per_s']:9.1f} req/s {out['gb_per_s']:.3f} GB/s "
+                      f"ttfb p99 {out['ttfb']['p99_ms']:.2f} ms", flush=True)
+    finally:
+        for p in reversed(started):
+            p.stop()
+    medians = {}
+    for name, runs in results.items():
+        rps = [r["req_per_s"] for r in runs]
+        medians[name] = statistics.median(rps)
+        print(f"{name:<9} req/s median {medians[name]:.1f} (min {min(rps):.1f}, max {max(rps):.1f})")
+    print(f"candidate / baseline: {medians['candidate'] / medians['baseline']:.3f}x "
+          f"(hit {opts.set} x{opts.connections}, {opts.rounds} rounds of {opts.seconds} s, memory tier)")
+
+
+if __name__ == "__main__":
+    main()
