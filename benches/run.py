@@ -7,8 +7,9 @@
   nginx       nginx proxy_cache in front of the origin (benches/peers/nginx-cache.conf)
   cachey      cachey (Rust + foyer), `cargo install cachey --locked`
 
-plus the machine's ceilings: iperf3 over loopback with the same number of streams, and fio
-(io_uring, O_DIRECT) reading the cache disk.
+plus the machine's ceilings: iperf3 over loopback with the same number of streams (at its
+default 128 KiB writes and with 1 MiB writes), a tokio sender/receiver pair with 1 MiB writes on
+two threads (benches/ceiling), and fio (io_uring, O_DIRECT) reading the cache disk.
 
 Every case runs once per round for each contender, contenders in a rotating order, rounds
 interleaved, so all contenders see the same machine conditions; the tables give the median of the
@@ -42,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "target" / "bench"
 DATA = WORK / "data"
 LOADGEN = ROOT / "target" / "release" / "examples" / "loadgen"
+CEILING = ROOT / "target" / "release" / "examples" / "ceiling"
 SHARDCACHE = ROOT / "target" / "release" / "shardcache"
 CACHEY = ROOT / "target" / "bench-tools" / "bin" / "server"  # cachey installs its binary as `server`
 PEERS = ROOT / "benches" / "peers"
@@ -410,18 +412,26 @@ def measure(contender, origin, args):
     return result
 
 
-def iperf3(streams, seconds):
+def iperf3(streams, seconds, length=None):
     port = free_port()
     server = Proc("iperf3", ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port), "-1"], WORK / "iperf3.log")
     # Not wait_port: a one-off iperf3 server would take the probe for its client.
     deadline = time.time() + 10
     while "listening" not in Path(server.log).read_text() and time.time() < deadline:
         time.sleep(0.05)
-    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"],
-                         capture_output=True, text=True, timeout=seconds + 30)
+    write_size = ["-l", length] if length else []
+    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams),
+                          *write_size, "-J"], capture_output=True, text=True, timeout=seconds + 30)
     server.stop()
     report = json.loads(out.stdout)
     return {"gb_per_s": report["end"]["sum_received"]["bits_per_second"] / 8 / 1e9}
+
+
+def loopback(streams, seconds):
+    """benches/ceiling: tokio sender/receiver pairs on loopback, 1 MiB writes, 2 threads."""
+    out = subprocess.run([str(CEILING), "--streams", str(streams), "--seconds", str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 30)
+    return json.loads(out.stdout)
 
 
 def fio_read(directory, size):
@@ -466,7 +476,7 @@ def main():
     # `--only trust`, `--only disk`, `--only stream` and `--only cluster` measure shardcache
     # against itself (and fio): the peers are not started.
     peers = not opts.only.startswith(("trust", "disk", "stream", "cluster"))
-    for tool in (LOADGEN, SHARDCACHE, *([CACHEY] if peers else [])):
+    for tool in (LOADGEN, CEILING, SHARDCACHE, *([CACHEY] if peers else [])):
         if not tool.exists():
             sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
 
@@ -495,9 +505,16 @@ def main():
     try:
         # Ceilings.
         ceilings = {}
+        # iperf3 at its default 128 KiB writes, then with 1 MiB writes, and a tokio pair with
+        # the proxy's two threads: the last is what loopback can carry (issue #15).
+        secs = 3 if opts.quick else 5
         for streams in (1, 16, 64):
             ceilings[f"iperf3 {streams} streams"] = statistics.median(
-                iperf3(streams, 3 if opts.quick else 5)["gb_per_s"] for _ in range(rounds))
+                iperf3(streams, secs)["gb_per_s"] for _ in range(rounds))
+            ceilings[f"iperf3 {streams} streams, 1 MiB writes"] = statistics.median(
+                iperf3(streams, secs, "1M")["gb_per_s"] for _ in range(rounds))
+            ceilings[f"tokio loopback {streams} streams, 1 MiB writes, 2 threads"] = statistics.median(
+                loopback(streams, secs)["gb_per_s"] for _ in range(rounds))
         ceilings["fio io_uring O_DIRECT sequential read"] = fio_read(WORK, "1G" if opts.quick else "4G")["gb_per_s"]
         print(f"ceilings: {ceilings}", flush=True)
 

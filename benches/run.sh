@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark kit, one command: installs the peers (nginx, iperf3, fio from Debian; cachey from
-# crates.io into target/bench-tools), builds shardcache and the load client in release, runs every
-# case side by side (benches/run.py) and writes BENCHMARKS.md, benches/results.json and
-# benches/results.svg.
+# crates.io into target/bench-tools), builds shardcache, the load client and the loopback ceiling
+# (benches/ceiling) in release, runs every case side by side (benches/run.py) and writes
+# BENCHMARKS.md, benches/results.json and benches/results.svg.
 #
 # Usage: benches/run.sh [--quick] [--rounds N] [--only CASE_PREFIX]
 # A full run takes about 30 minutes on 2 cores and needs ~12 GiB of free disk under target/.
@@ -19,7 +19,7 @@ case " $* " in
     *" --only trust"* | *" --only disk"* | *" --only stream"* | *" --only cluster"*) ;;  # shardcache alone: no peers
     *) [ -x target/bench-tools/bin/server ] || cargo install cachey --version 0.13.2 --locked --root target/bench-tools ;;
 esac
-cargo build --release --locked --bin shardcache --example loadgen
+cargo build --release --locked --bin shardcache --example loadgen --example ceiling
 
 python3 benches/run.py "$@"
 python3 benches/report.py
