@@ -28,7 +28,7 @@ use prometheus::IntCounter;
 
 use super::auth::{ClusterKey, PEER_HEADER};
 use super::placement::{Member, Place, Placement};
-use crate::cache::{ChunkBody, ChunkFetch, FillError};
+use crate::cache::{ChunkBody, ChunkFetch, FillError, ObjectRef};
 use crate::metrics::Metrics;
 use crate::types::{ETag, ObjectMeta};
 use crate::upstream::{
@@ -66,6 +66,16 @@ pub struct ChunkPlace {
 }
 
 impl ChunkPlace {
+    /// Chunk `index` of `object`.
+    pub fn new(object: &ObjectRef, index: u64) -> Self {
+        Self {
+            upstream: object.upstream.clone(),
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+            index,
+        }
+    }
+
     fn place(&self) -> Place<'_> {
         Place {
             upstream: &self.upstream,

@@ -247,14 +247,8 @@ async fn open_chunk(
     // it began before the write.
     let at_owner = match &route.peers {
         Some(peers) if !cache.forgot_meta(object) => {
-            let place = ChunkPlace {
-                upstream: object.upstream.clone(),
-                bucket: object.bucket.clone(),
-                key: object.key.clone(),
-                index,
-            };
             let resume = |etag: &_| upstream_fetch(metrics, route, object, etag);
-            peers.open(&place, span.clone(), resume).await
+            peers.open(&ChunkPlace::new(object, index), span.clone(), resume).await
         }
         _ => None,
     };

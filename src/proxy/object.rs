@@ -338,18 +338,15 @@ pub(super) fn fetcher(
     etag: &ETag,
     span: Range<u64>,
 ) -> impl FnOnce() -> ChunkFetch {
-    let upstream = upstream_fetch(&state.metrics, route, object, etag);
-    let peers = route.peers.clone();
-    let place = ChunkPlace {
-        upstream: object.upstream.clone(),
-        bucket: object.bucket.clone(),
-        key: object.key.clone(),
-        index: span.start / state.cache.chunk_size(),
-    };
-    let etag = etag.clone();
-    move || match peers {
-        Some(peers) => peers.fetch(place, span, etag, upstream),
-        None => upstream(span),
+    let (metrics, route, object, etag) = (state.metrics.clone(), route.clone(), object.clone(), etag.clone());
+    let index = span.start / state.cache.chunk_size();
+    // Built only when the chunk is fetched: most reads are hits.
+    move || {
+        let upstream = upstream_fetch(&metrics, &route, &object, &etag);
+        match &route.peers {
+            Some(peers) => peers.fetch(ChunkPlace::new(&object, index), span, etag, upstream),
+            None => upstream(span),
+        }
     }
 }
 
