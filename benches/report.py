@@ -7,6 +7,7 @@ Usage: benches/report.py [RESULTS_JSON] [BENCHMARKS_MD]
 """
 import json
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -55,20 +56,34 @@ def fmt(v, digits=2):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def case_table(contenders):
+def loopback_ceiling(data, case):
+    """The run's tokio loopback ceiling (benches/ceiling) for a case's number of connections:
+    x1 -> 1 stream, x16 -> 16, x64 (and more) -> 64; None if the run did not measure it."""
+    m = re.search(r" x(\d+)", case)
+    if not m:
+        return None
+    streams = min((n for n in (1, 16, 64) if n >= int(m.group(1))), default=64)
+    return data["ceilings"].get(f"tokio loopback {streams} streams, 1 MiB writes, 2 threads")
+
+
+def case_table(contenders, ceiling=None):
+    """One case, each contender's medians; with `ceiling` (GB/s), throughput as a share of it."""
+    share = " | x loopback ceiling" if ceiling else ""
     lines = [
         "| contender | GB/s (median, min-max) | req/s | TTFB p50 / p99 ms | latency p50 / p95 / p99 ms "
-        "| upstream MiB / requests | CPU s | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| upstream MiB / requests | CPU s | peak RSS MiB{share} |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if ceiling else ""),
     ]
     for name in sorted(contenders, key=lambda n: ORDER.index(n) if n in ORDER else 9):
         s = summary(contenders[name])
         err = f" ({s['errors']} errors)" if s["errors"] else ""
+        of_ceiling = f" | {fmt(s['gb_per_s'] / ceiling)}" if ceiling and s["gb_per_s"] is not None else ""
         lines.append(
             f"| {name}{err} | {fmt(s['gb_per_s'], 3)} ({fmt(s['gb_min'], 3)}-{fmt(s['gb_max'], 3)}) "
             f"| {fmt(s['req_per_s'], 0)} | {fmt(s['ttfb_p50'])} / {fmt(s['ttfb_p99'])} "
             f"| {fmt(s['lat_p50'])} / {fmt(s['lat_p95'])} / {fmt(s['lat_p99'])} "
-            f"| {fmt(s['upstream_mib'], 1)} / {fmt(s['upstream_req'], 0)} | {fmt(s['cpu_s'])} | {fmt(s['rss_mib'], 0)} |"
+            f"| {fmt(s['upstream_mib'], 1)} / {fmt(s['upstream_req'], 0)} | {fmt(s['cpu_s'])} | {fmt(s['rss_mib'], 0)}"
+            f"{of_ceiling} |"
         )
     return "\n".join(lines)
 
@@ -274,8 +289,13 @@ def render(data):
     out += ["", "## Results by case", "", "![throughput and TTFB p99 by case](benches/results.svg)", ""]
     for case in by:
         out += [f"### {case}", ""]
-        table = {"epochs": epoch_table, "cluster: 3 nodes read one dataset": cluster_table}.get(case, case_table)
-        out += [table(by[case]), ""]
+        if case == "epochs":
+            table = epoch_table(by[case])
+        elif case == "cluster: 3 nodes read one dataset":
+            table = cluster_table(by[case])
+        else:
+            table = case_table(by[case], loopback_ceiling(data, case))
+        out += [table, ""]
     return "\n".join(out)
 
 
