@@ -226,6 +226,11 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("metric registered once");
             g
         };
+        let single_gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            registry.register(Box::new(g.clone())).expect("metric registered once");
+            g
+        };
         let single = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("static metric definition");
             registry.register(Box::new(c.clone())).expect("metric registered once");
@@ -261,12 +266,7 @@ impl Metrics {
                 "Failed upstream requests",
                 &["upstream", "call"],
             ),
-            client_connections: {
-                let g = IntGauge::new("shardcache_client_connections", "Open connections on the S3 listener")
-                    .expect("static metric definition");
-                registry.register(Box::new(g.clone())).expect("metric registered once");
-                g
-            },
+            client_connections: single_gauge("shardcache_client_connections", "Open connections on the S3 listener"),
             connections_shed: counter(
                 "shardcache_connections_shed_total",
                 "Client connections refused past the cap or cut for a slow header",
@@ -376,12 +376,7 @@ impl Metrics {
                 ),
                 &["read", "write"],
             ),
-            disk_degraded: {
-                let g = IntGauge::new("shardcache_disk_degraded", "1 while the disk tier is degraded")
-                    .expect("static metric definition");
-                registry.register(Box::new(g.clone())).expect("metric registered once");
-                g
-            },
+            disk_degraded: single_gauge("shardcache_disk_degraded", "1 while the disk tier is degraded"),
             disk_recovery_seconds: {
                 let g = Gauge::new("shardcache_disk_recovery_seconds", "Time the disk tier took to open")
                     .expect("static metric definition");
@@ -414,18 +409,8 @@ impl Metrics {
                 &["hit", "fill", "refused", "failed"],
             ),
             peer_served_bytes: single("shardcache_peer_served_bytes_total", "Chunk bytes sent to peers"),
-            cluster_members: {
-                let g = IntGauge::new("shardcache_cluster_members", "Members chunks are placed over")
-                    .expect("static metric definition");
-                registry.register(Box::new(g.clone())).expect("metric registered once");
-                g
-            },
-            cluster_ejected: {
-                let g = IntGauge::new("shardcache_cluster_ejected_members", "Members whose breaker is open")
-                    .expect("static metric definition");
-                registry.register(Box::new(g.clone())).expect("metric registered once");
-                g
-            },
+            cluster_members: single_gauge("shardcache_cluster_members", "Members chunks are placed over"),
+            cluster_ejected: single_gauge("shardcache_cluster_ejected_members", "Members whose breaker is open"),
             cluster_placements: with_values(
                 counter(
                     "shardcache_cluster_placements_total",

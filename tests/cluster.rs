@@ -7,7 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::cluster::{assert_fetched_once, cluster, cluster_with, configure, dataset, read, Configured, Node, CHUNK};
+use common::cluster::{
+    assert_fetched_once, cluster, cluster_with, configure, dataset, metric_sum, read, Configured, Node, CHUNK,
+};
 use common::{data, S3Server};
 use futures_util::future::join_all;
 
@@ -77,22 +79,13 @@ async fn a_node_killed_mid_read_costs_the_others_nothing_but_time() {
     join_all(reads).await;
     killer.await.unwrap();
 
-    let mut failed = 0.0;
-    for node in &nodes {
-        failed += node.metric("shardcache_peer_reads_total{outcome=\"failed\"}").await;
-    }
+    let failed = metric_sum(&nodes, "shardcache_peer_reads_total{outcome=\"failed\"}").await;
     assert!(failed > 0.0, "reads did meet the dead owner, and went to the upstream");
     // Once ejected, the dead owner's chunks go to the second choice: later reads do not wait
     // on it.
-    let mut ejected = 0.0;
-    for node in &nodes {
-        ejected += node.metric("shardcache_peer_breaker_state{peer=\"node-2\"}").await;
-    }
+    let ejected = metric_sum(&nodes, "shardcache_peer_breaker_state{peer=\"node-2\"}").await;
     assert!(ejected > 0.0, "the dead node was ejected by at least one survivor");
-    let mut counted = 0.0;
-    for node in &nodes {
-        counted += node.metric("shardcache_cluster_ejected_members").await;
-    }
+    let counted = metric_sum(&nodes, "shardcache_cluster_ejected_members").await;
     assert!(
         counted >= 1.0,
         "the ejection shows in shardcache_cluster_ejected_members"

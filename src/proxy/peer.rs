@@ -62,15 +62,13 @@ impl Ask {
         let number = |name| text(name)?.parse::<u64>().ok();
         let span = number("start")?..number("end")?;
         // A chunk, or its start: the bytes are cached as that chunk (a hit checks the length).
-        let within_a_chunk =
-            span.start.is_multiple_of(chunk_size) && span.start < span.end && span.end - span.start <= chunk_size;
+        if !(span.start.is_multiple_of(chunk_size) && span.start < span.end && span.end - span.start <= chunk_size) {
+            return None;
+        }
         let etag = match text("etag") {
             Some(t) => Some(ETag::parse(&t)?),
             None => None,
         };
-        if !within_a_chunk {
-            return None;
-        }
         Some(Self {
             upstream: text("upstream")?,
             bucket: text("bucket")?,
@@ -103,13 +101,7 @@ impl PeerApp {
             zone: self.me.zone.clone(),
         };
         let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
-        let Ok(mut h) = ResponseHeader::build(StatusCode::OK, Some(2)) else {
-            return false;
-        };
-        let _ = h.insert_header("content-type", "application/json");
-        let _ = h.insert_header("content-length", body.len().to_string());
-        session.write_response_header(Box::new(h)).await.is_ok()
-            && session.write_response_body(body, true).await.is_ok()
+        reply(session, StatusCode::OK, "application/json", None, body).await
     }
 
     async fn serve(&self, session: &mut ServerSession) -> Reusable {
@@ -289,18 +281,27 @@ impl PeerApp {
     }
 
     async fn answer(&self, session: &mut ServerSession, status: StatusCode, code: Option<&str>, why: &str) -> Reusable {
-        let body = Bytes::from(format!("{why}\n"));
-        let Ok(mut h) = ResponseHeader::build(status, Some(3)) else {
-            return false;
-        };
-        let _ = h.insert_header("content-type", "text/plain");
-        let _ = h.insert_header("content-length", body.len().to_string());
-        if let Some(code) = code {
-            let _ = h.insert_header("x-amz-error-code", code);
-        }
-        session.write_response_header(Box::new(h)).await.is_ok()
-            && session.write_response_body(body, true).await.is_ok()
+        reply(session, status, "text/plain", code, Bytes::from(format!("{why}\n"))).await
     }
+}
+
+/// Sends a whole answer: `body` of `content_type`, with the S3 error `code` if any.
+async fn reply(
+    session: &mut ServerSession,
+    status: StatusCode,
+    content_type: &str,
+    code: Option<&str>,
+    body: Bytes,
+) -> Reusable {
+    let Ok(mut h) = ResponseHeader::build(status, Some(3)) else {
+        return false;
+    };
+    let _ = h.insert_header("content-type", content_type);
+    let _ = h.insert_header("content-length", body.len().to_string());
+    if let Some(code) = code {
+        let _ = h.insert_header("x-amz-error-code", code);
+    }
+    session.write_response_header(Box::new(h)).await.is_ok() && session.write_response_body(body, true).await.is_ok()
 }
 
 /// The header of a chunk answer: the object's metadata when the request opened it, else the

@@ -65,6 +65,15 @@ impl Drop for Node {
     }
 }
 
+/// The sum over `nodes` of a metric's samples whose line starts with `prefix`.
+pub async fn metric_sum(nodes: &[Node], prefix: &str) -> f64 {
+    let mut sum = 0.0;
+    for node in nodes {
+        sum += node.metric(prefix).await;
+    }
+    sum
+}
+
 /// Starts `n` nodes on 127.0.0.1.. 127.0.0.n, each listing all of them and the `extra` members,
 /// in front of `upstream`. Each logs to `node-<i>.log` in `dir`.
 pub fn cluster(dir: &Path, upstream: SocketAddr, n: usize, extra: &[(&str, SocketAddr)]) -> Vec<Node> {
