@@ -4,14 +4,18 @@ change made shardcache faster on this noisy machine. Both serve the same objects
 origin, warmed first; the rounds alternate which build goes first; the report is the median and
 range of each, and the ratio of medians.
 
-Usage: benches/ab.py BASELINE_BINARY CANDIDATE_BINARY [--set 64KiB|1MiB|16MiB] [--connections N]
-                     [--rounds R] [--seconds S]
+Usage: benches/ab.py BASELINE_BINARY CANDIDATE_BINARY [--set 64KiB|1MiB|16MiB|1GiB] [--connections N]
+                     [--rounds R] [--seconds S] [--cold] [--disk]
+With --cold, each build's memory tier is first filled with cold reads (unmeasured), then each round
+reads fresh names (hard links) of the set once, cold, through each build, and reports GB/s and the build's CPU seconds per GiB; --disk gives both builds the kit's default
+disk tier (encrypted, O_DIRECT) under the memory tier.
 Build the binaries first (for example `git worktree add` of the baseline commit, and
 `cargo build --release` in each, copying target/release/shardcache aside). The data and the load
 client are the kit's (run benches/run.sh once). Loopback only; everything started is stopped.
 """
 import argparse
 import statistics
+import time
 from pathlib import Path
 
 import run
@@ -25,8 +29,11 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=4)
+    ap.add_argument("--cold", action="store_true", help="cold reads of fresh names, not hits")
+    ap.add_argument("--disk", action="store_true", help="a disk tier under the memory tier")
     opts = ap.parse_args()
     data = run.Dataset(quick=False)
+    stamp = int(time.time())
     objects = data.sets[opts.set]
     if not all((run.DATA / "bench" / key).exists() for key, _ in objects):
         raise SystemExit("the kit's data is missing: run benches/run.sh once")
@@ -36,19 +43,33 @@ def main():
     try:
         for name, binary in (("baseline", opts.baseline), ("candidate", opts.candidate)):
             run.SHARDCACHE = Path(binary).resolve()
-            contender = run.start_shardcache(f"ab-{name}", origin.port, run.MEMORY_TIER, None)
+            disk = run.WORK / f"ab-{name}-cache" if opts.disk else None
+            contender = run.start_shardcache(f"ab-{name}", origin.port, run.MEMORY_TIER, disk)
             started.extend(contender.procs)
-            run.warm(contender, objects)
+            if opts.cold:
+                # Fill the memory tier first, as the kit's hit cases do before its cold ones: a
+                # fresh process's first touch of memory is slower on this VM than a full tier's.
+                for i in range(run.MEMORY_TIER // run.GiB):
+                    run.warm(contender, data.cold_copies(f"ab-{stamp}-fill{i}-{name}", data.sets["1GiB"]))
+            else:
+                run.warm(contender, objects)
             builds[name] = contender
         results = {name: [] for name in builds}
         order = list(builds)
         for rnd in range(opts.rounds):
             for name in order[rnd % 2:] + order[:rnd % 2]:
-                args = run.get_args(builds[name], objects, opts.connections, seconds=opts.seconds)
+                proc = builds[name].procs[0]
+                cpu = proc.cpu_seconds()
+                if opts.cold:
+                    objs = data.cold_copies(f"ab-{stamp}-r{rnd}-{name}-{opts.set}", objects)
+                    args = run.get_args(builds[name], objs, opts.connections, requests=len(objs))
+                else:
+                    args = run.get_args(builds[name], objects, opts.connections, seconds=opts.seconds)
                 out = run.loadgen(args)
+                out["cpu_s_per_gib"] = (proc.cpu_seconds() - cpu) / (out["bytes"] / run.GiB)
                 results[name].append(out)
                 print(f"round {rnd + 1} {name:<9} {out['req_per_s']:9.1f} req/s {out['gb_per_s']:.3f} GB/s "
-                      f"ttfb p99 {out['ttfb']['p99_ms']:.2f} ms", flush=True)
+                      f"ttfb p99 {out['ttfb']['p99_ms']:.2f} ms, {out['cpu_s_per_gib']:.2f} CPU-s/GiB", flush=True)
     finally:
         for p in reversed(started):
             p.stop()
@@ -56,9 +77,13 @@ def main():
     for name, runs in results.items():
         rps = [r["req_per_s"] for r in runs]
         medians[name] = statistics.median(rps)
-        print(f"{name:<9} req/s median {medians[name]:.1f} (min {min(rps):.1f}, max {max(rps):.1f})")
+        cpu = statistics.median(r["cpu_s_per_gib"] for r in runs)
+        print(f"{name:<9} req/s median {medians[name]:.1f} (min {min(rps):.1f}, max {max(rps):.1f}), "
+              f"CPU-s/GiB median {cpu:.2f}")
+    kind = "cold" if opts.cold else "hit"
+    tier = "memory and disk tiers" if opts.disk else "memory tier"
     print(f"candidate / baseline: {medians['candidate'] / medians['baseline']:.3f}x "
-          f"(hit {opts.set} x{opts.connections}, {opts.rounds} rounds of {opts.seconds} s, memory tier)")
+          f"({kind} {opts.set} x{opts.connections}, {opts.rounds} rounds, {tier})")
 
 
 if __name__ == "__main__":

@@ -100,11 +100,18 @@ impl Shared {
         let mut writing: Option<tokio::task::JoinHandle<std::io::Result<DiskBuf>>> = None;
         for (n, piece) in value.chunks(stage).enumerate() {
             let mut buf = spare.pop().unwrap_or_else(|| self.stage_buffer(stage));
-            // Whole blocks; the last piece's tail zeroed.
+            // Whole blocks; the last piece's tail zeroed. Each segment is checked (or sealed)
+            // right after it is copied, while it is still in the CPU's cache: copying the whole
+            // stage first read it back from memory for the second pass.
             buf.set_len(piece.len());
-            buf[..piece.len()].copy_from_slice(piece);
+            let segment = g.segment_bytes as usize;
+            let first = n * stage / segment;
+            let staged = buf[..piece.len()].chunks_mut(segment).zip(piece.chunks(segment));
+            for (i, (to, from)) in staged.enumerate() {
+                to.copy_from_slice(from);
+                protect.piece(first + i, to);
+            }
             buf[piece.len()..].fill(0);
-            protect.piece(n * stage / g.segment_bytes as usize, &mut buf[..piece.len()]);
             if let Some(previous) = writing.take() {
                 spare.push(joined(previous.await)?);
             }
