@@ -46,6 +46,7 @@ def summary(rows):
         "upstream_mib": pick(lambda r: r.get("upstream_bytes", 0) / MiB),
         "upstream_req": pick(lambda r: r.get("upstream_requests", 0)),
         "cpu_s": pick(lambda r: r.get("cpu_seconds")),
+        "client_cpu_s": pick(lambda r: r.get("client_cpu_seconds")),
         "rss_mib": pick(lambda r: r.get("peak_rss_bytes", 0) / MiB),
         "errors": sum(r.get("errors", 0) for r in rows),
         "rounds": len(rows),
@@ -71,8 +72,8 @@ def case_table(contenders, ceiling=None):
     share = " | x loopback ceiling" if ceiling else ""
     lines = [
         "| contender | GB/s (median, min-max) | req/s | TTFB p50 / p99 ms | latency p50 / p95 / p99 ms "
-        f"| upstream MiB / requests | CPU s | peak RSS MiB{share} |",
-        "|---|---|---|---|---|---|---|---|" + ("---|" if ceiling else ""),
+        f"| upstream MiB / requests | CPU s | client CPU s | peak RSS MiB{share} |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if ceiling else ""),
     ]
     for name in sorted(contenders, key=lambda n: ORDER.index(n) if n in ORDER else 9):
         s = summary(contenders[name])
@@ -82,7 +83,8 @@ def case_table(contenders, ceiling=None):
             f"| {name}{err} | {fmt(s['gb_per_s'], 3)} ({fmt(s['gb_min'], 3)}-{fmt(s['gb_max'], 3)}) "
             f"| {fmt(s['req_per_s'], 0)} | {fmt(s['ttfb_p50'])} / {fmt(s['ttfb_p99'])} "
             f"| {fmt(s['lat_p50'])} / {fmt(s['lat_p95'])} / {fmt(s['lat_p99'])} "
-            f"| {fmt(s['upstream_mib'], 1)} / {fmt(s['upstream_req'], 0)} | {fmt(s['cpu_s'])} | {fmt(s['rss_mib'], 0)}"
+            f"| {fmt(s['upstream_mib'], 1)} / {fmt(s['upstream_req'], 0)} | {fmt(s['cpu_s'])} "
+            f"| {fmt(s['client_cpu_s'])} | {fmt(s['rss_mib'], 0)}"
             f"{of_ceiling} |"
         )
     return "\n".join(lines)
@@ -268,7 +270,8 @@ def render(data):
         "that rotates between rounds. Tables show the median over rounds (throughput also min-max). Client: "
         "`benches/loadgen` (Rust, hyper, 2 threads, keep-alive; TTFB = first body byte). Upstream figures "
         "come from the origin's access log; CPU and peak RSS from /proc for the contender's processes "
-        "(nginx: master and workers). Hits are measured after one unmeasured warming pass.",
+        "(nginx: master and workers); client CPU is the load client's own (rusage), so each run's CPU "
+        "shows what the client took of the two cores. Hits are measured after one unmeasured warming pass.",
         "",
         "**Contenders:** `upstream` = the origin itself (nginx serving the files as `/bucket/key`; also the "
         "\"nginx static\" ceiling); `shardcache` (release build, 2 worker threads, 2 GiB memory tier); "

@@ -15,7 +15,8 @@ Every case runs once per round for each contender, contenders in a rotating orde
 interleaved, so all contenders see the same machine conditions; the tables give the median of the
 rounds. The load client is benches/loadgen (Rust, hyper, 2 threads). Per run: throughput, req/s,
 TTFB and latency percentiles, upstream bytes and requests (from the origin's access log), CPU
-seconds and peak RSS of the contender's processes (/proc; peak reset per run with clear_refs).
+seconds and peak RSS of the contender's processes (/proc; peak reset per run with clear_refs), and
+the load client's own CPU seconds (its rusage).
 
 Usage: benches/run.sh [--quick] [--rounds N] [--seconds S] [--only CASE_PREFIX]
 Writes BENCHMARKS.md's results section and benches/results.json. Loopback only; everything it
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -387,10 +389,16 @@ def start_caches(upstream_port):
 # --- measurement -----------------------------------------------------------------------------
 
 def loadgen(args, timeout=900):
+    """Runs the load client; its result, with the client's own CPU seconds (`client_cpu_seconds`:
+    the rusage of the one child waited for meanwhile; every other child runs until stopped)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run([str(LOADGEN), *args], capture_output=True, text=True, timeout=timeout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         sys.exit(f"loadgen {' '.join(args)} failed:\n{out.stderr}")
-    return json.loads(out.stdout)
+    result = json.loads(out.stdout)
+    result["client_cpu_seconds"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
 def measure(contender, origin, args):
