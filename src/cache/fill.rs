@@ -7,6 +7,7 @@
 //! chunk.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,6 +15,16 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::buf::{ChunkBuf, ChunkWriter};
+
+/// Readers are woken at a fill's first bytes (the time to first byte is the upstream's), then
+/// each time this many more have arrived, when the upstream pauses ([`ANNOUNCE_WITHIN`]), and at
+/// the end. Waking them for every piece the upstream connection yields (64 KiB at most) cost a
+/// wakeup of another thread and a client write per piece: a cold 1 MiB object took 16 of each.
+const ANNOUNCE_BYTES: usize = 256 << 10;
+/// The longest a reader waits for bytes already in the buffer: when the upstream's next piece
+/// takes longer than this, what arrived is announced. (Tokio's timers count whole milliseconds,
+/// so this is also the shortest that means what it says.)
+const ANNOUNCE_WITHIN: Duration = Duration::from_millis(1);
 
 /// Why a fill did not complete. Readers see it after the bytes that did arrive.
 pub type FillError = Arc<dyn std::error::Error + Send + Sync>;
@@ -57,7 +68,14 @@ impl Fill {
             outcome: Mutex::new(None),
             changed: watch::channel(0).0,
         });
-        (fill.clone(), FillWriter { fill, writer })
+        (
+            fill.clone(),
+            FillWriter {
+                fill,
+                writer,
+                announced: 0,
+            },
+        )
     }
 
     fn outcome(&self) -> MutexGuard<'_, Option<Result<(), FillError>>> {
@@ -80,10 +98,13 @@ impl Fill {
 pub struct FillWriter {
     fill: Arc<Fill>,
     writer: ChunkWriter,
+    /// Bytes written when readers were last woken.
+    announced: usize,
 }
 
 impl FillWriter {
-    /// Appends bytes that arrived from the upstream and wakes the readers.
+    /// Appends bytes that arrived from the upstream, and wakes the readers if these are the
+    /// first bytes or [`ANNOUNCE_BYTES`] have arrived since they were last woken.
     pub fn push(&mut self, piece: &[u8]) -> Result<(), LengthMismatch> {
         if piece.is_empty() {
             return Ok(());
@@ -93,8 +114,16 @@ impl FillWriter {
         self.writer
             .write(piece)
             .map_err(|_| LengthMismatch { expected, received })?;
-        self.fill.changed.send_modify(|v| *v += 1);
+        if self.announced == 0 || self.written() - self.announced >= ANNOUNCE_BYTES {
+            self.announce();
+        }
         Ok(())
+    }
+
+    /// Wakes the readers to take what is written.
+    fn announce(&mut self) {
+        self.announced = self.written();
+        self.fill.changed.send_modify(|v| *v += 1);
     }
 
     /// Bytes pushed so far.
@@ -177,6 +206,56 @@ mod tests {
         assert_eq!(r.next().await.unwrap_err().to_string(), "cut");
     }
 
+    /// A body that yields its pieces, each after its delay.
+    struct Timed(Vec<(Duration, Vec<u8>)>, Vec<u8>);
+
+    #[async_trait]
+    impl ChunkBody for Timed {
+        async fn next(&mut self) -> Result<Option<&[u8]>, FillError> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            let (delay, piece) = self.0.remove(0);
+            tokio::time::sleep(delay).await;
+            self.1 = piece;
+            Ok(Some(&self.1))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readers_get_bytes_within_the_bound_when_the_upstream_pauses() {
+        let ms = Duration::from_millis;
+        let body = Timed(
+            vec![
+                (ms(0), vec![1; 1024]),
+                (ms(1), vec![2; 1024]),
+                (ms(10_000), vec![3; 1024]),
+            ],
+            vec![],
+        );
+        let fetch: ChunkFetch = Box::pin(async move { Ok(Box::new(body) as Box<dyn ChunkBody>) });
+        let (fill, mut w) = Fill::new(3 * 1024);
+        let mut reader = fill.reader();
+        let pumping = tokio::spawn(async move { pump(&mut w, 3 * 1024, fetch).await.map(|_| w) });
+        let start = tokio::time::Instant::now();
+        // The first piece wakes the reader at once; the second (far below ANNOUNCE_BYTES) is
+        // announced when the third is late, not when it arrives 10 s later.
+        assert_eq!(&reader.next().await.unwrap().unwrap()[..], &[1; 1024]);
+        // Bounded, so that a reader left waiting fails the test rather than hang it: the fill
+        // is only finished below.
+        let second = tokio::time::timeout(ms(60_000), reader.next()).await;
+        let waited = start.elapsed();
+        let second = second.unwrap_or_else(|_| panic!("the reader waited {waited:?} and got nothing"));
+        assert_eq!(&second.unwrap().unwrap()[..], &[2; 1024]);
+        // The timer's granularity is a millisecond.
+        let bound = ms(1) + ANNOUNCE_WITHIN + ms(1);
+        assert!(waited <= bound, "the reader waited {waited:?} for the second piece");
+        let whole = pumping.await.unwrap().unwrap().finish(Ok(())).unwrap();
+        assert_eq!(whole.len(), 3 * 1024);
+        assert_eq!(&reader.next().await.unwrap().unwrap()[..], &[3; 1024]);
+        assert_eq!(reader.next().await.unwrap(), None);
+    }
+
     #[test]
     fn bytes_past_the_chunk_are_refused() {
         let (_fill, mut w) = Fill::new(3);
@@ -192,7 +271,23 @@ mod tests {
 pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<bool, FillError> {
     let mut body = fetch.await?;
     loop {
-        match body.next().await {
+        let next = {
+            let mut next = body.next();
+            if fill.written() == fill.announced {
+                next.await
+            } else {
+                // Bytes the readers were not woken for: they wait for the next piece at most
+                // ANNOUNCE_WITHIN.
+                match tokio::time::timeout(ANNOUNCE_WITHIN, &mut next).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        fill.announce();
+                        next.await
+                    }
+                }
+            }
+        };
+        match next {
             Ok(Some(piece)) => fill.push(piece).map_err(|e| Arc::new(e) as FillError)?,
             Ok(None) => break,
             Err(e) => body.resume(e).await?,
