@@ -178,8 +178,8 @@ def targets(data, by):
         e = by["epochs"]["shardcache"][0]["epochs"]
         speedup = e[1]["gb_per_s"] / e[0]["gb_per_s"]
         au = min(x["accelerator_utilization"] for x in e[1:])
-        add("epoch 2+ of the training simulation (slow upstream)", ">= 3x epoch 1 throughput, AU >= 90%",
-            min(speedup / 3, au / 0.9), lambda v: v >= 1.0, f"{speedup:.2f}x epoch 1, AU {100 * au:.1f}%")
+        add("epochs 2+ of the training simulation (slow upstream)", "accelerator utilization >= 90%",
+            au, lambda v: v >= 0.9, f"AU {100 * au:.1f}% (epoch 2 at {speedup:.2f}x epoch 1)")
     for suffix, label in (("", ""), (", 16 MiB write queue", ", write_queue_bytes 16 MiB")):
         rss = by.get(f"stream 10GiB twice (256 MiB memory tier{suffix})", {}).get("shardcache")
         if rss:
@@ -201,6 +201,27 @@ def targets(data, by):
 
 COLORS = {"upstream": "#8c8c8c", "shardcache": "#d9480f", "shardcache+auth": "#f08c00",
           "shardcache+auth+audit+lineage": "#fab005", "nginx": "#1c7ed6", "cachey": "#37b24d"}
+
+
+def peer_table(by):
+    """Each case with peers: shardcache's median throughput over the faster peer's (nginx or
+    cachey, by median), the range of the per-round ratios to that peer, and CPU seconds per GiB
+    served of both (medians)."""
+    lines = ["| case | best peer | shardcache / best peer, medians | per-round ratios, min-max "
+             "| CPU-s per GiB: shardcache / peer |", "|---|---|---|---|---|"]
+    per_gib = lambda r: r["cpu_seconds"] / (r["bytes"] / 2**30) if r.get("bytes") else None  # noqa: E731
+    for case, contenders in by.items():
+        peers = [p for p in ("nginx", "cachey") if p in contenders]
+        if "shardcache" not in contenders or not peers or not summary(contenders["shardcache"])["gb_per_s"]:
+            continue
+        best = max(peers, key=lambda p: summary(contenders[p])["gb_per_s"] or 0)
+        ours, theirs = contenders["shardcache"], contenders[best]
+        ratio = summary(ours)["gb_per_s"] / summary(theirs)["gb_per_s"]
+        rounds = {r["round"]: r["gb_per_s"] for r in theirs}
+        per_round = [r["gb_per_s"] / rounds[r["round"]] for r in ours if rounds.get(r["round"])]
+        lines.append(f"| {case} | {best} | {ratio:.2f} | {min(per_round):.2f}-{max(per_round):.2f} "
+                     f"| {fmt(median([per_gib(r) for r in ours]))} / {fmt(median([per_gib(r) for r in theirs]))} |")
+    return lines
 
 
 def plot(by):
@@ -289,6 +310,7 @@ def render(data):
     out += [f"| {k} | {v:.3f} |" for k, v in data["ceilings"].items()]
     out += ["", "## Targets", "", "| case | target | measured (same run) | |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(data, by)]
+    out += ["", "## Against the best peer", "", *peer_table(by)]
     out += ["", "## Results by case", "", "![throughput and TTFB p99 by case](benches/results.svg)", ""]
     for case in by:
         out += [f"### {case}", ""]
