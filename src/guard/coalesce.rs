@@ -141,15 +141,18 @@ mod tests {
         }
     }
 
+    /// A new coalescer and a sink taking at most `limit` bytes a call.
+    fn fresh(limit: usize) -> (Coalesce, Sink) {
+        let sink = Sink {
+            limit,
+            ..Sink::default()
+        };
+        (Coalesce::default(), sink)
+    }
+
     #[tokio::test]
     async fn a_header_and_a_large_body_go_out_in_one_call() {
-        let (mut c, mut sink) = (
-            Coalesce::default(),
-            Sink {
-                limit: usize::MAX,
-                ..Sink::default()
-            },
-        );
+        let (mut c, mut sink) = fresh(usize::MAX);
         let body = vec![7u8; 64 << 10];
         write_all(&mut c, &mut sink, b"HTTP/1.1 200 OK\r\n\r\n").await;
         assert!(sink.calls.is_empty(), "the header is held");
@@ -161,13 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn partial_writes_keep_every_byte_in_order() {
-        let (mut c, mut sink) = (
-            Coalesce::default(),
-            Sink {
-                limit: 1000,
-                ..Sink::default()
-            },
-        );
+        let (mut c, mut sink) = fresh(1000);
         let header: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         let body: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
         write_all(&mut c, &mut sink, &header).await;
@@ -180,13 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn small_writes_wait_for_the_drain() {
-        let (mut c, mut sink) = (
-            Coalesce::default(),
-            Sink {
-                limit: usize::MAX,
-                ..Sink::default()
-            },
-        );
+        let (mut c, mut sink) = fresh(usize::MAX);
         write_all(&mut c, &mut sink, b"header").await;
         write_all(&mut c, &mut sink, b"small body").await;
         assert!(sink.calls.is_empty());
