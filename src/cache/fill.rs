@@ -290,7 +290,13 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
         match next {
             Ok(Some(piece)) => fill.push(piece).map_err(|e| Arc::new(e) as FillError)?,
             Ok(None) => break,
-            Err(e) => body.resume(e).await?,
+            Err(e) => {
+                // Resuming is another upstream request: readers take what arrived meanwhile.
+                if fill.written() != fill.announced {
+                    fill.announce();
+                }
+                body.resume(e).await?
+            }
         }
     }
     let received = fill.written() as u64;
