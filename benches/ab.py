@@ -7,13 +7,15 @@ range of each, and the ratio of medians.
 Usage: benches/ab.py BASELINE_BINARY CANDIDATE_BINARY [--set 64KiB|1MiB|16MiB|1GiB] [--connections N]
                      [--rounds R] [--seconds S] [--cold] [--disk]
 With --cold, each build's memory tier is first filled with cold reads (unmeasured), then each round
-reads fresh names (hard links) of the set once, cold, through each build, and reports GB/s and the build's CPU seconds per GiB; --disk gives both builds the kit's default
-disk tier (encrypted, O_DIRECT) under the memory tier.
+reads fresh names (hard links) of the set once, cold, through each build, and reports GB/s and the
+build's CPU seconds per GiB; --disk gives both builds the kit's default disk tier (encrypted,
+O_DIRECT) under the memory tier. The disk tiers and the fresh names are removed at the end.
 Build the binaries first (for example `git worktree add` of the baseline commit, and
 `cargo build --release` in each, copying target/release/shardcache aside). The data and the load
 client are the kit's (run benches/run.sh once). Loopback only; everything started is stopped.
 """
 import argparse
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -39,11 +41,12 @@ def main():
         raise SystemExit("the kit's data is missing: run benches/run.sh once")
     origin = run.Origin("8m")
     started = [origin.proc]
-    builds = {}
+    builds, disks = {}, []
     try:
         for name, binary in (("baseline", opts.baseline), ("candidate", opts.candidate)):
             run.SHARDCACHE = Path(binary).resolve()
             disk = run.WORK / f"ab-{name}-cache" if opts.disk else None
+            disks.append(disk)
             contender = run.start_shardcache(f"ab-{name}", origin.port, run.MEMORY_TIER, disk)
             started.extend(contender.procs)
             if opts.cold:
@@ -73,6 +76,9 @@ def main():
     finally:
         for p in reversed(started):
             p.stop()
+        # Each disk tier may hold up to 24 GiB: left behind, a few runs fill the disk.
+        for path in [d for d in disks if d] + list((run.DATA / "bench" / "cold").glob(f"ab-{stamp}-*")):
+            shutil.rmtree(path, ignore_errors=True)
     medians = {}
     for name, runs in results.items():
         rps = [r["req_per_s"] for r in runs]

@@ -120,6 +120,11 @@ impl FillWriter {
         Ok(())
     }
 
+    /// Whether bytes were written since the readers were last woken.
+    fn unannounced(&self) -> bool {
+        self.written() != self.announced
+    }
+
     /// Wakes the readers to take what is written.
     fn announce(&mut self) {
         self.announced = self.written();
@@ -273,9 +278,7 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
     loop {
         let next = {
             let mut next = body.next();
-            if fill.written() == fill.announced {
-                next.await
-            } else {
+            if fill.unannounced() {
                 // Bytes the readers were not woken for: they wait for the next piece at most
                 // ANNOUNCE_WITHIN.
                 match tokio::time::timeout(ANNOUNCE_WITHIN, &mut next).await {
@@ -285,6 +288,8 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
                         next.await
                     }
                 }
+            } else {
+                next.await
             }
         };
         match next {
@@ -292,7 +297,7 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
             Ok(None) => break,
             Err(e) => {
                 // Resuming is another upstream request: readers take what arrived meanwhile.
-                if fill.written() != fill.announced {
+                if fill.unannounced() {
                     fill.announce();
                 }
                 body.resume(e).await?
