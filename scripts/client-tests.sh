@@ -105,7 +105,7 @@ export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 python3 tests/clients/boto3_suite.py "$endpoint" "$vhost_domain" "$work" "$admin"
 
 # The client's counter of GetObject answers served from memory goes up after a repeated read.
-hits() { scrape "$admin" 'shardcache_requests_total{operation="get_object"' 'outcome="memory_hit"'; }
+hits() { scrape "$admin" 'shardcache_requests_total{operation="GetObject"' 'outcome="memory_hit"'; }
 
 export AWS_CONFIG_FILE="$work/aws-config"
 # aws CLI v1 needs path-style for a custom endpoint; small parts force multipart both ways.

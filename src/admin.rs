@@ -19,10 +19,11 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{Action, RequestParts};
+use crate::auth::{RequestParts, Target, GET_LINEAGE, WARM};
 use crate::proxy::{ProxyState, SharedGate};
 use crate::s3::query_param;
 use crate::shutdown::Readiness;
+use crate::types::Identity;
 
 /// Who may call `POST /warm` and `GET /lineage`.
 #[derive(Clone)]
@@ -37,6 +38,14 @@ pub enum AdminAccess {
         /// The client gate in force.
         gate: Arc<SharedGate>,
     },
+}
+
+/// An admin call that the audit log records.
+struct AdminCall {
+    action: &'static str,
+    bucket: Option<String>,
+    key: Option<String>,
+    start: std::time::Instant,
 }
 
 /// The admin HTTP app.
@@ -56,29 +65,26 @@ impl AdminApp {
         }
     }
 
-    /// Why a call that needs `action` on `resource` is refused, if it is.
-    async fn refusal(
-        &self,
-        req: &http::request::Parts,
-        action: Action,
-        resource: &str,
-    ) -> Option<(StatusCode, String)> {
+    /// Who the caller of a call that needs `action` on `resource` is (`anonymous` with access
+    /// open, `admin-token` for the bearer token, else the SigV4 principal), or why the call is
+    /// refused.
+    async fn caller(&self, req: &http::request::Parts, action: &str, resource: &str) -> Result<String, Refusal> {
         let (token, gate) = match &self.access {
-            AdminAccess::Open => return None,
+            AdminAccess::Open => return Ok("anonymous".into()),
             AdminAccess::Checked { token, gate } => (token, gate),
         };
         let authorization = req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
         if authorization.is_some_and(|a| a.starts_with(b"AWS4-HMAC-SHA256")) {
-            return principal_refusal(gate, req, action, resource);
+            return principal(gate, req, action, resource);
         }
         let Some(file) = token else {
             let why = format!(
                 "this call needs the SigV4 signature of a principal allowed {} (no auth.admin_token_file is set)",
-                action.as_str()
+                action
             );
-            return Some((StatusCode::FORBIDDEN, why));
+            return Err((StatusCode::FORBIDDEN, why, None));
         };
-        let refusal = |status, why: &str| Some((status, why.to_owned()));
+        let refusal = |status, why: &str| Err((status, why.to_owned(), None));
         let token = match tokio::fs::read(file).await {
             Ok(t) => t,
             Err(e) => {
@@ -91,13 +97,49 @@ impl AdminApp {
             .and_then(|a| a.strip_prefix(b"Bearer "))
             .map(<[u8]>::trim_ascii);
         match presented {
-            Some(p) if !token.is_empty() && bool::from(p.ct_eq(token)) => None,
+            Some(p) if !token.is_empty() && bool::from(p.ct_eq(token)) => Ok("admin-token".into()),
             Some(_) => refusal(StatusCode::FORBIDDEN, "wrong admin token"),
             None => refusal(
                 StatusCode::UNAUTHORIZED,
                 "this call needs Authorization: Bearer <admin token>, or a SigV4 signature",
             ),
         }
+    }
+
+    /// Records a call that changes state or names objects in the audit log (if on): who made
+    /// it, and its outcome.
+    fn audit(
+        &self,
+        session: &ServerSession,
+        call: AdminCall,
+        caller: Result<String, Refusal>,
+        answer: &Response<Vec<u8>>,
+    ) {
+        let Some(audit) = &self.state.records.audit else { return };
+        let (principal, denied) = match caller {
+            Ok(p) => (p, false),
+            Err((_, _, p)) => (p.unwrap_or_else(|| "anonymous".into()), true),
+        };
+        if !audit.wants(call.action == WARM, denied) {
+            return;
+        }
+        audit.record(crate::audit::Record {
+            log: "audit",
+            time: crate::audit::rfc3339(SystemTime::now()),
+            request_id: crate::proxy::request_id(),
+            principal,
+            source: session.client_addr().map(|a| a.to_string()),
+            operation: call.action,
+            method: session.req_header().method.to_string(),
+            bucket: call.bucket,
+            key: call.key,
+            bytes: answer.body().len() as u64,
+            cache: "admin",
+            status: answer.status().as_u16(),
+            denied,
+            latency_ms: (call.start.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+            ..Default::default()
+        });
     }
 
     async fn warm(&self, query: &str) -> Response<Vec<u8>> {
@@ -125,14 +167,12 @@ impl AdminApp {
     }
 }
 
-/// Why a SigV4-signed call is refused: a signature that does not verify, or a principal the
-/// policy does not allow `action` on `resource`.
-fn principal_refusal(
-    gate: &SharedGate,
-    req: &http::request::Parts,
-    action: Action,
-    resource: &str,
-) -> Option<(StatusCode, String)> {
+/// Why an admin call is refused, and who made it if the signature verified.
+type Refusal = (StatusCode, String, Option<String>);
+
+/// The principal of a SigV4-signed call, or why it is refused: a signature that does not
+/// verify, or a principal the policy does not allow `action` on `resource`.
+fn principal(gate: &SharedGate, req: &http::request::Parts, action: &str, resource: &str) -> Result<String, Refusal> {
     let gate = gate.current();
     let parts = RequestParts {
         method: req.method.as_str(),
@@ -142,13 +182,21 @@ fn principal_refusal(
     };
     let verified = match gate.verifier.verify(&parts, SystemTime::now()) {
         Ok(v) => v,
-        Err(e) => return Some((StatusCode::FORBIDDEN, e.to_string())),
+        Err(e) => return Err((StatusCode::FORBIDDEN, e.to_string(), None)),
     };
-    match gate.policy.allows(&verified.identity, action, resource) {
-        true => None,
-        false => Some((
+    let name = match &verified.identity {
+        Identity::Anonymous => "anonymous".to_owned(),
+        Identity::Principal(p) => p.to_string(),
+    };
+    match gate
+        .policy
+        .allows(&verified.identity, Some(action), Target::Exact(resource))
+    {
+        true => Ok(name),
+        false => Err((
             StatusCode::FORBIDDEN,
-            format!("not allowed {} on {resource}", action.as_str()),
+            format!("not allowed {action} on {resource}"),
+            Some(name),
         )),
     }
 }
@@ -206,7 +254,8 @@ fn reply_json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>>
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
+        let start = std::time::Instant::now();
+        let req = session.req_header().clone();
         let (method, path) = (req.method.clone(), req.uri.path().to_owned());
         let query = req.uri.query().unwrap_or("").to_owned();
         match (method, path.as_str()) {
@@ -225,22 +274,41 @@ impl ServeHttp for AdminApp {
             }
             (Method::GET, "/readyz") => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"stopping\n".to_vec()),
             (Method::POST, "/warm") => {
+                let (bucket, key) = (query_param(&query, "bucket"), query_param(&query, "key"));
                 let object = format!(
                     "{}/{}",
-                    query_param(&query, "bucket").unwrap_or_default(),
-                    query_param(&query, "key").unwrap_or_default()
+                    bucket.as_deref().unwrap_or_default(),
+                    key.as_deref().unwrap_or_default()
                 );
-                match self.refusal(&req.as_owned_parts(), Action::Warm, &object).await {
-                    Some((status, why)) => reply_json(status, &json!({ "error": why })),
-                    None => self.warm(&query).await,
-                }
+                let call = AdminCall {
+                    action: WARM,
+                    bucket: bucket.map(|b| b.into_owned()),
+                    key: key.map(|k| k.into_owned()),
+                    start,
+                };
+                let caller = self.caller(&req.as_owned_parts(), WARM, &object).await;
+                let answer = match &caller {
+                    Ok(_) => self.warm(&query).await,
+                    Err((status, why, _)) => reply_json(*status, &json!({ "error": why })),
+                };
+                self.audit(session, call, caller, &answer);
+                answer
             }
             (Method::GET, "/lineage") => {
                 let job = query_param(&query, "job").unwrap_or_default().into_owned();
-                match self.refusal(&req.as_owned_parts(), Action::GetLineage, &job).await {
-                    Some((status, why)) => reply_json(status, &json!({ "error": why })),
-                    None => lineage(&self.state, &query),
-                }
+                let call = AdminCall {
+                    action: GET_LINEAGE,
+                    bucket: None,
+                    key: None,
+                    start,
+                };
+                let caller = self.caller(&req.as_owned_parts(), GET_LINEAGE, &job).await;
+                let answer = match &caller {
+                    Ok(_) => lineage(&self.state, &query),
+                    Err((status, why, _)) => reply_json(*status, &json!({ "error": why })),
+                };
+                self.audit(session, call, caller, &answer);
+                answer
             }
             (_, "/metrics" | "/healthz" | "/readyz" | "/warm" | "/lineage") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,

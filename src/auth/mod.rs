@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 
 use chunked::ChunkSigning;
-pub use policy::{Action, Effect, Policy, Resource, Statement};
+pub use policy::{Action, Effect, Policy, Resource, Statement, Target, GET_LINEAGE, WARM};
 use sigv4::SignedRequest;
 
 use crate::types::Identity;

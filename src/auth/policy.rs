@@ -2,9 +2,9 @@
 //! does. An explicit deny wins; without an allow, a request is denied.
 //!
 //! Resources name what clients name, before routing renames buckets: `bucket/key` for object
-//! actions, `bucket/prefix` for ListBucket (a listing is allowed only within the prefixes a
-//! statement grants), `bucket` for bucket calls, `*` for ListAllMyBuckets. `*` in a resource or
-//! a principal matches anything (including `/`).
+//! actions, `bucket/prefix` for the listings (allowed only by a grant that covers every key the
+//! prefix can reach, refused by a deny that matches the prefix), `bucket` for bucket calls, `*` for
+//! ListAllMyBuckets. `*` in a resource or a principal matches anything (including `/`).
 
 use crate::types::Identity;
 
@@ -18,49 +18,55 @@ pub enum Effect {
     Deny,
 }
 
-/// What a request does, in IAM's vocabulary (without the `s3:` prefix).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
-pub enum Action {
-    /// GetObject and HeadObject (cache hits included), with or without `versionId`.
-    GetObject,
-    /// ListObjects (v1 and v2) and HeadBucket.
-    ListBucket,
-    /// PutObject, CopyObject (at the destination), and the multipart calls.
-    PutObject,
-    /// DeleteObject and DeleteObjects.
-    DeleteObject,
-    /// ListBuckets.
-    ListAllMyBuckets,
-    /// GetBucketLocation.
-    GetBucketLocation,
-    /// Any other S3 call (ACLs, tagging, bucket configuration, ...).
-    Other,
-    /// The admin listener's `POST /warm`, on `bucket/key`: bring an object into the cache.
-    #[serde(rename = "shardcache:Warm")]
-    Warm,
-    /// The admin listener's `GET /lineage`, on the job's name: what a job read.
-    #[serde(rename = "shardcache:GetLineage")]
-    GetLineage,
-    /// Every action.
-    #[serde(rename = "*")]
-    All,
+/// The admin listener's `POST /warm`, on `bucket/key`: bring an object into the cache.
+pub const WARM: &str = "shardcache:Warm";
+/// The admin listener's `GET /lineage`, on the job's name: what a job read.
+pub const GET_LINEAGE: &str = "shardcache:GetLineage";
+
+/// An action as a statement names it: an IAM action of S3 with or without its `s3:` prefix
+/// (`GetObject`, `s3:ListBucket`; case does not matter), a glob over those (`Get*`),
+/// shardcache's own (`shardcache:Warm`, `shardcache:GetLineage`), or `*` (every action, also
+/// requests the operation table does not know). The config checks that each names some action
+/// ([`Action::names_any`]), so that a typo is an error, not a grant that never applies.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Action {
+    /// `*` or `s3:*`: every action.
+    any: bool,
+    /// The pattern, without `s3:`.
+    pattern: String,
+}
+
+impl TryFrom<String> for Action {
+    type Error = String;
+
+    fn try_from(spelled: String) -> Result<Self, String> {
+        if spelled == "Other" {
+            return Err("`Other` is gone: name the actions (`GetObjectAcl`, `PutBucketPolicy`, ...; SECURITY.md lists them) or `*`".into());
+        }
+        let any = spelled == "*" || spelled.eq_ignore_ascii_case("s3:*");
+        let pattern = match spelled.get(..3) {
+            Some(p) if p.eq_ignore_ascii_case("s3:") => spelled[3..].to_owned(),
+            _ => spelled,
+        };
+        Ok(Self { any, pattern })
+    }
 }
 
 impl Action {
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::GetObject => "GetObject",
-            Self::ListBucket => "ListBucket",
-            Self::PutObject => "PutObject",
-            Self::DeleteObject => "DeleteObject",
-            Self::ListAllMyBuckets => "ListAllMyBuckets",
-            Self::GetBucketLocation => "GetBucketLocation",
-            Self::Other => "Other",
-            Self::Warm => "shardcache:Warm",
-            Self::GetLineage => "shardcache:GetLineage",
-            Self::All => "*",
-        }
+    /// Whether it covers `action` (`None`: a request the operation table does not know).
+    pub fn covers(&self, action: Option<&str>) -> bool {
+        self.any || action.is_some_and(|a| glob_by(&self.pattern, a, u8::eq_ignore_ascii_case))
+    }
+
+    /// Whether it covers any of `known` (or is `*`).
+    pub fn names_any<'a>(&self, mut known: impl Iterator<Item = &'a str>) -> bool {
+        self.any || known.any(|a| self.covers(Some(a)))
+    }
+
+    /// As the statement wrote it, without `s3:`.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
     }
 }
 
@@ -90,20 +96,36 @@ pub struct Policy {
     pub statements: Vec<Statement>,
 }
 
+/// What an action is asked on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One resource: `bucket/key`, `bucket`, `*`.
+    Exact(&'a str),
+    /// Every resource that starts with this (a listing's `bucket/prefix`): an allow must cover
+    /// all of them; a deny applies where it matches the prefix itself. A listing of a parent
+    /// prefix still shows the names of denied keys, as with IAM, where denying objects does not
+    /// deny ListBucket: denying a file must not break the listing of its directory.
+    Under(&'a str),
+}
+
 impl Policy {
-    /// Whether `who` may do `action` on `resource`.
-    pub fn allows(&self, who: &Identity, action: Action, resource: &str) -> bool {
-        let applies = |s: &&Statement| {
-            s.principals.iter().any(|p| names(p, who))
-                && s.actions.iter().any(|a| *a == action || *a == Action::All)
-                && s.resources.iter().any(|r| glob(&r.0, resource))
-        };
-        let mut matching = self.statements.iter().filter(applies);
+    /// Whether `who` may do `action` (`None`: an operation the table does not know) on `target`.
+    pub fn allows(&self, who: &Identity, action: Option<&str>, target: Target<'_>) -> bool {
         let mut allowed = false;
-        for s in matching.by_ref() {
-            match s.effect {
-                Effect::Deny => return false,
-                Effect::Allow => allowed = true,
+        for s in &self.statements {
+            if !(s.principals.iter().any(|p| names(p, who)) && s.actions.iter().any(|a| a.covers(action))) {
+                continue;
+            }
+            let applies = |r: &Resource| match (s.effect, target) {
+                (_, Target::Exact(name)) => glob(&r.0, name),
+                (Effect::Allow, Target::Under(prefix)) => r.0.ends_with('*') && glob(&r.0, prefix),
+                (Effect::Deny, Target::Under(prefix)) => glob(&r.0, prefix),
+            };
+            if s.resources.iter().any(applies) {
+                match s.effect {
+                    Effect::Deny => return false,
+                    Effect::Allow => allowed = true,
+                }
             }
         }
         allowed
@@ -120,33 +142,44 @@ fn names(entry: &str, who: &Identity) -> bool {
 
 /// `*`-only glob matching, `*` spanning any run of characters.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let mut parts = pattern.split('*');
+    glob_by(pattern, text, |a, b| a == b)
+}
+
+/// [`glob`] with `eq` comparing bytes (e.g. without regard to ASCII case).
+fn glob_by(pattern: &str, text: &str, eq: fn(&u8, &u8) -> bool) -> bool {
+    let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
+    let starts = |t: &[u8], p: &[u8]| t.len() >= p.len() && t.iter().zip(p).all(|(a, b)| eq(a, b));
+    let mut parts = pattern.split(|&b| b == b'*');
     let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else {
+    if !starts(text, first) {
         return false;
-    };
-    let parts: Vec<&str> = parts.collect();
+    }
+    let mut rest = &text[first.len()..];
+    let parts: Vec<&[u8]> = parts.collect();
     let Some((last, middle)) = parts.split_last() else {
         return rest.is_empty();
     };
     for part in middle {
-        match rest.find(part) {
+        match (0..=rest.len()).find(|&i| starts(&rest[i..], part)) {
             Some(i) => rest = &rest[i + part.len()..],
             None => return false,
         }
     }
-    rest.len() >= last.len() && rest.ends_with(last)
+    rest.len() >= last.len() && starts(&rest[rest.len() - last.len()..], last)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn statement(effect: Effect, principals: &[&str], actions: &[Action], resources: &[&str]) -> Statement {
+    fn statement(effect: Effect, principals: &[&str], actions: &[&str], resources: &[&str]) -> Statement {
         Statement {
             effect,
             principals: principals.iter().map(|s| (*s).to_owned()).collect(),
-            actions: actions.to_vec(),
+            actions: actions
+                .iter()
+                .map(|a| Action::try_from(a.to_string()).unwrap())
+                .collect(),
             resources: resources.iter().map(|s| Resource((*s).to_owned())).collect(),
         }
     }
@@ -164,29 +197,60 @@ mod tests {
     }
 
     #[test]
+    fn actions_match_iam_names_without_regard_to_case() {
+        let action = |s: &str| Action::try_from(s.to_owned()).unwrap();
+        let get = action("s3:getobject");
+        assert!(get.covers(Some("GetObject")) && !get.covers(Some("GetObjectVersion")));
+        let gets = action("Get*");
+        assert!(gets.covers(Some("GetObjectAcl")) && gets.covers(Some("GetBucketPolicy")));
+        assert!(
+            !gets.covers(Some("PutObject")) && !gets.covers(None),
+            "a glob is not `*`"
+        );
+        assert!(action("*").covers(None) && action("s3:*").covers(Some(WARM)));
+        assert!(action("shardcache:Warm").covers(Some(WARM)));
+        let known = ["GetObject", "PutObject"];
+        assert!(action("put*").names_any(known.into_iter()));
+        assert!(!action("GetObjekt").names_any(known.into_iter()));
+        assert!(Action::try_from("Other".to_owned()).is_err());
+    }
+
+    #[test]
     fn explicit_deny_wins_and_default_is_deny() {
         let trainer = Identity::Principal("trainer".into());
         let policy = Policy {
             statements: vec![
-                statement(
-                    Effect::Allow,
-                    &["trainer"],
-                    &[Action::GetObject, Action::ListBucket],
-                    &["data/*"],
-                ),
-                statement(Effect::Deny, &["*"], &[Action::All], &["data/secret/*"]),
-                statement(Effect::Allow, &["anonymous"], &[Action::GetObject], &["demo/*"]),
+                statement(Effect::Allow, &["trainer"], &["GetObject", "ListBucket"], &["data/*"]),
+                statement(Effect::Deny, &["*"], &["*"], &["data/secret/*"]),
+                statement(Effect::Allow, &["anonymous"], &["GetObject"], &["demo/*"]),
             ],
         };
-        assert!(policy.allows(&trainer, Action::GetObject, "data/train/1.tar"));
-        assert!(!policy.allows(&trainer, Action::GetObject, "data/secret/key"));
-        assert!(!policy.allows(&trainer, Action::PutObject, "data/train/1.tar"));
-        assert!(
-            !policy.allows(&trainer, Action::GetObject, "demo/hello.txt"),
-            "anonymous is not any principal"
-        );
-        assert!(policy.allows(&Identity::Anonymous, Action::GetObject, "demo/hello.txt"));
-        assert!(!policy.allows(&Identity::Anonymous, Action::GetObject, "data/train/1.tar"));
-        assert!(!Policy::default().allows(&trainer, Action::GetObject, "data/x"));
+        let get = |who: &Identity, resource: &str| policy.allows(who, Some("GetObject"), Target::Exact(resource));
+        assert!(get(&trainer, "data/train/1.tar"));
+        assert!(!get(&trainer, "data/secret/key"));
+        assert!(!policy.allows(&trainer, Some("PutObject"), Target::Exact("data/train/1.tar")));
+        assert!(!policy.allows(&trainer, None, Target::Exact("data/train/1.tar")));
+        assert!(!get(&trainer, "demo/hello.txt"), "anonymous is not any principal");
+        assert!(get(&Identity::Anonymous, "demo/hello.txt"));
+        assert!(!get(&Identity::Anonymous, "data/train/1.tar"));
+        assert!(!Policy::default().allows(&trainer, Some("GetObject"), Target::Exact("data/x")));
+    }
+
+    #[test]
+    fn a_listing_is_allowed_only_where_a_grant_covers_every_key_under_its_prefix() {
+        let reader = Identity::Principal("r".into());
+        let policy = Policy {
+            statements: vec![
+                statement(Effect::Allow, &["r"], &["ListBucket"], &["d/a.bin", "d/pub/*", "e/*"]),
+                statement(Effect::Deny, &["r"], &["ListBucket"], &["e/secret/*", "e/x.bin"]),
+            ],
+        };
+        let list = |prefix: &str| policy.allows(&reader, Some("ListBucket"), Target::Under(prefix));
+        assert!(!list("d/a.bin"), "an exact key does not cover a.bin.bak");
+        assert!(list("d/pub/") && list("d/pub/x") && !list("d/pu") && !list("d/"));
+        assert!(list("e/pub/") && list("e/"), "a parent of denied keys lists");
+        for denied in ["e/secret/", "e/secret/deep/", "e/x.bin"] {
+            assert!(!list(denied), "{denied} is denied");
+        }
     }
 }

@@ -111,7 +111,7 @@ pub fn is_presigned(query: &str) -> bool {
 }
 
 /// The query parameters of a presigned URL's signature, in the order [`parse_query`] reads them.
-const PRESIGNED_PARAMS: [&str; 6] = [
+pub const PRESIGNED_PARAMS: [&str; 6] = [
     "X-Amz-Algorithm",
     "X-Amz-Credential",
     "X-Amz-Date",
@@ -119,17 +119,6 @@ const PRESIGNED_PARAMS: [&str; 6] = [
     "X-Amz-SignedHeaders",
     "X-Amz-Signature",
 ];
-
-/// The query without a presigned URL's signature parameters (nor a session token): what is
-/// left to route and to forward.
-pub fn strip_presigned(query: &str) -> String {
-    let auth = |k: &str| PRESIGNED_PARAMS.contains(&k) || k == "X-Amz-Security-Token";
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !auth(p.split_once('=').map_or(p, |(k, _)| k)))
-        .collect();
-    kept.join("&")
-}
 
 /// Parses a presigned URL's `X-Amz-*` query parameters.
 pub fn parse_query(query: &str) -> Result<SignedRequest, AuthError> {

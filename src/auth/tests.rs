@@ -155,11 +155,6 @@ fn presigned_urls_verify_until_they_expire() {
         v.verify(&r.parts(), t0() - Duration::from_secs(901)),
         Err(AuthError::NotYetValid)
     );
-    assert_eq!(sigv4::strip_presigned(&r.query), "");
-    assert_eq!(
-        sigv4::strip_presigned("versionId=3&X-Amz-Date=1&X-Amz-Signature=a"),
-        "versionId=3"
-    );
 }
 
 #[test]

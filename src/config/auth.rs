@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{expand, expand_path, invalid, ConfigError};
-use crate::auth::{AccessKey, Action, Statement};
+use crate::auth::{self, AccessKey, Statement};
 
 /// Client authentication and authorization. Absent: every request is accepted, unsigned.
 #[derive(Debug, Clone, Deserialize)]
@@ -193,21 +193,31 @@ impl AuthConfig {
             });
         }
         let known = |p: &str| p == "*" || p == "anonymous" || rules.keys.iter().any(|k| k.principal == p);
+        let actions = || crate::s3::operation::actions().chain([auth::WARM, auth::GET_LINEAGE]);
         for (at, s) in &statements {
             let field = |f: &str| format!("{at}.{f}");
-            if let Some(p) = s.principals.iter().find(|p| !known(p)) {
-                return Err(invalid(
-                    field("principals"),
-                    format!("no key's principal is named `{p}`"),
-                ));
-            }
             if s.principals.is_empty() || s.actions.is_empty() || s.resources.is_empty() {
                 return Err(invalid(
                     field("principals"),
                     "principals, actions and resources must not be empty",
                 ));
             }
-            if s.actions.contains(&Action::ListAllMyBuckets) && !s.resources.iter().any(|r| r.0 == "*") {
+            // A statement may outlive its principal's key: revoking a key by deleting it must
+            // take effect, not fail the reload and leave the key working.
+            for p in s.principals.iter().filter(|p| !known(p)) {
+                tracing::warn!(field = %field("principals"), principal = %p, "no key's principal has this name");
+            }
+            if let Some(a) = s.actions.iter().find(|a| !a.names_any(actions())) {
+                return Err(invalid(
+                    field("actions"),
+                    format!("`{}` names no action (SECURITY.md lists them)", a.pattern()),
+                ));
+            }
+            let lists_buckets = s
+                .actions
+                .iter()
+                .any(|a| a.pattern().eq_ignore_ascii_case("ListAllMyBuckets"));
+            if lists_buckets && !s.resources.iter().any(|r| r.0 == "*") {
                 return Err(invalid(
                     field("resources"),
                     "ListAllMyBuckets applies to resource `*` only",

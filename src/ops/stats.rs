@@ -85,7 +85,7 @@ pub fn render(metrics_text: &str) -> String {
         sum(
             &s,
             "shardcache_requests_total",
-            &[("operation", "get_object"), ("outcome", outcome)],
+            &[("operation", "GetObject"), ("outcome", outcome)],
         )
     };
     let (memory_hits, disk_hits, coalesced, misses) =
@@ -150,8 +150,8 @@ mod tests {
 
     const SCRAPE: &str = r#"# HELP shardcache_requests_total S3 requests answered
 # TYPE shardcache_requests_total counter
-shardcache_requests_total{operation="get_object",outcome="memory_hit",status="200"} 6
-shardcache_requests_total{operation="get_object",outcome="miss",status="200"} 2
+shardcache_requests_total{operation="GetObject",outcome="memory_hit",status="200"} 6
+shardcache_requests_total{operation="GetObject",outcome="miss",status="200"} 2
 shardcache_requests_total{operation="head_object",outcome="local",status="200"} 9
 shardcache_served_bytes_total{source="memory"} 3221225472
 shardcache_served_bytes_total{source="upstream"} 1073741824
@@ -167,7 +167,7 @@ foyer_memory_usage{name="a\"b,c"} 1
         assert_eq!(samples.len(), 9);
         assert_eq!(samples[8].labels["name"], "a\"b,c");
         assert_eq!(
-            sum(&samples, "shardcache_requests_total", &[("operation", "get_object")]),
+            sum(&samples, "shardcache_requests_total", &[("operation", "GetObject")]),
             8.0
         );
     }

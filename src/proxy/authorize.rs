@@ -5,12 +5,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use http::Method;
 use pingora_http::RequestHeader;
 
-use crate::auth::{self, Action, Policy, RequestParts, Verified, Verifier};
+use crate::auth::{self, Policy, RequestParts, Target, Verified, Verifier};
 use crate::metrics::Metrics;
-use crate::s3::{query_keys, query_param, Operation, S3Error, S3Request};
+use crate::s3::{ResourceKind, S3Error, S3Request};
 use crate::types::Identity;
 
 /// Client authentication and authorization.
@@ -60,21 +59,24 @@ impl Gate {
         }
     }
 
-    /// Whether `verified` may make `req` (parsed with presigned parameters already removed).
-    /// A denial is counted by action.
-    fn authorize(
-        &self,
-        verified: &Verified,
-        method: &Method,
-        req: &S3Request,
-        metrics: &Metrics,
-    ) -> Result<(), S3Error> {
-        let (action, resource) = action_of(method, req);
-        if self.policy.allows(&verified.identity, action, &resource) {
-            return Ok(());
+    /// Whether `verified` may make `req`: every check its operation needs passes. A denial is
+    /// counted by action (`*` for an operation the table does not know).
+    fn authorize(&self, verified: &Verified, req: &S3Request, metrics: &Metrics) -> Result<(), S3Error> {
+        for check in checks(req) {
+            if !self.policy.allows(&verified.identity, check.action, check.target()) {
+                let label = check.action.unwrap_or("*");
+                metrics.access_denied.with_label_values(&[label]).inc();
+                return Err(S3Error::AccessDenied);
+            }
         }
-        metrics.access_denied.with_label_values(&[action.as_str()]).inc();
-        Err(S3Error::AccessDenied)
+        Ok(())
+    }
+
+    /// Whether `identity` may do `action` on `bucket/key`: DeleteObjects asks this of each key
+    /// its body names.
+    pub fn allows_object(&self, identity: &Identity, action: &str, bucket: &str, key: &str) -> bool {
+        self.policy
+            .allows(identity, Some(action), Target::Exact(&format!("{bucket}/{key}")))
     }
 }
 
@@ -91,7 +93,7 @@ pub struct Refused {
 }
 
 /// Reads a request as S3 and lets it in, or says why not: its signature verified (with `gate`),
-/// its presigned parameters set aside, then the policy asked about what it does.
+/// then the policy asked about what it does, on the query as parsed once (what is forwarded).
 pub fn admit(
     gate: Option<&Gate>,
     req: &RequestHeader,
@@ -104,29 +106,21 @@ pub fn admit(
         query: req.uri.query().unwrap_or_default(),
         headers: &req.headers,
     };
-    let host = req
-        .headers
-        .get("host")
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.host());
-    let parse = |presigned: bool| {
-        let query = forwarded_query(presigned, parts.query);
-        S3Request::parse(&req.method, parts.path, Some(&query), host, vhost_domains)
-    };
+    let parse = || S3Request::parse(&req.method, parts.path, parts.query, &req.headers, vhost_domains);
     let verified = Gate::verify(gate, &parts, metrics).map_err(|error| Refused {
         error,
         denied: true,
         identity: Identity::Anonymous,
-        request: parse(auth::sigv4::is_presigned(parts.query)).ok(),
+        request: parse().ok(),
     })?;
-    let parsed = parse(verified.presigned).map_err(|error| Refused {
+    let parsed = parse().map_err(|error| Refused {
         error,
         denied: false,
         identity: verified.identity.clone(),
         request: None,
     })?;
     if let Some(gate) = gate {
-        if let Err(error) = gate.authorize(&verified, &req.method, &parsed, metrics) {
+        if let Err(error) = gate.authorize(&verified, &parsed, metrics) {
             return Err(Box::new(Refused {
                 error,
                 denied: true,
@@ -138,103 +132,127 @@ pub fn admit(
     Ok((verified, parsed))
 }
 
-/// The action a request takes and the resource it names.
-fn action_of(method: &Method, req: &S3Request) -> (Action, String) {
+/// One thing a request needs the policy to allow.
+#[derive(Debug, PartialEq, Eq)]
+struct Check {
+    /// The IAM action; `None` for an operation the table does not know.
+    action: Option<&'static str>,
+    /// The resource, in the client's names.
+    resource: String,
+    /// Every resource under `resource` (a listing's prefix).
+    under: bool,
+}
+
+impl Check {
+    fn target(&self) -> Target<'_> {
+        match self.under {
+            true => Target::Under(&self.resource),
+            false => Target::Exact(&self.resource),
+        }
+    }
+}
+
+/// What `req` needs allowed: its operation's action on its resource, and for a copy, reading
+/// the source. DeleteObjects needs nothing here: each key of its body is checked once read.
+fn checks(req: &S3Request) -> Vec<Check> {
     let bucket = req.bucket.as_ref().map_or("", |b| b.as_str());
     let object = |key: &str| format!("{bucket}/{key}");
-    let key = req.key.as_ref().map(|k| k.as_str());
-    match (req.op, key) {
-        (Operation::ListBuckets, _) => (Action::ListAllMyBuckets, "*".into()),
-        (Operation::GetObject | Operation::HeadObject, Some(k)) => (Action::GetObject, object(k)),
-        (Operation::ListObjects | Operation::ListObjectsV2, _) => (
-            Action::ListBucket,
-            object(&query_param(&req.query, "prefix").unwrap_or_default()),
-        ),
-        (Operation::HeadBucket, _) => (Action::ListBucket, bucket.into()),
-        (Operation::GetBucketLocation, _) => (Action::GetBucketLocation, bucket.into()),
-        // DeleteObjects names its keys in the body, which is not read before it is forwarded.
-        (Operation::DeleteObjects, _) => (Action::DeleteObject, object("*")),
-        (Operation::WriteObject, Some(k))
-            if method == Method::DELETE && !query_keys(&req.query).any(|k| k == "uploadId") =>
-        {
-            (Action::DeleteObject, object(k))
-        }
-        (Operation::WriteObject, Some(k)) => (Action::PutObject, object(k)),
-        // A read of one version, one part, or with response header overrides is still a read.
-        (Operation::Other, Some(k))
-            if (method == Method::GET || method == Method::HEAD) && reads_object(&req.query) =>
-        {
-            (Action::GetObject, object(k))
-        }
-        (_, Some(k)) => (Action::Other, object(k)),
-        (_, None) => (Action::Other, bucket.into()),
-    }
-}
-
-/// Whether a GET/HEAD query only selects what to read: a version, a part, answer headers.
-fn reads_object(query: &str) -> bool {
-    query_keys(query).all(|k| matches!(k, "versionId" | "partNumber" | "x-id") || k.starts_with("response-"))
-}
-
-/// The query to route and forward: a presigned URL's signature parameters removed, and the
-/// job parameter (`x-shardcache-job`), which is shardcache's alone.
-fn forwarded_query(presigned: bool, raw: &str) -> std::borrow::Cow<'_, str> {
-    let raw: std::borrow::Cow<'_, str> = match presigned {
-        true => auth::sigv4::strip_presigned(raw).into(),
-        false => raw.into(),
+    let exact = |action, resource| Check {
+        action,
+        resource,
+        under: false,
     };
-    if !query_keys(&raw).any(|k| k == super::record::JOB) {
-        return raw;
+    let Some(row) = req.row else {
+        let resource = match (&req.bucket, &req.key) {
+            (None, _) => "*".into(),
+            (Some(_), None) => bucket.into(),
+            (Some(_), Some(k)) => object(k.as_str()),
+        };
+        return vec![exact(None, resource)];
+    };
+    let action = Some(row.action_for(&req.query));
+    let key = req.key.as_ref().map_or("", |k| k.as_str());
+    let mut checks = match row.resource {
+        ResourceKind::Service => vec![exact(action, "*".into())],
+        ResourceKind::Bucket => vec![exact(action, bucket.into())],
+        ResourceKind::Object => vec![exact(action, object(key))],
+        ResourceKind::Listing => vec![Check {
+            action,
+            resource: object(req.query.get("prefix").unwrap_or_default()),
+            under: true,
+        }],
+        ResourceKind::BodyKeys => Vec::new(),
+    };
+    if let Some(source) = &req.copy_source {
+        let read = match source.version_id {
+            Some(_) => "GetObjectVersion",
+            None => "GetObject",
+        };
+        checks.push(exact(Some(read), format!("{}/{}", source.bucket, source.key)));
     }
-    raw.split('&')
-        .filter(|p| p.split_once('=').map_or(*p, |(k, _)| k) != super::record::JOB)
-        .collect::<Vec<_>>()
-        .join("&")
-        .into()
+    checks
 }
 
 #[cfg(test)]
 mod tests {
+    use http::Method;
+
     use super::*;
 
-    fn action(method: Method, path: &str, query: &str) -> (Action, String) {
-        let req = S3Request::parse(&method, path, Some(query), None, &[]).unwrap();
-        action_of(&method, &req)
+    fn checks_of(
+        method: Method,
+        path: &str,
+        query: &str,
+        copy: Option<&str>,
+    ) -> Vec<(Option<&'static str>, String, bool)> {
+        let mut headers = http::HeaderMap::new();
+        if let Some(c) = copy {
+            headers.insert("x-amz-copy-source", c.parse().unwrap());
+        }
+        let req = S3Request::parse(&method, path, query, &headers, &[]).unwrap();
+        checks(&req)
+            .into_iter()
+            .map(|c| (c.action, c.resource, c.under))
+            .collect()
     }
 
     #[test]
     fn requests_map_to_iam_actions_on_client_names() {
+        let one = |action: &'static str, resource: &str| vec![(Some(action), resource.to_owned(), false)];
         assert_eq!(
-            action(Method::GET, "/d/a/b.tar", ""),
-            (Action::GetObject, "d/a/b.tar".into())
-        );
-        assert_eq!(action(Method::HEAD, "/d/k", ""), (Action::GetObject, "d/k".into()));
-        assert_eq!(
-            action(Method::GET, "/d/k", "versionId=3"),
-            (Action::GetObject, "d/k".into())
-        );
-        assert_eq!(action(Method::GET, "/d/k", "acl"), (Action::Other, "d/k".into()));
-        assert_eq!(
-            action(Method::GET, "/d", "list-type=2&prefix=train%2F"),
-            (Action::ListBucket, "d/train/".into())
-        );
-        assert_eq!(action(Method::GET, "/d", ""), (Action::ListBucket, "d/".into()));
-        assert_eq!(action(Method::HEAD, "/d", ""), (Action::ListBucket, "d".into()));
-        assert_eq!(action(Method::PUT, "/d/k", ""), (Action::PutObject, "d/k".into()));
-        assert_eq!(
-            action(Method::POST, "/d/k", "uploads"),
-            (Action::PutObject, "d/k".into())
+            checks_of(Method::GET, "/d/a/b.tar", "", None),
+            one("GetObject", "d/a/b.tar")
         );
         assert_eq!(
-            action(Method::DELETE, "/d/k", "uploadId=1"),
-            (Action::PutObject, "d/k".into())
+            checks_of(Method::HEAD, "/d/k", "versionId=3", None),
+            one("GetObjectVersion", "d/k")
         );
-        assert_eq!(action(Method::DELETE, "/d/k", ""), (Action::DeleteObject, "d/k".into()));
+        assert_eq!(checks_of(Method::GET, "/d/k", "acl", None), one("GetObjectAcl", "d/k"));
         assert_eq!(
-            action(Method::POST, "/d", "delete"),
-            (Action::DeleteObject, "d/*".into())
+            checks_of(Method::GET, "/d", "list-type=2&prefix=train%2F", None),
+            vec![(Some("ListBucket"), "d/train/".to_owned(), true)]
         );
-        assert_eq!(action(Method::GET, "/", ""), (Action::ListAllMyBuckets, "*".into()));
-        assert_eq!(action(Method::PUT, "/d", "policy"), (Action::Other, "d".into()));
+        assert_eq!(checks_of(Method::HEAD, "/d", "", None), one("ListBucket", "d"));
+        assert_eq!(
+            checks_of(Method::DELETE, "/d/k", "uploadId=1", None),
+            one("AbortMultipartUpload", "d/k")
+        );
+        assert_eq!(checks_of(Method::POST, "/d", "delete", None), vec![]);
+        assert_eq!(checks_of(Method::GET, "/", "", None), one("ListAllMyBuckets", "*"));
+        assert_eq!(
+            checks_of(Method::PUT, "/d", "policy", None),
+            one("PutBucketPolicy", "d")
+        );
+        assert_eq!(
+            checks_of(Method::PUT, "/d/k", "frob", None),
+            vec![(None, "d/k".to_owned(), false)]
+        );
+        assert_eq!(
+            checks_of(Method::PUT, "/d/out/k", "", Some("/src/a%20b?versionId=7")),
+            vec![
+                (Some("PutObject"), "d/out/k".to_owned(), false),
+                (Some("GetObjectVersion"), "src/a b".to_owned(), false)
+            ]
+        );
     }
 }

@@ -9,7 +9,7 @@ use http::StatusCode;
 use super::respond::{base_header, send_xml, Failure};
 use super::{ProxyState, RequestCtx};
 use crate::s3::xml::{list_buckets_xml, location_xml, ListVersion};
-use crate::s3::{Operation, S3Error};
+use crate::s3::{Operation, Query, S3Error};
 use crate::upstream::FsOrigin;
 use crate::upstream::ListParams;
 
@@ -88,18 +88,14 @@ pub async fn list_buckets(
 
 /// ListObjects parameters (`v1`: ListObjects, else ListObjectsV2): what to list, the fields to
 /// echo back, and whether to URL-encode the answer.
-fn list_params(query: &str, v1: bool) -> Result<(ListParams, ListVersion, bool), S3Error> {
+fn list_params(query: &Query, v1: bool) -> Result<(ListParams, ListVersion, bool), S3Error> {
     let mut params = ListParams {
         max_keys: 1000,
         ..Default::default()
     };
     let (mut marker, mut token, mut start_after, mut url_encoded) = (None, None, None, false);
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
-            .decode_utf8()
-            .map_err(|_| S3Error::InvalidRequest(format!("query parameter `{k}` is not valid UTF-8")))?
-            .into_owned();
+    for (k, v) in query.pairs() {
+        let v = v.to_owned();
         match k {
             "prefix" => params.prefix = v,
             "delimiter" => params.delimiter = Some(v).filter(|d| !d.is_empty()),
@@ -143,21 +139,23 @@ mod tests {
 
     #[test]
     fn list_parameters_are_decoded_and_bounded() {
-        let query = "list-type=2&prefix=a%2Fb&delimiter=%2F&max-keys=5000&continuation-token=k%201";
-        let (p, version, url) = list_params(query, false).unwrap();
+        let query =
+            Query::parse("list-type=2&prefix=a%2Fb&delimiter=%2F&max-keys=5000&continuation-token=k%201").unwrap();
+        let (p, version, url) = list_params(&query, false).unwrap();
         assert_eq!(p.prefix, "a/b");
         assert_eq!(p.delimiter.as_deref(), Some("/"));
         assert_eq!(p.max_keys, 1000);
         assert_eq!(p.after.as_deref(), Some("k 1"));
         assert!(!url);
         assert!(matches!(version, ListVersion::V2 { continuation_token: Some(t), .. } if t == "k 1"));
-        assert!(list_params("max-keys=x", false).is_err());
-        assert!(list_params("encoding-type=base64", false).is_err());
+        assert!(list_params(&Query::parse("max-keys=x").unwrap(), false).is_err());
+        assert!(list_params(&Query::parse("encoding-type=base64").unwrap(), false).is_err());
     }
 
     #[test]
     fn v1_listings_resume_after_the_marker() {
-        let (p, version, url) = list_params("marker=a%2Fz&encoding-type=url&start-after=q", true).unwrap();
+        let query = Query::parse("marker=a%2Fz&encoding-type=url&start-after=q").unwrap();
+        let (p, version, url) = list_params(&query, true).unwrap();
         assert_eq!(p.after.as_deref(), Some("a/z"));
         assert_eq!(
             version,

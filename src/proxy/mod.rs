@@ -10,6 +10,7 @@
 //! This is the one module that sees every layer.
 
 mod authorize;
+mod delete;
 mod local;
 mod meta;
 mod object;
@@ -43,16 +44,12 @@ use crate::cache::{ChunkCache, ObjectRef};
 use crate::config::Residency;
 use crate::lineage::Lineage;
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
-use crate::s3::xml::delete_request_keys;
-use crate::s3::{Operation, S3Error};
+use crate::s3::{Operation, Query, S3Error};
 use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
 use meta::MetaLookups;
 use readahead::SequentialReads;
 use routes::Route;
-
-/// Largest DeleteObjects body kept to learn which keys to drop (S3 allows 1000 keys).
-const MAX_DELETE_BODY: usize = 2 << 20;
 
 /// Everything the proxy phases share.
 pub struct ProxyState {
@@ -126,13 +123,18 @@ pub struct RequestCtx {
     op: Operation,
     route: Option<Route>,
     key: Option<ObjectKey>,
-    query: String,
+    query: Query,
+    /// A PUT, POST or DELETE of `key`: its cached metadata is forgotten.
+    writes: bool,
+    /// `x-amz-copy-source` as the upstream names the source.
+    copy_source: Option<String>,
     outcome: Outcome,
     status: u16,
     ttfb: Option<Duration>,
-    delete_body: Vec<u8>,
     /// A chunk-signed body being checked and decoded on its way upstream.
     upload: Option<Decoder>,
+    /// A body being checked against the hash it was signed with on its way upstream.
+    payload: Option<upload::PayloadCheck>,
     /// Why the request body was refused mid-stream: the answer `fail_to_proxy` gives.
     body_error: Option<S3Error>,
     /// The S3 error code shardcache answered with.
@@ -219,6 +221,24 @@ impl S3Proxy {
         }
     }
 
+    /// `x-amz-copy-source` for the upstream: the source's bucket must be routed, to the
+    /// destination's upstream (which is asked to read it), and is named as that upstream knows
+    /// it. A source no route serves is never sent upstream.
+    fn copy_source(&self, source: Option<&crate::s3::CopySource>, to: &Route) -> Result<Option<String>, S3Error> {
+        let Some(source) = source else { return Ok(None) };
+        let from = self
+            .state
+            .router
+            .route(source.bucket.as_str())
+            .ok_or(S3Error::NoSuchBucket)?;
+        if from.upstream.name != to.upstream.name {
+            return Err(S3Error::InvalidRequest(
+                "The copy source is in a bucket of another upstream: copy through a client instead.".into(),
+            ));
+        }
+        Ok(Some(source.to_header(&from.bucket)))
+    }
+
     /// Forgets what is known of the objects a write or delete touched. Called before the client
     /// hears the outcome, whatever it is: a failed write costs a metadata lookup, a write that
     /// went through but whose answer was lost must not leave the old object served.
@@ -232,15 +252,14 @@ impl S3Proxy {
             };
             self.state.meta.invalidate(&self.state.cache, object);
         };
-        match (ctx.op, &ctx.key) {
-            (Operation::WriteObject, Some(key)) => forget(key.as_str()),
-            (Operation::DeleteObjects, _) => delete_request_keys(&ctx.delete_body).iter().for_each(|k| forget(k)),
-            _ => {}
+        if let (true, Some(key)) = (ctx.writes, &ctx.key) {
+            forget(key.as_str());
         }
     }
 }
 
-fn request_id() -> String {
+/// A new request id (`x-amz-request-id`).
+pub(crate) fn request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let t = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -259,15 +278,17 @@ impl ProxyHttp for S3Proxy {
             identity: Identity::Anonymous,
             resource: String::new(),
             bucket_name: String::new(),
-            op: Operation::Other,
+            op: Operation::Unknown,
             route: None,
             key: None,
-            query: String::new(),
+            query: Query::default(),
+            writes: false,
+            copy_source: None,
             outcome: Outcome::Local,
             status: 0,
             ttfb: None,
-            delete_body: Vec::new(),
             upload: None,
+            payload: None,
             body_error: None,
             error: None,
             denied: false,
@@ -314,6 +335,9 @@ impl ProxyHttp for S3Proxy {
             ctx.job = record::job(session.req_header(), &ctx.identity);
         }
         let chunks = verified.chunks;
+        let cacheable = parsed.cacheable();
+        let method = &session.req_header().method;
+        ctx.writes = !matches!(*method, http::Method::GET | http::Method::HEAD);
         ctx.op = parsed.op;
         ctx.key = parsed.key.clone();
         ctx.query = parsed.query;
@@ -327,28 +351,40 @@ impl ProxyHttp for S3Proxy {
         };
         ctx.route = Some(route.clone());
         let cached = route.residency != Residency::None;
-        if let (Operation::GetObject | Operation::HeadObject, Some(key), true) = (ctx.op, &parsed.key, cached) {
+        if let (true, Some(key), true) = (cacheable, &parsed.key, cached) {
             let head = ctx.op == Operation::HeadObject;
             object::serve(&self.state, session, ctx, &route, key, head).await?;
             return Ok(true);
         }
-        match &route.upstream.kind {
+        let origin = match &route.upstream.kind {
             UpstreamKind::Fs(fs) => {
                 local::serve_fs(session, ctx, fs, &route.bucket).await?;
-                Ok(true)
+                return Ok(true);
             }
-            UpstreamKind::S3(_) => {
-                match upload::admit(session, chunks, self.state.gate.is_some()).await {
-                    Ok(d) => ctx.upload = d,
-                    Err(e) => {
-                        ctx.fail(session, e).await?;
-                        return Ok(true);
-                    }
-                }
-                ctx.outcome = Outcome::Passthrough;
-                Ok(false)
+            UpstreamKind::S3(origin) => origin.clone(),
+        };
+        if ctx.op == Operation::DeleteObjects {
+            delete::serve(&self.state, session, ctx, &route, &origin, chunks).await?;
+            return Ok(true);
+        }
+        let admitted = self.copy_source(parsed.copy_source.as_ref(), &route).and_then(|copy| {
+            ctx.copy_source = copy;
+            ctx.payload = upload::PayloadCheck::for_request(session.req_header())?;
+            Ok(())
+        });
+        let admitted = match admitted {
+            Ok(()) => upload::admit(session, chunks, self.state.gate.is_some()).await,
+            Err(e) => Err(e),
+        };
+        match admitted {
+            Ok(d) => ctx.upload = d,
+            Err(e) => {
+                ctx.fail(session, e).await?;
+                return Ok(true);
             }
         }
+        ctx.outcome = Outcome::Passthrough;
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
@@ -366,9 +402,11 @@ impl ProxyHttp for S3Proxy {
         end: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Operation::DeleteObjects, Some(b)) = (ctx.op, body.as_ref()) {
-            if ctx.delete_body.len() + b.len() <= MAX_DELETE_BODY {
-                ctx.delete_body.extend_from_slice(b);
+        if let Some(check) = ctx.payload.as_mut() {
+            if let Err(e) = check.feed(body, end) {
+                let why = e.to_string();
+                ctx.body_error = Some(e);
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, why);
             }
         }
         if let Some(decoder) = ctx.upload.as_mut() {
@@ -391,12 +429,19 @@ impl ProxyHttp for S3Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let (route, origin) = self.s3_route(ctx)?;
-        let path = origin.path_for(&route.bucket, ctx.key.as_ref().map(ObjectKey::as_str), &ctx.query);
+        let path = origin.path_for(
+            &route.bucket,
+            ctx.key.as_ref().map(ObjectKey::as_str),
+            &ctx.query.encode(),
+        );
         let uri = path
             .parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "rewriting the upstream path", e))?;
         req.set_uri(uri);
         req.insert_header("host", origin.host_for(&route.bucket))?;
+        if let Some(source) = &ctx.copy_source {
+            req.insert_header("x-amz-copy-source", source)?;
+        }
         if let Some(decoder) = &ctx.upload {
             let payload = upload::forward_headers(req, decoder)?;
             req.insert_header("x-amz-content-sha256", payload)?;
@@ -457,7 +502,6 @@ impl ProxyHttp for S3Proxy {
                     let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
                     self.state.metrics.upstream_errors.with_label_values(&labels).inc();
                 }
-                tracing::warn!(request_id = %ctx.request_id, error = %e, "request failed");
                 S3Error::BadGateway(e.to_string())
             }
         };

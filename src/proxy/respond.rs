@@ -88,6 +88,10 @@ impl RequestCtx {
         if let Failure::S3(e) = &failure {
             self.error = Some(e.code());
         }
+        // What went wrong upstream can name its address: the log has it, the client does not.
+        if let Failure::S3(S3Error::BadGateway(why) | S3Error::GatewayTimeout(why)) = &failure {
+            tracing::warn!(request_id = %self.request_id, error = %why, "upstream failure");
+        }
         self.status = send_failure(session, failure, &site).await?;
         Ok(())
     }

@@ -13,6 +13,7 @@ use super::object::fetcher;
 use super::ProxyState;
 use crate::cache::plan::{chunk_count, chunk_span};
 use crate::cache::{CacheKey, ChunkRead, FillError, ObjectRef};
+use crate::config::Residency;
 use crate::upstream::OriginError;
 
 /// Chunks of one object fetched at once.
@@ -35,7 +36,8 @@ pub struct WarmReport {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct WarmError {
-    /// HTTP status for the admin answer: 404 (no such bucket or key) or 502 (upstream failure).
+    /// HTTP status for the admin answer: 404 (no such bucket or key), 409 (a bucket that is
+    /// not cached) or 502 (upstream failure).
     pub status: u16,
     /// What went wrong.
     pub message: String,
@@ -71,6 +73,14 @@ impl ProxyState {
             status: 404,
             message: format!("bucket {bucket:?} has no route in the config"),
         })?;
+        // `memory` residency is kept by the store itself (its chunks never reach the disk);
+        // `none` means nothing of the bucket is kept, warmed or not.
+        if route.residency == Residency::None {
+            return Err(WarmError {
+                status: 409,
+                message: format!("bucket {bucket:?} is not cached (`cache: none`): there is nothing to warm"),
+            });
+        }
         let object = ObjectRef {
             upstream: route.upstream.name.clone(),
             bucket: route.bucket.clone(),

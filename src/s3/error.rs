@@ -44,17 +44,35 @@ pub enum S3Error {
     /// A malformed request (bad key, bad path encoding, ...); the message says what.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A query parameter or header value that cannot be taken (a parameter given twice, a copy
+    /// source that names no object); the message says which.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An XML body that does not parse, or breaks S3's limits (DeleteObjects over 1,000 keys).
+    #[error("The XML you provided was not well-formed or did not validate against our published schema")]
+    MalformedXml,
+    /// A body larger than shardcache reads for the operation.
+    #[error("Your request was too big.")]
+    MaxMessageLengthExceeded,
+    /// A `Content-MD5` or `x-amz-checksum-*` that does not match the body; says which.
+    #[error("The {0} you specified did not match the calculated checksum.")]
+    BadDigest(&'static str),
+    /// A body whose SHA-256 is not the `x-amz-content-sha256` it was signed with.
+    #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    ContentSha256Mismatch,
     /// A request body shorter than it said it would be.
     #[error("You did not provide the number of bytes specified by the Content-Length HTTP header.")]
     IncompleteBody,
     /// The operation is not offered by this upstream (writes to a local-directory origin).
     #[error("{0}")]
     NotImplemented(String),
-    /// The upstream could not be reached or answered nonsense.
-    #[error("The upstream could not be reached: {0}")]
+    /// The upstream could not be reached or answered nonsense. What happened (which may name
+    /// the upstream's address) is for the log only, never the client.
+    #[error("The upstream could not be reached.")]
     BadGateway(String),
-    /// The upstream did not answer within its timeouts, retries included.
-    #[error("The upstream did not answer in time: {0}")]
+    /// The upstream did not answer within its timeouts, retries included. What happened is for
+    /// the log only.
+    #[error("The upstream did not answer in time.")]
     GatewayTimeout(String),
     /// The upstream's circuit breaker is open: misses fail fast until it is probed again.
     #[error("Please reduce your request rate.")]
@@ -90,7 +108,14 @@ impl S3Error {
             },
             Self::InvalidRange { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Self::InvalidBucketName | Self::InvalidRequest(_) | Self::IncompleteBody => StatusCode::BAD_REQUEST,
+            Self::InvalidBucketName
+            | Self::InvalidRequest(_)
+            | Self::InvalidArgument(_)
+            | Self::MalformedXml
+            | Self::MaxMessageLengthExceeded
+            | Self::BadDigest(_)
+            | Self::ContentSha256Mismatch
+            | Self::IncompleteBody => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -119,6 +144,11 @@ impl S3Error {
             Self::PreconditionFailed { .. } => "PreconditionFailed",
             Self::InvalidBucketName => "InvalidBucketName",
             Self::InvalidRequest(_) => "InvalidRequest",
+            Self::InvalidArgument(_) => "InvalidArgument",
+            Self::MalformedXml => "MalformedXML",
+            Self::MaxMessageLengthExceeded => "MaxMessageLengthExceeded",
+            Self::BadDigest(_) => "BadDigest",
+            Self::ContentSha256Mismatch => "XAmzContentSHA256Mismatch",
             Self::IncompleteBody => "IncompleteBody",
             Self::NotImplemented(_) => "NotImplemented",
             Self::BadGateway(_) => "BadGateway",
@@ -187,6 +217,8 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // A parser turns a raw CR into a line feed: written as a reference, it stays a CR.
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -194,14 +226,17 @@ pub fn escape(s: &str) -> String {
 }
 
 /// Reads the `<Code>` of an S3 error document, if `body` is one.
-pub fn code_of_error_body(body: &[u8]) -> Option<&str> {
+pub fn code_of_error_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Error {
+        #[serde(rename = "Code")]
+        code: String,
+    }
     let text = std::str::from_utf8(body).ok()?;
-    if !text.contains("<Error>") {
+    if !text.contains("<Error") {
         return None;
     }
-    let start = text.find("<Code>")? + "<Code>".len();
-    let len = text[start..].find("</Code>")?;
-    Some(&text[start..start + len])
+    crate::s3::xml::from_xml::<Error>(body).map(|e| e.code)
 }
 
 #[cfg(test)]
@@ -228,7 +263,7 @@ mod tests {
         assert!(xml.contains("<Code>NoSuchKey</Code>"));
         assert!(xml.contains("<Key>a&amp;b&lt;c&gt;</Key>"));
         assert!(xml.contains("<Resource>/b/a&amp;b&lt;c&gt;</Resource>"));
-        assert_eq!(code_of_error_body(xml.as_bytes()), Some("NoSuchKey"));
+        assert_eq!(code_of_error_body(xml.as_bytes()).as_deref(), Some("NoSuchKey"));
     }
 
     #[test]

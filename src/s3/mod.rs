@@ -1,11 +1,17 @@
-//! The S3 wire vocabulary: request addressing, ranges, conditional headers and errors.
-//! Knows nothing of the cache, the upstream or the request lifecycle.
+//! The S3 wire vocabulary: request addressing, the query, the operation table, ranges,
+//! conditional headers, errors and XML. Knows nothing of the cache, the upstream or the request
+//! lifecycle.
 
+pub mod checksum;
 pub mod conditional;
 mod error;
+pub mod operation;
+mod query;
 pub mod range;
 mod request;
 pub mod xml;
 
 pub use error::{code_of_error_body, escape, ErrorSite, S3Error};
-pub use request::{encode_path, query_keys, query_param, Addressing, Operation, S3Request};
+pub use operation::{Operation, ResourceKind};
+pub use query::Query;
+pub use request::{encode_path, query_param, Addressing, CopySource, S3Request, JOB_PARAM};

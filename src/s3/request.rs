@@ -1,58 +1,16 @@
 //! Reading an incoming HTTP request as an S3 request: which bucket and key it addresses
-//! (path-style or virtual-hosted-style) and which operation it is.
+//! (path-style or virtual-hosted-style), its query (parsed once), its copy source, and which
+//! row of the operation table it is.
 
 use std::borrow::Cow;
 
-use http::Method;
+use http::{HeaderMap, Method};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::s3::S3Error;
+use crate::auth::sigv4::PRESIGNED_PARAMS;
+use crate::s3::operation::{self, Operation, Row, Target};
+use crate::s3::{Query, S3Error};
 use crate::types::{BucketName, ObjectKey};
-
-/// The operations shardcache tells apart. Everything it does not serve itself is `Other` and is
-/// forwarded to the upstream unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// `GET /bucket/key` with no sub-resource: served through the cache.
-    GetObject,
-    /// `HEAD /bucket/key` with no sub-resource: served from cached metadata.
-    HeadObject,
-    /// `GET /bucket?list-type=2`.
-    ListObjectsV2,
-    /// `GET /bucket` with no sub-resource (ListObjects v1).
-    ListObjects,
-    /// `GET /bucket?location`.
-    GetBucketLocation,
-    /// `HEAD /bucket`.
-    HeadBucket,
-    /// `GET /`.
-    ListBuckets,
-    /// A PUT, POST or DELETE on a key (PutObject, CopyObject, multipart, DeleteObject):
-    /// on success the key's cached metadata is dropped.
-    WriteObject,
-    /// `POST /bucket?delete` (DeleteObjects): on success the named keys' metadata is dropped.
-    DeleteObjects,
-    /// Anything else (GetObject with versionId/partNumber/response-*, ACLs, ...).
-    Other,
-}
-
-impl Operation {
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::GetObject => "get_object",
-            Self::HeadObject => "head_object",
-            Self::ListObjectsV2 => "list_objects_v2",
-            Self::ListObjects => "list_objects",
-            Self::GetBucketLocation => "get_bucket_location",
-            Self::HeadBucket => "head_bucket",
-            Self::ListBuckets => "list_buckets",
-            Self::WriteObject => "write_object",
-            Self::DeleteObjects => "delete_objects",
-            Self::Other => "other",
-        }
-    }
-}
 
 /// How the client named the bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,30 +30,81 @@ pub struct S3Request {
     pub key: Option<ObjectKey>,
     /// The operation.
     pub op: Operation,
+    /// Its row of the operation table (`None` for [`Operation::Unknown`]).
+    pub row: Option<&'static Row>,
     /// How the bucket was named.
     pub addressing: Addressing,
-    /// The raw query string (without `?`), forwarded as is.
-    pub query: String,
+    /// The query, decoded; what the policy reads and, re-encoded, what is forwarded.
+    pub query: Query,
+    /// `x-amz-copy-source` (CopyObject, UploadPartCopy).
+    pub copy_source: Option<CopySource>,
 }
 
-/// Query parameters that do not change what a GET/HEAD of an object returns: the AWS SDKs add
-/// `x-id=GetObject` to every GetObject.
-const NEUTRAL_PARAMS: &[&str] = &["x-id"];
+/// The object a copy reads, from `x-amz-copy-source` (`[/]bucket/key[?versionId=v]`,
+/// percent-encoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopySource {
+    /// The bucket, as the client names it.
+    pub bucket: BucketName,
+    /// The key.
+    pub key: ObjectKey,
+    /// The version read, if one is named.
+    pub version_id: Option<String>,
+}
 
-/// The parameters of ListObjects (v1); any other makes a `GET /bucket` another operation.
-const LIST_V1_PARAMS: &[&str] = &["prefix", "delimiter", "marker", "max-keys", "encoding-type", "x-id"];
+impl CopySource {
+    /// Parses the header's value; a value that names no object is 400 InvalidArgument.
+    pub fn parse(value: &str) -> Result<Self, S3Error> {
+        let invalid = || S3Error::InvalidArgument("Invalid copy source object key".into());
+        let value = value.strip_prefix('/').unwrap_or(value);
+        let (path, query) = value.split_once('?').unwrap_or((value, ""));
+        let path = decode(path).map_err(|_| invalid())?;
+        let (bucket, key) = path.split_once('/').ok_or_else(invalid)?;
+        let version_id = match Query::parse(query).map_err(|_| invalid())? {
+            q if q.is_empty() => None,
+            q if q.names().eq(["versionId"]) => q.get("versionId").map(str::to_owned),
+            _ => return Err(invalid()),
+        };
+        Ok(Self {
+            bucket: BucketName::parse(bucket).ok_or_else(invalid)?,
+            key: ObjectKey::parse(key).ok_or_else(invalid)?,
+            version_id,
+        })
+    }
+
+    /// The header's value for an upstream that names the bucket `bucket`.
+    pub fn to_header(&self, bucket: &str) -> String {
+        let mut v = format!("/{}/{}", encode_path(bucket), encode_path(self.key.as_str()));
+        if let Some(version) = &self.version_id {
+            v.push_str("?versionId=");
+            v.extend(utf8_percent_encode(version, NON_ALPHANUMERIC));
+        }
+        v
+    }
+}
+
+/// Whether a query parameter is not the upstream's: a presigned URL's signature (checked here;
+/// the upstream gets shardcache's own), its session token, and shardcache's job name.
+fn not_forwarded(name: &str) -> bool {
+    PRESIGNED_PARAMS.contains(&name) || name == "X-Amz-Security-Token" || name == JOB_PARAM
+}
+
+/// The query parameter naming a request's training job (for lineage); shardcache's alone.
+pub const JOB_PARAM: &str = "x-shardcache-job";
 
 impl S3Request {
-    /// Parses method, path, query and `Host`. `vhost_domains` are the base domains under which
-    /// `bucket.domain` names a bucket.
+    /// Parses method, path, query and headers (`Host`, `x-amz-copy-source`). `vhost_domains`
+    /// are the base domains under which `bucket.domain` names a bucket.
     pub fn parse(
         method: &Method,
         path: &str,
-        query: Option<&str>,
-        host: Option<&str>,
+        query: &str,
+        headers: &HeaderMap,
         vhost_domains: &[String],
     ) -> Result<Self, S3Error> {
-        let query = query.unwrap_or_default().to_owned();
+        let mut query = Query::parse(query)?;
+        query.remove_if(not_forwarded);
+        let host = headers.get("host").and_then(|h| h.to_str().ok());
         let vhost_bucket = host.and_then(|h| bucket_from_host(h, vhost_domains));
         let (addressing, bucket, raw_key) = match vhost_bucket {
             Some(b) => (Addressing::VirtualHost, Some(b), path.strip_prefix('/').unwrap_or(path)),
@@ -115,49 +124,45 @@ impl S3Request {
                     .ok_or_else(|| S3Error::InvalidRequest("Your key is too long.".to_owned()))?,
             ),
         };
-        let op = classify(method, bucket.is_some(), key.is_some(), &query);
+        let copy_source = match headers.get("x-amz-copy-source") {
+            None => None,
+            Some(v) => {
+                Some(CopySource::parse(v.to_str().map_err(|_| {
+                    S3Error::InvalidArgument("Invalid copy source object key".into())
+                })?)?)
+            }
+        };
+        let target = match (&bucket, &key) {
+            (None, _) => Target::Service,
+            (Some(_), None) => Target::Bucket,
+            (Some(_), Some(_)) => Target::Object,
+        };
+        let row = operation::classify(method, target, &query, copy_source.is_some());
         Ok(Self {
             bucket,
             key,
-            op,
+            op: row.map_or(Operation::Unknown, |r| r.op),
+            row,
             addressing,
             query,
+            copy_source,
         })
+    }
+
+    /// A GetObject or HeadObject of the current version, whole or by `Range`: what the cache
+    /// serves. A version, a part or answer-header overrides go to the upstream.
+    pub fn cacheable(&self) -> bool {
+        matches!(self.op, Operation::GetObject | Operation::HeadObject) && self.query.names().all(|n| n == "x-id")
     }
 }
 
-/// The parameter names of a query string, in order (raw, as sent).
-pub fn query_keys(query: &str) -> impl Iterator<Item = &str> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
-}
-
-/// The percent-decoded value of `name` in a query string (`None` if absent or not UTF-8).
+/// The percent-decoded value of `name` in a raw query string (`None` if absent or not UTF-8).
+/// For what is not an S3 request (the admin listener's calls); S3 requests parse a [`Query`].
 pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name).then(|| percent_decode_str(v).decode_utf8().ok()).flatten()
     })
-}
-
-fn classify(method: &Method, has_bucket: bool, has_key: bool, query: &str) -> Operation {
-    let params: Vec<&str> = query_keys(query).collect();
-    let plain = params.iter().all(|p| NEUTRAL_PARAMS.contains(p));
-    match (method, has_bucket, has_key) {
-        // Other AWS services (STS, IAM) take `Action=` at `/`; S3's only service call is GET /.
-        (&Method::GET, false, _) if !params.contains(&"Action") => Operation::ListBuckets,
-        (&Method::GET, true, true) if plain => Operation::GetObject,
-        (&Method::HEAD, true, true) if plain => Operation::HeadObject,
-        (&Method::GET, true, false) if query.split('&').any(|p| p == "list-type=2") => Operation::ListObjectsV2,
-        (&Method::GET, true, false) if params.iter().all(|p| LIST_V1_PARAMS.contains(p)) => Operation::ListObjects,
-        (&Method::GET, true, false) if params == ["location"] => Operation::GetBucketLocation,
-        (&Method::HEAD, true, false) if plain => Operation::HeadBucket,
-        (&Method::POST, true, false) if params.contains(&"delete") => Operation::DeleteObjects,
-        (&Method::PUT | &Method::POST | &Method::DELETE, true, true) => Operation::WriteObject,
-        _ => Operation::Other,
-    }
 }
 
 fn bucket_from_host<'a>(host: &'a str, domains: &[String]) -> Option<&'a str> {
@@ -198,13 +203,27 @@ pub fn encode_path(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse(method: Method, path: &str, query: Option<&str>, host: &str) -> S3Request {
-        S3Request::parse(&method, path, query, Some(host), &["s3.local".to_owned()]).unwrap()
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    fn parse(method: Method, path: &str, query: &str, host: &str) -> S3Request {
+        S3Request::parse(
+            &method,
+            path,
+            query,
+            &headers(&[("host", host)]),
+            &["s3.local".to_owned()],
+        )
+        .unwrap()
     }
 
     #[test]
     fn path_style_names_bucket_and_key() {
-        let r = parse(Method::GET, "/data/a/b%20c.tar", None, "127.0.0.1:8080");
+        let r = parse(Method::GET, "/data/a/b%20c.tar", "", "127.0.0.1:8080");
         assert_eq!(r.bucket.unwrap().as_str(), "data");
         assert_eq!(r.key.unwrap().as_str(), "a/b c.tar");
         assert_eq!(r.op, Operation::GetObject);
@@ -213,47 +232,82 @@ mod tests {
 
     #[test]
     fn virtual_host_style_takes_the_bucket_from_the_host() {
-        let r = parse(Method::HEAD, "/k", None, "data.s3.local:8080");
+        let r = parse(Method::HEAD, "/k", "", "data.s3.local:8080");
         assert_eq!(r.bucket.unwrap().as_str(), "data");
         assert_eq!(r.key.unwrap().as_str(), "k");
         assert_eq!(r.op, Operation::HeadObject);
         assert_eq!(r.addressing, Addressing::VirtualHost);
-        let bare = parse(Method::GET, "/data/k", None, "s3.local");
+        let bare = parse(Method::GET, "/data/k", "", "s3.local");
         assert_eq!(bare.addressing, Addressing::Path);
     }
 
     #[test]
-    fn operations_are_classified() {
-        let op = |m: Method, p: &str, q: Option<&str>| parse(m, p, q, "h").op;
-        assert_eq!(op(Method::GET, "/", None), Operation::ListBuckets);
-        assert_eq!(op(Method::GET, "/", Some("Action=GetCallerIdentity")), Operation::Other);
-        assert_eq!(op(Method::POST, "/", None), Operation::Other);
-        assert_eq!(
-            op(Method::GET, "/b", Some("list-type=2&prefix=a")),
-            Operation::ListObjectsV2
+    fn only_plain_reads_of_the_current_version_are_cacheable() {
+        assert!(parse(Method::GET, "/b/k", "x-id=GetObject", "h").cacheable());
+        assert!(parse(Method::HEAD, "/b/k", "", "h").cacheable());
+        for query in ["versionId=3", "partNumber=1", "response-content-type=a"] {
+            let r = parse(Method::GET, "/b/k", query, "h");
+            assert_eq!(r.op, Operation::GetObject);
+            assert!(!r.cacheable(), "{query}");
+        }
+        assert!(!parse(Method::GET, "/b/k", "acl", "h").cacheable());
+    }
+
+    #[test]
+    fn signature_and_job_parameters_are_not_forwarded() {
+        let r = parse(
+            Method::GET,
+            "/b/k",
+            "versionId=3&X-Amz-Date=1&X-Amz-Signature=a&x-shardcache-job=j",
+            "h",
         );
-        assert_eq!(op(Method::GET, "/b", None), Operation::ListObjects);
-        assert_eq!(op(Method::GET, "/b", Some("prefix=a&marker=b")), Operation::ListObjects);
-        assert_eq!(op(Method::GET, "/b", Some("location")), Operation::GetBucketLocation);
-        assert_eq!(op(Method::HEAD, "/b", None), Operation::HeadBucket);
-        assert_eq!(op(Method::GET, "/b", Some("policy")), Operation::Other);
-        assert_eq!(op(Method::GET, "/b/k", Some("x-id=GetObject")), Operation::GetObject);
-        assert_eq!(op(Method::GET, "/b/k", Some("versionId=3")), Operation::Other);
-        assert_eq!(op(Method::GET, "/b/k", Some("partNumber=1")), Operation::Other);
-        assert_eq!(op(Method::PUT, "/b/k", None), Operation::WriteObject);
-        assert_eq!(op(Method::POST, "/b/k", Some("uploads")), Operation::WriteObject);
-        assert_eq!(op(Method::POST, "/b", Some("delete")), Operation::DeleteObjects);
-        assert_eq!(op(Method::DELETE, "/b/k", None), Operation::WriteObject);
+        assert_eq!(r.query.encode(), "versionId=3");
+    }
+
+    #[test]
+    fn copy_sources_are_decoded_and_re_encoded_for_the_upstream() {
+        let c = CopySource::parse("/src/a%20b/c%3Fd.tar?versionId=v%2B1").unwrap();
+        assert_eq!((c.bucket.as_str(), c.key.as_str()), ("src", "a b/c?d.tar"));
+        assert_eq!(c.version_id.as_deref(), Some("v+1"));
+        assert_eq!(c.to_header("up-src"), "/up-src/a%20b/c%3Fd.tar?versionId=v%2B1");
+        assert_eq!(CopySource::parse("src/k").unwrap().version_id, None);
+        for bad in [
+            "src",
+            "/src/",
+            "b!/k",
+            "src/k?acl",
+            "src/k?versionId=1&versionId=2",
+            "src/%ff",
+        ] {
+            assert!(
+                matches!(CopySource::parse(bad), Err(S3Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+        let copy = S3Request::parse(
+            &Method::PUT,
+            "/dst/k",
+            "",
+            &headers(&[("x-amz-copy-source", "/src/k")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(copy.op, Operation::CopyObject);
+        assert_eq!(copy.copy_source.unwrap().bucket.as_str(), "src");
     }
 
     #[test]
     fn bad_input_is_an_s3_error() {
-        let p = |path: &str| S3Request::parse(&Method::GET, path, None, None, &[]);
-        assert!(matches!(p("/b%ff/k"), Err(S3Error::InvalidRequest(_))));
-        assert!(matches!(p("/b!/k"), Err(S3Error::InvalidBucketName)));
+        let p = |path: &str, query: &str| S3Request::parse(&Method::GET, path, query, &HeaderMap::new(), &[]);
+        assert!(matches!(p("/b%ff/k", ""), Err(S3Error::InvalidRequest(_))));
+        assert!(matches!(p("/b!/k", ""), Err(S3Error::InvalidBucketName)));
         assert!(matches!(
-            p(&format!("/b/{}", "k".repeat(1025))),
+            p(&format!("/b/{}", "k".repeat(1025)), ""),
             Err(S3Error::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            p("/b", "list-type=2&prefix=public/&prefix=secret/"),
+            Err(S3Error::InvalidArgument(_))
         ));
     }
 
@@ -263,7 +317,6 @@ mod tests {
         assert_eq!(query_param(q, "bucket").as_deref(), Some("shards"));
         assert_eq!(query_param(q, "key").as_deref(), Some("train/shard 000.tar"));
         assert_eq!(query_param(q, "prefix"), None);
-        assert_eq!(query_keys(q).collect::<Vec<_>>(), ["bucket", "key", "uploads"]);
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! The few S3 XML documents shardcache writes itself (listings of a local-directory origin) or
-//! reads (the keys of a DeleteObjects request, to drop their cached metadata).
+//! The S3 XML documents shardcache writes itself (listings of a local-directory origin,
+//! DeleteObjects answers and the bodies it forwards) or reads (DeleteObjects requests and
+//! answers, listings, error documents), the reading done by a real parser (quick-xml).
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::s3::{encode_path, escape};
+use crate::s3::{encode_path, escape, S3Error};
 
 /// One object in a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,12 +188,157 @@ pub fn list_buckets_xml(buckets: &[(String, SystemTime)]) -> String {
     x
 }
 
-/// The `<Key>` values of a DeleteObjects request body, unescaped.
-pub fn delete_request_keys(body: &[u8]) -> Vec<String> {
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Vec::new();
-    };
-    elements(text, "Key").map(unescape).collect()
+/// One object a DeleteObjects request names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteObject {
+    /// The key.
+    pub key: String,
+    /// The version to delete.
+    #[serde(default)]
+    pub version_id: Option<String>,
+    /// Delete only if the object's ETag is this.
+    #[serde(default, rename = "ETag")]
+    pub etag: Option<String>,
+    /// Delete only if the object was last modified then.
+    #[serde(default)]
+    pub last_modified_time: Option<String>,
+    /// Delete only if the object has this size.
+    #[serde(default)]
+    pub size: Option<String>,
+}
+
+/// A DeleteObjects request body.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteRequest {
+    /// The objects, in order.
+    #[serde(default, rename = "Object")]
+    pub objects: Vec<DeleteObject>,
+    /// Answer with the errors only.
+    #[serde(default)]
+    pub quiet: bool,
+}
+
+/// Most keys one DeleteObjects may name (S3's limit).
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+impl DeleteRequest {
+    /// Parses a body with a real XML parser (character references, CDATA; no custom
+    /// entities); a body that does not parse, names no key, or more than S3's 1,000, is
+    /// MalformedXML.
+    pub fn parse(body: &[u8]) -> Result<Self, S3Error> {
+        let parsed: Self = from_xml(body).ok_or(S3Error::MalformedXml)?;
+        match parsed.objects.len() {
+            1..=MAX_DELETE_KEYS => Ok(parsed),
+            _ => Err(S3Error::MalformedXml),
+        }
+    }
+
+    /// The body to forward: these objects, written out again (never the bytes received, so the
+    /// upstream reads exactly what was authorized), answered in full (not quiet) so that the
+    /// answer says which were deleted.
+    pub fn to_xml(objects: &[DeleteObject]) -> String {
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        x.push_str("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        for o in objects {
+            let _ = write!(x, "<Object><Key>{}</Key>", escape(&o.key));
+            for (tag, value) in [
+                ("VersionId", &o.version_id),
+                ("ETag", &o.etag),
+                ("LastModifiedTime", &o.last_modified_time),
+                ("Size", &o.size),
+            ] {
+                if let Some(v) = value {
+                    let _ = write!(x, "<{tag}>{}</{tag}>", escape(v));
+                }
+            }
+            x.push_str("</Object>");
+        }
+        x.push_str("<Quiet>false</Quiet></Delete>");
+        x
+    }
+}
+
+/// An object a DeleteObjects answer reports deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Deleted {
+    /// The key.
+    pub key: String,
+    /// The version deleted.
+    #[serde(default)]
+    pub version_id: Option<String>,
+    /// Whether a delete marker was involved.
+    #[serde(default)]
+    pub delete_marker: Option<String>,
+    /// The delete marker's version.
+    #[serde(default)]
+    pub delete_marker_version_id: Option<String>,
+}
+
+/// An object a DeleteObjects answer reports not deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteError {
+    /// The key.
+    pub key: String,
+    /// The version named.
+    #[serde(default)]
+    pub version_id: Option<String>,
+    /// S3 error code.
+    pub code: String,
+    /// Its message.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// A DeleteObjects answer (`DeleteResult`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct DeleteResult {
+    /// Deleted objects.
+    #[serde(default, rename = "Deleted")]
+    pub deleted: Vec<Deleted>,
+    /// Objects not deleted.
+    #[serde(default, rename = "Error")]
+    pub errors: Vec<DeleteError>,
+}
+
+impl DeleteResult {
+    /// Parses an upstream's answer; `None` if it is not one.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        from_xml(body)
+    }
+
+    /// The answer's document; `quiet` leaves the deleted objects out, as S3 does.
+    pub fn to_xml(&self, quiet: bool) -> String {
+        let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        x.push_str("<DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+        let field = |x: &mut String, tag: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                let _ = write!(x, "<{tag}>{}</{tag}>", escape(v));
+            }
+        };
+        for d in self.deleted.iter().filter(|_| !quiet) {
+            let _ = write!(x, "<Deleted><Key>{}</Key>", escape(&d.key));
+            field(&mut x, "VersionId", &d.version_id);
+            field(&mut x, "DeleteMarker", &d.delete_marker);
+            field(&mut x, "DeleteMarkerVersionId", &d.delete_marker_version_id);
+            x.push_str("</Deleted>");
+        }
+        for e in &self.errors {
+            let _ = write!(x, "<Error><Key>{}</Key>", escape(&e.key));
+            field(&mut x, "VersionId", &e.version_id);
+            let _ = write!(
+                x,
+                "<Code>{}</Code><Message>{}</Message></Error>",
+                escape(&e.code),
+                escape(&e.message)
+            );
+        }
+        x.push_str("</DeleteResult>");
+        x
+    }
 }
 
 /// One page of a ListObjectsV2 answer, as a client reads it.
@@ -206,45 +352,38 @@ pub struct ListAnswer {
 
 /// Reads a ListObjectsV2 answer (keys not URL-encoded). `None` if it is not one.
 pub fn parse_list_answer(text: &str) -> Option<ListAnswer> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Contents {
+        key: String,
+        size: u64,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Page {
+        #[serde(default)]
+        contents: Vec<Contents>,
+        #[serde(default)]
+        is_truncated: bool,
+        next_continuation_token: Option<String>,
+    }
     if !text.contains("<ListBucketResult") {
         return None;
     }
-    let objects = elements(text, "Contents")
-        .map(|c| {
-            let key = elements(c, "Key").next().map(unescape)?;
-            let size = elements(c, "Size").next()?.trim().parse().ok()?;
-            Some((key, size))
-        })
-        .collect::<Option<Vec<_>>>()?;
-    let truncated = elements(text, "IsTruncated").next() == Some("true");
-    let next_token = elements(text, "NextContinuationToken").next().map(unescape);
+    let page: Page = from_xml(text.as_bytes())?;
     Some(ListAnswer {
-        objects,
-        next_token: if truncated { next_token } else { None },
+        objects: page.contents.into_iter().map(|c| (c.key, c.size)).collect(),
+        next_token: page.next_continuation_token.filter(|_| page.is_truncated),
     })
 }
 
-/// The text inside each `<tag>...</tag>` of `text`, in order (no nesting of the same tag).
-fn elements<'a>(text: &'a str, tag: &str) -> impl Iterator<Item = &'a str> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        let start = rest.find(&open)? + open.len();
-        let end = start + rest[start..].find(&close)?;
-        let inner = &rest[start..end];
-        rest = &rest[end + close.len()..];
-        Some(inner)
-    })
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#13;", "\r")
-        .replace("&#10;", "\n")
-        .replace("&amp;", "&")
+/// Reads an XML document into `T`, text kept as written (a key may begin or end with spaces),
+/// character references and CDATA resolved; custom entities are an error. `None` if it does
+/// not parse.
+pub(crate) fn from_xml<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut de = quick_xml::de::Deserializer::borrowing(quick_xml::NsReader::from_str(text));
+    T::deserialize(&mut de).ok()
 }
 
 #[cfg(test)]
@@ -279,10 +418,48 @@ mod tests {
     }
 
     #[test]
-    fn delete_bodies_yield_their_keys() {
-        let body = b"<Delete><Object><Key>a&amp;b</Key></Object><Object><Key>c/d</Key>\
-                     <VersionId>1</VersionId></Object><Quiet>true</Quiet></Delete>";
-        assert_eq!(delete_request_keys(body), vec!["a&b".to_owned(), "c/d".to_owned()]);
+    fn delete_bodies_are_read_as_xml_is_written() {
+        let body = "<?xml version=\"1.0\"?>\n<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\n  \
+                    <Object><Key>a&amp;b</Key></Object>\n  <Object><Key>x&#46;bin</Key><VersionId>1</VersionId></Object>\n\
+                    <!-- a comment --><Object><Key><![CDATA[<c>]]></Key></Object><Object><Key>&#x41; </Key></Object>\n\
+                    <Quiet>true</Quiet></Delete>";
+        let parsed = DeleteRequest::parse(body.as_bytes()).unwrap();
+        let keys: Vec<_> = parsed.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, ["a&b", "x.bin", "<c>", "A "]);
+        assert_eq!(parsed.objects[1].version_id.as_deref(), Some("1"));
+        assert!(parsed.quiet);
+        let again = DeleteRequest::parse(DeleteRequest::to_xml(&parsed.objects).as_bytes()).unwrap();
+        assert_eq!((again.objects, again.quiet), (parsed.objects, false));
+    }
+
+    #[test]
+    fn delete_bodies_that_do_not_parse_or_break_limits_are_malformed() {
+        let many: String = (0..1001).map(|i| format!("<Object><Key>k{i}</Key></Object>")).collect();
+        for bad in [
+            "<Delete><Object><Key>a</Key></Object>".to_owned(),
+            "<Delete></Delete>".to_owned(),
+            "<!DOCTYPE d [<!ENTITY e \"x\">]><Delete><Object><Key>&e;</Key></Object></Delete>".to_owned(),
+            "<Delete><Object><Key>a</Key></Object><Quiet>maybe</Quiet></Delete>".to_owned(),
+            format!("<Delete>{many}</Delete>"),
+            "not xml".to_owned(),
+        ] {
+            assert!(
+                matches!(DeleteRequest::parse(bad.as_bytes()), Err(S3Error::MalformedXml)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn delete_results_round_trip_and_quiet_leaves_out_the_deleted() {
+        let upstream = "<DeleteResult><Deleted><Key>a&#13;</Key><VersionId>v</VersionId></Deleted>\
+                        <Error><Key>b</Key><Code>InternalError</Code><Message>m</Message></Error></DeleteResult>";
+        let r = DeleteResult::parse(upstream.as_bytes()).unwrap();
+        assert_eq!(r.deleted[0].key, "a\r");
+        assert_eq!(r.errors[0].code, "InternalError");
+        assert_eq!(DeleteResult::parse(r.to_xml(false).as_bytes()).unwrap(), r);
+        let quiet = r.to_xml(true);
+        assert!(!quiet.contains("<Deleted>") && quiet.contains("<Key>b</Key><Code>InternalError</Code>"));
     }
 
     #[test]

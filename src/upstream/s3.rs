@@ -23,6 +23,8 @@ use crate::types::{ETag, ObjectMeta};
 const CHECKSUM_MODE: (&str, &str) = ("x-amz-checksum-mode", "ENABLED");
 /// Largest error body read from an upstream.
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// Largest answer [`S3Origin::call`] reads (a DeleteObjects answer for 1,000 long keys).
+const MAX_CALL_ANSWER: usize = 16 << 20;
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 /// How long a resolved upstream address is reused before DNS is asked again.
@@ -188,6 +190,60 @@ impl S3Origin {
         Ok((session, resp, peer))
     }
 
+    /// Sends a bucket call with a whole (small) body, signed with its SHA-256, and reads the
+    /// whole answer: DeleteObjects, whose body shardcache forwards re-encoded. No retry: a call
+    /// that changes state is not repeated blind.
+    pub async fn call(
+        &self,
+        method: &str,
+        bucket: &str,
+        query: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(u16, Bytes), OriginError> {
+        use sha2::Digest as _;
+        let invalid = |e: &dyn std::fmt::Display| OriginError::Invalid(e.to_string());
+        let peer = self.peer(bucket).await?;
+        let mut req = RequestHeader::build(method, self.path_for(bucket, None, query).as_bytes(), None)
+            .map_err(|e| invalid(&e))?;
+        let hash = hex::encode(sha2::Sha256::digest(&body));
+        let fixed = [
+            ("host", self.host_for(bucket)),
+            ("content-length", body.len().to_string()),
+            ("x-amz-content-sha256", hash.clone()),
+        ];
+        for (name, value) in fixed.iter().chain(headers) {
+            req.insert_header(name.to_string(), value).map_err(|e| invalid(&e))?;
+        }
+        self.signer
+            .sign(&mut req, &hash, SystemTime::now())
+            .await
+            .map_err(|e| invalid(&e))?;
+        let (mut session, _reused) = self.connector.get_http_session(&peer).await.map_err(network_error)?;
+        session.set_read_timeout(Some(self.read_timeout));
+        session.set_write_timeout(Some(self.read_timeout));
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(network_error)?;
+        session.write_request_body(body, true).await.map_err(network_error)?;
+        session.finish_request_body().await.map_err(network_error)?;
+        session.read_response_header().await.map_err(network_error)?;
+        let status = session
+            .response_header()
+            .map(|r| r.status.as_u16())
+            .ok_or_else(|| OriginError::Invalid("no response header".into()))?;
+        let mut answer = BytesMut::new();
+        while let Some(piece) = session.read_response_body().await.map_err(network_error)? {
+            if answer.len() + piece.len() > MAX_CALL_ANSWER {
+                return Err(OriginError::Invalid(format!("an answer over {MAX_CALL_ANSWER} bytes")));
+            }
+            answer.extend_from_slice(&piece);
+        }
+        Self::release(&self.connector, session, &peer).await;
+        Ok((status, answer.freeze()))
+    }
+
     /// Reads a (small) error body and turns the response into an error.
     async fn error_from(&self, mut session: HttpSession, status: u16) -> OriginError {
         let mut body = BytesMut::new();
@@ -198,7 +254,7 @@ impl S3Origin {
             }
         }
         let body = body.freeze();
-        match (status, code_of_error_body(&body)) {
+        match (status, code_of_error_body(&body).as_deref()) {
             (404, Some("NoSuchBucket")) => OriginError::NoSuchBucket,
             (404, _) => OriginError::NoSuchKey,
             (412, _) => OriginError::Changed,

@@ -26,7 +26,7 @@ def memory_hits():
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith('shardcache_requests_total{operation="get_object"') and 'outcome="memory_hit"' in line
+        if line.startswith('shardcache_requests_total{operation="GetObject"') and 'outcome="memory_hit"' in line
     )
 
 

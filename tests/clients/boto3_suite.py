@@ -79,7 +79,7 @@ assert sha(s3.get_object(Bucket="train", Key="big/shard.tar")["Body"].read()) ==
 fetched = counter("shardcache_upstream_received_bytes_total")
 assert sha(s3.get_object(Bucket="train", Key="big/shard.tar")["Body"].read()) == sha(big)
 assert counter("shardcache_upstream_received_bytes_total") == fetched, "a repeated read fetched again"
-assert counter("shardcache_requests_total{", 'operation="get_object"', 'outcome="memory_hit"') >= 1
+assert counter("shardcache_requests_total{", 'operation="GetObject"', 'outcome="memory_hit"') >= 1
 part = s3.get_object(Bucket="train", Key="big/shard.tar", Range="bytes=9000000-9999999")["Body"].read()
 assert part == big[9000000:10000000]
 tail = s3.get_object(Bucket="train", Key="big/shard.tar", Range="bytes=-100")

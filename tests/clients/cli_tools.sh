@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib.sh
 endpoint=$1 admin=$2 work=$3
-hits() { scrape "$admin" 'shardcache_requests_total{operation="get_object"' 'outcome="memory_hit"'; }
+hits() { scrape "$admin" 'shardcache_requests_total{operation="GetObject"' 'outcome="memory_hit"'; }
 fail() { echo "$*" >&2; exit 1; }
 
 head -c $((9 * 1024 * 1024 + 3)) /dev/urandom > "$work/tool.bin"
