@@ -90,8 +90,6 @@ pub struct AuthOptions {
 pub struct Verified {
     /// Who signed it, or anonymous.
     pub identity: Identity,
-    /// The signature came in the query: its parameters must not reach the upstream.
-    pub presigned: bool,
     /// For a chunk-signed body, what its chunk signatures chain from.
     pub chunks: Option<ChunkSigning>,
 }
@@ -150,7 +148,6 @@ impl Verifier {
             None => {
                 return Ok(Verified {
                     identity: Identity::Anonymous,
-                    presigned: false,
                     chunks: None,
                 })
             }
@@ -187,7 +184,6 @@ impl Verifier {
             });
         Ok(Verified {
             identity: Identity::Principal(key.principal.as_str().into()),
-            presigned: signed.expires.is_some(),
             chunks,
         })
     }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use pingora_http::RequestHeader;
 
-use crate::auth::{self, Policy, RequestParts, Target, Verified, Verifier};
+use crate::auth::{Policy, RequestParts, Target, Verified, Verifier};
 use crate::metrics::Metrics;
 use crate::s3::{ResourceKind, S3Error, S3Request};
 use crate::types::Identity;
@@ -42,13 +42,12 @@ impl SharedGate {
 
 impl Gate {
     /// Verifies the request's signature. With authentication off (`gate` is `None`) every
-    /// request is anonymous, and a presigned URL's parameters are still set aside, so that it
-    /// reads through the cache like any GET.
+    /// request is anonymous (a presigned URL's parameters are still set aside when the request
+    /// is parsed, so that it reads through the cache like any GET).
     fn verify(gate: Option<&Gate>, req: &RequestParts<'_>, metrics: &Metrics) -> Result<Verified, S3Error> {
         match gate {
             None => Ok(Verified {
                 identity: Default::default(),
-                presigned: auth::sigv4::is_presigned(req.query),
                 chunks: None,
             }),
             Some(g) => g.verifier.verify(req, SystemTime::now()).map_err(|e| {

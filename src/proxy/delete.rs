@@ -15,6 +15,7 @@ use super::upload::PayloadCheck;
 use super::{ProxyState, RequestCtx};
 use crate::auth::chunked::ChunkSigning;
 use crate::cache::ObjectRef;
+use crate::metrics::{Outcome, UpstreamCall};
 use crate::s3::xml::{DeleteError, DeleteObject, DeleteRequest, DeleteResult};
 use crate::s3::{checksum, code_of_error_body, S3Error};
 use crate::upstream::S3Origin;
@@ -71,6 +72,9 @@ pub async fn serve(
         };
         let body = Bytes::from(DeleteRequest::to_xml(&allowed));
         let headers = [("content-md5", checksum::content_md5(&body))];
+        ctx.outcome = Outcome::Passthrough;
+        let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+        state.metrics.upstream_requests.with_label_values(&labels).inc();
         let answer = origin.call("POST", &route.bucket, "delete", &headers, body).await;
         match answer.map(|(status, body)| (status, DeleteResult::parse(&body).filter(|_| status == 200), body)) {
             Ok((_, Some(upstream), _)) => {
@@ -88,6 +92,7 @@ pub async fn serve(
                 return ctx.fail(session, failure).await;
             }
             Err(e) => {
+                state.metrics.upstream_errors.with_label_values(&labels).inc();
                 allowed.iter().for_each(|o| forget(&o.key));
                 return ctx.fail(session, Failure::from(&e)).await;
             }

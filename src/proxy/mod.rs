@@ -39,12 +39,12 @@ pub use routes::{BucketRoute, FallbackRoute, Freshness, Router, Upstream, Upstre
 pub use warm::{WarmError, WarmReport};
 
 use crate::audit::Audit;
-use crate::auth::chunked::Decoder;
+use crate::auth::chunked::{ChunkSigning, Decoder};
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::config::Residency;
 use crate::lineage::Lineage;
 use crate::metrics::{Metrics, Outcome, UpstreamCall};
-use crate::s3::{Operation, Query, S3Error};
+use crate::s3::{CopySource, Operation, Query, S3Error};
 use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
 use meta::MetaLookups;
@@ -221,11 +221,26 @@ impl S3Proxy {
         }
     }
 
+    /// Readies a request for the upstream: its copy source named as the upstream knows it, and
+    /// the checks its body gets on the way (chunk signatures, or the signed hash).
+    async fn prepare_passthrough(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        copy: Option<&CopySource>,
+        chunks: Option<ChunkSigning>,
+    ) -> Result<(), S3Error> {
+        ctx.copy_source = copy.map(|c| self.copy_source(c, route)).transpose()?;
+        ctx.payload = upload::PayloadCheck::for_request(session.req_header())?;
+        ctx.upload = upload::admit(session, chunks, self.state.gate.is_some()).await?;
+        Ok(())
+    }
+
     /// `x-amz-copy-source` for the upstream: the source's bucket must be routed, to the
     /// destination's upstream (which is asked to read it), and is named as that upstream knows
     /// it. A source no route serves is never sent upstream.
-    fn copy_source(&self, source: Option<&crate::s3::CopySource>, to: &Route) -> Result<Option<String>, S3Error> {
-        let Some(source) = source else { return Ok(None) };
+    fn copy_source(&self, source: &CopySource, to: &Route) -> Result<String, S3Error> {
         let from = self
             .state
             .router
@@ -236,7 +251,7 @@ impl S3Proxy {
                 "The copy source is in a bucket of another upstream: copy through a client instead.".into(),
             ));
         }
-        Ok(Some(source.to_header(&from.bucket)))
+        Ok(source.to_header(&from.bucket))
     }
 
     /// Forgets what is known of the objects a write or delete touched. Called before the client
@@ -367,21 +382,10 @@ impl ProxyHttp for S3Proxy {
             delete::serve(&self.state, session, ctx, &route, &origin, chunks).await?;
             return Ok(true);
         }
-        let admitted = self.copy_source(parsed.copy_source.as_ref(), &route).and_then(|copy| {
-            ctx.copy_source = copy;
-            ctx.payload = upload::PayloadCheck::for_request(session.req_header())?;
-            Ok(())
-        });
-        let admitted = match admitted {
-            Ok(()) => upload::admit(session, chunks, self.state.gate.is_some()).await,
-            Err(e) => Err(e),
-        };
-        match admitted {
-            Ok(d) => ctx.upload = d,
-            Err(e) => {
-                ctx.fail(session, e).await?;
-                return Ok(true);
-            }
+        let copy = parsed.copy_source.as_ref();
+        if let Err(e) = self.prepare_passthrough(session, ctx, &route, copy, chunks).await {
+            ctx.fail(session, e).await?;
+            return Ok(true);
         }
         ctx.outcome = Outcome::Passthrough;
         Ok(false)

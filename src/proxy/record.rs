@@ -15,7 +15,7 @@ use crate::types::Identity;
 /// The request header, or query parameter (in a presigned URL, say), that names the training
 /// job a request belongs to. The query parameter is set aside before routing, so the request
 /// still reads through the cache.
-pub const JOB: &str = "x-shardcache-job";
+pub const JOB: &str = crate::s3::JOB_PARAM;
 
 /// The job of a request: its `x-shardcache-job` header, else its query parameter, else its
 /// principal's name; none for an anonymous request that names none.
