@@ -149,6 +149,12 @@ pub struct Metrics {
     /// `shardcache_disk_write_drops_total`: entries not written to disk because every slot of
     /// their size was busy being written.
     pub disk_write_drops: IntCounter,
+    /// `shardcache_disk_admissions_declined_total`: chunks not written to a full disk tier
+    /// because the chunk they would have displaced was read more often, or more recently.
+    pub disk_admissions_declined: IntCounter,
+    /// `shardcache_working_set_chunks`: the chunks one pass over the data read lately (the
+    /// average reuse distance); 0 until a chunk was read twice.
+    pub working_set_chunks: IntGauge,
     /// `shardcache_disk_io_errors_total{op}`: disk tier I/O errors by operation (`read`,
     /// `write`, `clear`).
     pub disk_io_errors: IntCounterVec,
@@ -359,6 +365,14 @@ impl Metrics {
             disk_write_drops: single(
                 "shardcache_disk_write_drops_total",
                 "Entries not written to disk because every slot of their size was busy",
+            ),
+            disk_admissions_declined: single(
+                "shardcache_disk_admissions_declined_total",
+                "Chunks a full disk tier did not take in place of a chunk read more often or more recently",
+            ),
+            working_set_chunks: single_gauge(
+                "shardcache_working_set_chunks",
+                "Distinct chunks one pass over the data reads (average reuse distance)",
             ),
             disk_io_errors: with_values(
                 counter(

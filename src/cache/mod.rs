@@ -9,6 +9,7 @@
 //! The cache never knows who fills it: callers hand it a fetch closure. foyer's types stay in
 //! this module.
 
+mod admission;
 mod buf;
 mod disk_read;
 mod engine;
@@ -294,6 +295,7 @@ impl ChunkCache {
         within: Range<u64>,
         fetch: impl FnOnce() -> ChunkFetch,
     ) -> ChunkRead {
+        self.inner.touch(&key);
         if let Some(fill) = self.inner.in_flight(&key) {
             return ChunkRead::Follower(fill.reader());
         }
@@ -326,6 +328,8 @@ impl ChunkCache {
         if self.inner.hybrid.contains(&key) {
             return None;
         }
+        // Read ahead of a reader: it is about to read the chunk.
+        self.inner.touch(&key);
         match self.inner.clone().join_or_start(key, len, &mut Some(fetch), false) {
             Some((fill, true)) => Some(StartedFill(fill)),
             _ => None,
@@ -352,6 +356,15 @@ impl ChunkCache {
         set(&m.cache_capacity, "disk", self.inner.disk_bytes);
         if let Some(store) = &self.inner.store {
             set(&m.cache_usage, "disk", store.used_bytes());
+            let working_set = store.admission().working_set().unwrap_or(0);
+            m.working_set_chunks.set(i64::try_from(working_set).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Makes chunk `key` win its place in a full disk tier: an operator is warming it.
+    pub fn favour(&self, key: &CacheKey) {
+        if let Some(store) = &self.inner.store {
+            store.admission().favour(self.inner.hybrid.memory().hash(key));
         }
     }
 
@@ -379,6 +392,13 @@ impl ChunkCache {
 }
 
 impl Inner {
+    /// Counts a read of chunk `key` for the disk tier's admission policy.
+    fn touch(&self, key: &CacheKey) {
+        if let Some(store) = &self.store {
+            store.admission().touch(self.hybrid.memory().hash(key));
+        }
+    }
+
     fn insert(&self, key: CacheKey, value: CacheValue) {
         self.hybrid.insert(key, value);
     }

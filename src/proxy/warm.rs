@@ -102,6 +102,7 @@ impl ProxyState {
                 let span = chunk_span(index, chunk_size, meta.size);
                 let len = span.end - span.start;
                 let key = CacheKey::Chunk(object.clone(), etag.clone(), index);
+                self.cache.favour(&key);
                 let fetch = fetcher(self, &route, &object, &meta.etag, span);
                 let started = opened.take_if(|(i, _)| *i == index).map(|(_, fill)| fill.reader());
                 async move {

@@ -59,6 +59,15 @@ impl Slab {
     }
 }
 
+/// Why no slot was taken for a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NoSlot {
+    /// Every candidate is busy (written or cleared right now).
+    Busy,
+    /// The admission policy kept the chunk CLOCK would have evicted.
+    Declined,
+}
+
 /// A slot taken for a write.
 pub(super) struct Taken {
     pub(super) loc: Loc,
@@ -156,14 +165,20 @@ impl Index {
         }
     }
 
-    /// A slot for a value that fits `fit`: a free one, else one freed by CLOCK. `None` when
-    /// every candidate is busy (written or cleared right now).
-    pub(super) fn take(&mut self, g: &Geometry, fit: Fit, metrics: &Metrics) -> Option<Taken> {
+    /// A slot for a value that fits `fit`: a free one, else one freed by CLOCK. A whole chunk
+    /// (class 0) displaces a chunk only if `admit` says so of the victim's hash.
+    pub(super) fn take(
+        &mut self,
+        g: &Geometry,
+        fit: Fit,
+        metrics: &Metrics,
+        admit: &dyn Fn(u64) -> bool,
+    ) -> Result<Taken, NoSlot> {
         let class = match fit {
             Fit::Inline => {
-                let slot = self.small_free.pop().or_else(|| self.evict_small(metrics))?;
-                return Some(Taken {
-                    loc: Loc::Small(slot),
+                let slot = self.small_free.pop().or_else(|| self.evict_small(metrics));
+                return Ok(Taken {
+                    loc: Loc::Small(slot.ok_or(NoSlot::Busy)?),
                     cut: false,
                 });
             }
@@ -178,7 +193,7 @@ impl Index {
                     if s.free.is_empty() {
                         partial.pop();
                     }
-                    return Some(Taken {
+                    return Ok(Taken {
                         loc: Loc::Slab { slab, class, sub },
                         cut: false,
                     });
@@ -187,8 +202,11 @@ impl Index {
                 None => partial.pop(),
             };
         }
-        let slab = self.slab_free.pop().or_else(|| self.evict_slab(metrics))?;
-        let (subs, _) = g.cut(class)?;
+        let slab = match self.slab_free.pop() {
+            Some(slab) => slab,
+            None => self.evict_slab(metrics, (class == 0).then_some(admit))?,
+        };
+        let (subs, _) = g.cut(class).ok_or(NoSlot::Busy)?;
         let stamp = if class == 0 { 0 } else { random_u64() | 1 };
         self.slabs[slab as usize] = Slab {
             class,
@@ -200,7 +218,7 @@ impl Index {
         if subs > 1 {
             self.partial[usize::from(class)].push(slab);
         }
-        Some(Taken {
+        Ok(Taken {
             loc: Loc::Slab { slab, class, sub: 0 },
             cut: class > 0,
         })
@@ -230,8 +248,9 @@ impl Index {
         None
     }
 
-    /// A slab freed by CLOCK, with every entry in it.
-    fn evict_slab(&mut self, metrics: &Metrics) -> Option<u32> {
+    /// A slab freed by CLOCK, with every entry in it. With `admit`, a victim holding one chunk
+    /// is evicted only if `admit` says so of its hash; if not, the hand has moved past it.
+    fn evict_slab(&mut self, metrics: &Metrics, admit: Option<&dyn Fn(u64) -> bool>) -> Result<u32, NoSlot> {
         let n = self.slabs.len() as u32;
         for _ in 0..2 * n {
             let slab = self.slab_hand;
@@ -242,6 +261,15 @@ impl Index {
             }
             if std::mem::take(&mut s.referenced) {
                 continue;
+            }
+            let held = match (s.class, s.entries.first()) {
+                (0, Some(e)) if e.state == State::Live => Some(e.hash),
+                _ => None,
+            };
+            if let (Some(admit), Some(victim)) = (admit, held) {
+                if !admit(victim) {
+                    return Err(NoSlot::Declined);
+                }
             }
             let class = s.class;
             for (sub, e) in std::mem::take(&mut s.entries).into_iter().enumerate() {
@@ -259,9 +287,9 @@ impl Index {
                 metrics.disk_evictions.inc();
             }
             self.slabs[slab as usize] = Slab::default();
-            return Some(slab);
+            return Ok(slab);
         }
-        None
+        Err(NoSlot::Busy)
     }
 
     /// Frees the slot at `loc`, whose header is cleared; a cut slab with nothing left in it is
@@ -339,7 +367,7 @@ mod tests {
         let mut index = Index::new(&g);
         let (fine, coarse) = (g.classes() - 1, 1);
         // Slab 0 cut fine with one slot live; every other slab holds a chunk.
-        let first = index.take(&g, Fit::Slab(fine), &metrics).unwrap();
+        let first = index.take(&g, Fit::Slab(fine), &metrics, &|_| true).ok().unwrap();
         assert!(first.cut);
         make_live(&mut index, first.loc, 1);
         while let Some(slab) = index.slab_free.pop() {
@@ -350,7 +378,7 @@ mod tests {
             make_live(&mut index, Loc::Slab { slab, class: 0, sub: 0 }, 100 + u64::from(slab));
         }
         // A coarse value evicts slab 0 (CLOCK's hand is there) and cuts it again.
-        let coarse_slot = index.take(&g, Fit::Slab(coarse), &metrics).unwrap();
+        let coarse_slot = index.take(&g, Fit::Slab(coarse), &metrics, &|_| true).ok().unwrap();
         assert_eq!(
             coarse_slot.loc,
             Loc::Slab {
@@ -362,7 +390,7 @@ mod tests {
         assert!(!index.map.contains_key(&1));
         // A fine value finds slab 0 still listed as having fine slots free: it must leave the
         // coarse cut's free slots alone and take another slab.
-        let next = index.take(&g, Fit::Slab(fine), &metrics).unwrap();
+        let next = index.take(&g, Fit::Slab(fine), &metrics, &|_| true).ok().unwrap();
         assert!(matches!(next.loc, Loc::Slab { slab, .. } if slab != 0));
         let (subs, _) = g.cut(coarse).unwrap();
         assert_eq!(

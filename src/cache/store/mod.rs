@@ -52,13 +52,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use super::admission::Admission;
 use super::buf::DiskBuf;
 use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use file::random_u64;
 use format::{CutMark, Geometry, Header, Loc, Superblock, BLOCK};
 use health::HEALTH_CHECK;
-use index::{Entry, Index, Slab, State, Taken, FREE};
+use index::{Entry, Index, NoSlot, Slab, State, Taken, FREE};
 use io::Io;
 pub use read::{RangeError, RangeReader};
 pub use seal::{KeyError, Keys};
@@ -145,6 +146,8 @@ struct Shared {
     epoch: AtomicU64,
     next_generation: AtomicU64,
     index: Mutex<Index>,
+    /// Which chunks a full store keeps.
+    admission: Arc<Admission>,
     writes: Mutex<Writes>,
     written: watch::Sender<u64>,
     metrics: Arc<Metrics>,
@@ -216,6 +219,7 @@ impl Store {
             epoch: AtomicU64::new(epoch),
             next_generation: AtomicU64::new(1),
             index: Mutex::new(Index::new(&geometry)),
+            admission: Arc::new(Admission::new(u64::from(geometry.slabs))),
             writes: Mutex::new(Writes {
                 next: 0,
                 in_flight: BTreeSet::new(),
@@ -249,6 +253,12 @@ impl Store {
             "disk tier open"
         );
         Ok(store)
+    }
+
+    /// The policy that decides which chunks the store keeps once it is full; fed with every
+    /// chunk read.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.shared.admission
     }
 
     /// The I/O engine in use.
@@ -288,13 +298,20 @@ impl Store {
         let (loc, stamp, cut) = {
             let mut index = shared.lock();
             let replaced = index.unindex(hash);
-            let Some(Taken { loc, cut }) = index.take(&shared.geometry, fit, &shared.metrics) else {
-                drop(index);
-                if let Some(old) = replaced {
-                    shared.clone().clear_later(old);
+            let admit = |victim| shared.admission.admit(hash, victim);
+            let Taken { loc, cut } = match index.take(&shared.geometry, fit, &shared.metrics, &admit) {
+                Ok(taken) => taken,
+                Err(why) => {
+                    drop(index);
+                    if let Some(old) = replaced {
+                        shared.clone().clear_later(old);
+                    }
+                    match why {
+                        NoSlot::Busy => shared.metrics.disk_write_drops.inc(),
+                        NoSlot::Declined => shared.metrics.disk_admissions_declined.inc(),
+                    }
+                    return;
                 }
-                shared.metrics.disk_write_drops.inc();
-                return;
             };
             if let Some(e) = index.entry_mut(loc) {
                 *e = Entry {

@@ -177,14 +177,26 @@ async fn a_full_store_evicts_the_least_recently_used_by_clock() {
     }
     store.wait().await;
     assert_eq!(metrics.disk_evictions.get(), 0);
-    // Entry 0 is read, so it gets a second chance; then one more entry needs a slot.
+    // A newcomer read once before (its admission count outranks the residents', never read
+    // through the cache) needs a slot; entry 0 is read, so it gets a second chance.
     assert!(get(&store, 0).await.is_some());
+    // (Reads in between, so that the second read of it is not taken for the same pass's.)
+    for hash in [slots].into_iter().chain(1000..1010).chain([slots]) {
+        store.admission().touch(hash);
+    }
     put(&store, slots, &chunk(0, CHUNK as usize));
     store.wait().await;
     assert_eq!(metrics.disk_evictions.get(), 1);
     assert!(get(&store, 0).await.is_some(), "the entry just read was evicted");
     assert!(get(&store, 1).await.is_none(), "the entry not read was kept");
     assert!(get(&store, slots).await == Some(chunk(0, CHUNK as usize)));
+
+    // A newcomer never read before does not displace a resident.
+    let declined = metrics.disk_admissions_declined.get();
+    put(&store, slots + 2, &chunk(2, CHUNK as usize));
+    store.wait().await;
+    assert_eq!(metrics.disk_admissions_declined.get(), declined + 1);
+    assert!(get(&store, slots + 2).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
