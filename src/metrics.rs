@@ -152,9 +152,9 @@ pub struct Metrics {
     /// `shardcache_disk_admissions_declined_total`: chunks not written to a full disk tier
     /// because the chunk they would have displaced was read more often, or more recently.
     pub disk_admissions_declined: IntCounter,
-    /// `shardcache_working_set_chunks`: the chunks one pass over the data read lately (the
-    /// average reuse distance); 0 until a chunk was read twice.
-    pub working_set_chunks: IntGauge,
+    /// `shardcache_working_set_bytes`: the bytes one pass over the data reads lately (the
+    /// average reuse distance, in chunks); 0 until that is known.
+    pub working_set_bytes: IntGauge,
     /// `shardcache_disk_io_errors_total{op}`: disk tier I/O errors by operation (`read`,
     /// `write`, `clear`).
     pub disk_io_errors: IntCounterVec,
@@ -370,9 +370,9 @@ impl Metrics {
                 "shardcache_disk_admissions_declined_total",
                 "Chunks a full disk tier did not take in place of a chunk read more often or more recently",
             ),
-            working_set_chunks: single_gauge(
-                "shardcache_working_set_chunks",
-                "Distinct chunks one pass over the data reads (average reuse distance)",
+            working_set_bytes: single_gauge(
+                "shardcache_working_set_bytes",
+                "Bytes one pass over the data reads (average reuse distance of chunk reads)",
             ),
             disk_io_errors: with_values(
                 counter(

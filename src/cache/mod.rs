@@ -356,8 +356,9 @@ impl ChunkCache {
         set(&m.cache_capacity, "disk", self.inner.disk_bytes);
         if let Some(store) = &self.inner.store {
             set(&m.cache_usage, "disk", store.used_bytes());
-            let working_set = store.admission().working_set().unwrap_or(0);
-            m.working_set_chunks.set(i64::try_from(working_set).unwrap_or(i64::MAX));
+            let chunks = store.admission().working_set().unwrap_or(0);
+            let bytes = chunks.saturating_mul(self.inner.chunk_size);
+            m.working_set_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 

@@ -141,7 +141,30 @@ pub fn render(metrics_text: &str) -> String {
             );
         }
     }
+    if let Some(line) = working_set(&s) {
+        out.push_str(&line);
+    }
     out
+}
+
+/// The working set against the disk tier, and the hit ratio that follows: a pass over W bytes
+/// through a tier of C hits at most C / W of them.
+fn working_set(s: &[Sample]) -> Option<String> {
+    let working = sum(s, "shardcache_working_set_bytes", &[]);
+    let capacity = sum(s, "shardcache_cache_capacity_bytes", &[("tier", "disk")]);
+    if working <= 0.0 || capacity <= 0.0 {
+        return None;
+    }
+    let ratio = working / capacity;
+    let advice = match ratio {
+        r if r <= 1.0 => "it fits".to_owned(),
+        r => format!("expect <= {:.0}% hits; add disk or nodes", 100.0 / r),
+    };
+    Some(format!(
+        "working set         ~{} ({:.1}x the disk tier): {advice}\n",
+        human_bytes(working as u64),
+        ratio
+    ))
 }
 
 #[cfg(test)]
@@ -187,5 +210,22 @@ foyer_memory_usage{name="a\"b,c"} 1
             "{text}"
         );
         assert!(!text.contains("disk tier"), "{text}");
+        assert!(!text.contains("working set"), "{text}");
+    }
+
+    #[test]
+    fn the_working_set_is_set_against_the_disk_tier() {
+        let scrape = |mib: u64| {
+            format!(
+                "shardcache_working_set_bytes {}\nshardcache_cache_capacity_bytes{{tier=\"disk\"}} 536870912\n",
+                mib << 20
+            )
+        };
+        let text = render(&scrape(768));
+        assert!(
+            text.contains("working set         ~768.0 MiB (1.5x the disk tier): expect <= 67% hits; add disk or nodes"),
+            "{text}"
+        );
+        assert!(render(&scrape(256)).contains("(0.5x the disk tier): it fits"));
     }
 }

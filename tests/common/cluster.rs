@@ -144,6 +144,19 @@ pub fn configure(
     n: usize,
     members: &dyn Fn(usize, &[SocketAddr]) -> String,
 ) -> Vec<Configured> {
+    let memory =
+        |_: usize| format!("  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n  read_ahead_chunks: 2\n  disk: null\n");
+    configure_cached(dir, upstream, n, members, &memory)
+}
+
+/// [`configure`], node `i`'s `cache` section being `cache(i)` (YAML lines under `cache:`).
+pub fn configure_cached(
+    dir: &Path,
+    upstream: SocketAddr,
+    n: usize,
+    members: &dyn Fn(usize, &[SocketAddr]) -> String,
+    cache: &dyn Fn(usize) -> String,
+) -> Vec<Configured> {
     std::fs::write(dir.join("secret"), b"a cluster secret of at least thirty-two bytes\n").unwrap();
     let addr = |i: usize| -> SocketAddr { format!("127.0.0.{}:{}", i + 1, free_port()).parse().unwrap() };
     let spots: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n).map(|i| (addr(i), addr(i), addr(i))).collect();
@@ -155,12 +168,13 @@ pub fn configure(
             let yaml = format!(
                 "listen: \"{s3}\"\nadmin_listen: \"{admin}\"\nthreads: 2\ngrace_period_seconds: 0\n\
                  graceful_shutdown_timeout_seconds: 1\n\
-                 cache:\n  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n  read_ahead_chunks: 2\n  disk: null\n\
+                 cache:\n{}\
                  upstreams:\n  up:\n    kind: s3\n    endpoint: http://{upstream}\n    credentials:\n      \
                  source: static\n      access_key_id: {}\n      secret_access_key: {}\n\
                  default_upstream: up\n\
                  cluster:\n  node: node-{i}\n  listen: \"{peer}\"\n  secret_file: {}\n  \
                  connect_timeout_ms: 200\n  read_timeout_ms: 2000\n{}",
+                cache(i),
                 super::ACCESS_KEY,
                 super::SECRET_KEY,
                 dir.join("secret").display(),
