@@ -158,3 +158,40 @@ async fn a_cluster_whose_disks_hold_the_dataset_fetches_it_once() {
     eprintln!("cluster: upstream share per epoch {shares:.2?}");
     assert!(shares[1..].iter().all(|s| *s <= 0.02), "{shares:?}");
 }
+
+/// `shardcache warm` of an object into a disk tier full of a dataset read every epoch: every
+/// chunk lands (an operator asked for it), so reading it afterwards costs the upstream nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmed_object_lands_whole_in_a_full_disk_tier() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s3 = S3Server::start().await;
+    s3.bucket("train");
+    for i in 0..SLOTS {
+        s3.put("train", &format!("shard-{i:03}.tar"), common::data(CHUNK, i as u8))
+            .await;
+    }
+    let big = common::data(8 * CHUNK, 99);
+    s3.put("train", "eval.bin", big.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(&s3, dir.path());
+    let client = proxy.client();
+    for _ in 0..2 {
+        for i in 0..SLOTS {
+            common::cluster::read(&client, "train", &format!("shard-{i:03}.tar")).await;
+        }
+    }
+    let mut admin = tokio::net::TcpStream::connect(proxy.admin).await.unwrap();
+    let call =
+        "POST /warm?bucket=train&key=eval.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    admin.write_all(call.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    admin.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    s3.clear();
+    assert!(common::cluster::read(&client, "train", "eval.bin").await == big);
+    assert_eq!(
+        s3.requests("GET", "train", "eval.bin").len(),
+        0,
+        "a warmed chunk was not kept"
+    );
+}
