@@ -127,7 +127,9 @@ impl<'a> Signed<'a> {
     }
 
     async fn send(self, addr: SocketAddr, key: &str) -> Answer {
-        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        use aws_sigv4::http_request::{
+            sign, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings, UriPathNormalizationMode,
+        };
         let secret = format!("{}-secret", key.trim_start_matches("AK").to_lowercase());
         let hash = self
             .payload_hash
@@ -136,12 +138,16 @@ impl<'a> Signed<'a> {
         headers.push(("host", addr.to_string()));
         headers.push(("x-amz-content-sha256", hash.clone()));
         let identity = Credentials::new(key, secret, None, None, "test").into();
+        // As S3 clients sign: the path as sent, encoded once.
+        let mut settings = SigningSettings::default();
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region("us-east-1")
             .name("s3")
             .time(SystemTime::now())
-            .settings(SigningSettings::default())
+            .settings(settings)
             .build()
             .unwrap()
             .into();
@@ -509,4 +515,83 @@ async fn upstream_failures_do_not_name_the_upstream() {
         );
         assert!(!body.contains(&closed.port().to_string()), "{path}: {body}");
     }
+}
+
+/// Found by a review after the first fix: a path with an empty bucket passed for ListBuckets and
+/// was forwarded as a read; `..` segments could leave a granted prefix at an upstream that
+/// normalises paths (s3s-fs does); headers that set ACLs, tags and locks rode on PutObject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_path_or_header_reaches_past_the_action_checked() {
+    let Setup { s3, proxy, .. } = setup().await;
+    s3.put("updata", "secret.bin", b"s".to_vec()).await;
+    s3.put("hidden", "x.bin", b"x".to_vec()).await;
+    s3.clear();
+    let writer = |method, target| Signed::new(method, target);
+    for target in ["//updata/secret.bin", "//hidden/x.bin", "//hidden?prefix=x"] {
+        let r = read(proxy.addr, "AKREADER", target).await;
+        assert_eq!((r.status, r.code()), (400, "InvalidBucketName"), "{target}: {}", r.body);
+    }
+    for target in [
+        "/data/out/%2E%2E/secret.bin",
+        "/data/out/../secret.bin",
+        "/data/out/./k",
+    ] {
+        let r = writer("PUT", target).body("x").send(proxy.addr, "AKWRITER").await;
+        assert_eq!((r.status, r.code()), (400, "InvalidArgument"), "{target}: {}", r.body);
+    }
+    let copy = writer("PUT", "/data/out/c.bin")
+        .header("x-amz-copy-source", "/data/src/../secret.bin")
+        .send(proxy.addr, "AKCOPIER")
+        .await;
+    assert_eq!((copy.status, copy.code()), (400, "InvalidArgument"));
+    for (header, value) in [
+        ("x-amz-acl", "public-read"),
+        (
+            "x-amz-grant-read",
+            "uri=\"http://acs.amazonaws.com/groups/global/AllUsers\"",
+        ),
+        ("x-amz-tagging", "a=b"),
+        ("x-amz-object-lock-mode", "COMPLIANCE"),
+        ("x-amz-object-lock-legal-hold", "ON"),
+    ] {
+        let r = writer("PUT", "/data/out/h.bin")
+            .header(header, value)
+            .body("x")
+            .send(proxy.addr, "AKWRITER")
+            .await;
+        assert_eq!((r.status, r.code()), (403, "AccessDenied"), "{header}");
+    }
+    let bypass = writer("DELETE", "/data/out/h.bin")
+        .header("x-amz-bypass-governance-retention", "true")
+        .send(proxy.addr, "AKWRITER")
+        .await;
+    assert_eq!((bypass.status, bypass.code()), (403, "AccessDenied"));
+    assert_eq!(s3.request_count(), 0, "nothing reached the upstream");
+
+    // DeleteObjects: nothing is read for a principal that may delete nothing in the bucket, and
+    // a `..` key is refused on its own.
+    let body = delete_body(&["secret.bin"]);
+    let r = delete_objects(proxy.addr, "AKREADER", &body).await;
+    assert_eq!((r.status, r.code()), (403, "AccessDenied"), "{}", r.body);
+    let r = delete_objects(proxy.addr, "AKDELETER", &delete_body(&["out/../secret.bin"])).await;
+    assert!(r.body.contains("<Code>InvalidArgument</Code>"), "{}", r.body);
+    assert_eq!(s3.request_count(), 0, "nothing reached the upstream");
+}
+
+/// At an upstream addressed by host name, `DATA` and `data` are one bucket: a name in upper case
+/// would be checked by the policy as another bucket. It names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upper_case_buckets_name_nothing_at_a_virtual_hosted_upstream() {
+    let yaml = format!(
+        "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nthreads: 2\ngrace_period_seconds: 0\n\
+         graceful_shutdown_timeout_seconds: 1\ncache:\n  memory_bytes: 33554432\n  disk: null\n\
+         upstreams:\n  up:\n    kind: s3\n    endpoint: http://127.0.0.1:9\n    addressing: virtual\n    \
+         credentials:\n      source: anonymous\ndefault_upstream: up\n",
+        common::free_port(),
+        common::free_port(),
+    );
+    let proxy = Proxy::start_yaml(&yaml);
+    let r = common::get(proxy.addr, "/DATA/secret/x", &[]).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(r.text().contains("<Code>NoSuchBucket</Code>"), "{}", r.text());
 }

@@ -24,6 +24,9 @@ use sha2::{Digest, Sha256};
 use super::sigv4::{hmac_sha256, push_hex, signature_matches};
 
 /// The payload hash of a chunk-signed body.
+/// The largest object S3 stores (50 TB); a larger declared body is refused.
+const MAX_OBJECT: u64 = 50_000_000_000_000;
+
 pub const STREAMING_SIGNED: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
 /// The payload hash of a chunk-signed body that ends with a signed trailer.
 pub const STREAMING_SIGNED_TRAILER: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER";
@@ -135,6 +138,10 @@ impl Decoder {
     /// A decoder for a body that declares `declared` payload bytes. `trailer` is the request's
     /// `x-amz-trailer` for the `-TRAILER` variant (`None` for the plain one).
     pub fn new(signing: Option<ChunkSigning>, declared: u64, trailer: Option<&str>) -> Result<Self, ChunkError> {
+        // S3's largest object (so that the framing arithmetic below cannot overflow).
+        if declared > MAX_OBJECT {
+            return Err(ChunkError::TooLong);
+        }
         let trailer = match trailer {
             None => None,
             Some(name) => {

@@ -132,6 +132,29 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Whether some statement allows `who` one of `actions` on some resource under `prefix`
+    /// (denies aside): DeleteObjects asks this before it reads a body whose keys it would check
+    /// one by one.
+    pub fn may_allow_under(&self, who: &Identity, actions: &[&str], prefix: &str) -> bool {
+        self.statements.iter().any(|s| {
+            s.effect == Effect::Allow
+                && s.principals.iter().any(|p| names(p, who))
+                && s.actions.iter().any(|a| actions.iter().any(|x| a.covers(Some(x))))
+                && s.resources.iter().any(|r| may_extend(&r.0, prefix))
+        })
+    }
+}
+
+/// Whether some text that starts with `prefix` matches `pattern`: before the pattern's first
+/// `*`, the two agree as far as both go; after it, anything can follow.
+fn may_extend(pattern: &str, prefix: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((literal, _)) => literal.starts_with(prefix) || prefix.starts_with(literal),
+        None => pattern.starts_with(prefix),
+    }
+}
+
 /// Whether a statement's principal entry names `who`.
 fn names(entry: &str, who: &Identity) -> bool {
     match who {
@@ -236,6 +259,12 @@ mod tests {
         assert!(!Policy::default().allows(&trainer, Some("GetObject"), Target::Exact("data/x")));
     }
 
+    impl Policy {
+        fn allows_under_some(&self, prefix: &str) -> bool {
+            self.may_allow_under(&Identity::Principal("r".into()), &["ListBucket"], prefix)
+        }
+    }
+
     #[test]
     fn a_listing_is_allowed_only_where_a_grant_covers_every_key_under_its_prefix() {
         let reader = Identity::Principal("r".into());
@@ -249,6 +278,8 @@ mod tests {
         assert!(!list("d/a.bin"), "an exact key does not cover a.bin.bak");
         assert!(list("d/pub/") && list("d/pub/x") && !list("d/pu") && !list("d/"));
         assert!(list("e/pub/") && list("e/"), "a parent of denied keys lists");
+        let some = |prefix: &str| policy.allows_under_some(prefix);
+        assert!(some("d/") && some("e/") && !some("f/") && !some("dd/"));
         for denied in ["e/secret/", "e/secret/deep/", "e/x.bin"] {
             assert!(!list(denied), "{denied} is denied");
         }

@@ -71,11 +71,13 @@ impl Gate {
         Ok(())
     }
 
-    /// Whether `identity` may do `action` on `bucket/key`: DeleteObjects asks this of each key
-    /// its body names.
-    pub fn allows_object(&self, identity: &Identity, action: &str, bucket: &str, key: &str) -> bool {
-        self.policy
-            .allows(identity, Some(action), Target::Exact(&format!("{bucket}/{key}")))
+    /// Whether `identity` may do each of `actions` on `bucket/key`: DeleteObjects asks this of
+    /// each key its body names.
+    pub fn allows_object(&self, identity: &Identity, actions: &[&str], bucket: &str, key: &str) -> bool {
+        let resource = format!("{bucket}/{key}");
+        actions
+            .iter()
+            .all(|a| self.policy.allows(identity, Some(a), Target::Exact(&resource)))
     }
 }
 
@@ -174,14 +176,21 @@ fn checks(req: &S3Request) -> Vec<Check> {
     let mut checks = match row.resource {
         ResourceKind::Service => vec![exact(action, "*".into())],
         ResourceKind::Bucket => vec![exact(action, bucket.into())],
-        ResourceKind::Object => vec![exact(action, object(key))],
+        ResourceKind::Object => std::iter::once(action)
+            .chain(req.header_actions.iter().map(|a| Some(*a)))
+            .map(|a| exact(a, object(key)))
+            .collect(),
         ResourceKind::Listing => vec![Check {
             action,
             resource: object(req.query.get("prefix").unwrap_or_default()),
             under: true,
         }],
+        // DeleteObjects' keys, each with the header's actions, are checked once the body is read.
         ResourceKind::BodyKeys => Vec::new(),
     };
+    if row.resource == ResourceKind::Bucket {
+        checks.extend(req.header_actions.iter().map(|a| exact(Some(*a), bucket.into())));
+    }
     if let Some(source) = &req.copy_source {
         let read = match source.version_id {
             Some(_) => "GetObjectVersion",
@@ -246,6 +255,21 @@ mod tests {
             checks_of(Method::PUT, "/d/k", "frob", None),
             vec![(None, "d/k".to_owned(), false)]
         );
+        let put_acl = S3Request::parse(
+            &Method::PUT,
+            "/d/k",
+            "",
+            &[(
+                http::header::HeaderName::from_static("x-amz-acl"),
+                "public-read".parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
+            &[],
+        )
+        .unwrap();
+        let actions: Vec<_> = checks(&put_acl).into_iter().map(|c| c.action).collect();
+        assert_eq!(actions, [Some("PutObject"), Some("PutObjectAcl")]);
         assert_eq!(
             checks_of(Method::PUT, "/d/out/k", "", Some("/src/a%20b?versionId=7")),
             vec![

@@ -5,9 +5,12 @@
 //! upstream's answer. The cache forgets exactly the keys the upstream reports deleted (all the
 //! keys sent, when its answer cannot be read), before the client hears of it.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
 use pingora_proxy::Session;
+use tokio::sync::Semaphore;
 
 use super::respond::{send_xml, Failure};
 use super::routes::Route;
@@ -17,14 +20,21 @@ use crate::auth::chunked::ChunkSigning;
 use crate::cache::ObjectRef;
 use crate::metrics::{Outcome, UpstreamCall};
 use crate::s3::xml::{DeleteError, DeleteObject, DeleteRequest, DeleteResult};
-use crate::s3::{checksum, code_of_error_body, S3Error};
+use crate::s3::{checksum, code_of_error_body, object_key, S3Error};
 use crate::upstream::S3Origin;
 
 /// Largest DeleteObjects body read: 1,000 keys of 1,024 bytes, each written with character
 /// references, fit with room to spare.
 const MAX_BODY: usize = 8 << 20;
+/// DeleteObjects bodies held at once, all requests together, in KiB: past this, SlowDown.
+static BODIES: Semaphore = Semaphore::const_new(64 << 10);
+/// The longest a DeleteObjects body may take to arrive, whole.
+const BODY_DEADLINE: Duration = Duration::from_secs(60);
+/// The header that asks to delete past a governance-mode lock, forwarded when allowed.
+const BYPASS: &str = "x-amz-bypass-governance-retention";
 
-/// Answers a DeleteObjects to an S3 upstream.
+/// Answers a DeleteObjects to an S3 upstream. `extra` are the actions its headers ask for on
+/// each key, besides deleting it.
 pub async fn serve(
     state: &ProxyState,
     session: &mut Session,
@@ -32,12 +42,28 @@ pub async fn serve(
     route: &Route,
     origin: &S3Origin,
     chunks: Option<ChunkSigning>,
+    extra: &[&'static str],
 ) -> Result<()> {
-    let request = match read_request(session, chunks, state.gate.is_some()).await {
+    let gate = state.gate.as_ref().map(|g| g.current());
+    // Nothing is read for a principal that may delete nothing in the bucket.
+    let prefix = format!("{}/", ctx.bucket_name);
+    let deletes = ["DeleteObject", "DeleteObjectVersion"];
+    if gate
+        .as_ref()
+        .is_some_and(|g| !g.policy.may_allow_under(&ctx.identity, &deletes, &prefix))
+    {
+        state.metrics.access_denied.with_label_values(&["DeleteObject"]).inc();
+        ctx.denied = true;
+        return ctx.fail(session, S3Error::AccessDenied).await;
+    }
+    let Ok(_held) = BODIES.try_acquire_many((MAX_BODY >> 10) as u32) else {
+        return ctx.fail(session, S3Error::SlowDown).await;
+    };
+    let read = tokio::time::timeout(BODY_DEADLINE, read_request(session, chunks, state.gate.is_some()));
+    let request = match read.await.unwrap_or(Err(S3Error::IncompleteBody)) {
         Ok(r) => r,
         Err(e) => return ctx.fail(session, e).await,
     };
-    let gate = state.gate.as_ref().map(|g| g.current());
     let mut result = DeleteResult::default();
     let mut allowed: Vec<DeleteObject> = Vec::new();
     for object in request.objects {
@@ -45,20 +71,26 @@ pub async fn serve(
             Some(_) => "DeleteObjectVersion",
             None => "DeleteObject",
         };
-        let ok = gate
-            .as_ref()
-            .is_none_or(|g| g.allows_object(&ctx.identity, action, &ctx.bucket_name, &object.key));
-        match ok {
-            true => allowed.push(object),
-            false => {
-                state.metrics.access_denied.with_label_values(&[action]).inc();
-                result.errors.push(DeleteError {
-                    key: object.key,
-                    version_id: object.version_id,
-                    code: S3Error::AccessDenied.code().into(),
-                    message: S3Error::AccessDenied.to_string(),
-                });
-            }
+        let mut actions = vec![action];
+        actions.extend_from_slice(extra);
+        let refused = match object_key(&object.key) {
+            Err(invalid) => Some(invalid),
+            Ok(_) => gate
+                .as_ref()
+                .filter(|g| !g.allows_object(&ctx.identity, &actions, &ctx.bucket_name, &object.key))
+                .map(|_| {
+                    state.metrics.access_denied.with_label_values(&[action]).inc();
+                    S3Error::AccessDenied
+                }),
+        };
+        match refused {
+            None => allowed.push(object),
+            Some(e) => result.errors.push(DeleteError {
+                key: object.key,
+                version_id: object.version_id,
+                code: e.code().into(),
+                message: e.to_string(),
+            }),
         }
     }
     if !allowed.is_empty() {
@@ -71,7 +103,10 @@ pub async fn serve(
             state.meta.invalidate(&state.cache, object);
         };
         let body = Bytes::from(DeleteRequest::to_xml(&allowed));
-        let headers = [("content-md5", checksum::content_md5(&body))];
+        let mut headers = vec![("content-md5", checksum::content_md5(&body))];
+        if let Some(v) = session.req_header().headers.get(BYPASS).and_then(|v| v.to_str().ok()) {
+            headers.push((BYPASS, v.to_owned()));
+        }
         ctx.outcome = Outcome::Passthrough;
         let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
         state.metrics.upstream_requests.with_label_values(&labels).inc();
@@ -109,6 +144,11 @@ async fn read_request(
     checked: bool,
 ) -> Result<DeleteRequest, S3Error> {
     let mut decoder = super::upload::admit(session, chunks, checked).await?;
+    if decoder.as_ref().is_some_and(|d| d.keeps_trailer()) {
+        return Err(S3Error::InvalidRequest(
+            "DeleteObjects takes its checksum in a header (Content-MD5 or x-amz-checksum-*), not a trailer.".into(),
+        ));
+    }
     let mut payload = PayloadCheck::for_request(session.req_header())?;
     let declared = session
         .req_header()

@@ -379,7 +379,16 @@ impl ProxyHttp for S3Proxy {
             UpstreamKind::S3(origin) => origin.clone(),
         };
         if ctx.op == Operation::DeleteObjects {
-            delete::serve(&self.state, session, ctx, &route, &origin, chunks).await?;
+            delete::serve(
+                &self.state,
+                session,
+                ctx,
+                &route,
+                &origin,
+                chunks,
+                &parsed.header_actions,
+            )
+            .await?;
             return Ok(true);
         }
         let copy = parsed.copy_source.as_ref();

@@ -167,6 +167,11 @@ impl Router {
     pub fn route(&self, bucket: &str) -> Option<Route> {
         self.buckets.get(bucket).cloned().or_else(|| {
             let (upstream, fresh) = self.default.as_ref()?;
+            // In a host name, `DATA` is `data`: a name the policy reads as another bucket.
+            let virtual_hosted = matches!(&upstream.kind, UpstreamKind::S3(o) if o.virtual_hosted());
+            if virtual_hosted && bucket.bytes().any(|b| b.is_ascii_uppercase()) {
+                return None;
+            }
             Some(Route {
                 upstream: upstream.clone(),
                 bucket: bucket.into(),

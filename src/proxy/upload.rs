@@ -88,6 +88,8 @@ async fn verify_empty(session: &mut Session, mut check: Decoder) -> Result<(), S
 /// Rewrites the upstream request's framing headers for the decoded body; returns the payload
 /// hash to sign it with.
 pub fn forward_headers(req: &mut RequestHeader, decoder: &Decoder) -> pingora_error::Result<&'static str> {
+    // One framing only: the decoded body has a length.
+    req.remove_header("transfer-encoding");
     req.insert_header("content-length", decoder.forwarded_len())?;
     if decoder.keeps_trailer() {
         return Ok(STREAMING_UNSIGNED_TRAILER);

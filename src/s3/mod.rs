@@ -14,4 +14,4 @@ pub mod xml;
 pub use error::{code_of_error_body, escape, ErrorSite, S3Error};
 pub use operation::{Operation, ResourceKind};
 pub use query::Query;
-pub use request::{encode_path, query_param, Addressing, CopySource, S3Request, JOB_PARAM};
+pub use request::{encode_path, object_key, query_param, Addressing, CopySource, S3Request, JOB_PARAM};

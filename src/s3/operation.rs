@@ -8,7 +8,7 @@
 
 use std::sync::LazyLock;
 
-use http::Method;
+use http::{HeaderMap, Method};
 
 use crate::s3::Query;
 
@@ -690,12 +690,52 @@ pub fn classify(method: &Method, target: Target, query: &Query, copy: bool) -> O
     table().iter().find(|r| r.matches(method, target, query, copy))
 }
 
+/// The actions a request's headers ask for besides its operation's, as AWS authorizes them: an
+/// ACL, tags, an object lock or a legal hold set with the object, a governance lock bypassed.
+pub fn header_actions(op: Operation, headers: &HeaderMap) -> Vec<&'static str> {
+    use Operation as O;
+    let has = |name: &str| headers.contains_key(name);
+    let grants = || has("x-amz-acl") || headers.keys().any(|k| k.as_str().starts_with("x-amz-grant-"));
+    let mut out = Vec::new();
+    match op {
+        O::PutObject | O::CopyObject | O::CreateMultipartUpload => {
+            let asked = [
+                (grants(), "PutObjectAcl"),
+                (has("x-amz-tagging"), "PutObjectTagging"),
+                (
+                    has("x-amz-object-lock-mode") || has("x-amz-object-lock-retain-until-date"),
+                    "PutObjectRetention",
+                ),
+                (has("x-amz-object-lock-legal-hold"), "PutObjectLegalHold"),
+            ];
+            out.extend(asked.into_iter().filter(|(on, _)| *on).map(|(_, a)| a));
+        }
+        O::CreateBucket => {
+            if grants() {
+                out.push("PutBucketAcl");
+            }
+            if has("x-amz-bucket-object-lock-enabled") {
+                out.extend(["PutBucketObjectLockConfiguration", "PutBucketVersioning"]);
+            }
+        }
+        O::DeleteObject | O::DeleteObjects | O::PutObjectRetention if has("x-amz-bypass-governance-retention") => {
+            out.push(BYPASS_GOVERNANCE);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Bypassing an object's governance-mode lock: asked for by a header, never a request of its own.
+const BYPASS_GOVERNANCE: &str = "BypassGovernanceRetention";
+
 /// Every IAM action the table names (each once), for checking the names a policy uses.
 pub fn actions() -> impl Iterator<Item = &'static str> {
     static ACTIONS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         let mut all: Vec<&str> = table()
             .iter()
             .flat_map(|r| std::iter::once(r.action).chain(r.version_action))
+            .chain([BYPASS_GOVERNANCE])
             .collect();
         all.sort_unstable();
         all.dedup();
@@ -892,6 +932,55 @@ mod tests {
                 "{method} {target:?} ?{query}"
             );
         }
+    }
+
+    #[test]
+    fn headers_that_set_acls_tags_and_locks_need_their_own_actions() {
+        let headers = |names: &[&'static str]| -> HeaderMap {
+            names
+                .iter()
+                .map(|n| (http::HeaderName::from_static(n), "x".parse().unwrap()))
+                .collect()
+        };
+        let all = headers(&[
+            "x-amz-acl",
+            "x-amz-tagging",
+            "x-amz-object-lock-mode",
+            "x-amz-object-lock-legal-hold",
+        ]);
+        for op in [O::PutObject, O::CopyObject, O::CreateMultipartUpload] {
+            assert_eq!(
+                header_actions(op, &all),
+                [
+                    "PutObjectAcl",
+                    "PutObjectTagging",
+                    "PutObjectRetention",
+                    "PutObjectLegalHold"
+                ]
+            );
+        }
+        assert_eq!(
+            header_actions(O::PutObject, &headers(&["x-amz-grant-read"])),
+            ["PutObjectAcl"]
+        );
+        assert_eq!(
+            header_actions(O::PutObject, &headers(&["content-type"])),
+            Vec::<&str>::new()
+        );
+        let lock = headers(&["x-amz-acl", "x-amz-bucket-object-lock-enabled"]);
+        assert_eq!(
+            header_actions(O::CreateBucket, &lock),
+            [
+                "PutBucketAcl",
+                "PutBucketObjectLockConfiguration",
+                "PutBucketVersioning"
+            ]
+        );
+        let bypass = headers(&["x-amz-bypass-governance-retention"]);
+        for op in [O::DeleteObject, O::DeleteObjects, O::PutObjectRetention] {
+            assert_eq!(header_actions(op, &bypass), [BYPASS_GOVERNANCE]);
+        }
+        assert!(actions().any(|a| a == BYPASS_GOVERNANCE));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct S3Request {
     pub query: Query,
     /// `x-amz-copy-source` (CopyObject, UploadPartCopy).
     pub copy_source: Option<CopySource>,
+    /// The actions its headers ask for besides the operation's (`x-amz-acl` on a PutObject
+    /// needs PutObjectAcl, ...), on the same resource.
+    pub header_actions: Vec<&'static str>,
 }
 
 /// The object a copy reads, from `x-amz-copy-source` (`[/]bucket/key[?versionId=v]`,
@@ -67,7 +70,7 @@ impl CopySource {
         };
         Ok(Self {
             bucket: BucketName::parse(bucket).ok_or_else(invalid)?,
-            key: ObjectKey::parse(key).ok_or_else(invalid)?,
+            key: object_key(key).map_err(|_| invalid())?,
             version_id,
         })
     }
@@ -111,6 +114,10 @@ impl S3Request {
             None => {
                 let rest = path.strip_prefix('/').unwrap_or(path);
                 let (b, k) = rest.split_once('/').unwrap_or((rest, ""));
+                // `//bucket/key` names no bucket but a key: it must not pass for a service call.
+                if b.is_empty() && !k.is_empty() {
+                    return Err(S3Error::InvalidBucketName);
+                }
                 (Addressing::Path, (!b.is_empty()).then_some(b), k)
             }
         };
@@ -119,10 +126,7 @@ impl S3Request {
             .transpose()?;
         let key = match raw_key {
             "" => None,
-            k => Some(
-                ObjectKey::parse(&decode(k)?)
-                    .ok_or_else(|| S3Error::InvalidRequest("Your key is too long.".to_owned()))?,
-            ),
+            k => Some(object_key(&decode(k)?)?),
         };
         let copy_source = match headers.get("x-amz-copy-source") {
             None => None,
@@ -138,14 +142,16 @@ impl S3Request {
             (Some(_), Some(_)) => Target::Object,
         };
         let row = operation::classify(method, target, &query, copy_source.is_some());
+        let op = row.map_or(Operation::Unknown, |r| r.op);
         Ok(Self {
             bucket,
             key,
-            op: row.map_or(Operation::Unknown, |r| r.op),
+            op,
             row,
             addressing,
             query,
             copy_source,
+            header_actions: operation::header_actions(op, headers),
         })
     }
 
@@ -163,6 +169,17 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
         let (k, v) = pair.split_once('=')?;
         (k == name).then(|| percent_decode_str(v).decode_utf8().ok()).flatten()
     })
+}
+
+/// A key as S3 names it. A `.` or `..` segment is refused: a server or path normaliser behind
+/// shardcache could resolve `granted/../other` outside the prefix the policy allowed.
+pub fn object_key(key: &str) -> Result<ObjectKey, S3Error> {
+    if key.split('/').any(|s| s == "." || s == "..") {
+        return Err(S3Error::InvalidArgument(
+            "Keys with a `.` or `..` path segment are refused.".into(),
+        ));
+    }
+    ObjectKey::parse(key).ok_or_else(|| S3Error::InvalidRequest("Your key is too long.".to_owned()))
 }
 
 fn bucket_from_host<'a>(host: &'a str, domains: &[String]) -> Option<&'a str> {
@@ -278,6 +295,7 @@ mod tests {
             "src/k?acl",
             "src/k?versionId=1&versionId=2",
             "src/%ff",
+            "src/a/%2E%2E/b",
         ] {
             assert!(
                 matches!(CopySource::parse(bad), Err(S3Error::InvalidArgument(_))),
@@ -309,6 +327,12 @@ mod tests {
             p("/b", "list-type=2&prefix=public/&prefix=secret/"),
             Err(S3Error::InvalidArgument(_))
         ));
+        assert!(matches!(p("//prod/secret.bin", ""), Err(S3Error::InvalidBucketName)));
+        assert!(p("/", "").is_ok());
+        for dotted in ["/b/a/../k", "/b/%2E%2E/k", "/b/./k", "/b/.."] {
+            assert!(matches!(p(dotted, ""), Err(S3Error::InvalidArgument(_))), "{dotted}");
+        }
+        assert!(p("/b/a..b/.k/k.", "").is_ok(), "dots inside a segment are fine");
     }
 
     #[test]

@@ -87,6 +87,11 @@ impl S3Origin {
         }
     }
 
+    /// Whether buckets are named in the host (`bucket.endpoint`), where DNS ignores case.
+    pub fn virtual_hosted(&self) -> bool {
+        self.addressing == UpstreamAddressing::Virtual
+    }
+
     /// The DNS name serving `bucket` (the endpoint itself for service-level calls).
     fn dns_name(&self, bucket: &str) -> String {
         match self.addressing {
