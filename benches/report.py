@@ -196,7 +196,85 @@ def targets(data, by):
         share = alone = None
     add("Cluster, 3 nodes, one dataset", "upstream bytes <= 1.02x the dataset", share, lambda v: v <= 1.02,
         f"{fmt(share, 3)}x (3 independent nodes: {fmt(alone, 3)}x)")
+    sweep = {(r["ratio"], r["order"]): r for r in by.get("sweep", {}).get("shardcache", [])}
+    for ratio in (1.25, 1.5, 2.0, 3.0):
+        for order in ("same", "shuffled"):
+            r = sweep.get((ratio, order))
+            later = later_share(r) if r else None
+            bound = r["bound"] if r else None
+            target, met = ("<= 0.40", lambda v: v <= 0.40) if ratio == 1.5 else \
+                ("within 0.07 of 1 - C/D", lambda v, b=bound: v - b <= 0.07)
+            add(f"dataset {ratio}x the disk tier, {order} order: upstream share, epochs 2-4", target, later, met,
+                f"{fmt(later)} (bound {fmt(bound)})")
     return rows
+
+
+def later_share(row):
+    """The share of the dataset the upstream served in epochs 2 onward, averaged."""
+    later = row["epoch_shares"][1:]
+    return sum(later) / len(later)
+
+
+SWEEP_METHOD = (
+    "Datasets of one-chunk shards (1 MiB) from half to three times a 64 MiB disk tier (47 chunk slots), "
+    "read for four epochs by one client in the same order every epoch and reshuffled every epoch "
+    "(`benches/sweep.py`); the share of the dataset the origin served in each epoch, from its access log. "
+    "LRU is a least-recently-used cache of 47 slots replayed on the same reads. nginx proxy_cache "
+    "(max_size 47m) is measured too, but its cache manager trims the cache only when it wakes, at most every "
+    "10 s, and these epochs take under a second: it holds the whole dataset, so it is not an LRU of this "
+    "size here. The bound: from the second epoch on, no cache of C slots serves more than C of D shards."
+)
+
+
+def sweep_table(contenders):
+    """Per ratio and order: each contender's upstream share per epoch, and the bound."""
+    lines = ["| dataset / disk tier | order | bound, epochs 2+ | shardcache, per epoch | LRU (replayed), per epoch "
+             "| nginx proxy_cache, per epoch (see above) |", "|---|---|---|---|---|---|"]
+    rows = {(r["ratio"], r["order"], r["contender"]): r for rs in contenders.values() for r in rs}
+    for ratio, order in sorted({(k[0], k[1]) for k in rows}):
+        cells = []
+        for name in ("shardcache", "LRU", "nginx"):
+            r = rows.get((ratio, order, name))
+            cells.append(" / ".join(f"{s:.2f}" for s in r["epoch_shares"]) if r else "-")
+        bound = next(r["bound"] for k, r in rows.items() if k[:2] == (ratio, order))
+        lines.append(f"| {ratio}x | {order} | {bound:.2f} | {cells[0]} | {cells[1]} | {cells[2]} |")
+    return "\n".join(lines)
+
+
+def sweep_plot(contenders):
+    """An SVG per order: the upstream share of epochs 2-4 by dataset / disk tier ratio, for each
+    contender and the bound 1 - C/D."""
+    rows = [r for rs in contenders.values() for r in rs]
+    ratios = sorted({r["ratio"] for r in rows})
+    w, h, left, top, gap = 300, 200, 50, 30, 70
+    x = lambda v: left + w * (v - ratios[0]) / (ratios[-1] - ratios[0])  # noqa: E731
+    y = lambda v: top + h * (1 - v)  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * (left + w) + gap}" height="{top + h + 60}" '
+           'font-family="sans-serif" font-size="10">']
+    for i, order in enumerate(("same", "shuffled")):
+        dx = i * (left + w + gap)
+        out.append(f'<text x="{dx + left}" y="14" font-weight="bold">{order} order each epoch: '
+                   'upstream share, epochs 2-4</text>')
+        for t in (0, 0.25, 0.5, 0.75, 1):
+            out.append(f'<line x1="{dx + left}" y1="{y(t):.1f}" x2="{dx + left + w}" y2="{y(t):.1f}" stroke="#ddd"/>'
+                       f'<text x="{dx + left - 4}" y="{y(t) + 3:.1f}" text-anchor="end">{t:g}</text>')
+        for r in ratios:
+            out.append(f'<text x="{dx + x(r):.1f}" y="{top + h + 14}" text-anchor="middle">{r:g}x</text>')
+        out.append(f'<text x="{dx + left + w / 2}" y="{top + h + 30}" text-anchor="middle">dataset / disk tier</text>')
+        series = [(name, color, "", {r["ratio"]: later_share(r) for r in contenders.get(name, [])
+                                     if r["order"] == order})
+                  for name, color in (("shardcache", COLORS["shardcache"]), ("LRU", COLORS["nginx"]))]
+        # The bound last, on top: where shardcache reaches it the two lines are one.
+        series.append(("bound 1 - C/D", "#000", "4 3", {r["ratio"]: r["bound"] for r in rows if r["order"] == order}))
+        for j, (name, color, dash, points) in enumerate(series):
+            pts = " ".join(f"{dx + x(k):.1f},{y(v):.1f}" for k, v in sorted(points.items()))
+            out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2" '
+                       f'stroke-dasharray="{dash}"/>')
+            out.append(f'<line x1="{dx + left + 90 * j}" y1="{top + h + 45}" x2="{dx + left + 90 * j + 14}" '
+                       f'y2="{top + h + 45}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/>'
+                       f'<text x="{dx + left + 90 * j + 18}" y="{top + h + 48}">{name}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 COLORS = {"upstream": "#8c8c8c", "shardcache": "#d9480f", "shardcache+auth": "#f08c00",
@@ -227,7 +305,7 @@ def peer_table(by):
 def plot(by):
     """An SVG of every case that has a throughput: GB/s (left) and TTFB p99 (right, log scale),
     one bar per contender, medians over the rounds."""
-    cases = [c for c in by if c not in ("epochs", "cluster: 3 nodes read one dataset")
+    cases = [c for c in by if c not in ("epochs", "cluster: 3 nodes read one dataset", "sweep")
              and any(summary(r)["gb_per_s"] for r in by[c].values())]
     names = [n for n in ORDER if any(n in by[c] for c in cases)]
     bar, gap, label_w, panel_w = 9, 10, 330, 300
@@ -318,6 +396,8 @@ def render(data):
             table = epoch_table(by[case])
         elif case == "cluster: 3 nodes read one dataset":
             table = cluster_table(by[case])
+        elif case == "sweep":
+            table = SWEEP_METHOD + "\n\n![upstream share by dataset size](benches/sweep.svg)\n\n" + sweep_table(by[case])
         else:
             table = case_table(by[case], loopback_ceiling(data, case))
         out += [table, ""]
@@ -333,8 +413,11 @@ def main():
     if notes.exists():
         text += "\n" + notes.read_text()
     target.write_text(text + "\n")
+    by = grouped(data["runs"])
     svg = target.parent / "benches" / "results.svg"
-    svg.write_text(plot(grouped(data["runs"])))
+    svg.write_text(plot(by))
+    if "sweep" in by:
+        (target.parent / "benches" / "sweep.svg").write_text(sweep_plot(by["sweep"]))
     print(f"wrote {target} and {svg}")
 
 

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import cluster
+import sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "target" / "bench"
@@ -255,10 +256,11 @@ def start_nginx(name, conf):
 
 
 def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra="", disk_extra="",
-                     host="127.0.0.1", capacity=24 * GiB):
+                     host="127.0.0.1", capacity=24 * GiB, chunk_size=None):
     """shardcache on `host` with its default disk settings (O_DIRECT, encrypted) and `capacity`,
     or memory only if `disk_dir` is None; `write_queue` overrides cache.disk.write_queue_bytes;
-    `extra` is appended to the config, `disk_extra` to its cache.disk section."""
+    `extra` is appended to the config, `disk_extra` to its cache.disk section; `chunk_size`
+    overrides cache.chunk_size."""
     s3_port, admin_port = free_port(), free_port()
     disk = "\n  disk: null"
     if disk_dir is not None:
@@ -278,7 +280,7 @@ admin_listen: {host}:{admin_port}
 threads: 2
 grace_period_seconds: 0
 cache:
-  memory_bytes: {memory}{disk}
+  memory_bytes: {memory}{f"{chr(10)}  chunk_size: {chunk_size}" if chunk_size else ""}{disk}
 upstreams:
   origin:
     kind: s3
@@ -349,13 +351,15 @@ lineage:
     return [PresignedContender("shardcache+auth", auth), PresignedContender("shardcache+auth+audit+lineage", full, "bench-job")]
 
 
-def start_nginx_cache(upstream_port):
+def start_nginx_cache(upstream_port, max_size="24g", name="cache"):
+    """nginx proxy_cache in front of the origin, empty, its cache at most `max_size`."""
     port = free_port()
-    cache = WORK / "nginx-cache-data"
+    cache = WORK / f"nginx-{name}-data"
     if cache.exists():
         shutil.rmtree(cache)
-    conf = render_conf("nginx-cache.conf", PORT=port, ORIGIN_PORT=upstream_port, CACHE=cache, USER=USER)
-    proc = start_nginx("cache", conf)
+    conf = render_conf("nginx-cache.conf", PORT=port, ORIGIN_PORT=upstream_port, CACHE=cache, USER=USER,
+                       MAX_SIZE=max_size)
+    proc = start_nginx(name, conf)
     wait_port(port, proc.proc, proc.log)
     return Contender("nginx", port, [proc])
 
@@ -481,9 +485,9 @@ def main():
     rounds = opts.rounds or (1 if opts.quick else 3)
     seconds = opts.seconds or (2 if opts.quick else 4)
     WORK.mkdir(parents=True, exist_ok=True)
-    # `--only trust`, `--only disk`, `--only stream` and `--only cluster` measure shardcache
-    # against itself (and fio): the peers are not started.
-    peers = not opts.only.startswith(("trust", "disk", "stream", "cluster"))
+    # `--only trust`, `--only disk`, `--only stream`, `--only cluster` and `--only sweep` measure
+    # shardcache against itself (and fio), or start their own peers: the peers are not started.
+    peers = not opts.only.startswith(("trust", "disk", "stream", "cluster", "sweep"))
     for tool in (LOADGEN, CEILING, SHARDCACHE, *([CACHEY] if peers else [])):
         if not tool.exists():
             sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
@@ -676,6 +680,10 @@ def main():
             for rnd in range(1, rounds + 1):
                 for name, result in cluster.run(origin, shards):
                     record(cluster.CASE, Contender(name, 0, []), rnd, result)
+        # Datasets 0.5x to 3x the disk tier, read epoch after epoch (benches/sweep.py): one round,
+        # the shares it measures are counts, not times.
+        if wanted(sweep.CASE):
+            rows.extend(sweep.run(origin))
     finally:
         for p in reversed(started):
             p.stop()

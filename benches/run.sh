@@ -16,7 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 case " $* " in
-    *" --only trust"* | *" --only disk"* | *" --only stream"* | *" --only cluster"*) ;;  # shardcache alone: no peers
+    *" --only trust"* | *" --only disk"* | *" --only stream"* | *" --only cluster"* | *" --only sweep"*) ;;  # no cachey
     *) [ -x target/bench-tools/bin/server ] || cargo install cachey --version 0.13.2 --locked --root target/bench-tools ;;
 esac
 cargo build --release --locked --bin shardcache --example loadgen --example ceiling

@@ -32,6 +32,9 @@ const STALE_DISTANCES: f64 = 1.5;
 const HALVING_PER_SLOT: u64 = 10;
 /// Largest count kept.
 const MAX_COUNT: u8 = 15;
+/// Chunks remembered at most, per chunk slot of the disk tier (about 40 bytes each): past this,
+/// counts are halved early, which forgets the chunks read once.
+const SEEN_PER_SLOT: u64 = 4;
 /// The running average of reuse gaps spans this many reuse distances: within a reshuffled pass
 /// the gaps run from near 0 (read late, then early) to twice the dataset, so an average over a
 /// shorter span swings with the position in the pass.
@@ -114,7 +117,7 @@ impl Admission {
         }
         s.since_halving += 1;
         let period = (s.slots * HALVING_PER_SLOT).max(s.distance().map_or(0, |g| (4.0 * g) as u64));
-        if s.since_halving >= period {
+        if s.since_halving >= period || s.seen.len() as u64 > SEEN_PER_SLOT * s.slots {
             s.since_halving = 0;
             s.seen.retain(|_, e| {
                 e.count /= 2;
@@ -336,6 +339,16 @@ mod tests {
         a.favour(3);
         assert!(a.admit(3, 1));
         assert_eq!(a.working_set(), None, "no chunk was read twice yet");
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_the_tier_size() {
+        let a = Admission::new(64);
+        for hash in 0..100_000 {
+            a.touch(hash);
+        }
+        let seen = a.state.lock().unwrap().seen.len() as u64;
+        assert!(seen <= SEEN_PER_SLOT * 64 + 1, "{seen} chunks remembered");
     }
 
     #[test]
