@@ -12,22 +12,21 @@ use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
-use crate::auth::{AuthOptions, Policy, Verifier};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, MemoryOnly};
 use crate::cluster::auth::ClusterKey;
 use crate::cluster::discovery::DnsDiscovery;
 use crate::cluster::placement::Member;
 use crate::cluster::{PeerOptions, Peers};
 use crate::config::{
-    AuditConfig, AuthConfig, ClusterConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency,
-    S3UpstreamConfig, UpstreamConfig, MIN_SECRET_BYTES,
+    AuditConfig, ClusterConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, S3UpstreamConfig,
+    UpstreamConfig, MIN_SECRET_BYTES,
 };
 use crate::guard::{ClientLimits, Guard};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
 use crate::metrics::Metrics;
 use crate::proxy::{
-    BucketRoute, ClientTimeouts, FallbackRoute, Freshness, Gate, PeerApp, ProxyState, Records, Router, S3Proxy,
-    SharedGate, Upstream,
+    BucketRoute, ClientTimeouts, FallbackRoute, Freshness, PeerApp, ProxyState, Records, Router, S3Proxy, SharedGate,
+    Upstream,
 };
 use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
@@ -264,23 +263,6 @@ fn resilience(s3: &S3UpstreamConfig) -> Resilience {
     }
 }
 
-/// The client authentication and authorization of an `auth` section, and the files it read
-/// (its keys' secrets and statements may live in files: see [`AuthConfig::load`]).
-pub fn gate(auth: &AuthConfig) -> Result<(Gate, Vec<PathBuf>), ConfigError> {
-    let rules = auth.load()?;
-    let gate = Gate {
-        verifier: Verifier::new(AuthOptions {
-            region: auth.region.clone(),
-            max_skew: Duration::from_secs(auth.max_skew_seconds),
-            keys: rules.keys,
-        }),
-        policy: Policy {
-            statements: rules.policy,
-        },
-    };
-    Ok((gate, rules.files))
-}
-
 /// The audit log of an `audit` section, started.
 fn audit(a: &AuditConfig, metrics: &Metrics) -> Result<Audit, AppError> {
     let sink = match &a.file {
@@ -347,7 +329,7 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
         .map(|c| peers(c, &metrics))
         .transpose()?
         .map(Arc::new);
-    let (gate, auth_files) = match config.auth.as_ref().map(gate).transpose()? {
+    let (gate, auth_files) = match config.auth.as_ref().map(crate::reload::gate).transpose()? {
         Some((gate, files)) => (Some(Arc::new(SharedGate::new(gate))), files),
         None => (None, Vec::new()),
     };

@@ -19,9 +19,10 @@ use pingora_core::services::background::BackgroundService;
 use sha2::{Digest, Sha256};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use crate::auth::{AuthOptions, Policy, Verifier};
+use crate::config::{AuthConfig, Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::proxy::SharedGate;
+use crate::proxy::{Gate, SharedGate};
 use crate::tls::ServerCert;
 
 /// How often watched files are read for changes.
@@ -78,7 +79,7 @@ impl Reloader {
         let auth = Config::load_auth(&self.config)
             .map_err(|e| format!("{}: {e}", self.config.display()))?
             .ok_or("the auth section was removed; authentication stays on until a restart")?;
-        let (new, files) = crate::app::gate(&auth).map_err(|e| e.to_string())?;
+        let (new, files) = self::gate(&auth).map_err(|e| e.to_string())?;
         let keys = new.verifier.key_count();
         gate.replace(new);
         *read.lock().unwrap_or_else(|p| p.into_inner()) = files;
@@ -134,4 +135,21 @@ impl BackgroundService for Reloader {
             seen = self.fingerprint();
         }
     }
+}
+
+/// The client authentication and authorization of an `auth` section, and the files it read
+/// (its keys' secrets and statements may live in files: see [`AuthConfig::load`]).
+pub fn gate(auth: &AuthConfig) -> Result<(Gate, Vec<PathBuf>), ConfigError> {
+    let rules = auth.load()?;
+    let gate = Gate {
+        verifier: Verifier::new(AuthOptions {
+            region: auth.region.clone(),
+            max_skew: Duration::from_secs(auth.max_skew_seconds),
+            keys: rules.keys,
+        }),
+        policy: Policy {
+            statements: rules.policy,
+        },
+    };
+    Ok((gate, rules.files))
 }
