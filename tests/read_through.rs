@@ -605,12 +605,13 @@ async fn buckets_can_keep_off_the_disk_or_out_of_the_cache() {
         assert!(get(&proxy, "live", "k").await == data(3 * C, 4));
     }
     assert_eq!(s3.requests("GET", "live", "k").len(), 2);
-    proxy
+    let passed = proxy
         .metric_at_least(
             "shardcache_requests_total{operation=\"GetObject\",outcome=\"passthrough\"",
             2.0,
         )
         .await;
+    assert_eq!(passed, 2.0, "uncached reads are counted as passed through");
 
     // The control: an ordinary bucket is written to disk.
     assert!(get(&proxy, "normal", "k").await == data(3 * C, 4));

@@ -23,6 +23,7 @@ impl Node {
         super::client(self.s3)
     }
 
+    #[must_use]
     pub async fn metric(&self, prefix: &str) -> f64 {
         super::metric(self.admin, prefix).await
     }
@@ -66,6 +67,7 @@ impl Drop for Node {
 }
 
 /// The sum over `nodes` of a metric's samples whose line starts with `prefix`.
+#[must_use]
 pub async fn metric_sum(nodes: &[Node], prefix: &str) -> f64 {
     let mut sum = 0.0;
     for node in nodes {

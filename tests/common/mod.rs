@@ -269,12 +269,15 @@ impl Proxy {
     }
 
     /// Sum of the samples of a metric whose line starts with `prefix` (name and labels).
+    #[must_use]
     pub async fn metric(&self, prefix: &str) -> f64 {
         metric(self.admin, prefix).await
     }
 
     /// [`Self::metric`] once it reaches `at_least`, or its value after 5 s. A request's metrics
-    /// are recorded when it is logged, just after its last byte reached the client.
+    /// are recorded when it is logged, just after its last byte reached the client. The value
+    /// must be asserted on: discarding it is a compile error in the tests (`-D warnings`).
+    #[must_use]
     pub async fn metric_at_least(&self, prefix: &str, at_least: f64) -> f64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -309,6 +312,7 @@ impl Drop for Proxy {
 
 /// Sum of the samples, scraped from the admin listener at `admin`, of a metric whose line starts
 /// with `prefix` (name and labels).
+#[must_use]
 pub async fn metric(admin: SocketAddr, prefix: &str) -> f64 {
     let admin: shardcache::ops::Endpoint = format!("http://{admin}").parse().unwrap();
     let text = admin.call(http::Method::GET, "/metrics").await.unwrap().text();
