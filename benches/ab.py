@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-import run
+import kit
 
 
 def main():
@@ -34,28 +34,28 @@ def main():
     ap.add_argument("--cold", action="store_true", help="cold reads of fresh names, not hits")
     ap.add_argument("--disk", action="store_true", help="a disk tier under the memory tier")
     opts = ap.parse_args()
-    data = run.Dataset(quick=False)
+    data = kit.Dataset(quick=False)
     stamp = int(time.time())
     objects = data.sets[opts.set]
-    if not all((run.DATA / "bench" / key).exists() for key, _ in objects):
+    if not all((kit.DATA / "bench" / key).exists() for key, _ in objects):
         raise SystemExit("the kit's data is missing: run benches/run.sh once")
-    origin = run.Origin("8m")
+    origin = kit.Origin("8m")
     started = [origin.proc]
     builds, disks = {}, []
     try:
         for name, binary in (("baseline", opts.baseline), ("candidate", opts.candidate)):
-            run.SHARDCACHE = Path(binary).resolve()
-            disk = run.WORK / f"ab-{name}-cache" if opts.disk else None
+            kit.SHARDCACHE = Path(binary).resolve()
+            disk = kit.WORK / f"ab-{name}-cache" if opts.disk else None
             disks.append(disk)
-            contender = run.start_shardcache(f"ab-{name}", origin.port, run.MEMORY_TIER, disk)
+            contender = kit.start_shardcache(f"ab-{name}", origin.port, kit.MEMORY_TIER, disk)
             started.extend(contender.procs)
             if opts.cold:
                 # Fill the memory tier first, as the kit's hit cases do before its cold ones: a
                 # fresh process's first touch of memory is slower on this VM than a full tier's.
-                for i in range(run.MEMORY_TIER // run.GiB):
-                    run.warm(contender, data.cold_copies(f"ab-{stamp}-fill{i}-{name}", data.sets["1GiB"]))
+                for i in range(kit.MEMORY_TIER // kit.GiB):
+                    kit.warm(contender, data.cold_copies(f"ab-{stamp}-fill{i}-{name}", data.sets["1GiB"]))
             else:
-                run.warm(contender, objects)
+                kit.warm(contender, objects)
             builds[name] = contender
         results = {name: [] for name in builds}
         order = list(builds)
@@ -65,11 +65,11 @@ def main():
                 cpu = proc.cpu_seconds()
                 if opts.cold:
                     objs = data.cold_copies(f"ab-{stamp}-r{rnd}-{name}-{opts.set}", objects)
-                    args = run.get_args(builds[name], objs, opts.connections, requests=len(objs))
+                    args = kit.get_args(builds[name], objs, opts.connections, requests=len(objs))
                 else:
-                    args = run.get_args(builds[name], objects, opts.connections, seconds=opts.seconds)
-                out = run.loadgen(args)
-                out["cpu_s_per_gib"] = (proc.cpu_seconds() - cpu) / (out["bytes"] / run.GiB)
+                    args = kit.get_args(builds[name], objects, opts.connections, seconds=opts.seconds)
+                out = kit.loadgen(args)
+                out["cpu_s_per_gib"] = (proc.cpu_seconds() - cpu) / (out["bytes"] / kit.GiB)
                 results[name].append(out)
                 print(f"round {rnd + 1} {name:<9} {out['req_per_s']:9.1f} req/s {out['gb_per_s']:.3f} GB/s "
                       f"ttfb p99 {out['ttfb']['p99_ms']:.2f} ms, {out['cpu_s_per_gib']:.2f} CPU-s/GiB", flush=True)
@@ -77,7 +77,7 @@ def main():
         for p in reversed(started):
             p.stop()
         # Each disk tier may hold up to 24 GiB: left behind, a few runs fill the disk.
-        for path in [d for d in disks if d] + list((run.DATA / "bench" / "cold").glob(f"ab-{stamp}-*")):
+        for path in [d for d in disks if d] + list((kit.DATA / "bench" / "cold").glob(f"ab-{stamp}-*")):
             shutil.rmtree(path, ignore_errors=True)
     medians = {}
     for name, runs in results.items():

@@ -16,7 +16,7 @@ import json
 import subprocess
 import time
 
-import run as kit  # used at call time: run.py imports this module
+import kit
 
 CASE = "cluster: 3 nodes read one dataset"
 NODES = 3

@@ -25,7 +25,7 @@ import random
 import time
 from collections import OrderedDict
 
-import run as kit  # used at call time: run.py imports this module
+import kit
 
 CASE = "sweep"
 SLOTS = 47
