@@ -125,7 +125,7 @@ impl AdminApp {
         }
         audit.record(crate::audit::Record {
             log: "audit",
-            time: crate::audit::rfc3339(SystemTime::now()),
+            time: crate::types::rfc3339(SystemTime::now()),
             request_id: crate::proxy::request_id(),
             principal,
             source: session.client_addr().map(|a| a.to_string()),

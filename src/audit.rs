@@ -96,29 +96,6 @@ pub struct Record {
     pub job: Option<String>,
 }
 
-/// `t` as `yyyy-mm-ddThh:mm:ss.mmmZ`.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let (days, secs) = (since.as_secs() / 86_400, since.as_secs() % 86_400);
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        since.subsec_millis()
-    )
-}
-
 enum Msg {
     Line(Box<Record>),
     Flush(SyncSender<()>),
@@ -287,14 +264,6 @@ mod tests {
             operation: "GetObject",
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn times_format_as_rfc3339_utc() {
-        let at = |s: u64, ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(1_709_251_199, 7)), "2024-02-29T23:59:59.007Z");
-        assert_eq!(rfc3339(at(1_798_761_600, 999)), "2027-01-01T00:00:00.999Z");
     }
 
     #[test]

@@ -18,11 +18,12 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -186,12 +187,12 @@ impl HeaderClock {
     }
 
     fn started_at(&self) -> Option<Instant> {
-        *self.started.lock().unwrap_or_else(|p| p.into_inner())
+        *self.started.lock()
     }
 
     /// A new request on the connection: the clock waits for its first byte.
     fn next_request(&self) {
-        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.started.lock() = None;
         self.done.store(false, Ordering::Relaxed);
     }
 
@@ -200,7 +201,7 @@ impl HeaderClock {
         if self.done.load(Ordering::Relaxed) {
             return;
         }
-        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let mut started = self.started.lock();
         if started.is_none() {
             *started = Some(Instant::now());
             self.first_byte.notify_one();

@@ -192,7 +192,7 @@ impl Lineage {
                 break;
             }
             let (version, bytes, reads, first, last) = v.value();
-            let time = |ms: u64| crate::audit::rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
+            let time = |ms: u64| crate::types::rfc3339(UNIX_EPOCH + Duration::from_millis(ms));
             out.push(Entry {
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),

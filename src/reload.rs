@@ -10,10 +10,11 @@
 //! force, logs why and counts it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use sha2::{Digest, Sha256};
@@ -58,7 +59,7 @@ impl Reloader {
     fn fingerprint(&self) -> [u8; 32] {
         let mut files = vec![self.config.clone()];
         if let Some((_, read)) = &self.auth {
-            files.extend(read.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+            files.extend(read.lock().iter().cloned());
         }
         files.extend(self.cert.iter().flat_map(|c| c.files()));
         let mut h = Sha256::new();
@@ -82,7 +83,7 @@ impl Reloader {
         let (new, files) = self::gate(&auth).map_err(|e| e.to_string())?;
         let keys = new.verifier.key_count();
         gate.replace(new);
-        *read.lock().unwrap_or_else(|p| p.into_inner()) = files;
+        *read.lock() = files;
         Ok(keys)
     }
 

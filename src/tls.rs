@@ -3,8 +3,9 @@
 //! theirs), and the CA bundles that https upstreams may name instead of the system's roots.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::utils::tls::WrappedX509;
 use pingora_rustls::sign::CertifiedKey;
@@ -32,7 +33,7 @@ fn error(path: &Path, why: impl ToString) -> TlsError {
 pub struct ServerCert {
     cert_file: PathBuf,
     key_file: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
+    current: ArcSwap<CertifiedKey>,
 }
 
 impl ServerCert {
@@ -43,14 +44,14 @@ impl ServerCert {
         Ok(Self {
             cert_file: cert_file.to_owned(),
             key_file: key_file.to_owned(),
-            current: RwLock::new(Arc::new(pair)),
+            current: ArcSwap::from_pointee(pair),
         })
     }
 
     /// Reads the files again; on an error the pair in use stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let pair = read_pair(&self.cert_file, &self.key_file)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(pair);
+        self.current.store(Arc::new(pair));
         Ok(())
     }
 
@@ -69,7 +70,7 @@ impl ServerCert {
 
 impl ResolvesServerCert for ServerCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(self.current.load_full())
     }
 }
 
@@ -118,7 +119,7 @@ mod tests {
     #[test]
     fn pairs_load_reload_and_refuse_mismatches() {
         let cert = ServerCert::load(&fixture("server1.pem"), &fixture("server1.key")).unwrap();
-        let first = cert.current.read().unwrap().cert[0].clone();
+        let first = cert.current.load().cert[0].clone();
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
         std::fs::copy(fixture("server1.pem"), &c).unwrap();
@@ -128,10 +129,10 @@ mod tests {
         std::fs::copy(fixture("server2.pem"), &c).unwrap();
         let err = live.reload().unwrap_err().to_string();
         assert!(err.contains("tls.key") && err.contains("does not match"), "{err}");
-        assert_eq!(live.current.read().unwrap().cert[0], first);
+        assert_eq!(live.current.load().cert[0], first);
         std::fs::copy(fixture("server2.key"), &k).unwrap();
         live.reload().unwrap();
-        assert_ne!(live.current.read().unwrap().cert[0], first);
+        assert_ne!(live.current.load().cert[0], first);
 
         let missing = ServerCert::load(&dir.path().join("nope"), &k).unwrap_err().to_string();
         assert!(missing.contains("nope"), "{missing}");

@@ -183,8 +183,26 @@ impl ObjectMeta {
     }
 }
 
+/// `t` as RFC 3339 in UTC with milliseconds (`2024-02-29T23:59:59.007Z`): S3's `LastModified` in
+/// listings, and the audit log's and lineage's times.
+pub fn rfc3339(t: SystemTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    time::OffsetDateTime::from(t)
+        .format(FORMAT)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn times_format_as_rfc3339_utc() {
+        let at = |s: u64, ms: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(s * 1000 + ms);
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(1_709_251_199, 7)), "2024-02-29T23:59:59.007Z");
+        assert_eq!(rfc3339(at(1_798_761_600, 999)), "2027-01-01T00:00:00.999Z");
+    }
+
     use super::*;
 
     #[test]

@@ -31,19 +31,6 @@ fn proxy(s3: &S3Server, dir: &std::path::Path) -> Proxy {
     ))
 }
 
-/// A reproducible shuffle (xorshift).
-fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    let mut x = seed | 1;
-    for i in (1..n).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    v
-}
-
 /// Reads `shards` one-chunk shards for four epochs; the share of each epoch that the upstream
 /// served.
 async fn epochs(shards: usize, shuffle: bool) -> Vec<f64> {
@@ -60,7 +47,7 @@ async fn epochs(shards: usize, shuffle: bool) -> Vec<f64> {
     for epoch in 0..4 {
         s3.clear();
         let order = if shuffle {
-            shuffled(shards, epoch + 5)
+            common::shuffled(shards, epoch + 5)
         } else {
             (0..shards).collect()
         };
@@ -98,65 +85,6 @@ async fn a_dataset_half_again_the_disk_tier_is_mostly_served_from_it() {
 async fn a_dataset_that_fits_is_fetched_once() {
     let shares = epochs(SLOTS * 3 / 4, true).await;
     assert_eq!(shares[1..], [0.0, 0.0, 0.0], "{shares:?}");
-}
-
-/// Three nodes whose disk tiers together hold the dataset (each holds a third of it and a bit
-/// more): after the first epoch nothing comes from the upstream, whichever node each shard is
-/// read through, because a node keeps on disk only the chunks it owns (`cluster.peer_chunks`
-/// defaults to `memory`) and its owner decides their admission.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cluster_whose_disks_hold_the_dataset_fetches_it_once() {
-    use common::cluster::{configure_cached, Configured, Node};
-    const SHARDS: usize = 105;
-    let s3 = S3Server::start().await;
-    s3.bucket("train");
-    for i in 0..SHARDS {
-        s3.put("train", &format!("shard-{i:03}.tar"), common::data(CHUNK, i as u8))
-            .await;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let members = |_: usize, peers: &[std::net::SocketAddr]| -> String {
-        let listed: String = peers
-            .iter()
-            .enumerate()
-            .map(|(i, peer)| format!("    - {{ id: node-{i}, address: \"{peer}\" }}\n"))
-            .collect();
-        format!("  peers:\n{listed}")
-    };
-    let root = dir.path().to_owned();
-    let cache = move |i: usize| {
-        format!(
-            "  chunk_size: {CHUNK}\n  memory_bytes: {}\n  read_ahead_chunks: 0\n  disk:\n    path: {dir}/disk-{i}\n    \
-             capacity_bytes: {}\n    write_queue_bytes: 16777216\n    key_file: {dir}/disk-{i}.key\n",
-            4 * CHUNK,
-            64 * CHUNK,
-            dir = root.display(),
-        )
-    };
-    let nodes: Vec<Node> = configure_cached(dir.path(), s3.addr, 3, &members, &cache)
-        .into_iter()
-        .map(Configured::spawn)
-        .collect();
-    nodes.iter().for_each(Node::wait);
-    for node in &nodes {
-        node.wait_members(3.0).await;
-    }
-    let clients: Vec<_> = nodes.iter().map(Node::client).collect();
-    let mut shares = Vec::new();
-    for epoch in 0..4 {
-        s3.clear();
-        for i in shuffled(SHARDS, epoch as u64 + 11) {
-            let key = format!("shard-{i:03}.tar");
-            let got = common::cluster::read(&clients[(i + epoch) % 3], "train", &key).await;
-            assert!(got == common::data(CHUNK, i as u8), "{key}: wrong bytes");
-        }
-        let fetched: usize = (0..SHARDS)
-            .map(|i| s3.requests("GET", "train", &format!("shard-{i:03}.tar")).len())
-            .sum();
-        shares.push(fetched as f64 / SHARDS as f64);
-    }
-    eprintln!("cluster: upstream share per epoch {shares:.2?}");
-    assert!(shares[1..].iter().all(|s| *s <= 0.02), "{shares:?}");
 }
 
 /// `shardcache warm` of an object into a disk tier full of a dataset read every epoch: every

@@ -9,10 +9,11 @@ mod policy;
 pub mod sigv4;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use parking_lot::Mutex;
 
 use chunked::ChunkSigning;
 pub use policy::{Action, Effect, Policy, Resource, Statement, Target, GET_LINEAGE, WARM};
@@ -223,7 +224,7 @@ impl Verifier {
 
     fn signing_key(&self, key: &AccessKey, signed: &SignedRequest) -> Arc<[u8]> {
         let date = &signed.credential.date;
-        let mut cache = self.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.signing_keys.lock();
         if let Some((_, k)) = cache.get(&key.id).filter(|(d, _)| d == date) {
             return k.clone();
         }

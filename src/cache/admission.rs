@@ -23,7 +23,8 @@
 //! a dataset switch, and a hot set beside a scan.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 /// A victim not read for this many reuse distances is stale.
 const STALE_DISTANCES: f64 = 1.5;
@@ -91,7 +92,7 @@ impl Admission {
 
     /// Records a read of chunk `hash`, a hit or a miss.
     pub fn touch(&self, hash: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         if !s.recent_set.insert(hash) {
             return;
         }
@@ -128,7 +129,7 @@ impl Admission {
 
     /// Whether chunk `candidate`, not cached, should take the place of `victim`.
     pub fn admit(&self, candidate: u64, victim: u64) -> bool {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.state.lock();
         let seen = |h| s.seen.get(&h).copied();
         let earlier = seen(candidate).map_or(0, |e| e.count.saturating_sub(1));
         let resident = seen(victim);
@@ -145,7 +146,7 @@ impl Admission {
 
     /// Gives chunk `hash` the highest count: an operator warmed it, so it is admitted.
     pub fn favour(&self, hash: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         let tick = s.tick;
         s.seen.insert(
             hash,
@@ -158,7 +159,7 @@ impl Admission {
 
     /// The working set in chunks: the average reuse distance, once it is known.
     pub fn working_set(&self) -> Option<u64> {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.state.lock();
         s.distance().map(|g| g.round() as u64)
     }
 }
@@ -347,7 +348,7 @@ mod tests {
         for hash in 0..100_000 {
             a.touch(hash);
         }
-        let seen = a.state.lock().unwrap().seen.len() as u64;
+        let seen = a.state.lock().seen.len() as u64;
         assert!(seen <= SEEN_PER_SLOT * 64 + 1, "{seen} chunks remembered");
     }
 

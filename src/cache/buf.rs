@@ -18,9 +18,10 @@ use std::alloc::Layout;
 use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 /// Buffers from this size up are mapped from the kernel (and pooled), not allocated from the heap.
 /// glibc maps these sizes itself, but unmaps each on free: the disk store's 128 KiB read groups
@@ -291,10 +292,7 @@ fn allocate(capacity: usize) -> NonNull<u8> {
         return NonNull::dangling();
     }
     if capacity >= MAPPED_FROM {
-        let pooled = POOL
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(capacity.next_multiple_of(ALIGN));
+        let pooled = POOL.lock().take(capacity.next_multiple_of(ALIGN));
         if let Some(ptr) = pooled {
             return ptr;
         }
@@ -347,7 +345,7 @@ fn release(ptr: NonNull<u8>, capacity: usize) {
     }
     if capacity >= MAPPED_FROM {
         let region = Region(ptr, capacity.next_multiple_of(ALIGN));
-        let unkept = POOL.lock().unwrap_or_else(|p| p.into_inner()).keep(region);
+        let unkept = POOL.lock().keep(region);
         if let Some(region) = unkept {
             unmap(region);
         }

@@ -6,12 +6,13 @@
 //! concurrent readers of one chunk cause one upstream fetch. The completed buffer is the cached
 //! chunk.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::buf::{ChunkBuf, ChunkWriter};
@@ -81,7 +82,7 @@ impl Fill {
     fn outcome(&self) -> MutexGuard<'_, Option<Result<(), FillError>>> {
         // A poisoned lock means a reader panicked mid-read; the outcome itself is a single
         // assignment, so it is still consistent.
-        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+        self.outcome.lock()
     }
 
     /// A reader starting at the first byte of the chunk.

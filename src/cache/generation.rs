@@ -17,8 +17,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
 use std::time::SystemTime;
+
+use parking_lot::RwLock;
 
 use super::ObjectRef;
 
@@ -65,7 +66,7 @@ impl Generations {
     /// Records that `object` changed through shardcache: entries stamped before now are
     /// superseded.
     pub fn invalidate(&self, object: ObjectRef) {
-        let mut table = self.invalidated.write().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.invalidated.write();
         let stamp = self.stamp();
         if table.len() >= MAX_REMEMBERED {
             // Forgetting an invalidation must not make its superseded entries current again:
@@ -78,13 +79,13 @@ impl Generations {
 
     /// Whether `object` was invalidated since start (as far as the table remembers).
     pub fn invalidated(&self, object: &ObjectRef) -> bool {
-        let table = self.invalidated.read().unwrap_or_else(|p| p.into_inner());
+        let table = self.invalidated.read();
         table.contains_key(object)
     }
 
     /// How far an entry of `object` stamped `stamp` can be trusted.
     pub fn standing(&self, object: &ObjectRef, stamp: u64) -> Standing {
-        let table = self.invalidated.read().unwrap_or_else(|p| p.into_inner());
+        let table = self.invalidated.read();
         if table.get(object).is_some_and(|&at| stamp <= at) {
             return Standing::Superseded;
         }

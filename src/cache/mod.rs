@@ -23,7 +23,7 @@ mod store;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use foyer::{
@@ -31,6 +31,7 @@ use foyer::{
     Source as FoyerSource, Spawner,
 };
 use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
+use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 pub use disk_read::DiskRead;
@@ -374,7 +375,7 @@ impl ChunkCache {
         let deadline = tokio::time::Instant::now() + CLOSE_FILL_WAIT;
         loop {
             let drained = self.inner.drained.notified();
-            let pending = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).len();
+            let pending = self.inner.inflight.lock().len();
             if pending == 0 {
                 break;
             }
@@ -409,11 +410,7 @@ impl Inner {
     }
 
     fn in_flight(&self, key: &CacheKey) -> Option<Arc<Fill>> {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
+        self.inflight.lock().get(key).cloned()
     }
 
     async fn load(&self, key: &CacheKey) -> Option<(CacheValue, Tier)> {
@@ -497,7 +494,7 @@ impl Inner {
         recheck: bool,
     ) -> Option<(Arc<Fill>, bool)> {
         let (fill, fetch) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self.inflight.lock();
             if let Some(fill) = inflight.get(&key) {
                 return Some((fill.clone(), false));
             }
@@ -555,7 +552,7 @@ impl Inner {
         // Removed only after the insert, so a newcomer finds the chunk in flight or cached (in
         // memory at least: from here on it is a memory hit, not a reader of this fill).
         {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self.inflight.lock();
             inflight.remove(&key);
             if inflight.is_empty() {
                 self.drained.notify_waiters();

@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pingora_core::connectors::http::Connector;
@@ -144,7 +145,7 @@ struct View {
 /// The cluster as one node sees it. Cheap to share.
 pub struct Peers {
     opts: PeerOptions,
-    view: RwLock<Arc<View>>,
+    view: ArcSwap<View>,
     connector: Arc<Connector>,
     metrics: Arc<Metrics>,
 }
@@ -174,10 +175,10 @@ impl Peers {
     pub fn new(opts: PeerOptions, metrics: Arc<Metrics>) -> Self {
         let me = opts.me.clone();
         let peers = Self {
-            view: RwLock::new(Arc::new(View {
+            view: ArcSwap::from_pointee(View {
                 placement: Placement::new(&me, std::slice::from_ref(&me)),
                 peers: HashMap::new(),
-            })),
+            }),
             opts,
             connector: Arc::new(Connector::new(None)),
             metrics,
@@ -215,7 +216,7 @@ impl Peers {
             .collect();
         let placement = Placement::new(me, &list);
         self.metrics.cluster_members.set(placement.members() as i64);
-        *self.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View { placement, peers });
+        self.view.store(Arc::new(View { placement, peers }));
     }
 
     /// Updates the gauge of ejected members (called before each scrape).
@@ -227,7 +228,7 @@ impl Peers {
     }
 
     fn view(&self) -> Arc<View> {
-        self.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.view.load_full()
     }
 
     /// A fetch of bytes `span` of chunk `chunk` (version `etag`): from its owner, or with

@@ -2,9 +2,10 @@
 //! verified, then the policy is asked whether its principal may do what it asks, on the names
 //! the client used (before routing renames buckets).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use pingora_http::RequestHeader;
 
 use crate::auth::{Policy, RequestParts, Target, Verified, Verifier};
@@ -21,22 +22,22 @@ pub struct Gate {
 }
 
 /// The gate in force. A reload replaces it whole; a request keeps the one it started with.
-pub struct SharedGate(RwLock<Arc<Gate>>);
+pub struct SharedGate(ArcSwap<Gate>);
 
 impl SharedGate {
     /// Starts with `gate`.
     pub fn new(gate: Gate) -> Self {
-        Self(RwLock::new(Arc::new(gate)))
+        Self(ArcSwap::from_pointee(gate))
     }
 
     /// The gate in force now.
     pub fn current(&self) -> Arc<Gate> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.load_full()
     }
 
     /// Puts `gate` in force for the requests that start from now on.
     pub fn replace(&self, gate: Gate) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(gate);
+        self.0.store(Arc::new(gate));
     }
 }
 

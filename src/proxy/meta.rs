@@ -12,10 +12,11 @@
 //! ignored (the cache compares stamps), so every request after the write asks the upstream anew.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
 
 use super::object::{timed, upstream_fetch, MeteredBody};
 use super::routes::Route;
@@ -93,7 +94,7 @@ impl MetaLookups {
             Cached::Absent => (first_chunk, None),
         };
         let (lookup, leader) = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inflight = self.inflight.lock();
             match inflight.get(object) {
                 Some((_, lookup)) => (lookup.clone(), false),
                 None => {
@@ -146,7 +147,7 @@ impl MetaLookups {
         // The cache first: the lookup dropped here may still store its answer, and the cache
         // must already know to ignore it.
         cache.forget_meta(object.clone());
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&object);
+        self.inflight.lock().remove(&object);
     }
 
     fn start(&self, cache: ChunkCache, metrics: Arc<Metrics>, route: Route, object: ObjectRef, plan: Plan) -> Lookup {
@@ -154,7 +155,7 @@ impl MetaLookups {
         let inflight = self.inflight.clone();
         // Leaves the in-flight table, unless an invalidation replaced this lookup already.
         let done = move |object: &ObjectRef| {
-            let mut table = inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut table = inflight.lock();
             if table.get(object).is_some_and(|(s, _)| *s == stamp) {
                 table.remove(object);
             }

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use crate::cache::ObjectRef;
 
@@ -20,7 +21,7 @@ impl SequentialReads {
     /// Records a read of `span` and says whether it continues a sequential pass: it starts at
     /// the beginning of the object, or within `slack` bytes of where the previous read ended.
     pub fn observe(&self, object: &ObjectRef, span: &Range<u64>, slack: u64) -> bool {
-        let mut map = self.last_end.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.last_end.lock();
         let sequential = span.start == 0 || map.get(object).is_some_and(|&end| span.start.abs_diff(end) <= slack);
         if map.len() >= MAX_TRACKED && !map.contains_key(object) {
             map.clear();

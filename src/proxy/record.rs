@@ -7,10 +7,10 @@ use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use super::RequestCtx;
-use crate::audit::{rfc3339, Record};
+use crate::audit::Record;
 use crate::lineage::{now_ms, Read};
 use crate::s3::query_param;
-use crate::types::Identity;
+use crate::types::{rfc3339, Identity};
 
 /// The request header, or query parameter (in a presigned URL, say), that names the training
 /// job a request belongs to. The query parameter is set aside before routing, so the request

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::s3::{encode_path, escape, S3Error};
+use crate::types::rfc3339;
 
 /// One object in a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,32 +70,6 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
-/// ISO 8601 with milliseconds, as S3 writes `LastModified` in listings.
-pub fn iso8601(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a (year, month, day) date; Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 impl ListPage {
     /// The `ListBucketResult` document.
     pub fn to_xml(&self) -> String {
@@ -148,7 +123,7 @@ impl ListPage {
                 "<Contents><Key>{}</Key><LastModified>{}</LastModified><ETag>{}</ETag>\
                  <Size>{}</Size><StorageClass>STANDARD</StorageClass></Contents>",
                 text(&o.key),
-                iso8601(o.last_modified),
+                rfc3339(o.last_modified),
                 escape(&o.etag),
                 o.size
             );
@@ -181,7 +156,7 @@ pub fn list_buckets_xml(buckets: &[(String, SystemTime)]) -> String {
             x,
             "<Bucket><Name>{}</Name><CreationDate>{}</CreationDate></Bucket>",
             escape(name),
-            iso8601(*created)
+            rfc3339(*created)
         );
     }
     x.push_str("</Buckets></ListAllMyBucketsResult>");
@@ -394,9 +369,9 @@ mod tests {
 
     #[test]
     fn dates_render_as_s3_does() {
-        assert_eq!(iso8601(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_251_199); // leap year
-        assert_eq!(iso8601(t), "2024-02-29T23:59:59.000Z");
+        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.000Z");
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! exchanged with STS for temporary keys that are refreshed before they expire.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_config::provider_config::ProviderConfig;
 use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
+use parking_lot::RwLock;
 
 use super::SignError;
 use crate::config::{CredentialsConfig, CredentialsSource};
@@ -145,12 +146,12 @@ impl WebIdentity {
             }
             SignError::Credentials(message)
         })?;
-        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(creds.clone());
+        *self.cached.write() = Some(creds.clone());
         Ok(creds)
     }
 
     fn fresh(&self) -> Option<Credentials> {
-        let cached = self.cached.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let cached = self.cached.read().clone()?;
         let renew_at = SystemTime::now() + REFRESH_MARGIN;
         cached.expiry().is_none_or(|e| e > renew_at).then_some(cached)
     }

@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -143,12 +144,7 @@ impl S3Origin {
 
     /// The address of `name`, from a recent lookup or a fresh (asynchronous) one.
     async fn resolve(&self, name: &str) -> Result<SocketAddr, OriginError> {
-        let cached = self
-            .resolved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .copied();
+        let cached = self.resolved.lock().get(name).copied();
         if let Some((_, addr)) = cached.filter(|(at, _)| at.elapsed() < DNS_TTL) {
             return Ok(addr);
         }
@@ -157,7 +153,7 @@ impl S3Origin {
             .map_err(|e| OriginError::Unreachable(format!("resolving {name}: {e}")))?
             .next()
             .ok_or_else(|| OriginError::Unreachable(format!("{name} has no address")))?;
-        let mut table = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.resolved.lock();
         if table.len() >= DNS_ENTRIES {
             table.clear();
         }

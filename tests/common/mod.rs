@@ -425,3 +425,17 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp
         body: buf[split + 4..].to_vec(),
     }
 }
+
+/// `0..n` in a reproducible shuffled order (xorshift from `seed`), as a data loader reshuffles
+/// its shards each epoch.
+pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut x = seed | 1;
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    v
+}

@@ -39,7 +39,7 @@ impl Shared {
 
     /// The periodic check: is the file still ours; and when degraded, does the disk work again.
     pub(super) async fn check_health(self: &Arc<Self>) {
-        let (path, identity) = self.file.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (path, identity) = self.file.lock().clone();
         let gone = file::identity_at(&path) != Some(identity);
         if gone {
             self.degrade("the disk tier's file was removed or replaced");
@@ -89,8 +89,8 @@ impl Shared {
         // Writes still running against the old file find their slots gone and leave them.
         *self.lock() = Index::new(&self.geometry);
         self.epoch.store(sb.epoch, Ordering::Relaxed);
-        *self.io.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(io);
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = (opened.path, opened.identity);
+        self.io.store(Arc::new(io));
+        *self.file.lock() = (opened.path, opened.identity);
         tracing::info!(path = %opts.path.display(), "re-created the disk tier's file; it starts empty");
         Ok(())
     }

@@ -45,11 +45,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::admission::Admission;
@@ -129,7 +131,7 @@ pub struct Store {
 
 struct Shared {
     /// The I/O engine over the current file; replaced when a removed file is re-created.
-    io: RwLock<Arc<Io>>,
+    io: ArcSwap<Io>,
     /// The file's path and (device, inode) as opened, and the settings to open it again.
     file: Mutex<(PathBuf, (u64, u64))>,
     opts: StoreOptions,
@@ -206,7 +208,7 @@ impl Store {
         };
         let (written, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            io: RwLock::new(Arc::new(io)),
+            io: ArcSwap::from_pointee(io),
             file: Mutex::new((opened.path, opened.identity)),
             opts: opts.clone(),
             capacity: opened.capacity,
@@ -376,7 +378,7 @@ impl Store {
 
     /// Resolves once every write begun before the call has finished.
     pub async fn wait(&self) {
-        let target = self.shared.writes.lock().unwrap_or_else(|p| p.into_inner()).next;
+        let target = self.shared.writes.lock().next;
         let mut done = self.shared.written.subscribe();
         let _ = done.wait_for(|&low| low >= target).await;
     }
@@ -505,12 +507,12 @@ impl Store {
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Index> {
+        self.index.lock()
     }
 
     fn io(&self) -> Arc<Io> {
-        self.io.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.io.load_full()
     }
 }
 

@@ -133,14 +133,14 @@ impl Shared {
 
     /// Keeps staging buffers for the next writes, up to [`STAGE_POOL`].
     fn keep_stages(&self, bufs: Vec<DiskBuf>) {
-        let mut stages = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stages = self.stages.lock();
         let room = STAGE_POOL.saturating_sub(stages.len());
         stages.extend(bufs.into_iter().take(room));
     }
 
     /// A staging buffer of `stage` bytes, reused if one is free.
     fn stage_buffer(&self, stage: usize) -> DiskBuf {
-        let pooled = self.stages.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let pooled = self.stages.lock().pop();
         pooled.unwrap_or_else(|| DiskBuf::new(stage))
     }
 
@@ -237,7 +237,7 @@ pub(super) struct Ticket {
 
 impl Ticket {
     pub(super) fn new(shared: &Arc<Shared>) -> Self {
-        let mut writes = shared.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = shared.writes.lock();
         let number = writes.next;
         writes.next += 1;
         writes.in_flight.insert(number);
@@ -250,7 +250,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut writes = self.shared.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writes = self.shared.writes.lock();
         writes.in_flight.remove(&self.number);
         let low = writes.in_flight.first().copied().unwrap_or(writes.next);
         self.shared.written.send_replace(low);

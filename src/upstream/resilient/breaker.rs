@@ -3,9 +3,9 @@
 //! call is let through, and its outcome closes the breaker or opens it again.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, MutexGuard};
 use prometheus::{IntCounter, IntGauge};
 
 use super::super::OriginError;
@@ -72,7 +72,7 @@ impl Breaker {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
     }
 
     fn set(&self, inner: &mut Inner, to: State) {

@@ -5,9 +5,10 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use prometheus::IntCounter;
 
 use super::super::{Origin, OriginBody, OriginError};
@@ -59,13 +60,7 @@ impl Hedger {
         let Some(q) = self.policy.quantile else {
             return self.policy.after;
         };
-        let mut times: Vec<Duration> = self
-            .window
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .copied()
-            .collect();
+        let mut times: Vec<Duration> = self.window.lock().iter().copied().collect();
         if times.len() < MIN_SAMPLES {
             return self.policy.after;
         }
@@ -75,7 +70,7 @@ impl Hedger {
     }
 
     fn record(&self, took: Duration) {
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let mut window = self.window.lock();
         if window.len() == WINDOW {
             window.pop_front();
         }
@@ -168,6 +163,6 @@ mod tests {
             Duration::from_millis(5),
             "fast answers: the floor again"
         );
-        assert_eq!(hedger.window.lock().unwrap().len(), WINDOW);
+        assert_eq!(hedger.window.lock().len(), WINDOW);
     }
 }
