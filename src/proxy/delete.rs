@@ -113,7 +113,7 @@ pub async fn serve(
         let answer = origin.call("POST", &route.bucket, "delete", &headers, body).await;
         match answer.map(|(status, body)| (status, DeleteResult::parse(&body).filter(|_| status == 200), body)) {
             Ok((_, Some(upstream), _)) => {
-                upstream.deleted.iter().for_each(|d| forget(&d.key));
+                forgotten(&allowed, &upstream).into_iter().for_each(forget);
                 result.deleted = upstream.deleted;
                 result.errors.extend(upstream.errors);
             }
@@ -134,6 +134,16 @@ pub async fn serve(
         }
     }
     ctx.answered(send_xml(session, result.to_xml(request.quiet), &ctx.request_id).await)
+}
+
+/// The keys to forget after the upstream answered `answer` to a delete of `sent`: those it
+/// reports deleted. Sent without Quiet, the answer names every key; one that names fewer may
+/// have deleted what it does not name, so then every key sent is forgotten.
+fn forgotten<'a>(sent: &'a [DeleteObject], answer: &'a DeleteResult) -> Vec<&'a str> {
+    match answer.deleted.len() + answer.errors.len() < sent.len() {
+        true => sent.iter().map(|o| o.key.as_str()).collect(),
+        false => answer.deleted.iter().map(|d| d.key.as_str()).collect(),
+    }
 }
 
 /// Reads the body whole and checks it: its chunk signatures (chunk-signed) or its signed hash,
@@ -190,4 +200,44 @@ async fn read_request(
     }
     checksum::check(&session.req_header().headers, &body, true)?;
     DeleteRequest::parse(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::s3::xml::Deleted;
+
+    #[test]
+    fn exactly_the_keys_reported_deleted_are_forgotten_unless_some_go_unreported() {
+        let sent: Vec<DeleteObject> = ["a", "b", "c"]
+            .iter()
+            .map(|k| DeleteObject {
+                key: (*k).into(),
+                ..Default::default()
+            })
+            .collect();
+        let deleted = |keys: &[&str]| -> Vec<Deleted> {
+            keys.iter()
+                .map(|k| Deleted {
+                    key: (*k).into(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let failed = DeleteError {
+            key: "c".into(),
+            code: "InternalError".into(),
+            ..Default::default()
+        };
+        let answer = DeleteResult {
+            deleted: deleted(&["a", "b"]),
+            errors: vec![failed],
+        };
+        assert_eq!(forgotten(&sent, &answer), ["a", "b"]);
+        let short = DeleteResult {
+            deleted: deleted(&["a"]),
+            errors: Vec::new(),
+        };
+        assert_eq!(forgotten(&sent, &short), ["a", "b", "c"]);
+    }
 }
