@@ -292,7 +292,7 @@ fn allocate(capacity: usize) -> NonNull<u8> {
         return NonNull::dangling();
     }
     if capacity >= MAPPED_FROM {
-        let pooled = POOL.lock().take(capacity.next_multiple_of(ALIGN));
+        let pooled = POOL.lock().take(capacity.next_multiple_of(page_size()));
         if let Some(ptr) = pooled {
             return ptr;
         }
@@ -302,6 +302,17 @@ fn allocate(capacity: usize) -> NonNull<u8> {
     // SAFETY: `layout` has a non-zero size.
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
     NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+}
+
+/// The system's page size (4 KiB on x86-64, 16 or 64 KiB on some arm64 kernels): what mappings
+/// are made of, and split and unmapped by. [`ALIGN`] is the disk's unit, not this.
+fn page_size() -> usize {
+    static PAGE: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n).ok().filter(|n| n.is_power_of_two()).unwrap_or(ALIGN)
+    });
+    *PAGE
 }
 
 /// A fresh anonymous mapping of `len` bytes, zeroed by the kernel.
@@ -344,7 +355,7 @@ fn release(ptr: NonNull<u8>, capacity: usize) {
         return;
     }
     if capacity >= MAPPED_FROM {
-        let region = Region(ptr, capacity.next_multiple_of(ALIGN));
+        let region = Region(ptr, capacity.next_multiple_of(page_size()));
         let unkept = POOL.lock().keep(region);
         if let Some(region) = unkept {
             unmap(region);
@@ -382,7 +393,7 @@ mod tests {
     fn the_pool_reuses_the_smallest_fitting_region_and_splits_larger_ones() {
         // A pool of its own: the global one is shared with every test running meanwhile.
         let mut pool = Pool(Vec::new());
-        let page = ALIGN;
+        let page = page_size();
         let (small, large) = (map(3 * page), map(8 * page));
         // SAFETY: the first byte of a fresh mapping.
         unsafe { large.as_ptr().write(7) };
