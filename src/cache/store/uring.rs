@@ -17,7 +17,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use io_uring::{opcode, types, EnterFlags, IoUring};
 use tokio::sync::oneshot;
@@ -56,7 +55,6 @@ impl Shared {
 pub struct Ring {
     tx: Option<mpsc::Sender<Op>>,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Ring {
@@ -92,11 +90,9 @@ impl Ring {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self {
-                tx: Some(tx),
-                shared,
-                thread: Some(thread),
-            }),
+            // The thread is not joined: it holds the file and every buffer it was given, and
+            // exits once its channel is closed and its I/O is done.
+            Ok(Ok(())) => Ok(Self { tx: Some(tx), shared }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -132,12 +128,12 @@ impl Ring {
 }
 
 impl Drop for Ring {
+    /// Closes the channel and wakes the thread, which finishes what is in flight and exits.
+    /// Nothing waits for it here: a ring is dropped from async code (a disk tier re-opened after
+    /// a failure), where a blocking join would hold a runtime thread for as long as the disk.
     fn drop(&mut self) {
         drop(self.tx.take());
         self.shared.ring_doorbell();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -177,6 +173,20 @@ struct Worker<'a> {
     in_kernel: usize,
     doorbell_armed: bool,
     doorbell_buf: Box<[u8; 8]>,
+}
+
+impl Drop for Worker<'_> {
+    /// On a normal exit nothing is left. If the thread unwinds with I/O in the kernel, the
+    /// buffers it still holds are leaked, not freed: the kernel may still write to them, and a
+    /// freed buffer would go back to the pool for the next chunk.
+    fn drop(&mut self) {
+        for op in self.ops.iter_mut().filter_map(Option::take) {
+            std::mem::forget(op.buf);
+        }
+        if self.doorbell_armed {
+            std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
+        }
+    }
 }
 
 impl<'a> Worker<'a> {
