@@ -355,10 +355,20 @@ impl Served {
         configure(&mut command);
         let child = command.spawn().unwrap();
         let served = Self { child };
+        // The admin listener can open before the S3 one: wait for both, or a test's first request
+        // is refused.
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        let s3: Option<SocketAddr> = yaml["listen"].as_str().and_then(|l| l.parse().ok());
+        let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
-            assert!(Instant::now() < deadline, "shardcache did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        for addr in std::iter::once(admin).chain(s3) {
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "shardcache did not start listening on {addr}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         served
     }
