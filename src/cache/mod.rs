@@ -396,6 +396,10 @@ impl ChunkCache {
 impl Inner {
     /// Counts a read of chunk `key` for the disk tier's admission policy.
     fn touch(&self, key: &CacheKey) {
+        if self.memory_only.covers(key) {
+            // Never written to disk: not a contender for the disk tier's slots.
+            return;
+        }
         if let Some(store) = &self.store {
             store.admission().touch(self.hybrid.memory().hash(key));
         }

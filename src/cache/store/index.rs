@@ -204,7 +204,8 @@ impl Index {
         }
         let slab = match self.slab_free.pop() {
             Some(slab) => slab,
-            None => self.evict_slab(metrics, (class == 0).then_some(admit))?,
+            // Any value, a chunk or a cut slab's tail, displaces a whole chunk only if admitted.
+            None => self.evict_slab(metrics, admit)?,
         };
         let (subs, _) = g.cut(class).ok_or(NoSlot::Busy)?;
         let stamp = if class == 0 { 0 } else { random_u64() | 1 };
@@ -248,9 +249,9 @@ impl Index {
         None
     }
 
-    /// A slab freed by CLOCK, with every entry in it. With `admit`, a victim holding one chunk
-    /// is evicted only if `admit` says so of its hash; if not, the hand has moved past it.
-    fn evict_slab(&mut self, metrics: &Metrics, admit: Option<&dyn Fn(u64) -> bool>) -> Result<u32, NoSlot> {
+    /// A slab freed by CLOCK, with every entry in it. A victim holding one whole chunk is
+    /// evicted only if `admit` says so of its hash; if not, the hand has moved past it.
+    fn evict_slab(&mut self, metrics: &Metrics, admit: &dyn Fn(u64) -> bool) -> Result<u32, NoSlot> {
         let n = self.slabs.len() as u32;
         for _ in 0..2 * n {
             let slab = self.slab_hand;
@@ -266,10 +267,8 @@ impl Index {
                 (0, Some(e)) if e.state == State::Live => Some(e.hash),
                 _ => None,
             };
-            if let (Some(admit), Some(victim)) = (admit, held) {
-                if !admit(victim) {
-                    return Err(NoSlot::Declined);
-                }
+            if held.is_some_and(|victim| !admit(victim)) {
+                return Err(NoSlot::Declined);
             }
             let class = s.class;
             for (sub, e) in std::mem::take(&mut s.entries).into_iter().enumerate() {
