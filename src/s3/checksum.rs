@@ -65,13 +65,7 @@ fn digest(header: &str, body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
-            .collect()
-    }
+    use crate::s3::test_headers as headers;
 
     /// Each algorithm's standard check value, over `123456789` (CRC-64/NVME's from its
     /// catalogue entry; the digests from Python's hashlib).

@@ -15,3 +15,12 @@ pub use error::{code_of_error_body, escape, ErrorSite, S3Error};
 pub use operation::{Operation, ResourceKind};
 pub use query::Query;
 pub use request::{encode_path, object_key, query_param, Addressing, CopySource, S3Request, JOB_PARAM};
+
+/// A header map of `(name, value)` pairs, for the module tests.
+#[cfg(test)]
+fn test_headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+        .collect()
+}

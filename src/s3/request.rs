@@ -219,13 +219,7 @@ pub fn encode_path(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
-            .collect()
-    }
+    use crate::s3::test_headers as headers;
 
     fn parse(method: Method, path: &str, query: &str, host: &str) -> S3Request {
         S3Request::parse(
