@@ -17,11 +17,7 @@ async fn a_cluster_whose_disks_hold_the_dataset_fetches_it_once() {
     use common::cluster::{configure_cached, Configured, Node};
     const SHARDS: usize = 105;
     let s3 = S3Server::start().await;
-    s3.bucket("train");
-    for i in 0..SHARDS {
-        s3.put("train", &format!("shard-{i:03}.tar"), common::data(CHUNK, i as u8))
-            .await;
-    }
+    common::put_shards(&s3, SHARDS, CHUNK).await;
     let dir = tempfile::tempdir().unwrap();
     let members = |_: usize, peers: &[std::net::SocketAddr]| -> String {
         let listed: String = peers
@@ -54,14 +50,11 @@ async fn a_cluster_whose_disks_hold_the_dataset_fetches_it_once() {
     for epoch in 0..4 {
         s3.clear();
         for i in common::shuffled(SHARDS, epoch as u64 + 11) {
-            let key = format!("shard-{i:03}.tar");
+            let key = common::shard_key(i);
             let got = common::cluster::read(&clients[(i + epoch) % 3], "train", &key).await;
             assert!(got == common::data(CHUNK, i as u8), "{key}: wrong bytes");
         }
-        let fetched: usize = (0..SHARDS)
-            .map(|i| s3.requests("GET", "train", &format!("shard-{i:03}.tar")).len())
-            .sum();
-        shares.push(fetched as f64 / SHARDS as f64);
+        shares.push(common::shards_fetched(&s3, SHARDS));
     }
     eprintln!("cluster: upstream share per epoch {shares:.2?}");
     assert!(shares[1..].iter().all(|s| *s <= 0.02), "{shares:?}");

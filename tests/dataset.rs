@@ -35,11 +35,7 @@ fn proxy(s3: &S3Server, dir: &std::path::Path) -> Proxy {
 /// served.
 async fn epochs(shards: usize, shuffle: bool) -> Vec<f64> {
     let s3 = S3Server::start().await;
-    s3.bucket("train");
-    for i in 0..shards {
-        s3.put("train", &format!("shard-{i:03}.tar"), common::data(CHUNK, i as u8))
-            .await;
-    }
+    common::put_shards(&s3, shards, CHUNK).await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy(&s3, dir.path());
     let client = proxy.client();
@@ -52,15 +48,12 @@ async fn epochs(shards: usize, shuffle: bool) -> Vec<f64> {
             (0..shards).collect()
         };
         for i in order {
-            let key = format!("shard-{i:03}.tar");
+            let key = common::shard_key(i);
             let got = client.get_object().bucket("train").key(&key).send().await.unwrap();
             let body = got.body.collect().await.unwrap().into_bytes();
             assert!(body == common::data(CHUNK, i as u8), "{key}: wrong bytes");
         }
-        let fetched: usize = (0..shards)
-            .map(|i| s3.requests("GET", "train", &format!("shard-{i:03}.tar")).len())
-            .sum();
-        shares.push(fetched as f64 / shards as f64);
+        shares.push(common::shards_fetched(&s3, shards));
     }
     proxy.stop();
     shares
@@ -93,11 +86,7 @@ async fn a_dataset_that_fits_is_fetched_once() {
 async fn a_warmed_object_lands_whole_in_a_full_disk_tier() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s3 = S3Server::start().await;
-    s3.bucket("train");
-    for i in 0..SLOTS {
-        s3.put("train", &format!("shard-{i:03}.tar"), common::data(CHUNK, i as u8))
-            .await;
-    }
+    common::put_shards(&s3, SLOTS, CHUNK).await;
     let big = common::data(8 * CHUNK, 99);
     s3.put("train", "eval.bin", big.clone()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -105,7 +94,7 @@ async fn a_warmed_object_lands_whole_in_a_full_disk_tier() {
     let client = proxy.client();
     for _ in 0..2 {
         for i in 0..SLOTS {
-            common::cluster::read(&client, "train", &format!("shard-{i:03}.tar")).await;
+            common::cluster::read(&client, "train", &common::shard_key(i)).await;
         }
     }
     let mut admin = tokio::net::TcpStream::connect(proxy.admin).await.unwrap();

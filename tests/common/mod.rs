@@ -449,3 +449,22 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     }
     v
 }
+
+/// The key of training shard `i` in bucket `train` (the dataset tests' layout).
+pub fn shard_key(i: usize) -> String {
+    format!("shard-{i:03}.tar")
+}
+
+/// `n` shards of `size` bytes each (`data(size, i)`) in bucket `train` of `s3`.
+pub async fn put_shards(s3: &S3Server, n: usize, size: usize) {
+    s3.bucket("train");
+    for i in 0..n {
+        s3.put("train", &shard_key(i), data(size, i as u8)).await;
+    }
+}
+
+/// The share of `n` shards of bucket `train` that `s3` served (GETs) since its last `clear`.
+pub fn shards_fetched(s3: &S3Server, n: usize) -> f64 {
+    let fetched: usize = (0..n).map(|i| s3.requests("GET", "train", &shard_key(i)).len()).sum();
+    fetched as f64 / n as f64
+}
