@@ -153,7 +153,7 @@ pub struct Metrics {
     /// because the chunk they would have displaced was read more often, or more recently.
     pub disk_admissions_declined: IntCounter,
     /// `shardcache_working_set_bytes`: the bytes one pass over the data reads lately (the
-    /// average reuse distance, in chunks); 0 until that is known.
+    /// distinct chunks read over two reuse distances, times the chunk size); 0 until known.
     pub working_set_bytes: IntGauge,
     /// `shardcache_disk_io_errors_total{op}`: disk tier I/O errors by operation (`read`,
     /// `write`, `clear`).
@@ -372,7 +372,7 @@ impl Metrics {
             ),
             working_set_bytes: single_gauge(
                 "shardcache_working_set_bytes",
-                "Bytes one pass over the data reads (average reuse distance of chunk reads)",
+                "Bytes one pass over the data reads (distinct chunks read over two reuse distances)",
             ),
             disk_io_errors: with_values(
                 counter(

@@ -5,43 +5,64 @@
 //! costs I/O and gives no hits. The best a cache of C chunks can do on passes over D > C chunks
 //! is to keep C of them: 1 - C/D of each pass misses.
 //!
-//! So a miss displaces the chunk CLOCK picks as its victim only when it has been read more often
-//! than the victim (counting the newcomer's *earlier* reads: counting this read too lets every
-//! newcomer of a reshuffled epoch beat the residents not yet read this epoch), or when the victim
-//! is stale: not read for 1.5 times the dataset's reuse distance. While a job repeats its
-//! dataset the residents stay; once it moves to another dataset, the old one goes stale within
-//! a pass and the new one is admitted on its second pass. A small hot set read more often than
-//! once per epoch keeps its place by frequency.
+//! So a miss displaces the chunk CLOCK picks as its victim only when it was read clearly more
+//! often than the victim (two reads more, counting the newcomer's *earlier* reads only), or when
+//! the victim is stale: not read for 1.35 reuse distances. While a job repeats its dataset the
+//! residents stay; once it moves to another dataset, the old one goes stale and the new one is
+//! admitted from its second pass. A small hot set read more often than once per epoch keeps its
+//! place by frequency. (One read more is not enough: counts are halved in the middle of some
+//! pass, after which the chunks of one dataset differ by one read; and counting this read too
+//! would let every newcomer of a reshuffled epoch beat the residents not yet read in it.)
 //!
-//! Reads are counted once per chunk and pass: repeated range reads of one chunk (a reader
-//! walking it in pieces) are one read. Counts are halved periodically, so yesterday's dataset
-//! fades. The reuse distance (reads of other chunks between two reads of one chunk, averaged
-//! over re-reads) is also the working set: the distinct chunks a pass reads (see
-//! [`Admission::working_set`]).
+//! Time is counted in reads ("ticks"). A read counts once per chunk and pass: a chunk read again
+//! within a few ticks (a reader walking it in pieces) is the same read, and a chunk whose fill
+//! was started ahead of its reader ([`Admission::expect`]) is counted then and not again when
+//! the reader reaches it, however many streams read in between. Counts are halved
+//! periodically, so yesterday's dataset fades.
+//!
+//! The reuse distance is the average gap between two reads of a chunk, each gap weighted by its
+//! length: a hot set read every few ticks, or a client re-reading a few cached chunks, adds many
+//! short gaps, and an unweighted average would make a dataset's chunks look stale. A victim the
+//! policy holds no count for (forgotten past the memory bound, or cached before a restart) is
+//! judged from the first time it came up as a victim.
+//!
+//! The working set (distinct chunks read over two reuse distances: any two passes hold one
+//! whole pass, whatever the order) is what `shardcache stats`
+//! compares with the tier's size ([`Admission::working_set`]).
 //!
 //! Trace tests in this module check the rule against the bound on cyclic and shuffled passes,
-//! a dataset switch, and a hot set beside a scan.
+//! a dataset switch, a hot set and a cycling client beside a scan, and concurrent streams with
+//! read-ahead.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-/// A victim not read for this many reuse distances is stale.
-const STALE_DISTANCES: f64 = 1.5;
+/// A victim not read for this many reuse distances is stale. Lower adopts a new dataset sooner
+/// and keeps less of a reshuffled one (whose chunks go up to two passes between reads); 1.35
+/// adopts a reshuffled dataset to over 90% of the optimum by its third pass at 1.25x-3x the
+/// tier, and keeps steady passes within 0.02 of the bound.
+const STALE_DISTANCES: f64 = 1.35;
+/// A newcomer displaces a victim it was read this many times more often than.
+const MORE_READS: u8 = 2;
 /// Counts are halved after this many reads per chunk slot of the disk tier (or four reuse
 /// distances, if more).
 const HALVING_PER_SLOT: u64 = 10;
 /// Largest count kept.
 const MAX_COUNT: u8 = 15;
 /// Chunks remembered at most, per chunk slot of the disk tier (about 40 bytes each): past this,
-/// counts are halved early, which forgets the chunks read once.
-const SEEN_PER_SLOT: u64 = 4;
+/// counts are halved early, which forgets the chunks read once. Passes over up to about this
+/// many times the tier are tracked whole.
+const SEEN_PER_SLOT: u64 = 8;
 /// The running average of reuse gaps spans this many reuse distances: within a reshuffled pass
 /// the gaps run from near 0 (read late, then early) to twice the dataset, so an average over a
 /// shorter span swings with the position in the pass.
 const GAP_SPAN: f64 = 2.0;
 
 /// The admission policy of the disk tier, fed with every chunk read.
+///
+/// One lock, taken once per chunk read for a few map operations; a halving walks every count
+/// under it (about 5 ms per million chunks remembered, once per ten reads per slot).
 pub struct Admission {
     state: Mutex<State>,
 }
@@ -49,24 +70,33 @@ pub struct Admission {
 struct State {
     /// Per chunk hash: reads counted (halved periodically) and the tick of the last one.
     seen: HashMap<u64, Seen>,
+    /// Victims with no count, and the tick each first came up as a victim.
+    unknown: HashMap<u64, u64>,
     /// Reads counted so far: the clock reuse distances are measured in.
     tick: u64,
     since_halving: u64,
     slots: u64,
-    /// The last distinct chunks read, so that one pass's repeated reads of a chunk count once.
-    recent: VecDeque<u64>,
-    recent_set: HashSet<u64>,
-    recent_len: usize,
-    /// Running average of reuse gaps: the working set, in chunks.
-    gap: Option<f64>,
+    /// A chunk read again within this many ticks is read by the same pass.
+    same_read: u64,
+    /// Running averages of the reuse gaps and of their squares: their ratio is the reuse
+    /// distance, each gap weighted by its length.
+    gap: f64,
+    gap_squared: f64,
     /// Gaps averaged so far. The average is trusted once they span a reuse distance: before,
     /// it holds only the short gaps of a pass's first reads.
     gaps: u64,
+    /// Distinct chunks read since `window_start`, and over the last whole window (two reuse
+    /// distances).
+    window_start: u64,
+    window_distinct: u64,
+    working_set: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Seen {
     count: u8,
+    /// Counted when a fill was started ahead of its reader: the reader's read is not counted.
+    expected: bool,
     last: u64,
 }
 
@@ -74,100 +104,138 @@ impl Admission {
     /// A policy for a disk tier of `slots` chunks.
     pub fn new(slots: u64) -> Self {
         let slots = slots.max(1);
-        let recent_len = (slots / 8).clamp(4, 1024) as usize;
         Self {
             state: Mutex::new(State {
                 seen: HashMap::new(),
+                unknown: HashMap::new(),
                 tick: 0,
                 since_halving: 0,
                 slots,
-                recent: VecDeque::with_capacity(recent_len),
-                recent_set: HashSet::with_capacity(recent_len),
-                recent_len,
-                gap: None,
+                same_read: (slots / 8).clamp(4, 1024),
+                gap: 0.0,
+                gap_squared: 0.0,
                 gaps: 0,
+                window_start: 0,
+                window_distinct: 0,
+                working_set: None,
             }),
         }
     }
 
     /// Records a read of chunk `hash`, a hit or a miss.
     pub fn touch(&self, hash: u64) {
-        let mut s = self.state.lock();
-        if !s.recent_set.insert(hash) {
-            return;
-        }
-        s.recent.push_back(hash);
-        if s.recent.len() > s.recent_len {
-            if let Some(old) = s.recent.pop_front() {
-                s.recent_set.remove(&old);
-            }
-        }
-        s.tick += 1;
-        let tick = s.tick;
-        let seen = s.seen.entry(hash).or_default();
-        let gap = (seen.count > 0).then(|| tick - seen.last);
-        seen.count = seen.count.saturating_add(1).min(MAX_COUNT);
-        seen.last = tick;
-        if let Some(gap) = gap {
-            s.gaps += 1;
-            let g = gap as f64;
-            s.gap = Some(match s.gap {
-                None => g,
-                Some(avg) => avg + (g - avg) * (1.0 / s.gaps as f64).max(1.0 / (GAP_SPAN * avg.max(1.0))),
-            });
-        }
-        s.since_halving += 1;
-        let period = (s.slots * HALVING_PER_SLOT).max(s.distance().map_or(0, |g| (4.0 * g) as u64));
-        if s.since_halving >= period || s.seen.len() as u64 > SEEN_PER_SLOT * s.slots {
-            s.since_halving = 0;
-            s.seen.retain(|_, e| {
-                e.count /= 2;
-                e.count > 0
-            });
-        }
+        self.state.lock().count(hash, false);
+    }
+
+    /// Records a read of chunk `hash` ahead of its reader (a fill started by read-ahead): the
+    /// reader's own read of it, when it comes, is not counted again.
+    pub fn expect(&self, hash: u64) {
+        self.state.lock().count(hash, true);
     }
 
     /// Whether chunk `candidate`, not cached, should take the place of `victim`.
     pub fn admit(&self, candidate: u64, victim: u64) -> bool {
-        let s = self.state.lock();
-        let seen = |h| s.seen.get(&h).copied();
-        let earlier = seen(candidate).map_or(0, |e| e.count.saturating_sub(1));
-        let resident = seen(victim);
-        if earlier > resident.map_or(0, |e| e.count) {
-            return true;
+        let mut s = self.state.lock();
+        let earlier = s.seen.get(&candidate).map_or(0, |e| e.count.saturating_sub(1));
+        let resident = s.seen.get(&victim).copied();
+        let admit = if earlier >= resident.map_or(0, |e| e.count).saturating_add(MORE_READS) {
+            true
+        } else if let Some(distance) = s.distance() {
+            let tick = s.tick;
+            let since = match resident {
+                Some(r) => r.last,
+                None => {
+                    if s.unknown.len() as u64 > 2 * s.slots {
+                        // Victims that left the tier another way (deleted, replaced): start over.
+                        s.unknown.clear();
+                    }
+                    *s.unknown.entry(victim).or_insert(tick)
+                }
+            };
+            (tick - since) as f64 > STALE_DISTANCES * distance
+        } else {
+            false
+        };
+        if admit {
+            s.unknown.remove(&victim);
         }
-        match (s.distance(), resident) {
-            (Some(distance), Some(r)) => (s.tick - r.last) as f64 > STALE_DISTANCES * distance,
-            // Not read since its count faded away: stale, once reuse distances are known.
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
+        admit
     }
 
     /// Gives chunk `hash` the highest count: an operator warmed it, so it is admitted.
     pub fn favour(&self, hash: u64) {
         let mut s = self.state.lock();
         let tick = s.tick;
-        s.seen.insert(
-            hash,
-            Seen {
-                count: MAX_COUNT,
-                last: tick,
-            },
-        );
+        let e = s.seen.entry(hash).or_default();
+        e.count = MAX_COUNT;
+        e.last = tick;
     }
 
-    /// The working set in chunks: the average reuse distance, once it is known.
+    /// The working set in chunks: the distinct chunks read over the last two reuse distances,
+    /// once they are known.
     pub fn working_set(&self) -> Option<u64> {
-        let s = self.state.lock();
-        s.distance().map(|g| g.round() as u64)
+        self.state.lock().working_set
     }
 }
 
 impl State {
-    /// The average reuse distance, once the gaps averaged span one.
+    /// Counts a read of `hash`, unless it is one already counted.
+    fn count(&mut self, hash: u64, expected: bool) {
+        // A read-ahead whose reader never came (it went away) does not swallow the next pass's.
+        let expected_within = self.distance().map_or(u64::MAX, |d| (d / 2.0) as u64);
+        let e = self.seen.entry(hash).or_default();
+        let since = self.tick - e.last;
+        if e.count > 0 && ((std::mem::take(&mut e.expected) && since < expected_within) || since < self.same_read) {
+            return;
+        }
+        self.tick += 1;
+        let gap = (e.count > 0).then(|| self.tick - e.last);
+        let distinct = e.count == 0 || e.last <= self.window_start;
+        e.count = e.count.saturating_add(1).min(MAX_COUNT);
+        e.last = self.tick;
+        e.expected = expected;
+        self.unknown.remove(&hash);
+        if let Some(g) = gap {
+            self.average(g as f64);
+        }
+        self.window_distinct += u64::from(distinct);
+        if let Some(distance) = self.distance() {
+            if (self.tick - self.window_start) as f64 >= 2.0 * distance {
+                self.working_set = Some(self.window_distinct);
+                self.window_start = self.tick;
+                self.window_distinct = 0;
+            }
+        }
+        self.since_halving += 1;
+        let period = (self.slots * HALVING_PER_SLOT).max(self.distance().map_or(0, |g| (4.0 * g) as u64));
+        if self.since_halving >= period || self.seen.len() as u64 > SEEN_PER_SLOT * self.slots {
+            self.since_halving = 0;
+            self.seen.retain(|_, e| {
+                e.count /= 2;
+                e.count > 0
+            });
+        }
+    }
+
+    /// Adds gap `g` to the running averages.
+    fn average(&mut self, g: f64) {
+        self.gaps += 1;
+        let weight = match self.estimate() {
+            None => 1.0,
+            Some(d) => (1.0 / self.gaps as f64).max(1.0 / (GAP_SPAN * d.max(1.0))),
+        };
+        self.gap += (g - self.gap) * weight;
+        self.gap_squared += (g * g - self.gap_squared) * weight;
+    }
+
+    /// The reuse distance: the average gap, each weighted by its length.
+    fn estimate(&self) -> Option<f64> {
+        (self.gap > 0.0).then(|| self.gap_squared / self.gap)
+    }
+
+    /// The reuse distance, once the gaps averaged span one.
     fn distance(&self) -> Option<f64> {
-        self.gap.filter(|g| self.gaps as f64 >= *g)
+        self.estimate().filter(|d| self.gaps as f64 >= *d)
     }
 }
 
@@ -197,9 +265,20 @@ mod tests {
 
         /// Reads `chunk`; whether it was a hit.
         fn read(&mut self, chunk: u64) -> bool {
-            let hit = self.at.get(&chunk).copied();
             self.admission.touch(chunk);
-            if let Some(i) = hit {
+            self.access(chunk)
+        }
+
+        /// Starts a fill of `chunk` ahead of its reader, unless it is cached.
+        fn read_ahead(&mut self, chunk: u64) {
+            if !self.at.contains_key(&chunk) {
+                self.admission.expect(chunk);
+                self.access(chunk);
+            }
+        }
+
+        fn access(&mut self, chunk: u64) -> bool {
+            if let Some(i) = self.at.get(&chunk).copied() {
                 self.referenced[i] = true;
                 return true;
             }
@@ -228,10 +307,10 @@ mod tests {
         }
     }
 
-    /// A reproducible shuffle (xorshift).
+    /// A reproducible shuffle (xorshift, its state spread from the seed).
     fn shuffled(chunks: &[u64], seed: u64) -> Vec<u64> {
         let mut v = chunks.to_vec();
-        let mut x = seed | 1;
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         for i in (1..v.len()).rev() {
             x ^= x << 13;
             x ^= x >> 7;
@@ -241,88 +320,167 @@ mod tests {
         v
     }
 
-    /// The share of epochs 2-4 that missed, for `dataset` chunks through `slots`.
-    fn epochs(slots: usize, dataset: u64, shuffle: bool) -> f64 {
-        let mut tier = Tier::new(slots);
-        let chunks: Vec<u64> = (0..dataset).collect();
-        let order = |e: u64| {
-            if shuffle {
-                shuffled(&chunks, e + 7)
-            } else {
-                chunks.clone()
-            }
-        };
-        tier.pass(&order(0));
-        (1..4).map(|e| tier.pass(&order(e))).sum::<f64>() / 3.0
+    /// Epoch `e`'s order of `chunks`.
+    fn order(chunks: &[u64], e: u64, shuffle: bool) -> Vec<u64> {
+        if shuffle {
+            shuffled(chunks, e)
+        } else {
+            chunks.to_vec()
+        }
+    }
+
+    const SLOTS: usize = 200;
+
+    /// The chunks of a dataset `ratio` times the tier; the bound on the share a pass misses.
+    fn dataset(ratio: f64, first: u64) -> (Vec<u64>, f64) {
+        let d = (SLOTS as f64 * ratio) as u64;
+        ((first..first + d).collect(), (1.0 - 1.0 / ratio).max(0.0))
+    }
+
+    /// The share of epochs 2-4 that missed.
+    fn epochs(tier: &mut Tier, chunks: &[u64], shuffle: bool) -> f64 {
+        tier.pass(&order(chunks, 0, shuffle));
+        (1..4).map(|e| tier.pass(&order(chunks, e, shuffle))).sum::<f64>() / 3.0
     }
 
     #[test]
     fn passes_over_a_dataset_larger_than_the_tier_miss_about_one_minus_c_over_d() {
-        let slots = 200;
-        for ratio in [1.25, 1.5, 2.0, 3.0] {
-            let dataset = (slots as f64 * ratio) as u64;
-            let bound = 1.0 - 1.0 / ratio;
+        for ratio in [1.25, 1.5, 2.0, 3.0, 5.0, 8.0] {
+            let (chunks, bound) = dataset(ratio, 0);
             for shuffle in [false, true] {
-                let missed = epochs(slots, dataset, shuffle);
-                assert!(
-                    missed <= bound + 0.05,
-                    "{ratio}x, shuffled {shuffle}: {missed:.3} missed, the bound is {bound:.3}"
-                );
+                let missed = epochs(&mut Tier::new(SLOTS), &chunks, shuffle);
+                let why = format!("{ratio}x, shuffled {shuffle}: {missed:.3} missed, the bound is {bound:.3}");
+                assert!(missed <= bound + 0.03, "{why}");
             }
         }
     }
 
     #[test]
     fn a_dataset_that_fits_misses_nothing_after_its_first_pass() {
+        let (chunks, _) = dataset(0.5, 0);
         for shuffle in [false, true] {
-            assert_eq!(epochs(200, 100, shuffle), 0.0);
+            assert_eq!(epochs(&mut Tier::new(SLOTS), &chunks, shuffle), 0.0);
         }
     }
 
-    /// The target is 90% of the optimum on the third pass; the rule gives 87% at 1.5x
-    /// reshuffled (the old dataset goes stale 1.5 passes after its last read), and all of it on
-    /// the fourth.
     #[test]
-    fn a_new_dataset_is_adopted_within_four_passes() {
-        let slots = 200;
+    fn a_new_dataset_is_adopted_by_its_third_pass() {
         for ratio in [1.25, 1.5, 2.0, 3.0] {
-            let dataset = (slots as f64 * ratio) as u64;
+            let (a, bound) = dataset(ratio, 0);
+            let (b, _) = dataset(ratio, 1 << 40);
             for shuffle in [false, true] {
-                let mut tier = Tier::new(slots);
-                let a: Vec<u64> = (0..dataset).collect();
-                let b: Vec<u64> = (1 << 40..(1 << 40) + dataset).collect();
-                let order = |d: &[u64], e| if shuffle { shuffled(d, e) } else { d.to_vec() };
-                for e in 0..4 {
-                    tier.pass(&order(&a, e));
+                // The share of the optimum each pass over B reaches, averaged over shuffles.
+                let runs = 8;
+                let mut share = [0.0; 4];
+                for run in 0..runs {
+                    let mut tier = Tier::new(SLOTS);
+                    for e in 0..4 {
+                        tier.pass(&order(&a, 100 * run + e, shuffle));
+                    }
+                    for (pass, s) in share.iter_mut().enumerate() {
+                        let missed = tier.pass(&order(&b, 100 * run + 50 + pass as u64, shuffle));
+                        *s += (1.0 - missed) / (1.0 - bound) / runs as f64;
+                    }
                 }
-                let optimum = 1.0 / ratio;
-                let share: Vec<f64> = (10..14).map(|e| (1.0 - tier.pass(&order(&b, e))) / optimum).collect();
                 let why = format!("{ratio}x, shuffled {shuffle}: share of the optimum by pass {share:.2?}");
-                assert!(share[2] >= 0.85 && share[3] >= 0.95, "{why}");
+                assert!(share[2] >= 0.90 && share[3] >= 0.95, "{why}");
             }
         }
     }
 
+    /// A hot set of 20 chunks read every 50 reads of a reshuffled dataset 1.5 and 3 times the
+    /// tier: the hot set stays, and the dataset gets the rest of the tier.
     #[test]
     fn a_hot_set_stays_while_a_large_dataset_streams_past() {
-        let slots = 200;
-        let mut tier = Tier::new(slots);
-        let hot: Vec<u64> = (1 << 50..(1 << 50) + 20).collect();
-        let scan: Vec<u64> = (0..3 * slots as u64).collect();
-        let (mut hot_hits, mut hot_reads) = (0, 0);
+        for ratio in [1.5, 3.0] {
+            let mut tier = Tier::new(SLOTS);
+            let hot: Vec<u64> = (1 << 50..(1 << 50) + 20).collect();
+            let (chunks, _) = dataset(ratio, 0);
+            let bound = 1.0 - (SLOTS - hot.len()) as f64 / chunks.len() as f64;
+            let (mut hot_hits, mut hot_reads, mut missed, mut read) = (0, 0, 0, 0);
+            for e in 0..4 {
+                for (i, chunk) in shuffled(&chunks, e + 3).into_iter().enumerate() {
+                    let hit = tier.read(chunk);
+                    if e > 0 {
+                        read += 1;
+                        missed += usize::from(!hit);
+                    }
+                    if i % 50 == 0 {
+                        for h in &hot {
+                            hot_reads += 1;
+                            hot_hits += usize::from(tier.read(*h));
+                        }
+                    }
+                }
+            }
+            let hot_share = hot_hits as f64 / hot_reads as f64;
+            let missed = missed as f64 / read as f64;
+            assert!(
+                hot_share > 0.95,
+                "{ratio}x: the hot set hit {hot_share:.3} of its reads"
+            );
+            assert!(
+                missed <= bound + 0.07,
+                "{ratio}x: the dataset missed {missed:.3} in epochs 2-4, the bound is {bound:.3}"
+            );
+        }
+    }
+
+    /// A client re-reading 10 cached chunks between each read of a dataset 1.5 times the tier
+    /// does not make the dataset's residents look stale.
+    #[test]
+    fn a_client_cycling_cached_chunks_does_not_evict_the_dataset() {
+        let mut tier = Tier::new(SLOTS);
+        let cycling: Vec<u64> = (1 << 52..(1 << 52) + 10).collect();
+        let (chunks, _) = dataset(1.5, 0);
+        let bound = 1.0 - (SLOTS - cycling.len()) as f64 / chunks.len() as f64;
+        let (mut missed, mut read, mut next) = (0, 0, 0);
         for e in 0..4 {
-            for (i, chunk) in shuffled(&scan, e + 3).into_iter().enumerate() {
-                tier.read(chunk);
-                if i % 50 == 0 {
-                    for h in &hot {
-                        hot_reads += 1;
-                        hot_hits += usize::from(tier.read(*h));
+            for chunk in shuffled(&chunks, e + 3) {
+                let hit = tier.read(chunk);
+                if e > 0 {
+                    read += 1;
+                    missed += usize::from(!hit);
+                }
+                for _ in 0..4 {
+                    tier.read(cycling[next % cycling.len()]);
+                    next += 1;
+                }
+            }
+        }
+        let missed = missed as f64 / read as f64;
+        assert!(
+            missed <= bound + 0.04,
+            "the dataset missed {missed:.3}, the bound is {bound:.3}"
+        );
+    }
+
+    /// 64 readers, each streaming its part of a reshuffled epoch with the next chunk read
+    /// ahead: a chunk is counted once, however many reads come between its read-ahead and its
+    /// read.
+    #[test]
+    fn concurrent_streams_with_read_ahead_count_each_chunk_once() {
+        let mut tier = Tier::new(SLOTS);
+        let (chunks, bound) = dataset(1.5, 0);
+        let (mut missed, mut read) = (0, 0);
+        for e in 0..4 {
+            let epoch = shuffled(&chunks, e + 3);
+            let parts: Vec<&[u64]> = epoch.chunks(chunks.len().div_ceil(64)).collect();
+            for i in 0..parts[0].len() {
+                for part in parts.iter().filter(|p| i < p.len()) {
+                    let hit = tier.read(part[i]);
+                    if e > 0 {
+                        read += 1;
+                        missed += usize::from(!hit);
+                    }
+                    if let Some(next) = part.get(i + 1) {
+                        tier.read_ahead(*next);
                     }
                 }
             }
         }
-        let share = hot_hits as f64 / hot_reads as f64;
-        assert!(share > 0.95, "the hot set hit {share:.3} of its reads");
+        let missed = missed as f64 / read as f64;
+        assert!(missed <= bound + 0.03, "missed {missed:.3}, the bound is {bound:.3}");
     }
 
     #[test]
@@ -342,6 +500,28 @@ mod tests {
         assert_eq!(a.working_set(), None, "no chunk was read twice yet");
     }
 
+    /// A victim the policy has no count for (cached before a restart) stays until it has gone
+    /// unread for as long as a counted one would have to.
+    #[test]
+    fn a_victim_without_a_count_is_judged_from_when_it_first_came_up() {
+        let mut tier = Tier::new(SLOTS);
+        let (chunks, _) = dataset(1.5, 0);
+        for e in 0..3 {
+            tier.pass(&shuffled(&chunks, e));
+        }
+        let a = &tier.admission;
+        let distance = a.state.lock().distance().expect("known after three passes");
+        let (forgotten, newcomer) = (1 << 60, 1 << 61);
+        assert!(!a.admit(newcomer, forgotten), "not stale when first seen");
+        for chunk in 0..(STALE_DISTANCES * distance) as u64 - 1 {
+            a.touch(1 << 62 | chunk);
+        }
+        assert!(!a.admit(newcomer, forgotten), "not stale yet");
+        a.touch(1 << 63);
+        a.touch(1 << 63 | 1);
+        assert!(a.admit(newcomer, forgotten), "stale once unread for the stale span");
+    }
+
     #[test]
     fn memory_stays_bounded_by_the_tier_size() {
         let a = Admission::new(64);
@@ -353,13 +533,24 @@ mod tests {
     }
 
     #[test]
-    fn the_working_set_is_the_average_reuse_distance() {
-        let mut tier = Tier::new(100);
-        let chunks: Vec<u64> = (0..300).collect();
-        for e in 0..3 {
-            tier.pass(&shuffled(&chunks, e + 1));
+    fn the_working_set_is_the_distinct_chunks_of_a_pass() {
+        for shuffle in [false, true] {
+            let mut tier = Tier::new(100);
+            let chunks: Vec<u64> = (0..300).collect();
+            let hot: Vec<u64> = (1 << 50..(1 << 50) + 10).collect();
+            for e in 0..4 {
+                for (i, chunk) in order(&chunks, e, shuffle).into_iter().enumerate() {
+                    tier.read(chunk);
+                    if i % 20 == 0 {
+                        hot.iter().for_each(|h| _ = tier.read(*h));
+                    }
+                }
+            }
+            let ws = tier.admission.working_set().unwrap();
+            assert!(
+                (290..=330).contains(&ws),
+                "shuffled {shuffle}: working set {ws}, dataset 310"
+            );
         }
-        let ws = tier.admission.working_set().unwrap();
-        assert!((240..=360).contains(&ws), "working set {ws}, dataset 300");
     }
 }

@@ -34,6 +34,7 @@ use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use admission::Admission;
 pub use disk_read::DiskRead;
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
 pub use fill::{ChunkBody, ChunkFetch, FillError, FillReader, LengthMismatch};
@@ -296,7 +297,7 @@ impl ChunkCache {
         within: Range<u64>,
         fetch: impl FnOnce() -> ChunkFetch,
     ) -> ChunkRead {
-        self.inner.touch(&key);
+        self.inner.count(&key, Admission::touch);
         if let Some(fill) = self.inner.in_flight(&key) {
             return ChunkRead::Follower(fill.reader());
         }
@@ -323,24 +324,41 @@ impl ChunkCache {
         }
     }
 
-    /// Starts a fill of chunk `key` with `fetch`, unless the chunk is cached or in flight.
-    /// Returns the fill it started.
+    /// Starts a fill of chunk `key` with `fetch` for the reader that called, unless the chunk is
+    /// cached or in flight. Returns the fill it started.
     pub fn start(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> Option<StartedFill> {
-        if self.inner.hybrid.contains(&key) {
-            return None;
-        }
-        // Read ahead of a reader: it is about to read the chunk.
-        self.inner.touch(&key);
-        match self.inner.clone().join_or_start(key, len, &mut Some(fetch), false) {
-            Some((fill, true)) => Some(StartedFill(fill)),
-            _ => None,
-        }
+        self.begin(key, len, fetch, Admission::touch)
     }
 
     /// [`Self::start`] for a chunk read ahead of a sequential reader (counted as such).
     pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) {
-        if self.start(key, len, fetch).is_some() {
+        // Counted now, before the fill ends and asks for a slot, and not again when the reader
+        // reaches the chunk.
+        if self.begin(key, len, fetch, Admission::expect).is_some() {
             self.inner.metrics.readahead.inc();
+        }
+    }
+
+    fn begin(
+        &self,
+        key: CacheKey,
+        len: u64,
+        fetch: impl FnOnce() -> ChunkFetch,
+        count: fn(&Admission, u64),
+    ) -> Option<StartedFill> {
+        if self.inner.hybrid.contains(&key) {
+            return None;
+        }
+        match self
+            .inner
+            .clone()
+            .join_or_start(key.clone(), len, &mut Some(fetch), false)
+        {
+            Some((fill, true)) => {
+                self.inner.count(&key, count);
+                Some(StartedFill(fill))
+            }
+            _ => None,
         }
     }
 
@@ -394,14 +412,14 @@ impl ChunkCache {
 }
 
 impl Inner {
-    /// Counts a read of chunk `key` for the disk tier's admission policy.
-    fn touch(&self, key: &CacheKey) {
+    /// Counts a read of chunk `key` for the disk tier's admission policy, with `how`.
+    fn count(&self, key: &CacheKey, how: fn(&Admission, u64)) {
         if self.memory_only.covers(key) {
             // Never written to disk: not a contender for the disk tier's slots.
             return;
         }
         if let Some(store) = &self.store {
-            store.admission().touch(self.hybrid.memory().hash(key));
+            how(store.admission(), self.hybrid.memory().hash(key));
         }
     }
 

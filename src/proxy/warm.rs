@@ -87,13 +87,15 @@ impl ProxyState {
             key: key.into(),
         };
         // With the checksums too: the SDKs ask for them on every GetObject, and metadata without
-        // them would cost each warmed object a HEAD at its first read.
+        // them would cost each warmed object a HEAD at its first read. Chunk 0 is not opened
+        // with the lookup (a HEAD, where a GET of chunk 0 would go beside it): each chunk is
+        // favoured before its fill starts, so that a full disk tier admits it.
         let looked = self
             .meta
-            .get(&self.cache, &self.metrics, &route, &object, Some(0), true)
+            .get(&self.cache, &self.metrics, &route, &object, None, true)
             .await
             .map_err(|e| WarmError::upstream(&e))?;
-        let (meta, mut opened) = (looked.meta, looked.opened);
+        let meta = looked.meta;
         let chunk_size = self.cache.chunk_size();
         let etag: Arc<str> = meta.etag.as_str().into();
         let chunks = chunk_count(chunk_size, meta.size);
@@ -104,14 +106,10 @@ impl ProxyState {
                 let key = CacheKey::Chunk(object.clone(), etag.clone(), index);
                 self.cache.favour(&key);
                 let fetch = fetcher(self, &route, &object, &meta.etag, span);
-                let started = opened.take_if(|(i, _)| *i == index).map(|(_, fill)| fill.reader());
                 async move {
-                    let mut reader = match started {
-                        Some(reader) => reader,
-                        None => match self.cache.chunk(key, len, 0..len, fetch).await {
-                            ChunkRead::Hit(..) | ChunkRead::Disk(_) => return Ok(len),
-                            ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
-                        },
+                    let mut reader = match self.cache.chunk(key, len, 0..len, fetch).await {
+                        ChunkRead::Hit(..) | ChunkRead::Disk(_) => return Ok(len),
+                        ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
                     };
                     // A fill ends cleanly only with exactly `len` bytes (it checks), so draining
                     // to the end is enough.

@@ -300,7 +300,8 @@ impl Store {
         let (loc, stamp, cut) = {
             let mut index = shared.lock();
             let replaced = index.unindex(hash);
-            let admit = |victim| shared.admission.admit(hash, victim);
+            // A new copy of a stored chunk keeps the place the old one had won.
+            let admit = |victim| replaced.is_some() || shared.admission.admit(hash, victim);
             let Taken { loc, cut } = match index.take(&shared.geometry, fit, &shared.metrics, &admit) {
                 Ok(taken) => taken,
                 Err(why) => {

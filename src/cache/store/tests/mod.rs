@@ -177,11 +177,18 @@ async fn a_full_store_evicts_the_least_recently_used_by_clock() {
     }
     store.wait().await;
     assert_eq!(metrics.disk_evictions.get(), 0);
-    // A newcomer read once before (its admission count outranks the residents', never read
+    // A newcomer read twice before (its admission count outranks the residents', never read
     // through the cache) needs a slot; entry 0 is read, so it gets a second chance.
     assert!(get(&store, 0).await.is_some());
-    // (Reads in between, so that the second read of it is not taken for the same pass's.)
-    for hash in [slots].into_iter().chain(1000..1010).chain([slots]) {
+    // (Reads in between, so that each read of it is not taken for the same pass's.)
+    let between = |from| from..from + 10;
+    for hash in [slots]
+        .into_iter()
+        .chain(between(1000))
+        .chain([slots])
+        .chain(between(2000))
+        .chain([slots])
+    {
         store.admission().touch(hash);
     }
     put(&store, slots, &chunk(0, CHUNK as usize));
@@ -197,6 +204,15 @@ async fn a_full_store_evicts_the_least_recently_used_by_clock() {
     store.wait().await;
     assert_eq!(metrics.disk_admissions_declined.get(), declined + 1);
     assert!(get(&store, slots + 2).await.is_none());
+
+    // A new copy of a resident keeps its place, though the policy would admit no newcomer.
+    put(&store, 3, &chunk(9, CHUNK as usize));
+    store.wait().await;
+    assert_eq!(metrics.disk_admissions_declined.get(), declined + 1);
+    assert!(
+        get(&store, 3).await == Some(chunk(9, CHUNK as usize)),
+        "the new copy was not stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
