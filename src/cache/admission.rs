@@ -61,8 +61,10 @@ const GAP_SPAN: f64 = 2.0;
 
 /// The admission policy of the disk tier, fed with every chunk read.
 ///
-/// One lock, taken once per chunk read for a few map operations; a halving walks every count
-/// under it (about 5 ms per million chunks remembered, once per ten reads per slot).
+/// One lock, taken once per chunk read for a few map operations (about 0.1 us). A halving walks
+/// every count under it: about 25 ms per million chunks remembered (measured on a loaded 2-core
+/// machine), once per ten reads per slot; a 1 TiB tier of 8 MiB chunks remembers at most a
+/// million chunks and halves once per ten TiB read.
 pub struct Admission {
     state: Mutex<State>,
 }
