@@ -165,20 +165,24 @@ impl Index {
         }
     }
 
-    /// A slot for a value that fits `fit`: a free one, else one freed by CLOCK. A whole chunk
-    /// (class 0) displaces a chunk only if `admit` says so of the victim's hash.
+    /// A slot for a value that fits `fit`: a free one, else one freed by CLOCK, whose entries
+    /// (one chunk, or the small values of a cut slab or a small slot) are displaced only if
+    /// `admit` says so of their hashes.
     pub(super) fn take(
         &mut self,
         g: &Geometry,
         fit: Fit,
         metrics: &Metrics,
-        admit: &dyn Fn(u64) -> bool,
+        admit: &dyn Fn(&[u64]) -> bool,
     ) -> Result<Taken, NoSlot> {
         let class = match fit {
             Fit::Inline => {
-                let slot = self.small_free.pop().or_else(|| self.evict_small(metrics));
+                let slot = match self.small_free.pop() {
+                    Some(slot) => slot,
+                    None => self.evict_small(metrics, admit)?,
+                };
                 return Ok(Taken {
-                    loc: Loc::Small(slot.ok_or(NoSlot::Busy)?),
+                    loc: Loc::Small(slot),
                     cut: false,
                 });
             }
@@ -204,7 +208,6 @@ impl Index {
         }
         let slab = match self.slab_free.pop() {
             Some(slab) => slab,
-            // Any value, a chunk or a cut slab's tail, displaces a whole chunk only if admitted.
             None => self.evict_slab(metrics, admit)?,
         };
         let (subs, _) = g.cut(class).ok_or(NoSlot::Busy)?;
@@ -225,8 +228,8 @@ impl Index {
         })
     }
 
-    /// A small slot freed by CLOCK.
-    fn evict_small(&mut self, metrics: &Metrics) -> Option<u32> {
+    /// A small slot freed by CLOCK, if `admit` says so of the value in it.
+    fn evict_small(&mut self, metrics: &Metrics, admit: &dyn Fn(&[u64]) -> bool) -> Result<u32, NoSlot> {
         let n = self.small.len() as u32;
         for _ in 0..2 * n {
             let slot = self.small_hand;
@@ -239,19 +242,22 @@ impl Index {
                 continue;
             }
             let hash = e.hash;
+            if !admit(&[hash]) {
+                return Err(NoSlot::Declined);
+            }
             *e = FREE;
             if self.map.get(&hash) == Some(&Loc::Small(slot)) {
                 self.map.remove(&hash);
             }
             metrics.disk_evictions.inc();
-            return Some(slot);
+            return Ok(slot);
         }
-        None
+        Err(NoSlot::Busy)
     }
 
-    /// A slab freed by CLOCK, with every entry in it. A victim holding one whole chunk is
-    /// evicted only if `admit` says so of its hash; if not, the hand has moved past it.
-    fn evict_slab(&mut self, metrics: &Metrics, admit: &dyn Fn(u64) -> bool) -> Result<u32, NoSlot> {
+    /// A slab freed by CLOCK, with every entry in it: only if `admit` says so of their hashes;
+    /// if not, the hand has moved past it.
+    fn evict_slab(&mut self, metrics: &Metrics, admit: &dyn Fn(&[u64]) -> bool) -> Result<u32, NoSlot> {
         let n = self.slabs.len() as u32;
         for _ in 0..2 * n {
             let slab = self.slab_hand;
@@ -263,11 +269,13 @@ impl Index {
             if std::mem::take(&mut s.referenced) {
                 continue;
             }
-            let held = match (s.class, s.entries.first()) {
-                (0, Some(e)) if e.state == State::Live => Some(e.hash),
-                _ => None,
-            };
-            if held.is_some_and(|victim| !admit(victim)) {
+            let held: Vec<u64> = s
+                .entries
+                .iter()
+                .filter(|e| e.state == State::Live)
+                .map(|e| e.hash)
+                .collect();
+            if !held.is_empty() && !admit(&held) {
                 return Err(NoSlot::Declined);
             }
             let class = s.class;

@@ -300,8 +300,8 @@ impl Store {
         let (loc, stamp, cut) = {
             let mut index = shared.lock();
             let replaced = index.unindex(hash);
-            // A new copy of a stored chunk keeps the place the old one had won.
-            let admit = |victim| replaced.is_some() || shared.admission.admit(hash, victim);
+            shared.admission.holds(index.map.len() as u64);
+            let admit = |victims: &[u64]| shared.admission.admit(hash, victims);
             let Taken { loc, cut } = match index.take(&shared.geometry, fit, &shared.metrics, &admit) {
                 Ok(taken) => taken,
                 Err(why) => {

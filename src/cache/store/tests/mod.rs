@@ -204,15 +204,26 @@ async fn a_full_store_evicts_the_least_recently_used_by_clock() {
     store.wait().await;
     assert_eq!(metrics.disk_admissions_declined.get(), declined + 1);
     assert!(get(&store, slots + 2).await.is_none());
+}
 
-    // A new copy of a resident keeps its place, though the policy would admit no newcomer.
-    put(&store, 3, &chunk(9, CHUNK as usize));
-    store.wait().await;
-    assert_eq!(metrics.disk_admissions_declined.get(), declined + 1);
-    assert!(
-        get(&store, 3).await == Some(chunk(9, CHUNK as usize)),
-        "the new copy was not stored"
+/// Small values share cut slabs: a full store of them, none read, takes no newcomer in their
+/// place (it evicted them by plain CLOCK, so a dataset of small objects thrashed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_of_small_values_admits_like_one_of_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Psync).await;
+    let value = |hash: u64| chunk(hash as u8, 200 << 10);
+    for hash in 0..600 {
+        put(&store, hash, &value(hash));
+        store.wait().await;
+    }
+    assert!(metrics.disk_admissions_declined.get() > 0, "the store never filled");
+    assert_eq!(
+        metrics.disk_evictions.get(),
+        0,
+        "never-read newcomers displaced residents"
     );
+    assert!(get(&store, 0).await == Some(value(0)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
