@@ -16,6 +16,7 @@ use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::buf::{ChunkBuf, ChunkWriter};
+use crate::upstream::OriginError;
 
 /// Readers are woken at a fill's first bytes (the time to first byte is the upstream's), then
 /// each time this many more have arrived, when the upstream pauses ([`ANNOUNCE_WITHIN`]), and at
@@ -28,7 +29,7 @@ const ANNOUNCE_BYTES: usize = 256 << 10;
 const ANNOUNCE_WITHIN: Duration = Duration::from_millis(1);
 
 /// Why a fill did not complete. Readers see it after the bytes that did arrive.
-pub type FillError = Arc<dyn std::error::Error + Send + Sync>;
+pub type FillError = Arc<OriginError>;
 
 /// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
 #[async_trait]
@@ -106,7 +107,7 @@ pub struct FillWriter {
 impl FillWriter {
     /// Appends bytes that arrived from the upstream, and wakes the readers if these are the
     /// first bytes or [`ANNOUNCE_BYTES`] have arrived since they were last woken.
-    pub fn push(&mut self, piece: &[u8]) -> Result<(), LengthMismatch> {
+    pub fn push(&mut self, piece: &[u8]) -> Result<(), OriginError> {
         if piece.is_empty() {
             return Ok(());
         }
@@ -114,7 +115,7 @@ impl FillWriter {
         let received = (self.writer.written() + piece.len()) as u64;
         self.writer
             .write(piece)
-            .map_err(|_| LengthMismatch { expected, received })?;
+            .map_err(|_| OriginError::WrongLength { expected, received })?;
         if self.announced == 0 || self.written() - self.announced >= ANNOUNCE_BYTES {
             self.announce();
         }
@@ -173,10 +174,53 @@ impl FillReader {
             }
             if self.changed.changed().await.is_err() {
                 // The sender lives in the fill we hold, so this cannot happen; be safe anyway.
-                return Err(Arc::new(std::io::Error::other("fill abandoned")));
+                return Err(Arc::new(OriginError::Unreachable("fill abandoned".into())));
             }
         }
     }
+}
+
+/// Reads the fetch's body into the fill, checking it is exactly `len` bytes; returns whether the
+/// chunk may go to disk ([`ChunkBody::keep_on_disk`]).
+pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<bool, FillError> {
+    let mut body = fetch.await?;
+    loop {
+        let next = {
+            let mut next = body.next();
+            if fill.unannounced() {
+                // Bytes the readers were not woken for: they wait for the next piece at most
+                // ANNOUNCE_WITHIN.
+                match tokio::time::timeout(ANNOUNCE_WITHIN, &mut next).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        fill.announce();
+                        next.await
+                    }
+                }
+            } else {
+                next.await
+            }
+        };
+        match next {
+            Ok(Some(piece)) => fill.push(piece).map_err(Arc::new)?,
+            Ok(None) => break,
+            Err(e) => {
+                // Resuming is another upstream request: readers take what arrived meanwhile.
+                if fill.unannounced() {
+                    fill.announce();
+                }
+                body.resume(e).await?
+            }
+        }
+    }
+    let received = fill.written() as u64;
+    if received != len {
+        return Err(Arc::new(OriginError::WrongLength {
+            expected: len,
+            received,
+        }));
+    }
+    Ok(body.keep_on_disk())
 }
 
 #[cfg(test)]
@@ -206,10 +250,12 @@ mod tests {
     async fn a_failed_fill_reports_its_error_after_the_bytes_that_arrived() {
         let (fill, mut w) = Fill::new(4);
         w.push(b"ab").unwrap();
-        assert!(w.finish(Err(Arc::new(std::io::Error::other("cut")))).is_none());
+        assert!(w
+            .finish(Err(Arc::new(OriginError::Unreachable("cut".into()))))
+            .is_none());
         let mut r = fill.reader();
         assert_eq!(r.next().await.unwrap().unwrap(), "ab");
-        assert_eq!(r.next().await.unwrap_err().to_string(), "cut");
+        assert_eq!(r.next().await.unwrap_err().to_string(), "upstream unreachable: cut");
     }
 
     /// A body that yields its pieces, each after its delay.
@@ -267,60 +313,16 @@ mod tests {
         let (_fill, mut w) = Fill::new(3);
         w.push(b"ab").unwrap();
         let e = w.push(b"cd").unwrap_err();
-        assert_eq!((e.expected, e.received), (3, 4));
+        assert!(
+            matches!(
+                e,
+                OriginError::WrongLength {
+                    expected: 3,
+                    received: 4
+                }
+            ),
+            "{e:?}"
+        );
         assert_eq!(w.written(), 2);
     }
-}
-
-/// Reads the fetch's body into the fill, checking it is exactly `len` bytes; returns whether the
-/// chunk may go to disk ([`ChunkBody::keep_on_disk`]).
-pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<bool, FillError> {
-    let mut body = fetch.await?;
-    loop {
-        let next = {
-            let mut next = body.next();
-            if fill.unannounced() {
-                // Bytes the readers were not woken for: they wait for the next piece at most
-                // ANNOUNCE_WITHIN.
-                match tokio::time::timeout(ANNOUNCE_WITHIN, &mut next).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        fill.announce();
-                        next.await
-                    }
-                }
-            } else {
-                next.await
-            }
-        };
-        match next {
-            Ok(Some(piece)) => fill.push(piece).map_err(|e| Arc::new(e) as FillError)?,
-            Ok(None) => break,
-            Err(e) => {
-                // Resuming is another upstream request: readers take what arrived meanwhile.
-                if fill.unannounced() {
-                    fill.announce();
-                }
-                body.resume(e).await?
-            }
-        }
-    }
-    let received = fill.written() as u64;
-    if received != len {
-        return Err(Arc::new(LengthMismatch {
-            expected: len,
-            received,
-        }));
-    }
-    Ok(body.keep_on_disk())
-}
-
-/// The upstream sent more or fewer bytes than the chunk holds.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream sent {received} bytes for a chunk of {expected}")]
-pub struct LengthMismatch {
-    /// Bytes the chunk should have.
-    pub expected: u64,
-    /// Bytes received (so far, when too many).
-    pub received: u64,
 }

@@ -37,7 +37,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use admission::Admission;
 pub use disk_read::DiskRead;
 pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
-pub use fill::{ChunkBody, ChunkFetch, FillError, FillReader, LengthMismatch};
+pub use fill::{ChunkBody, ChunkFetch, FillError, FillReader};
 pub use generation::Standing;
 use store::RangeReader;
 pub use store::{RangeError, STORE_FILE};

@@ -12,7 +12,7 @@ use pingora_error::Result;
 use pingora_proxy::Session;
 use tokio::sync::Semaphore;
 
-use super::respond::{send_xml, Failure};
+use super::respond::send_xml;
 use super::routes::Route;
 use super::upload::PayloadCheck;
 use super::{ProxyState, RequestCtx};
@@ -20,7 +20,7 @@ use crate::auth::chunked::ChunkSigning;
 use crate::cache::ObjectRef;
 use crate::metrics::{Outcome, UpstreamCall};
 use crate::s3::xml::{DeleteError, DeleteObject, DeleteRequest, DeleteResult};
-use crate::s3::{checksum, code_of_error_body, object_key, S3Error};
+use crate::s3::{checksum, code_of_error_body, object_key, Failure, S3Error};
 use crate::upstream::S3Origin;
 
 /// Largest DeleteObjects body read: 1,000 keys of 1,024 bytes, each written with character
@@ -129,7 +129,7 @@ pub async fn serve(
             Err(e) => {
                 state.metrics.upstream_errors.with_label_values(&labels).inc();
                 allowed.iter().for_each(|o| forget(&o.key));
-                return ctx.fail(session, Failure::from(&e)).await;
+                return ctx.fail(session, e.answer()).await;
             }
         }
     }

@@ -6,7 +6,7 @@ use pingora_proxy::Session;
 
 use http::StatusCode;
 
-use super::respond::{base_header, send_xml, Failure};
+use super::respond::{base_header, send_xml};
 use super::{ProxyState, RequestCtx};
 use crate::s3::xml::{list_buckets_xml, location_xml, ListVersion};
 use crate::s3::{Operation, Query, S3Error};
@@ -57,7 +57,7 @@ async fn list(session: &mut Session, ctx: &mut RequestCtx, fs: &FsOrigin, bucket
             page.url_encoded = url_encoded;
             ctx.answered(send_xml(session, page.to_xml(), &ctx.request_id).await)
         }
-        Err(e) => ctx.fail(session, Failure::from(&e)).await,
+        Err(e) => ctx.fail(session, e.answer()).await,
     }
 }
 
@@ -71,7 +71,7 @@ pub async fn list_buckets(
     let buckets = match fs {
         Some(fs) => match fs.list_buckets().await {
             Ok(b) => b,
-            Err(e) => return ctx.fail(session, Failure::from(&e)).await,
+            Err(e) => return ctx.fail(session, e.answer()).await,
         },
         None => {
             let mut names: Vec<_> = state

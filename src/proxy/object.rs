@@ -18,7 +18,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use prometheus::IntCounter;
 
-use super::respond::{object_header, validator_header, Checksums, Failure};
+use super::respond::{object_header, validator_header, Checksums};
 use super::routes::Route;
 use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
@@ -78,7 +78,7 @@ pub async fn serve(
             .await;
         let (meta, opened, stale) = match looked {
             Ok(looked) => (looked.meta, looked.opened, looked.stale),
-            Err(e) => return ctx.fail(session, Failure::from(e.as_ref())).await,
+            Err(e) => return ctx.fail(session, e.answer()).await,
         };
         match evaluate(&session.req_header().headers, &meta) {
             Precondition::Proceed => {}
@@ -132,13 +132,11 @@ pub async fn serve(
                 return Err(e);
             }
             Err(StreamError::BeforeStart(e)) => {
-                let origin = e.downcast_ref::<OriginError>();
-                if matches!(origin, Some(OriginError::Changed)) && !retried {
+                if matches!(*e, OriginError::Changed) && !retried {
                     retried = true;
                     continue;
                 }
-                let failure = origin.map_or_else(|| S3Error::BadGateway(e.to_string()).into(), Failure::from);
-                return ctx.fail(session, failure).await;
+                return ctx.fail(session, e.answer()).await;
             }
         }
     }
@@ -291,8 +289,7 @@ async fn stream(
                 Err(e) => {
                     // The upstream says the object changed or went away: forget its metadata at
                     // once, so the next read opens the new version instead of failing too.
-                    let origin = e.downcast_ref::<OriginError>();
-                    if matches!(origin, Some(OriginError::Changed | OriginError::NoSuchKey)) {
+                    if matches!(*e, OriginError::Changed | OriginError::NoSuchKey) {
                         state.meta.invalidate(cache, object.clone());
                     }
                     return Err(match out.started() {
@@ -364,7 +361,7 @@ pub(super) fn upstream_fetch(metrics: &Arc<Metrics>, route: &Route, object: &Obj
             let body = timed(&metrics, &name, UpstreamCall::Get, request).await.map_err(|e| {
                 let labels = [&*name, UpstreamCall::Get.as_str()];
                 metrics.upstream_errors.with_label_values(&labels).inc();
-                Arc::new(e) as FillError
+                Arc::new(e)
             })?;
             Ok(MeteredBody::boxed(body, &metrics, &name))
         })
@@ -427,10 +424,7 @@ impl ChunkBody for MeteredBody {
     }
 
     async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
-        let Some(cause) = (&*error as &(dyn std::error::Error + 'static)).downcast_ref::<OriginError>() else {
-            return Err(error);
-        };
-        match self.body.resume(cause).await {
+        match self.body.resume(&error).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(error),
             Err(e) => Err(Arc::new(e)),

@@ -25,12 +25,12 @@ use super::object::fetcher;
 use super::respond::{object_header, Checksums};
 use super::routes::Route;
 use super::ProxyState;
-use crate::cache::{CacheKey, ChunkRead, ObjectRef};
+use crate::cache::{CacheKey, ChunkRead, FillError, ObjectRef, RangeError};
 use crate::cluster::auth::{ClusterKey, PEER_HEADER};
 use crate::cluster::peers::{MemberAnswer, CHUNK_PATH, MEMBER_PATH, OUTCOME_HEADER, UPSTREAM_FAILING};
 use crate::cluster::placement::Member;
 use crate::config::Residency;
-use crate::s3::query_param;
+use crate::s3::{query_param, Failure, S3Error};
 use crate::types::{ETag, ObjectMeta};
 use crate::upstream::OriginError;
 
@@ -198,27 +198,20 @@ impl PeerApp {
         let mut header = Some(header);
         loop {
             let piece = match (&mut reader, &mut disk) {
-                (Some(r), _) => r.next().await,
-                (_, Some(d)) => d.next().await.map_err(|e| Arc::new(e) as _),
+                (Some(r), _) => r.next().await.map_err(Broke::Fill),
+                (_, Some(d)) => d.next().await.map_err(Broke::Disk),
                 _ => Ok(None),
             };
             let piece = match piece {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
-                Err(e) if header.is_some() => {
-                    let origin = (&*e as &(dyn std::error::Error + 'static)).downcast_ref::<OriginError>();
-                    return match origin {
-                        Some(origin) => self.fail(session, origin).await,
-                        None => {
-                            metrics.peer_served.with_label_values(&["failed"]).inc();
-                            self.refuse(session, StatusCode::BAD_GATEWAY, &e.to_string()).await
-                        }
-                    };
+                Err(Broke::Fill(e)) if header.is_some() => return self.fail(session, &e).await,
+                Err(Broke::Disk(e)) if header.is_some() => {
+                    metrics.peer_served.with_label_values(&["failed"]).inc();
+                    return self.refuse(session, StatusCode::BAD_GATEWAY, &e.to_string()).await;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "a chunk sent to a peer broke off");
-                    return false;
-                }
+                Err(Broke::Fill(e)) => return broke_off(&e),
+                Err(Broke::Disk(e)) => return broke_off(&e),
             };
             if let Some(mut h) = header.take() {
                 metrics.peer_served.with_label_values(&[outcome]).inc();
@@ -259,12 +252,12 @@ impl PeerApp {
     /// Answers an upstream's answer or failure (the asker maps 404 and 412 back; anything else
     /// makes it read from the upstream itself).
     async fn fail(&self, session: &mut ServerSession, e: &OriginError) -> Reusable {
-        let (status, code) = match e {
-            OriginError::NoSuchKey => (StatusCode::NOT_FOUND, "NoSuchKey"),
-            OriginError::NoSuchBucket => (StatusCode::NOT_FOUND, "NoSuchBucket"),
-            OriginError::Changed => (StatusCode::PRECONDITION_FAILED, "PreconditionFailed"),
+        let (status, code) = match e.answer() {
             // Not this node's fault: the asker reads from the upstream without ejecting it.
-            e if e.upstream_failing() => (StatusCode::SERVICE_UNAVAILABLE, UPSTREAM_FAILING),
+            _ if e.upstream_failing() => (StatusCode::SERVICE_UNAVAILABLE, UPSTREAM_FAILING),
+            Failure::S3(a @ (S3Error::NoSuchKey | S3Error::NoSuchBucket | S3Error::PreconditionFailed { .. })) => {
+                (a.status(), a.code())
+            }
             _ => (StatusCode::BAD_GATEWAY, "BadGateway"),
         };
         let outcome = if status.is_server_error() { "failed" } else { "fill" };
@@ -283,6 +276,18 @@ impl PeerApp {
     async fn answer(&self, session: &mut ServerSession, status: StatusCode, code: Option<&str>, why: &str) -> Reusable {
         reply(session, status, "text/plain", code, Bytes::from(format!("{why}\n"))).await
     }
+}
+
+/// Why a chunk being sent to a peer stopped.
+enum Broke {
+    Fill(FillError),
+    Disk(RangeError),
+}
+
+/// Logs a chunk sent to a peer that broke off after its header: the connection is not reused.
+fn broke_off(e: &dyn std::fmt::Display) -> Reusable {
+    tracing::warn!(error = %e, "a chunk sent to a peer broke off");
+    false
 }
 
 /// Sends a whole answer: `body` of `content_type`, with the S3 error `code` if any.

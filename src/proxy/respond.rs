@@ -11,56 +11,11 @@ use pingora_proxy::Session;
 
 use super::RequestCtx;
 use crate::s3::range::{content_range, unsatisfied_content_range};
-use crate::s3::{ErrorSite, S3Error};
+use crate::s3::{ErrorSite, Failure, S3Error};
 use crate::types::ObjectMeta;
-use crate::upstream::OriginError;
 
 /// S3's default content type for objects stored without one.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
-
-/// What shardcache answers for an upstream failure.
-pub enum Failure {
-    /// One of shardcache's own S3 errors.
-    S3(S3Error),
-    /// The upstream's own error document, passed through with its status.
-    Upstream {
-        /// Upstream status.
-        status: u16,
-        /// Upstream error body (S3 XML).
-        body: Bytes,
-    },
-}
-
-impl From<S3Error> for Failure {
-    fn from(e: S3Error) -> Self {
-        Self::S3(e)
-    }
-}
-
-impl From<&OriginError> for Failure {
-    fn from(e: &OriginError) -> Self {
-        match e {
-            OriginError::NoSuchKey => S3Error::NoSuchKey.into(),
-            OriginError::NoSuchBucket => S3Error::NoSuchBucket.into(),
-            OriginError::Changed => S3Error::PreconditionFailed { condition: "If-Match" }.into(),
-            OriginError::Rejected { status, body } if crate::s3::code_of_error_body(body).is_some() => Self::Upstream {
-                status: *status,
-                body: body.clone(),
-            },
-            OriginError::Rejected { status: 403, .. } => S3Error::AccessDenied.into(),
-            // Throttled without an error document (the answer to a HEAD has no body).
-            OriginError::Rejected { status: 429 | 503, .. } => S3Error::SlowDown.into(),
-            OriginError::Rejected { status, .. } => S3Error::BadGateway(format!("upstream answered {status}")).into(),
-            OriginError::Unreachable(m) | OriginError::Invalid(m) => S3Error::BadGateway(m.clone()).into(),
-            OriginError::TimedOut(m) => S3Error::GatewayTimeout(m.clone()).into(),
-            OriginError::Unavailable(_) => S3Error::SlowDown.into(),
-            OriginError::Io(e) => {
-                tracing::error!(error = %e, "local origin I/O error");
-                S3Error::Internal.into()
-            }
-        }
-    }
-}
 
 fn internal(e: impl std::fmt::Display) -> Box<Error> {
     Error::explain(ErrorType::InternalError, e.to_string())

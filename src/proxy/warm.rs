@@ -12,7 +12,7 @@ use futures_util::stream::{self, StreamExt};
 use super::object::fetcher;
 use super::ProxyState;
 use crate::cache::plan::{chunk_count, chunk_span};
-use crate::cache::{CacheKey, ChunkRead, FillError, ObjectRef};
+use crate::cache::{CacheKey, ChunkRead, ObjectRef};
 use crate::config::Residency;
 use crate::upstream::OriginError;
 
@@ -36,31 +36,18 @@ pub struct WarmReport {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct WarmError {
-    /// HTTP status for the admin answer: 404 (no such bucket or key), 409 (a bucket that is
-    /// not cached) or 502 (upstream failure).
+    /// HTTP status for the admin answer: 404 (a bucket with no route), 409 (a bucket that is
+    /// not cached), or the status a GetObject of the key would get for the upstream's failure
+    /// ([`OriginError::answer`]: 404 for no such key, 502, 503, 504 for a failing upstream).
     pub status: u16,
     /// What went wrong.
     pub message: String,
 }
 
 impl WarmError {
-    fn fill(e: &FillError) -> Self {
-        match e.downcast_ref::<OriginError>() {
-            Some(origin) => Self::upstream(origin),
-            None => Self {
-                status: 502,
-                message: e.to_string(),
-            },
-        }
-    }
-
     fn upstream(e: &OriginError) -> Self {
-        let status = match e {
-            OriginError::NoSuchKey | OriginError::NoSuchBucket => 404,
-            _ => 502,
-        };
         Self {
-            status,
+            status: e.answer().status(),
             message: e.to_string(),
         }
     }
@@ -117,7 +104,7 @@ impl ProxyState {
                         match reader.next().await {
                             Ok(Some(_)) => {}
                             Ok(None) => return Ok(0),
-                            Err(e) => return Err(WarmError::fill(&e)),
+                            Err(e) => return Err(WarmError::upstream(&e)),
                         }
                     }
                 }

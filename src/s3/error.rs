@@ -82,6 +82,37 @@ pub enum S3Error {
     Internal,
 }
 
+/// What a client is answered for a failure: one of shardcache's own S3 errors, or an upstream's
+/// error document passed through with its status.
+#[derive(Debug)]
+pub enum Failure {
+    /// One of shardcache's own S3 errors.
+    S3(S3Error),
+    /// The upstream's own error document, passed through with its status.
+    Upstream {
+        /// Upstream status.
+        status: u16,
+        /// Upstream error body (S3 XML).
+        body: Bytes,
+    },
+}
+
+impl From<S3Error> for Failure {
+    fn from(e: S3Error) -> Self {
+        Self::S3(e)
+    }
+}
+
+impl Failure {
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::S3(e) => e.status().as_u16(),
+            Self::Upstream { status, .. } => *status,
+        }
+    }
+}
+
 impl From<ChunkError> for S3Error {
     fn from(e: ChunkError) -> Self {
         match e {

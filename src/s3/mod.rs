@@ -11,7 +11,7 @@ pub mod range;
 mod request;
 pub mod xml;
 
-pub use error::{code_of_error_body, escape, ErrorSite, S3Error};
+pub use error::{code_of_error_body, escape, ErrorSite, Failure, S3Error};
 pub use operation::{Operation, ResourceKind};
 pub use query::Query;
 pub use request::{encode_path, object_key, query_param, Addressing, CopySource, S3Request, JOB_PARAM};

@@ -6,6 +6,7 @@
 //! folders are buckets). A peer shardcache node is the next one.
 
 mod credentials;
+mod error;
 mod failover;
 mod fs;
 mod resilient;
@@ -15,8 +16,8 @@ mod sign;
 use std::ops::Range;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
+pub use error::OriginError;
 pub use failover::Failover;
 pub use fs::{FsOrigin, ListParams};
 pub(crate) use resilient::Breaker;
@@ -39,55 +40,6 @@ pub trait OriginBody: Send {
     /// and the error of the last try when it tried and failed.
     async fn resume(&mut self, _error: &OriginError) -> Result<bool, OriginError> {
         Ok(false)
-    }
-}
-
-/// What went wrong talking to an origin.
-#[derive(Debug, thiserror::Error)]
-pub enum OriginError {
-    /// The key does not exist.
-    #[error("no such key")]
-    NoSuchKey,
-    /// The bucket does not exist.
-    #[error("no such bucket")]
-    NoSuchBucket,
-    /// The object no longer has the ETag the read was pinned to.
-    #[error("the object changed since its metadata was read")]
-    Changed,
-    /// The upstream refused; `body` is its error document (S3 XML when it sent one).
-    #[error("upstream answered {status}")]
-    Rejected {
-        /// HTTP status from the upstream.
-        status: u16,
-        /// Error body (may be empty).
-        body: Bytes,
-    },
-    /// Connecting, sending or reading failed.
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    /// Connecting, the answer, or the next read of its body took longer than allowed.
-    #[error("upstream timed out: {0}")]
-    TimedOut(String),
-    /// The upstream's circuit breaker is open: the call was not made.
-    #[error("upstream {0} is failing; its circuit breaker is open")]
-    Unavailable(String),
-    /// The upstream's answer made no sense (missing ETag, bad Content-Range, ...).
-    #[error("invalid upstream response: {0}")]
-    Invalid(String),
-    /// A local I/O error (local-directory origin).
-    #[error("local I/O error: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl OriginError {
-    /// Whether this says the upstream is failing (5xx, 429, a timeout, unreachable, its breaker
-    /// open), rather than something about the object (404, 403, 412 are answers).
-    pub fn upstream_failing(&self) -> bool {
-        match self {
-            Self::TimedOut(_) | Self::Unreachable(_) | Self::Unavailable(_) => true,
-            Self::Rejected { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
-        }
     }
 }
 

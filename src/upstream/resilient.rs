@@ -62,25 +62,8 @@ struct Core {
 
 type Answer = Result<Box<dyn OriginBody>, OriginError>;
 
-/// The reasons a call is retried, as [`retry_reason`] names them.
+/// The reasons a call is retried, as [`OriginError::retry_reason`] names them.
 const REASONS: [&str; 5] = ["timeout", "network", "throttled", "server_error", "invalid"];
-
-/// Why a failed call may succeed if tried again; `None` for answers that would not change.
-fn retry_reason(e: &OriginError) -> Option<&'static str> {
-    match e {
-        OriginError::TimedOut(_) => Some("timeout"),
-        OriginError::Unreachable(_) => Some("network"),
-        OriginError::Rejected { status: 429 | 503, .. } => Some("throttled"),
-        OriginError::Rejected {
-            status: 500 | 502 | 504,
-            ..
-        } => Some("server_error"),
-        // An answer that made no sense (a wrong Content-Range, a 200 to a range): its
-        // connection is closed, and another try is most likely answered properly.
-        OriginError::Invalid(_) => Some("invalid"),
-        _ => None,
-    }
-}
 
 impl Resilient {
     /// `inner`, named `name` in metrics, with `opts`.
@@ -123,7 +106,7 @@ impl Core {
         let mut first_failure = None;
         loop {
             let result = attempt().await;
-            let Some(reason) = result.as_ref().err().and_then(retry_reason) else {
+            let Some(reason) = result.as_ref().err().and_then(OriginError::retry_reason) else {
                 ticket.settle(true);
                 return result;
             };
@@ -131,7 +114,8 @@ impl Core {
             let since = *first_failure.get_or_insert_with(Instant::now);
             let wait = self.backoff(tries);
             if tries >= self.opts.attempts || since.elapsed() + wait > self.opts.deadline {
-                ticket.settle(false);
+                let failed = result.as_ref().err().is_some_and(OriginError::counts_against_breaker);
+                ticket.settle(!failed);
                 return result;
             }
             self.retries.with_label_values(&[&self.name, reason]).inc();
@@ -233,7 +217,7 @@ impl OriginBody for Resuming {
     }
 
     async fn resume(&mut self, error: &OriginError) -> Result<bool, OriginError> {
-        let Some(reason) = retry_reason(error) else {
+        let Some(reason) = error.retry_reason() else {
             return Ok(false);
         };
         if self.rest.is_empty() || self.resumed + 1 >= self.core.opts.attempts {
