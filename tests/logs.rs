@@ -143,6 +143,10 @@ fn a_taken_port_is_an_error_naming_the_listener() {
     drop(taken);
 }
 
+/// The grace period of the SIGTERM test, long enough that a request sent half a second after
+/// the signal is inside it on a loaded machine.
+const GRACE: u64 = 5;
+
 /// SIGTERM: not ready at once, still serving new clients through the grace period, then no new
 /// connections, while a download started before it finishes whole within the drain timeout.
 #[test]
@@ -155,7 +159,7 @@ fn sigterm_drains_as_configured() {
     let (s3, admin) = (common::free_port(), common::free_port());
     let config = dir.path().join("config.yaml");
     let yaml = format!(
-        "listen: 127.0.0.1:{s3}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 2\n\
+        "listen: 127.0.0.1:{s3}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: {GRACE}\n\
          graceful_shutdown_timeout_seconds: 6\ncache:\n  memory_bytes: 134217728\n  disk: null\n\
          upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
         dir.path().join("data").display()
@@ -205,7 +209,7 @@ fn sigterm_drains_as_configured() {
         during.starts_with("HTTP/1.1 200") && during.ends_with("small"),
         "{during}"
     );
-    std::thread::sleep(Duration::from_secs(2).saturating_sub(term.elapsed()) + Duration::from_millis(700));
+    std::thread::sleep(Duration::from_secs(GRACE).saturating_sub(term.elapsed()) + Duration::from_millis(700));
     let after = get(s3, "/b/small");
     assert!(
         after.as_ref().map_or(true, |a| !a.starts_with("HTTP/1.1 200")),
@@ -215,10 +219,11 @@ fn sigterm_drains_as_configured() {
     let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
     assert_eq!(body.len(), big.len(), "the download in flight was cut");
     assert!(body == big.as_slice());
-    // It exits once the drain is over (grace 2 s + drain 6 s), not before the download ended.
+    // It exits once the drain is over (grace + drain 6 s), not before the download ended; the
+    // bound only guards against a hang.
     while served.child.try_wait().unwrap().is_none() {
         assert!(
-            term.elapsed() < Duration::from_secs(20),
+            term.elapsed() < Duration::from_secs(60),
             "shardcache did not exit after its drain"
         );
         std::thread::sleep(Duration::from_millis(50));
