@@ -4,10 +4,24 @@
 //! enums below or from config-defined upstream names, so every label set is bounded (no object
 //! keys, no bucket names). foyer registers its own metrics (prefix `foyer_`) in the same registry.
 
+use std::cell::RefCell;
+
+use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
+
+/// One metric of the catalogue: what METRICS.md must list for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Described {
+    /// Full name.
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    /// Label names, in order.
+    pub labels: Vec<String>,
+}
 
 /// Where the bytes of a response came from, and the request's cache outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,31 +76,10 @@ impl Source {
     }
 }
 
-/// Kind of request shardcache makes to an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamCall {
-    /// Metadata (HEAD, or the GET that fetches an error document).
-    Head,
-    /// Ranged chunk GET.
-    Get,
-    /// A client request forwarded as is.
-    Passthrough,
-}
-
-impl UpstreamCall {
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Head => "head",
-            Self::Get => "get",
-            Self::Passthrough => "passthrough",
-        }
-    }
-}
-
 /// Every metric shardcache exports.
 pub struct Metrics {
     registry: Registry,
+    described: Vec<Described>,
     /// `shardcache_requests_total{operation,status,outcome}`
     pub requests: IntCounterVec,
     /// `shardcache_served_bytes_total{source}`: body bytes sent to clients for GetObject, one
@@ -214,9 +207,21 @@ impl Metrics {
     /// Creates and registers the catalogue in a fresh registry.
     pub fn new() -> Self {
         let registry = Registry::new();
+        let described = RefCell::new(Vec::new());
+        // Registers `metric` and notes it in the catalogue METRICS.md is checked against.
+        let register = |metric: Box<dyn Collector>, kind: &'static str| {
+            for desc in metric.desc() {
+                described.borrow_mut().push(Described {
+                    name: desc.fq_name.clone(),
+                    kind,
+                    labels: desc.variable_labels.clone(),
+                });
+            }
+            registry.register(metric).expect("metric registered once");
+        };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(c.clone())).expect("metric registered once");
+            register(Box::new(c.clone()), "counter");
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
@@ -224,22 +229,22 @@ impl Metrics {
             let buckets = exponential_buckets(start, factor, count).expect("static buckets");
             let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
                 .expect("static metric definition");
-            registry.register(Box::new(h.clone())).expect("metric registered once");
+            register(Box::new(h.clone()), "histogram");
             h
         };
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("metric registered once");
+            register(Box::new(g.clone()), "gauge");
             g
         };
         let single_gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("static metric definition");
-            registry.register(Box::new(g.clone())).expect("metric registered once");
+            register(Box::new(g.clone()), "gauge");
             g
         };
         let single = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("static metric definition");
-            registry.register(Box::new(c.clone())).expect("metric registered once");
+            register(Box::new(c.clone()), "counter");
             c
         };
         Self {
@@ -394,7 +399,7 @@ impl Metrics {
             disk_recovery_seconds: {
                 let g = Gauge::new("shardcache_disk_recovery_seconds", "Time the disk tier took to open")
                     .expect("static metric definition");
-                registry.register(Box::new(g.clone())).expect("metric registered once");
+                register(Box::new(g.clone()), "gauge");
                 g
             },
             warmed_bytes: counter(
@@ -443,8 +448,14 @@ impl Metrics {
                 "Chunk fetches that skipped an ejected peer",
                 &["peer"],
             ),
+            described: described.into_inner(),
             registry,
         }
+    }
+
+    /// Every metric of the catalogue: name, type and labels, as METRICS.md lists them.
+    pub fn described(&self) -> &[Described] {
+        &self.described
     }
 
     /// `shardcache_served_bytes_total{source}`.
@@ -483,5 +494,48 @@ fn with_values(counter: IntCounterVec, values: &[&str]) -> IntCounterVec {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// METRICS.md lists exactly the catalogue's metrics, each with its type and labels.
+    #[test]
+    fn metrics_md_matches_the_catalogue() {
+        let doc = include_str!("../METRICS.md");
+        let listed: Vec<Described> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `shardcache_"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                Described {
+                    name: cells[1].trim_matches('`').to_owned(),
+                    kind: match cells[2] {
+                        "counter" => "counter",
+                        "gauge" => "gauge",
+                        "histogram" => "histogram",
+                        other => panic!("{}: type {other:?}", cells[1]),
+                    },
+                    labels: cells[3]
+                        .split(',')
+                        .map(|c| c.trim().trim_matches('`').to_owned())
+                        .filter(|c| !c.is_empty())
+                        .collect(),
+                }
+            })
+            .collect();
+        let metrics = Metrics::new();
+        let catalogue = metrics.described();
+        for d in catalogue {
+            assert!(listed.contains(d), "METRICS.md does not list {d:?} as such");
+        }
+        for d in &listed {
+            assert!(
+                catalogue.contains(d),
+                "METRICS.md lists {d:?}, which is not in the catalogue"
+            );
+        }
     }
 }

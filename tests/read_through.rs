@@ -468,7 +468,7 @@ async fn every_chunk_of_a_large_object_survives_a_restart() {
             d = disk.path().display(),
         )
     };
-    let upstream_gets = "shardcache_upstream_requests_total{call=\"get\",upstream=\"local\"}";
+    let upstream_gets = "shardcache_upstream_requests_total{call=\"GetObject\",upstream=\"local\"}";
 
     let proxy = Proxy::start_yaml(&yaml());
     assert_eq!(get(&proxy, "large", "k").await, body);

@@ -18,9 +18,9 @@ use super::upload::PayloadCheck;
 use super::{ProxyState, RequestCtx};
 use crate::auth::chunked::ChunkSigning;
 use crate::cache::ObjectRef;
-use crate::metrics::{Outcome, UpstreamCall};
+use crate::metrics::Outcome;
 use crate::s3::xml::{DeleteError, DeleteObject, DeleteRequest, DeleteResult};
-use crate::s3::{checksum, code_of_error_body, object_key, Failure, S3Error};
+use crate::s3::{checksum, code_of_error_body, object_key, Failure, Operation, S3Error};
 use crate::upstream::S3Origin;
 
 /// Largest DeleteObjects body read: 1,000 keys of 1,024 bytes, each written with character
@@ -108,7 +108,7 @@ pub async fn serve(
             headers.push((BYPASS, v.to_owned()));
         }
         ctx.outcome = Outcome::Passthrough;
-        let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+        let labels = [&*route.upstream.name, Operation::DeleteObjects.as_str()];
         state.metrics.upstream_requests.with_label_values(&labels).inc();
         let answer = origin.call("POST", &route.bucket, "delete", &headers, body).await;
         match answer.map(|(status, body)| (status, DeleteResult::parse(&body).filter(|_| status == 200), body)) {

@@ -23,7 +23,8 @@ use super::routes::Route;
 use crate::cache::plan::chunk_span;
 use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, Standing, StartedFill};
 use crate::cluster::ChunkPlace;
-use crate::metrics::{Metrics, UpstreamCall};
+use crate::metrics::Metrics;
+use crate::s3::Operation;
 use crate::types::ObjectMeta;
 use crate::upstream::OriginError;
 
@@ -195,7 +196,7 @@ impl MetaLookups {
 async fn metered<T>(
     metrics: &Metrics,
     route: &Route,
-    call: UpstreamCall,
+    call: Operation,
     request: impl std::future::Future<Output = Result<T, OriginError>>,
 ) -> Result<T, OriginError> {
     let result = timed(metrics, &route.upstream.name, call, request).await;
@@ -210,7 +211,7 @@ async fn metered<T>(
 
 async fn head(metrics: &Metrics, route: &Route, object: &ObjectRef) -> Result<ObjectMeta, OriginError> {
     let request = route.upstream.origin.head(&route.bucket, &object.key);
-    metered(metrics, route, UpstreamCall::Head, request).await
+    metered(metrics, route, Operation::HeadObject, request).await
 }
 
 /// Stores what a lookup stamped `stamp` found (unless a write superseded it meanwhile).
@@ -257,7 +258,7 @@ async fn open_chunk(
         Some(opened) => opened?,
         None => {
             let request = route.upstream.origin.open(&route.bucket, &object.key, span);
-            let opened = metered(metrics, route, UpstreamCall::Get, request).await?;
+            let opened = metered(metrics, route, Operation::GetObject, request).await?;
             let body = opened
                 .body
                 .map(|b| MeteredBody::boxed(b, metrics, &route.upstream.name));

@@ -43,7 +43,7 @@ use crate::auth::chunked::{ChunkSigning, Decoder};
 use crate::cache::{ChunkCache, ObjectRef};
 use crate::config::Residency;
 use crate::lineage::Lineage;
-use crate::metrics::{Metrics, Outcome, UpstreamCall};
+use crate::metrics::{Metrics, Outcome};
 use crate::s3::{CopySource, Operation, Query, S3Error};
 use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
@@ -470,7 +470,7 @@ impl ProxyHttp for S3Proxy {
             .sign(req, &payload, SystemTime::now())
             .await
             .map_err(|e| Error::because(ErrorType::InternalError, "signing the upstream request", e))?;
-        let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+        let labels = [&*route.upstream.name, ctx.op.as_str()];
         self.state.metrics.upstream_requests.with_label_values(&labels).inc();
         Ok(())
     }
@@ -512,7 +512,7 @@ impl ProxyHttp for S3Proxy {
             Some(refused) => refused,
             None => {
                 if let Some(route) = &ctx.route {
-                    let labels = [&*route.upstream.name, UpstreamCall::Passthrough.as_str()];
+                    let labels = [&*route.upstream.name, ctx.op.as_str()];
                     self.state.metrics.upstream_errors.with_label_values(&labels).inc();
                 }
                 S3Error::BadGateway(e.to_string())

@@ -24,10 +24,10 @@ use super::{ProxyState, RequestCtx};
 use crate::cache::plan::{chunk_count, chunk_span, plan};
 use crate::cache::{CacheKey, ChunkBody, ChunkFetch, ChunkRead, FillError, ObjectRef, StartedFill, Tier};
 use crate::cluster::{ChunkPlace, UpstreamFetch};
-use crate::metrics::{Metrics, Outcome, Source, UpstreamCall};
+use crate::metrics::{Metrics, Outcome, Source};
 use crate::s3::conditional::{self, evaluate, Precondition};
 use crate::s3::range::ByteRange;
-use crate::s3::S3Error;
+use crate::s3::{Operation, S3Error};
 use crate::types::{ETag, ObjectKey, ObjectMeta};
 use crate::upstream::{OriginBody, OriginError};
 
@@ -358,11 +358,13 @@ pub(super) fn upstream_fetch(metrics: &Arc<Metrics>, route: &Route, object: &Obj
     Box::new(move |span| {
         Box::pin(async move {
             let request = origin.read(&bucket, &key, span, &etag);
-            let body = timed(&metrics, &name, UpstreamCall::Get, request).await.map_err(|e| {
-                let labels = [&*name, UpstreamCall::Get.as_str()];
-                metrics.upstream_errors.with_label_values(&labels).inc();
-                Arc::new(e)
-            })?;
+            let body = timed(&metrics, &name, Operation::GetObject, request)
+                .await
+                .map_err(|e| {
+                    let labels = [&*name, Operation::GetObject.as_str()];
+                    metrics.upstream_errors.with_label_values(&labels).inc();
+                    Arc::new(e)
+                })?;
             Ok(MeteredBody::boxed(body, &metrics, &name))
         })
     })
@@ -374,7 +376,7 @@ pub(super) fn upstream_fetch(metrics: &Arc<Metrics>, route: &Route, object: &Obj
 pub(super) async fn timed<T>(
     metrics: &Metrics,
     upstream: &str,
-    call: UpstreamCall,
+    call: Operation,
     request: impl std::future::Future<Output = std::result::Result<T, OriginError>>,
 ) -> std::result::Result<T, OriginError> {
     let labels = [upstream, call.as_str()];
@@ -403,7 +405,7 @@ impl MeteredBody {
             bytes: metrics.upstream_bytes.with_label_values(&[name]),
             errors: metrics
                 .upstream_errors
-                .with_label_values(&[name, UpstreamCall::Get.as_str()]),
+                .with_label_values(&[name, Operation::GetObject.as_str()]),
         })
     }
 }

@@ -127,8 +127,8 @@ hits2 = delta(after1, after2, 'shardcache_served_bytes_total{source="memory"}') 
     after1, after2, 'shardcache_served_bytes_total{source="disk"}'
 )
 fetched2 = delta(after1, after2, "shardcache_upstream_received_bytes_total")
-chunk_calls2 = delta(after1, after2, 'shardcache_upstream_requests_total{call="get"') + delta(
-    after1, after2, 'shardcache_upstream_requests_total{call="head"'
+chunk_calls2 = delta(after1, after2, 'shardcache_upstream_requests_total{call="GetObject"') + delta(
+    after1, after2, 'shardcache_upstream_requests_total{call="HeadObject"'
 )
 changes = {k: after2.get(k, 0) - after1.get(k, 0) for k in after2 if "_bucket" not in k and after2.get(k, 0) != after1.get(k, 0)}
 assert hits2 == shard_bytes, f"epoch 2 served {hits2} of {shard_bytes} bytes from the cache; metric changes: {changes}"
