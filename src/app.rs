@@ -12,14 +12,14 @@ use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
-use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, MemoryOnly};
+use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, IoEngine, MemoryOnly};
 use crate::cluster::auth::ClusterKey;
 use crate::cluster::discovery::DnsDiscovery;
 use crate::cluster::placement::Member;
 use crate::cluster::{PeerOptions, Peers};
 use crate::config::{
-    AuditConfig, ClusterConfig, Config, ConfigError, DiskEncryption, LineageConfig, Residency, S3UpstreamConfig,
-    UpstreamConfig, MIN_SECRET_BYTES,
+    AuditConfig, ClusterConfig, Config, ConfigError, DiskEncryption, IoEngineKind, LineageConfig, Residency,
+    S3UpstreamConfig, UpstreamConfig, MIN_SECRET_BYTES,
 };
 use crate::guard::{ClientLimits, Guard};
 use crate::lineage::{Lineage, LineageError, LineageOptions};
@@ -107,7 +107,10 @@ pub fn cache_options(config: &Config, source: Option<&Path>) -> Result<CacheOpti
                 capacity_bytes: d.capacity_bytes,
                 direct: d.direct,
                 write_queue_bytes: d.write_queue_bytes,
-                io_engine: d.io_engine,
+                io_engine: match d.io_engine {
+                    IoEngineKind::Uring => IoEngine::Uring,
+                    IoEngineKind::Psync => IoEngine::Psync,
+                },
                 key_file,
             })
         }

@@ -3,6 +3,7 @@
 //! Names carry the `shardcache_` prefix and a unit suffix; label values come from the small
 //! enums below or from config-defined upstream names, so every label set is bounded (no object
 //! keys, no bucket names). foyer registers its own metrics (prefix `foyer_`) in the same registry.
+//! It uses no other module.
 
 use std::cell::RefCell;
 

@@ -7,7 +7,9 @@
 //! fails or comes up short is never stored.
 //!
 //! The cache never knows who fills it: callers hand it a fetch closure. foyer's types stay in
-//! this module.
+//! this module. It uses `types`, `metrics` and `upstream`'s error type (a fill fails with one),
+//! and must not reach the config (`app` turns it into [`CacheOptions`]), the proxy, the cluster
+//! or any origin.
 
 mod admission;
 mod buf;
@@ -42,12 +44,21 @@ pub use generation::Standing;
 use store::RangeReader;
 pub use store::{RangeError, STORE_FILE};
 
-use crate::config::IoEngineKind;
 use crate::metrics::Metrics;
 use engine::StoreEngineConfig;
 use fill::{pump, Fill, FillWriter};
 use generation::Generations;
 use store::{KeyError, Keys, Store, StoreError, StoreOptions};
+
+/// The disk tier's I/O engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring, falling back to `Psync` (logged) where it cannot be set up.
+    #[default]
+    Uring,
+    /// `pread`/`pwrite` on tokio's blocking pool.
+    Psync,
+}
 
 /// Cache settings, from the `cache` section of the config.
 #[derive(Clone, Debug)]
@@ -94,7 +105,7 @@ pub struct DiskOptions {
     /// Bytes of chunk writes allowed to wait for the disk.
     pub write_queue_bytes: u64,
     /// I/O engine.
-    pub io_engine: IoEngineKind,
+    pub io_engine: IoEngine,
     /// The master key file, for encryption at rest; `None` stores entries in the clear.
     pub key_file: Option<PathBuf>,
 }

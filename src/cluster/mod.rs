@@ -4,6 +4,9 @@
 //! the cluster secret ([`auth`]). Members come from the config, from DNS ([`discovery`]) or, with the
 //! `kubernetes` feature, from a Service's EndpointSlices (`kubernetes`).
 //! The owner's side is `proxy::peer`.
+//!
+//! It uses `types`, `metrics`, the upstream's body and error types, and the cache's fetch types
+//! (a peer's answer is a chunk fetch); it must not reach the proxy or the config.
 
 pub mod auth;
 pub mod discovery;

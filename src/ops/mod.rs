@@ -2,7 +2,8 @@
 //! and `shardcache lineage`.
 //!
 //! They are clients of shardcache's public faces only (the S3 listener and the admin listener),
-//! so they work against any shardcache a user can reach.
+//! so they work against any shardcache a user can reach: they use `s3`'s wire types and
+//! `auth`'s SigV4 vocabulary, and must not reach any other module.
 
 mod client;
 pub mod stats;

@@ -4,6 +4,10 @@
 //! Two implementations: [`S3Origin`] (any S3-compatible endpoint, SigV4-signed, pooled
 //! connections through Pingora's connector) and [`FsOrigin`] (a local directory whose top-level
 //! folders are buckets). A peer shardcache node is the next one.
+//!
+//! It uses `types`, `metrics`, `s3` (how its failures are answered) and its own part of the
+//! config (credentials, addressing); it must not reach the cache, the cluster or the proxy: it
+//! never knows it is cached.
 
 mod credentials;
 mod error;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::uring::Ring;
 use crate::cache::buf::{DiskBuf, ALIGN};
-use crate::config::IoEngineKind;
+use crate::cache::IoEngine;
 
 /// How long one read or write may take before it counts as failed: a device that stopped
 /// answering degrades the store (three failures in a row) instead of wedging every read behind
@@ -37,8 +37,8 @@ enum Backend {
 
 impl Io {
     /// io_uring when `want`ed and working (tried with a read of the first block), else psync.
-    pub async fn new(file: Arc<File>, want: IoEngineKind) -> Self {
-        if want == IoEngineKind::Uring {
+    pub async fn new(file: Arc<File>, want: IoEngine) -> Self {
+        if want == IoEngine::Uring {
             match Ring::start(file.clone()) {
                 Ok(ring) => {
                     let io = Self::with(Backend::Uring(ring));
@@ -141,7 +141,7 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
 
-    async fn round_trip(engine: IoEngineKind) -> &'static str {
+    async fn round_trip(engine: IoEngine) -> &'static str {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -174,7 +174,7 @@ mod tests {
     async fn a_hung_io_fails_after_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("f")).unwrap();
-        let mut io = Io::new(Arc::new(file), IoEngineKind::Psync).await;
+        let mut io = Io::new(Arc::new(file), IoEngine::Psync).await;
         io.timeout = Duration::from_millis(100);
         io.stall.store(true, std::sync::atomic::Ordering::Relaxed);
         let result = tokio::time::timeout(Duration::from_secs(5), io.write(DiskBuf::new(ALIGN), 0))
@@ -185,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn psync_reads_what_it_wrote() {
-        assert_eq!(round_trip(IoEngineKind::Psync).await, "psync");
+        assert_eq!(round_trip(IoEngine::Psync).await, "psync");
     }
 
     /// Skipped, saying why, where the kernel refuses io_uring (seccomp's EPERM, ENOSYS,
@@ -201,6 +201,6 @@ mod tests {
             eprintln!("skipped: the kernel refuses io_uring here ({e})");
             return;
         }
-        assert_eq!(round_trip(IoEngineKind::Uring).await, "io_uring");
+        assert_eq!(round_trip(IoEngine::Uring).await, "io_uring");
     }
 }

@@ -56,7 +56,7 @@ use tokio::sync::watch;
 
 use super::admission::Admission;
 use super::buf::DiskBuf;
-use crate::config::IoEngineKind;
+use crate::cache::IoEngine;
 use crate::metrics::Metrics;
 use file::random_u64;
 use format::{CutMark, Geometry, Header, Loc, Superblock, BLOCK};
@@ -87,7 +87,7 @@ pub struct StoreOptions {
     /// Open with O_DIRECT (falls back to buffered I/O where the filesystem refuses it).
     pub direct: bool,
     /// The I/O engine wanted.
-    pub io_engine: IoEngineKind,
+    pub io_engine: IoEngine,
     /// Master keys to encrypt entries with; `None` stores them in the clear (CRC-checked).
     pub keys: Option<Arc<Keys>>,
 }

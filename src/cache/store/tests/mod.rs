@@ -7,7 +7,7 @@ use super::*;
 const MIB: u64 = 1 << 20;
 const CHUNK: u64 = MIB;
 
-fn options(dir: &Path, capacity: u64, engine: IoEngineKind, keys: Option<&str>) -> StoreOptions {
+fn options(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> StoreOptions {
     StoreOptions {
         path: dir.to_path_buf(),
         capacity_bytes: capacity,
@@ -19,7 +19,7 @@ fn options(dir: &Path, capacity: u64, engine: IoEngineKind, keys: Option<&str>) 
     }
 }
 
-async fn open_with(dir: &Path, capacity: u64, engine: IoEngineKind, keys: Option<&str>) -> (Store, Arc<Metrics>) {
+async fn open_with(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> (Store, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let opts = options(dir, capacity, engine, keys);
     let store = Store::open(&opts, metrics.clone(), tokio::runtime::Handle::current())
@@ -29,7 +29,7 @@ async fn open_with(dir: &Path, capacity: u64, engine: IoEngineKind, keys: Option
 }
 
 /// A store encrypted with one key, as by default.
-async fn open(dir: &Path, capacity: u64, engine: IoEngineKind) -> (Store, Arc<Metrics>) {
+async fn open(dir: &Path, capacity: u64, engine: IoEngine) -> (Store, Arc<Metrics>) {
     open_with(dir, capacity, engine, Some(KEY_1)).await
 }
 
@@ -56,9 +56,9 @@ async fn get(store: &Store, hash: u64) -> Option<Bytes> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_round_trip_and_survive_a_reopen_on_both_engines_sealed_or_not() {
     for (engine, keys) in [
-        (IoEngineKind::Uring, Some(KEY_1)),
-        (IoEngineKind::Psync, Some(KEY_1)),
-        (IoEngineKind::Uring, None),
+        (IoEngine::Uring, Some(KEY_1)),
+        (IoEngine::Psync, Some(KEY_1)),
+        (IoEngine::Uring, None),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let values = [
@@ -93,14 +93,14 @@ async fn entries_round_trip_and_survive_a_reopen_on_both_engines_sealed_or_not()
 async fn the_newest_write_of_a_key_wins_now_and_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+        let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
         for seed in 0..5 {
             put(&store, 7, &chunk(seed, 200_000));
         }
         store.wait().await;
         assert!(get(&store, 7).await == Some(chunk(4, 200_000)));
     }
-    let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     assert_eq!(store.entries(), 1);
     assert!(get(&store, 7).await == Some(chunk(4, 200_000)));
 }
@@ -109,7 +109,7 @@ async fn the_newest_write_of_a_key_wins_now_and_after_a_reopen() {
 async fn a_delete_beats_a_queued_write_and_stays_deleted_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+        let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
         // Deleted while its write is under way.
         put(&store, 1, &chunk(1, CHUNK as usize));
         store.delete(1);
@@ -123,14 +123,14 @@ async fn a_delete_beats_a_queued_write_and_stays_deleted_after_a_reopen() {
         assert!(get(&store, 2).await.is_none());
         assert!(!store.contains(1) && !store.contains(2));
     }
-    let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     assert_eq!(store.entries(), 0, "a deleted entry came back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_drops_the_keep_alive_of_a_write_under_way() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     let keep = Arc::new(());
     store.enqueue(1, b"k".to_vec(), 2, chunk(1, CHUNK as usize), Box::new(keep.clone()));
     store.delete(1);
@@ -141,7 +141,7 @@ async fn a_delete_drops_the_keep_alive_of_a_write_under_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_bytes_read_as_a_counted_miss() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     put(&store, 1, &chunk(1, CHUNK as usize));
     put(&store, 2, &chunk(2, 100));
     store.wait().await;
@@ -170,7 +170,7 @@ async fn damaged_bytes_read_as_a_counted_miss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_evicts_the_least_recently_used_by_clock() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     let slots = store.shared.geometry.slabs as u64;
     for hash in 0..slots {
         put(&store, hash, &chunk(hash as u8, CHUNK as usize));
@@ -211,7 +211,7 @@ async fn a_full_store_evicts_the_least_recently_used_by_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_of_small_values_admits_like_one_of_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Psync).await;
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Psync).await;
     let value = |hash: u64| chunk(hash as u8, 200 << 10);
     for hash in 0..600 {
         put(&store, hash, &value(hash));
@@ -230,11 +230,11 @@ async fn a_full_store_of_small_values_admits_like_one_of_chunks() {
 async fn another_geometry_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+        let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
         put(&store, 1, &chunk(1, 100));
         store.wait().await;
     }
-    let (store, _) = open(dir.path(), 80 * MIB, IoEngineKind::Uring).await;
+    let (store, _) = open(dir.path(), 80 * MIB, IoEngine::Uring).await;
     assert_eq!(store.entries(), 0);
     assert!(get(&store, 1).await.is_none());
 }
@@ -245,7 +245,7 @@ async fn a_torn_chunk_write_reads_as_a_miss_after_a_reopen() {
     let g;
     let slot;
     {
-        let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+        let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
         put(&store, 1, &chunk(1, CHUNK as usize));
         store.wait().await;
         g = store.shared.geometry;
@@ -258,7 +258,7 @@ async fn a_torn_chunk_write_reads_as_a_miss_after_a_reopen() {
         .unwrap();
     file.write_all_at(&vec![0xAB; 64 << 10], g.data_offset(slot) + 4096)
         .unwrap();
-    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     assert!(get(&store, 1).await.is_none());
     assert_eq!(metrics.cache_read_errors.get(), 1);
 }
@@ -274,7 +274,7 @@ async fn sealed_entries_leave_neither_bytes_nor_keys_in_the_clear() {
     let secret = b"training-shard-0042.tar".repeat(200);
     for (keys, readable) in [(None, true), (Some(KEY_1), false)] {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = open_with(dir.path(), 32 * MIB, IoEngineKind::Uring, keys).await;
+        let (store, _) = open_with(dir.path(), 32 * MIB, IoEngine::Uring, keys).await;
         store.enqueue(
             1,
             b"bucket/private-name".to_vec(),
@@ -308,20 +308,20 @@ async fn sealed_entries_leave_neither_bytes_nor_keys_in_the_clear() {
 async fn old_keys_still_decrypt_and_a_removed_key_makes_misses() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, Some(KEY_1)).await;
+        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, Some(KEY_1)).await;
         put(&store, 1, &chunk(1, 300_000));
         store.wait().await;
     }
     {
         // Rotated: key 2 writes, key 1 still reads.
         let rotated = format!("{KEY_2}\n{KEY_1}");
-        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, Some(&rotated)).await;
+        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, Some(&rotated)).await;
         assert!(get(&store, 1).await == Some(chunk(1, 300_000)));
         put(&store, 2, &chunk(2, 300_000));
         store.wait().await;
     }
     // Key 1 removed: what it wrote is a miss; what key 2 wrote still reads.
-    let (store, _) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, Some(KEY_2)).await;
+    let (store, _) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, Some(KEY_2)).await;
     assert!(get(&store, 1).await.is_none());
     assert!(get(&store, 2).await == Some(chunk(2, 300_000)));
 }
@@ -330,18 +330,18 @@ async fn old_keys_still_decrypt_and_a_removed_key_makes_misses() {
 async fn turning_encryption_on_starts_the_store_empty() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, None).await;
+        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, None).await;
         put(&store, 1, &chunk(1, 100));
         store.wait().await;
     }
-    let (store, _) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     assert_eq!(store.entries(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_io_degrades_the_store_and_it_resumes_when_the_disk_works() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     put(&store, 1, &chunk(1, 100_000));
     store.wait().await;
     assert!(get(&store, 1).await.is_some());
@@ -387,7 +387,7 @@ async fn failing_io_degrades_the_store_and_it_resumes_when_the_disk_works() {
 async fn a_removed_cache_directory_is_noticed_and_re_created_empty() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
-    let (store, metrics) = open(&cache, 64 * MIB, IoEngineKind::Uring).await;
+    let (store, metrics) = open(&cache, 64 * MIB, IoEngine::Uring).await;
     put(&store, 1, &chunk(1, 100_000));
     store.wait().await;
     std::fs::remove_dir_all(&cache).unwrap();
@@ -409,7 +409,7 @@ async fn a_removed_cache_directory_is_noticed_and_re_created_empty() {
     assert!(get(&store, 2).await == Some(chunk(2, 100_000)));
     drop(store);
     // The new file holds what was written after it was re-created.
-    let (store, _) = open(&cache, 64 * MIB, IoEngineKind::Uring).await;
+    let (store, _) = open(&cache, 64 * MIB, IoEngine::Uring).await;
     assert!(get(&store, 2).await == Some(chunk(2, 100_000)));
 }
 
@@ -417,7 +417,7 @@ async fn a_removed_cache_directory_is_noticed_and_re_created_empty() {
 async fn a_range_reads_and_checks_only_the_segments_that_cover_it() {
     for keys in [Some(KEY_1), None] {
         let dir = tempfile::tempdir().unwrap();
-        let (store, metrics) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, keys).await;
+        let (store, metrics) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, keys).await;
         let value = chunk(7, CHUNK as usize - 1000);
         put(&store, 1, &value);
         put(&store, 2, &chunk(8, 2000));
@@ -494,7 +494,7 @@ async fn chunks_larger_than_the_staging_buffer_are_written_in_pieces() {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions {
             chunk_size: 4 * MIB,
-            ..options(dir.path(), 64 * MIB, IoEngineKind::Uring, keys)
+            ..options(dir.path(), 64 * MIB, IoEngine::Uring, keys)
         };
         let store = Store::open(&opts, Arc::new(Metrics::new()), tokio::runtime::Handle::current())
             .await

@@ -9,7 +9,7 @@ async fn values_between_inline_and_a_chunk_share_cut_slabs_and_survive_a_reopen(
         let sizes = [5_000, 12_000, 20_000, 100_000, 300_000, 600_000];
         let values: Vec<Bytes> = (0..60).map(|i| chunk(i as u8, sizes[i % sizes.len()])).collect();
         let expected_slabs = {
-            let (store, _) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, keys).await;
+            let (store, _) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, keys).await;
             for (i, v) in values.iter().enumerate() {
                 put(&store, i as u64, v);
             }
@@ -38,7 +38,7 @@ async fn values_between_inline_and_a_chunk_share_cut_slabs_and_survive_a_reopen(
             }
             slabs
         };
-        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngineKind::Uring, keys).await;
+        let (store, _) = open_with(dir.path(), 64 * MIB, IoEngine::Uring, keys).await;
         assert_eq!(store.entries(), values.len());
         assert_eq!(
             store.used_bytes(),
@@ -67,7 +67,7 @@ async fn a_slab_cut_again_leaves_no_old_slot_behind() {
     let small = 20_000;
     let slabs;
     {
-        let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+        let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
         slabs = store.shared.geometry.slabs as u64;
         // Two small values in slab 0, the other slabs full of chunks, all of them read since.
         put(&store, 1000, &chunk(1, small));
@@ -91,7 +91,7 @@ async fn a_slab_cut_again_leaves_no_old_slot_behind() {
             panic!("the new value is not in slab 0");
         };
     }
-    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngineKind::Uring).await;
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
     assert_eq!(
         store.entries() as u64,
         slabs,
@@ -136,7 +136,7 @@ async fn a_block_device_holds_the_store_sized_to_the_device() {
     let values = [chunk(1, CHUNK as usize), chunk(2, 100_000), chunk(3, 100)];
     for round in 0..2 {
         // More than the device holds: the device's size is used.
-        let (store, _) = open(&device.0, 1 << 30, IoEngineKind::Uring).await;
+        let (store, _) = open(&device.0, 1 << 30, IoEngine::Uring).await;
         assert!(store.shared.geometry.bytes() <= 64 * MIB);
         if round == 0 {
             for (i, v) in values.iter().enumerate() {
@@ -164,7 +164,7 @@ async fn recovery_time_of_a_full_10_gib_tier() {
         let dir = tempfile::tempdir_in(&base).unwrap();
         let opts = StoreOptions {
             chunk_size: 8 * MIB,
-            ..options(dir.path(), 10 << 30, IoEngineKind::Uring, Some(KEY_1))
+            ..options(dir.path(), 10 << 30, IoEngine::Uring, Some(KEY_1))
         };
         let value = chunk(1, size);
         let store = Store::open(&opts, Arc::new(Metrics::new()), tokio::runtime::Handle::current())
