@@ -41,6 +41,7 @@ fn client(proxy: &Proxy, key: &str, secret: &str) -> aws_sdk_s3::Client {
         .endpoint_url(format!("http://{}", proxy.addr))
         .credentials_provider(Credentials::new(key, secret, None, None, "test"))
         .force_path_style(true)
+        .http_client(common::http_client())
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
@@ -400,6 +401,7 @@ async fn keys_rotate_on_sighup_and_on_file_change_without_dropping_connections()
             .endpoint_url(&endpoint)
             .credentials_provider(Credentials::new("AKROT", secret, None, None, "test"))
             .force_path_style(true)
+            .http_client(common::http_client())
             .build();
         async move {
             code(

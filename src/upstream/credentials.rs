@@ -10,6 +10,7 @@ use aws_config::provider_config::ProviderConfig;
 use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use parking_lot::RwLock;
 
 use super::SignError;
@@ -114,7 +115,16 @@ impl WebIdentity {
             .unwrap_or_else(|| "shardcache".into());
         let region = aws_config::Region::new(region.to_owned());
         let provider = WebIdentityTokenCredentialsProvider::builder()
-            .configure(&ProviderConfig::without_region().with_region(Some(region)))
+            .configure(
+                &ProviderConfig::without_region()
+                    .with_region(Some(region))
+                    // rustls on ring: the one crypto provider of the binary.
+                    .with_http_client(
+                        aws_smithy_http_client::Builder::new()
+                            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                            .build_https(),
+                    ),
+            )
             .static_configuration(StaticConfiguration {
                 web_identity_token_file: token_file,
                 role_arn,

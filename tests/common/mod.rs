@@ -155,8 +155,15 @@ pub fn client(addr: SocketAddr) -> aws_sdk_s3::Client {
         .endpoint_url(format!("http://{addr}"))
         .credentials_provider(creds)
         .force_path_style(true)
+        .http_client(http_client())
         .build();
     aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The SDK's HTTP client for loopback endpoints (plain HTTP): the SDK is built without its
+/// default HTTPS client, whose TLS would link a second crypto provider.
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_http()
 }
 
 /// A loopback port for shardcache to bind: free when probed, never handed out twice in this
