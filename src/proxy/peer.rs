@@ -252,13 +252,16 @@ impl PeerApp {
     /// Answers an upstream's answer or failure (the asker maps 404 and 412 back; anything else
     /// makes it read from the upstream itself).
     async fn fail(&self, session: &mut ServerSession, e: &OriginError) -> Reusable {
-        let (status, code) = match e.answer() {
+        let (status, code) = if e.upstream_failing() {
             // Not this node's fault: the asker reads from the upstream without ejecting it.
-            _ if e.upstream_failing() => (StatusCode::SERVICE_UNAVAILABLE, UPSTREAM_FAILING),
-            Failure::S3(a @ (S3Error::NoSuchKey | S3Error::NoSuchBucket | S3Error::PreconditionFailed { .. })) => {
-                (a.status(), a.code())
+            (StatusCode::SERVICE_UNAVAILABLE, UPSTREAM_FAILING)
+        } else {
+            match e.answer() {
+                Failure::S3(a @ (S3Error::NoSuchKey | S3Error::NoSuchBucket | S3Error::PreconditionFailed { .. })) => {
+                    (a.status(), a.code())
+                }
+                _ => (StatusCode::BAD_GATEWAY, "BadGateway"),
             }
-            _ => (StatusCode::BAD_GATEWAY, "BadGateway"),
         };
         let outcome = if status.is_server_error() { "failed" } else { "fill" };
         self.state.metrics.peer_served.with_label_values(&[outcome]).inc();

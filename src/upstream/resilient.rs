@@ -106,20 +106,18 @@ impl Core {
         let mut first_failure = None;
         loop {
             let result = attempt().await;
-            let Some(reason) = result.as_ref().err().and_then(OriginError::retry_reason) else {
-                ticket.settle(true);
-                return result;
-            };
-            tries += 1;
-            let since = *first_failure.get_or_insert_with(Instant::now);
-            let wait = self.backoff(tries);
-            if tries >= self.opts.attempts || since.elapsed() + wait > self.opts.deadline {
-                let failed = result.as_ref().err().is_some_and(OriginError::counts_against_breaker);
-                ticket.settle(!failed);
-                return result;
+            if let Some(reason) = result.as_ref().err().and_then(OriginError::retry_reason) {
+                tries += 1;
+                let since = *first_failure.get_or_insert_with(Instant::now);
+                let wait = self.backoff(tries);
+                if tries < self.opts.attempts && since.elapsed() + wait <= self.opts.deadline {
+                    self.retries.with_label_values(&[&self.name, reason]).inc();
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
             }
-            self.retries.with_label_values(&[&self.name, reason]).inc();
-            tokio::time::sleep(wait).await;
+            ticket.settle(!result.as_ref().err().is_some_and(OriginError::counts_against_breaker));
+            return result;
         }
     }
 

@@ -11,7 +11,16 @@ use std::time::Duration;
 
 use super::uring::Ring;
 use crate::cache::buf::{DiskBuf, ALIGN};
-use crate::cache::IoEngine;
+
+/// The disk tier's I/O engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IoEngine {
+    /// io_uring, falling back to `Psync` (logged) where it cannot be set up.
+    #[default]
+    Uring,
+    /// `pread`/`pwrite` on tokio's blocking pool.
+    Psync,
+}
 
 /// How long one read or write may take before it counts as failed: a device that stopped
 /// answering degrades the store (three failures in a row) instead of wedging every read behind

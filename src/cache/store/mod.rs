@@ -56,13 +56,13 @@ use tokio::sync::watch;
 
 use super::admission::Admission;
 use super::buf::DiskBuf;
-use crate::cache::IoEngine;
 use crate::metrics::Metrics;
 use file::random_u64;
 use format::{CutMark, Geometry, Header, Loc, Superblock, BLOCK};
 use health::HEALTH_CHECK;
 use index::{Entry, Index, NoSlot, Slab, State, Taken, FREE};
 use io::Io;
+pub use io::IoEngine;
 pub use read::{RangeError, RangeReader};
 pub use seal::{KeyError, Keys};
 use write::Ticket;
@@ -300,8 +300,8 @@ impl Store {
         let (loc, stamp, cut) = {
             let mut index = shared.lock();
             let replaced = index.unindex(hash);
-            shared.admission.holds(index.map.len() as u64);
-            let admit = |victims: &[u64]| shared.admission.admit(hash, victims);
+            let held = index.map.len() as u64;
+            let admit = |victims: &[u64]| shared.admission.admit(hash, victims, held);
             let Taken { loc, cut } = match index.take(&shared.geometry, fit, &shared.metrics, &admit) {
                 Ok(taken) => taken,
                 Err(why) => {
