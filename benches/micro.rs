@@ -13,8 +13,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use foyer::Code;
 use shardcache::auth::{AccessKey, AuthOptions, RequestParts, Verifier};
 use shardcache::cache::plan::plan;
-use shardcache::cache::{CacheKey, CacheValue, ObjectRef};
+use shardcache::cache::{CacheKey, CacheValue};
 use shardcache::config::{CredentialsConfig, CredentialsSource};
+use shardcache::types::ObjectRef;
 use shardcache::upstream::{Signer, UNSIGNED_PAYLOAD};
 
 const CHUNK: u64 = 8 << 20;

@@ -260,7 +260,7 @@ impl ServeHttp for AdminApp {
         let query = req.uri.query().unwrap_or("").to_owned();
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
-                self.state.cache.refresh_gauges();
+                self.state.reader.cache().refresh_gauges();
                 if let Some(peers) = self.state.router.peers() {
                     peers.refresh_gauges();
                 }

@@ -12,6 +12,7 @@ use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
+use crate::cache::read::ObjectReader;
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, IoEngine, MemoryOnly};
 use crate::cluster::auth::ClusterKey;
 use crate::cluster::discovery::DnsDiscovery;
@@ -169,8 +170,10 @@ pub fn router(
             name: b.name.clone(),
             upstream: b.upstream.clone(),
             upstream_bucket: b.upstream_bucket.clone().unwrap_or_else(|| b.name.clone()),
-            meta_ttl: (!b.immutable).then(|| b.metadata_ttl_seconds.map_or(ttl, Duration::from_secs)),
-            stale_if_error: b.stale_if_error_seconds.map_or(stale, Duration::from_secs),
+            fresh: Freshness {
+                ttl: (!b.immutable).then(|| b.metadata_ttl_seconds.map_or(ttl, Duration::from_secs)),
+                stale_if_error: b.stale_if_error_seconds.map_or(stale, Duration::from_secs),
+            },
             residency: b.cache,
             fallback: b.fallback.as_ref().map(|f| FallbackRoute {
                 upstream: f.upstream.clone(),
@@ -187,7 +190,7 @@ pub fn router(
         routes,
         config.default_upstream.as_deref().map(|u| {
             let fresh = Freshness {
-                ttl,
+                ttl: Some(ttl),
                 stale_if_error: stale,
             };
             (u, fresh)
@@ -231,7 +234,6 @@ fn peers(c: &ClusterConfig, metrics: &Arc<Metrics>) -> Result<Peers, AppError> {
         PeerOptions {
             me: me(c),
             key: cluster_key(c)?,
-            keep_on_disk: c.peer_chunks == Residency::Disk,
             connect_timeout: Duration::from_millis(c.connect_timeout_ms),
             read_timeout: Duration::from_millis(c.read_timeout_ms),
             breaker: BreakerPolicy {
@@ -350,11 +352,21 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
         disk = ?config.cache.disk.as_ref().map(|d| &d.path),
         "shardcache starting"
     );
-    let state = Arc::new(ProxyState::new(
-        router,
+    // Chunks from their cluster owners go to this node's disk only if the cluster says so.
+    let owned_on_disk = config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.peer_chunks == Residency::Disk);
+    let reader = ObjectReader::new(
         cache.clone(),
         metrics.clone(),
         config.cache.read_ahead_chunks,
+        owned_on_disk,
+    );
+    let state = Arc::new(ProxyState::new(
+        router,
+        reader,
+        metrics.clone(),
         config.virtual_host_domains.clone(),
         gate.clone(),
         Records {

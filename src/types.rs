@@ -2,6 +2,7 @@
 //! enters shardcache; code behind that boundary never re-checks it. It uses no other module.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::HeaderValue;
@@ -55,6 +56,17 @@ impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// One object at one upstream: (upstream name, upstream bucket, key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectRef {
+    /// Upstream name from the config.
+    pub upstream: Arc<str>,
+    /// Bucket name at the upstream.
+    pub bucket: Arc<str>,
+    /// Object key.
+    pub key: Arc<str>,
 }
 
 /// An entity tag exactly as the upstream sent it, quotes included (`"9b2cf5..."`).

@@ -26,7 +26,7 @@ use foyer::{Code, Error as FoyerError, ErrorKind};
 use http::HeaderValue;
 
 use super::buf::ChunkBuf;
-use crate::types::{ETag, ObjectMeta};
+use crate::types::{ETag, ObjectMeta, ObjectRef};
 
 const MAGIC: &[u8; 2] = b"SC";
 const FORMAT_VERSION: u8 = 2;
@@ -35,17 +35,6 @@ const CHUNK_FORMATS: [u8; 2] = [1, 2];
 pub(super) const KIND_META: u8 = 1;
 pub(super) const KIND_CHUNK: u8 = 2;
 const HEADER_LEN: usize = 12;
-
-/// One object at one upstream: (upstream name, upstream bucket, key).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ObjectRef {
-    /// Upstream name from the config.
-    pub upstream: Arc<str>,
-    /// Bucket name at the upstream.
-    pub bucket: Arc<str>,
-    /// Object key.
-    pub key: Arc<str>,
-}
 
 /// A cache key: an object's metadata, or one chunk of one version (ETag) of it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::buf::{ChunkBuf, ChunkWriter};
-use crate::upstream::OriginError;
+use crate::upstream::{OriginBody, OriginError};
 
 /// Readers are woken at a fill's first bytes (the time to first byte is the upstream's), then
 /// each time this many more have arrived, when the upstream pauses ([`ANNOUNCE_WITHIN`]), and at
@@ -31,27 +30,29 @@ const ANNOUNCE_WITHIN: Duration = Duration::from_millis(1);
 /// Why a fill did not complete. Readers see it after the bytes that did arrive.
 pub type FillError = Arc<OriginError>;
 
-/// The body of a chunk fetch, read piece by piece straight into the chunk's buffer.
-#[async_trait]
-pub trait ChunkBody: Send {
-    /// The next bytes, `None` at the end. The slice is only valid until the next call.
-    async fn next(&mut self) -> Result<Option<&[u8]>, FillError>;
-
-    /// Called after [`Self::next`] failed with `error`: continues from the byte where the body
-    /// stopped if it can (then `next` goes on), else returns the error that ends the fill.
-    async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
-        Err(error)
-    }
-
+/// What a chunk fetch found: the body, read piece by piece straight into the chunk's buffer
+/// (a broken body is [resumed](OriginBody::resume) where it can be), and where the chunk may be
+/// kept.
+pub struct Fetched {
+    /// The chunk's bytes.
+    pub body: Box<dyn OriginBody>,
     /// Whether the chunk may go to the disk tier once complete (else the memory tier only: a
     /// chunk from its cluster owner, which keeps it on disk).
-    fn keep_on_disk(&self) -> bool {
-        true
+    pub keep_on_disk: bool,
+}
+
+impl Fetched {
+    /// A body whose chunk may be kept on disk.
+    pub fn kept(body: Box<dyn OriginBody>) -> Self {
+        Self {
+            body,
+            keep_on_disk: true,
+        }
     }
 }
 
-/// A chunk fetch: resolves once the upstream answered, to the body.
-pub type ChunkFetch = BoxFuture<'static, Result<Box<dyn ChunkBody>, FillError>>;
+/// A chunk fetch: resolves once the source answered, to the body.
+pub type ChunkFetch = BoxFuture<'static, Result<Fetched, OriginError>>;
 
 /// A chunk in flight.
 pub struct Fill {
@@ -181,9 +182,9 @@ impl FillReader {
 }
 
 /// Reads the fetch's body into the fill, checking it is exactly `len` bytes; returns whether the
-/// chunk may go to disk ([`ChunkBody::keep_on_disk`]).
+/// chunk may go to disk ([`Fetched::keep_on_disk`]).
 pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<bool, FillError> {
-    let mut body = fetch.await?;
+    let Fetched { mut body, keep_on_disk } = fetch.await.map_err(Arc::new)?;
     loop {
         let next = {
             let mut next = body.next();
@@ -209,7 +210,11 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
                 if fill.unannounced() {
                     fill.announce();
                 }
-                body.resume(e).await?
+                match body.resume(&e).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Arc::new(e)),
+                    Err(last) => return Err(Arc::new(last)),
+                }
             }
         }
     }
@@ -220,11 +225,13 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
             received,
         }));
     }
-    Ok(body.keep_on_disk())
+    Ok(keep_on_disk)
 }
 
 #[cfg(test)]
 mod tests {
+    use async_trait::async_trait;
+
     use super::*;
 
     #[tokio::test]
@@ -262,8 +269,8 @@ mod tests {
     struct Timed(Vec<(Duration, Vec<u8>)>, Vec<u8>);
 
     #[async_trait]
-    impl ChunkBody for Timed {
-        async fn next(&mut self) -> Result<Option<&[u8]>, FillError> {
+    impl OriginBody for Timed {
+        async fn next(&mut self) -> Result<Option<&[u8]>, OriginError> {
             if self.0.is_empty() {
                 return Ok(None);
             }
@@ -285,7 +292,7 @@ mod tests {
             ],
             vec![],
         );
-        let fetch: ChunkFetch = Box::pin(async move { Ok(Box::new(body) as Box<dyn ChunkBody>) });
+        let fetch: ChunkFetch = Box::pin(async move { Ok(Fetched::kept(Box::new(body))) });
         let (fill, mut w) = Fill::new(3 * 1024);
         let mut reader = fill.reader();
         let pumping = tokio::spawn(async move { pump(&mut w, 3 * 1024, fetch).await.map(|_| w) });

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use parking_lot::RwLock;
 
-use super::ObjectRef;
+use crate::types::ObjectRef;
 
 /// Invalidations remembered before the table starts over with a higher floor.
 const MAX_REMEMBERED: usize = 1 << 16;

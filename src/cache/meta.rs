@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{CacheKey, CacheValue, ChunkCache, MetaEntry, ObjectRef, Standing};
+use super::{CacheKey, CacheValue, ChunkCache, MetaEntry, Standing};
+use crate::types::ObjectRef;
 
 impl ChunkCache {
     /// Cached metadata of an object and how far it can be trusted, unless absent or superseded

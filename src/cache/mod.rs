@@ -6,10 +6,11 @@
 //! fetch) and every request that wants the chunk meanwhile reads the same fill. A fill that
 //! fails or comes up short is never stored.
 //!
-//! The cache never knows who fills it: callers hand it a fetch closure. foyer's types stay in
-//! this module. It uses `types`, `metrics` and `upstream`'s error type (a fill fails with one),
-//! and must not reach the config (`app` turns it into [`CacheOptions`]), the proxy, the cluster
-//! or any origin.
+//! The chunk cache never knows who fills it: callers hand it a fetch closure. foyer's types stay
+//! in this module. It uses `types`, `metrics` and `upstream`'s body and error types (a fill reads
+//! a body and fails with an error of the upstream's), and must not reach the config (`app` turns
+//! it into [`CacheOptions`]), the proxy, the cluster or any origin. [`read`], the read-through
+//! facade over it, is the one part that chooses sources: it alone uses the cluster and origins.
 
 mod admission;
 mod buf;
@@ -21,6 +22,7 @@ mod generation;
 mod meta;
 mod options;
 pub mod plan;
+pub mod read;
 mod store;
 
 use std::collections::HashMap;
@@ -38,8 +40,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use admission::Admission;
 pub use disk_read::DiskRead;
-pub use entry::{CacheKey, CacheValue, MetaEntry, ObjectRef};
-pub use fill::{ChunkBody, ChunkFetch, FillError, FillReader};
+pub use entry::{CacheKey, CacheValue, MetaEntry};
+pub use fill::{ChunkFetch, Fetched, FillError, FillReader};
 pub use generation::Standing;
 pub use options::{CacheError, CacheOptions, DiskOptions, MemoryOnly};
 use store::RangeReader;

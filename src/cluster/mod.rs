@@ -5,8 +5,8 @@
 //! `kubernetes` feature, from a Service's EndpointSlices (`kubernetes`).
 //! The owner's side is `proxy::peer`.
 //!
-//! It uses `types`, `metrics`, the upstream's body and error types, and the cache's fetch types
-//! (a peer's answer is a chunk fetch); it must not reach the proxy or the config.
+//! It uses `types`, `metrics`, and the upstream's body and error types (a peer's answer is read
+//! like an upstream's); it must not reach the cache, the proxy or the config.
 
 pub mod auth;
 pub mod discovery;
@@ -15,4 +15,4 @@ pub mod kubernetes;
 pub mod peers;
 pub mod placement;
 
-pub use peers::{ChunkPlace, PeerOptions, Peers, UpstreamFetch};
+pub use peers::{ChunkPlace, PeerFetch, PeerOptions, Peers, Served, UpstreamFetch};

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession;
@@ -29,11 +30,11 @@ use prometheus::IntCounter;
 
 use super::auth::{ClusterKey, PEER_HEADER};
 use super::placement::{Member, Place, Placement};
-use crate::cache::{ChunkBody, ChunkFetch, FillError, ObjectRef};
 use crate::metrics::Metrics;
-use crate::types::{ETag, ObjectMeta};
+use crate::types::{ETag, ObjectMeta, ObjectRef};
 use crate::upstream::{
-    content_range, exchange, meta_from, network_error, pooled_body, Breaker, BreakerPolicy, OriginBody, OriginError,
+    content_range, exchange, meta_from, network_error, pooled_body, BodyFetch, Breaker, BreakerPolicy, OriginBody,
+    OriginError,
 };
 
 /// The peer listener's one path.
@@ -51,7 +52,19 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Reads a span of a chunk from the upstream: the fallback, and the continuation of a broken
 /// peer body.
-pub type UpstreamFetch = Box<dyn FnOnce(Range<u64>) -> ChunkFetch + Send>;
+pub type UpstreamFetch = Box<dyn FnOnce(Range<u64>) -> BodyFetch + Send>;
+
+/// Who sent a fetched chunk's bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The chunk's owner (which keeps it); should its body break, the upstream sends the rest.
+    Owner,
+    /// The upstream: this node is the one to fetch the chunk, or the owner failed.
+    Upstream,
+}
+
+/// A chunk fetch through the cluster: the body, and who sent it.
+pub type PeerFetch = BoxFuture<'static, Result<(Box<dyn OriginBody>, Served), OriginError>>;
 
 /// A chunk, by where it belongs.
 #[derive(Clone, Debug)]
@@ -120,8 +133,6 @@ pub struct PeerOptions {
     pub me: Member,
     /// The cluster secret.
     pub key: ClusterKey,
-    /// Whether chunks from owners may go to this node's disk tier.
-    pub keep_on_disk: bool,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Longest wait for an answer or the next bytes of a body.
@@ -239,13 +250,13 @@ impl Peers {
         span: Range<u64>,
         etag: ETag,
         upstream: UpstreamFetch,
-    ) -> ChunkFetch {
+    ) -> PeerFetch {
         let peers = self.clone();
+        let from_upstream = |fetch: BodyFetch| async move { Ok((fetch.await?, Served::Upstream)) };
         Box::pin(async move {
             let reply = match peers.ask(&chunk, &chunk.target(&span, Some(&etag))).await {
-                Asked::Local => return upstream(span).await,
-                Asked::Failed => return upstream(span).await,
-                Asked::Answer(e) => return Err(Arc::new(e)),
+                Asked::Local | Asked::Failed => return from_upstream(upstream(span)).await,
+                Asked::Answer(e) => return Err(e),
                 Asked::Got(reply) => reply,
             };
             let resp = &reply.resp;
@@ -257,9 +268,9 @@ impl Peers {
             if !fits {
                 reply.from.breaker.record_failure();
                 peers.failed(&chunk, "answer does not fit the request");
-                return upstream(span).await;
+                return from_upstream(upstream(span)).await;
             }
-            Ok(peers.body(reply, span, upstream))
+            Ok((peers.body(reply, span, upstream), Served::Owner))
         })
     }
 
@@ -271,7 +282,7 @@ impl Peers {
         chunk: &ChunkPlace,
         span: Range<u64>,
         resume: impl FnOnce(&ETag) -> UpstreamFetch,
-    ) -> Option<Result<(ObjectMeta, Option<Box<dyn ChunkBody>>), OriginError>> {
+    ) -> Option<Result<(ObjectMeta, Option<Box<dyn OriginBody>>), OriginError>> {
         let reply = match self.ask(chunk, &chunk.target(&span, None)).await {
             Asked::Local | Asked::Failed => return None,
             Asked::Answer(e) => return Some(Err(e)),
@@ -414,7 +425,7 @@ impl Peers {
     }
 
     /// The body of an owner's answer for bytes `span`, counted by the owner's outcome.
-    fn body(&self, reply: Box<Reply>, span: Range<u64>, upstream: UpstreamFetch) -> Box<dyn ChunkBody> {
+    fn body(&self, reply: Box<Reply>, span: Range<u64>, upstream: UpstreamFetch) -> Box<dyn OriginBody> {
         let reply = *reply;
         let outcome = match reply.resp.headers.get(OUTCOME_HEADER).map(|v| v.as_bytes()) {
             Some(b"hit") => "owner_hit",
@@ -429,7 +440,6 @@ impl Peers {
             ended: false,
             upstream: Some(upstream),
             fallen_back: None,
-            keep_on_disk: self.opts.keep_on_disk,
             bytes: self.metrics.peer_received_bytes.clone(),
             failed: self.metrics.peer_reads.with_label_values(&["failed"]),
         })
@@ -457,15 +467,14 @@ struct PeerBody {
     ended: bool,
     upstream: Option<UpstreamFetch>,
     /// The upstream's body, once the owner's broke.
-    fallen_back: Option<Box<dyn ChunkBody>>,
-    keep_on_disk: bool,
+    fallen_back: Option<Box<dyn OriginBody>>,
     bytes: IntCounter,
     failed: IntCounter,
 }
 
 #[async_trait]
-impl ChunkBody for PeerBody {
-    async fn next(&mut self) -> Result<Option<&[u8]>, FillError> {
+impl OriginBody for PeerBody {
+    async fn next(&mut self) -> Result<Option<&[u8]>, OriginError> {
         if let Some(body) = &mut self.fallen_back {
             return body.next().await;
         }
@@ -480,16 +489,16 @@ impl ChunkBody for PeerBody {
             }
             // Short: the fill's length check catches it.
             Ok(None) => Ok(None),
-            Err(e) => Err(Arc::new(e)),
+            Err(e) => Err(e),
         }
     }
 
-    async fn resume(&mut self, error: FillError) -> Result<(), FillError> {
+    async fn resume(&mut self, error: &OriginError) -> Result<bool, OriginError> {
         if let Some(body) = &mut self.fallen_back {
             return body.resume(error).await;
         }
         let Some(upstream) = self.upstream.take() else {
-            return Err(error);
+            return Ok(false);
         };
         self.failed.inc();
         self.from.breaker.record_failure();
@@ -500,10 +509,6 @@ impl ChunkBody for PeerBody {
             true => self.ended = true,
             false => self.fallen_back = Some(upstream(rest).await?),
         }
-        Ok(())
-    }
-
-    fn keep_on_disk(&self) -> bool {
-        self.keep_on_disk
+        Ok(true)
     }
 }

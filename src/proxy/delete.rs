@@ -17,7 +17,6 @@ use super::routes::Route;
 use super::upload::PayloadCheck;
 use super::{ProxyState, RequestCtx};
 use crate::auth::chunked::ChunkSigning;
-use crate::cache::ObjectRef;
 use crate::metrics::Outcome;
 use crate::s3::xml::{DeleteError, DeleteObject, DeleteRequest, DeleteResult};
 use crate::s3::{checksum, code_of_error_body, object_key, Failure, Operation, S3Error};
@@ -94,14 +93,7 @@ pub async fn serve(
         }
     }
     if !allowed.is_empty() {
-        let forget = |key: &str| {
-            let object = ObjectRef {
-                upstream: route.upstream.name.clone(),
-                bucket: route.bucket.clone(),
-                key: key.into(),
-            };
-            state.meta.invalidate(&state.cache, object);
-        };
+        let forget = |key: &str| state.reader.invalidate(route.source.object(key));
         let body = Bytes::from(DeleteRequest::to_xml(&allowed));
         let mut headers = vec![("content-md5", checksum::content_md5(&body))];
         if let Some(v) = session.req_header().headers.get(BYPASS).and_then(|v| v.to_str().ok()) {
@@ -110,7 +102,9 @@ pub async fn serve(
         ctx.outcome = Outcome::Passthrough;
         let labels = [&*route.upstream.name, Operation::DeleteObjects.as_str()];
         state.metrics.upstream_requests.with_label_values(&labels).inc();
-        let answer = origin.call("POST", &route.bucket, "delete", &headers, body).await;
+        let answer = origin
+            .call("POST", &route.source.bucket, "delete", &headers, body)
+            .await;
         match answer.map(|(status, body)| (status, DeleteResult::parse(&body).filter(|_| status == 200), body)) {
             Ok((_, Some(upstream), _)) => {
                 forgotten(&allowed, &upstream).into_iter().for_each(forget);

@@ -12,10 +12,8 @@
 mod authorize;
 mod delete;
 mod local;
-mod meta;
 mod object;
 mod peer;
-mod readahead;
 mod record;
 mod respond;
 mod routes;
@@ -40,58 +38,48 @@ pub use warm::{WarmError, WarmReport};
 
 use crate::audit::Audit;
 use crate::auth::chunked::{ChunkSigning, Decoder};
-use crate::cache::{ChunkCache, ObjectRef};
+use crate::cache::read::ObjectReader;
 use crate::config::Residency;
 use crate::lineage::Lineage;
 use crate::metrics::{Metrics, Outcome};
 use crate::s3::{CopySource, Operation, Query, S3Error};
 use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
-use meta::MetaLookups;
-use readahead::SequentialReads;
 use routes::Route;
 
 /// Everything the proxy phases share.
 pub struct ProxyState {
     /// Bucket routes and upstreams.
     pub router: Router,
-    /// The chunk cache.
-    pub cache: ChunkCache,
+    /// Cached reads: metadata and chunks, from the cache or their source.
+    pub reader: ObjectReader,
     /// Metric catalogue.
     pub metrics: Arc<Metrics>,
-    /// Chunks read ahead of a sequential reader.
-    pub read_ahead: u32,
     /// Base domains for virtual-hosted-style requests.
     pub vhost_domains: Vec<String>,
     /// Client authentication and authorization; `None`: every request is anonymous and allowed.
     pub gate: Option<Arc<SharedGate>>,
     /// The audit log and lineage, each if on.
     pub records: Records,
-    meta: MetaLookups,
-    sequential: SequentialReads,
 }
 
 impl ProxyState {
     /// Assembles the shared state.
     pub fn new(
         router: Router,
-        cache: ChunkCache,
+        reader: ObjectReader,
         metrics: Arc<Metrics>,
-        read_ahead: u32,
         vhost_domains: Vec<String>,
         gate: Option<Arc<SharedGate>>,
         records: Records,
     ) -> Self {
         Self {
             router,
-            cache,
+            reader,
             metrics,
-            read_ahead,
             vhost_domains,
             gate,
             records,
-            meta: MetaLookups::default(),
-            sequential: SequentialReads::default(),
         }
     }
 }
@@ -199,14 +187,11 @@ impl S3Proxy {
         match self.state.router.default_upstream().map(|u| &u.kind) {
             Some(UpstreamKind::S3(_)) => {
                 let upstream = self.state.router.default_upstream().cloned().expect("matched above");
-                ctx.route = Some(Route {
-                    upstream,
-                    bucket: "".into(),
-                    meta_ttl: None,
-                    stale_if_error: std::time::Duration::ZERO,
-                    residency: Residency::None,
-                    peers: None,
-                });
+                let fresh = Freshness {
+                    ttl: None,
+                    stale_if_error: Duration::ZERO,
+                };
+                ctx.route = Some(Route::new(upstream, "", fresh, Residency::None, None));
                 ctx.outcome = Outcome::Passthrough;
                 Ok(false)
             }
@@ -251,7 +236,7 @@ impl S3Proxy {
                 "The copy source is in a bucket of another upstream: copy through a client instead.".into(),
             ));
         }
-        Ok(source.to_header(&from.bucket))
+        Ok(source.to_header(&from.source.bucket))
     }
 
     /// Forgets what is known of the objects a write or delete touched. Called before the client
@@ -259,16 +244,8 @@ impl S3Proxy {
     /// went through but whose answer was lost must not leave the old object served.
     fn invalidate(&self, ctx: &RequestCtx) {
         let Some(route) = &ctx.route else { return };
-        let forget = |key: &str| {
-            let object = ObjectRef {
-                upstream: route.upstream.name.clone(),
-                bucket: route.bucket.clone(),
-                key: key.into(),
-            };
-            self.state.meta.invalidate(&self.state.cache, object);
-        };
         if let (true, Some(key)) = (ctx.writes, &ctx.key) {
-            forget(key.as_str());
+            self.state.reader.invalidate(route.source.object(key.as_str()));
         }
     }
 }
@@ -373,7 +350,7 @@ impl ProxyHttp for S3Proxy {
         }
         let origin = match &route.upstream.kind {
             UpstreamKind::Fs(fs) => {
-                local::serve_fs(session, ctx, fs, &route.bucket).await?;
+                local::serve_fs(session, ctx, fs, &route.source.bucket).await?;
                 return Ok(true);
             }
             UpstreamKind::S3(origin) => origin.clone(),
@@ -402,7 +379,7 @@ impl ProxyHttp for S3Proxy {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let (route, origin) = self.s3_route(ctx)?;
-        let peer = origin.peer(&route.bucket).await;
+        let peer = origin.peer(&route.source.bucket).await;
         Ok(Box::new(
             peer.map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?,
         ))
@@ -443,7 +420,7 @@ impl ProxyHttp for S3Proxy {
     ) -> Result<()> {
         let (route, origin) = self.s3_route(ctx)?;
         let path = origin.path_for(
-            &route.bucket,
+            &route.source.bucket,
             ctx.key.as_ref().map(ObjectKey::as_str),
             &ctx.query.encode(),
         );
@@ -451,7 +428,7 @@ impl ProxyHttp for S3Proxy {
             .parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "rewriting the upstream path", e))?;
         req.set_uri(uri);
-        req.insert_header("host", origin.host_for(&route.bucket))?;
+        req.insert_header("host", origin.host_for(&route.source.bucket))?;
         if let Some(source) = &ctx.copy_source {
             req.insert_header("x-amz-copy-source", source)?;
         }

@@ -21,15 +21,13 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 
-use super::object::fetcher;
 use super::respond::{object_header, Checksums};
-use super::routes::Route;
 use super::ProxyState;
-use crate::cache::{CacheKey, ChunkRead, FillError, ObjectRef, RangeError};
+use crate::cache::read::{BodyError, BucketSource, ObjectBody};
 use crate::cluster::auth::{ClusterKey, PEER_HEADER};
 use crate::cluster::peers::{MemberAnswer, CHUNK_PATH, MEMBER_PATH, OUTCOME_HEADER, UPSTREAM_FAILING};
 use crate::cluster::placement::Member;
-use crate::config::Residency;
+use crate::metrics::Source;
 use crate::s3::{query_param, Failure, S3Error};
 use crate::types::{ETag, ObjectMeta};
 use crate::upstream::OriginError;
@@ -122,7 +120,7 @@ impl PeerApp {
             return self.member(session).await;
         }
         let state = &self.state;
-        let chunk_size = state.cache.chunk_size();
+        let chunk_size = state.reader.cache().chunk_size();
         let query = req.uri.query().unwrap_or("");
         let Some(ask) = Ask::parse(query, chunk_size) else {
             return self
@@ -133,95 +131,66 @@ impl PeerApp {
             tracing::warn!(%node, upstream = ask.upstream, "a peer asked for an upstream this node does not have");
             return self.refuse(session, StatusCode::BAD_REQUEST, "unknown upstream").await;
         };
-        let object = ObjectRef {
-            upstream: upstream.name.clone(),
-            bucket: ask.bucket.as_str().into(),
-            key: ask.key.as_str().into(),
-        };
         // Metadata is never taken from this node's cache on trust: the asker has none, perhaps
-        // because it just wrote the object.
-        let route = Route {
-            upstream,
-            bucket: object.bucket.clone(),
+        // because it just wrote the object. A peer request is never forwarded: no peers.
+        let source = BucketSource {
+            upstream: upstream.name.clone(),
+            origin: upstream.origin.clone(),
+            bucket: ask.bucket.as_str().into(),
             meta_ttl: Some(Duration::ZERO),
             stale_if_error: Duration::ZERO,
-            residency: Residency::Disk,
             peers: None,
         };
-        let index = ask.span.start / chunk_size;
-        let (etag, meta, opened) = match ask.etag {
-            Some(etag) => (etag, None, None),
-            None => match state
-                .meta
-                .get(&state.cache, &state.metrics, &route, &object, Some(index), false)
-                .await
-            {
-                Ok(looked) => (looked.meta.etag.clone(), Some(looked.meta), looked.opened),
+        let reader = &state.reader;
+        let (etag, opened) = match ask.etag {
+            Some(etag) => (etag, None),
+            None => match reader.open(&source, &ask.key, Some(ask.span.start), false).await {
+                Ok(opened) => (opened.meta.etag.clone(), Some(opened)),
                 Err(e) => return self.fail(session, &e).await,
             },
         };
+        let meta = opened.as_ref().map(|o| o.meta.clone());
         let span = match &meta {
             Some(meta) if ask.span.start >= meta.size => return self.beyond_end(session, meta).await,
             Some(meta) => ask.span.start..ask.span.end.min(meta.size),
             None => ask.span,
         };
-        let len = span.end - span.start;
-        let read = match opened.filter(|(i, _)| *i == index) {
-            Some((_, fill)) => ChunkRead::Leader(fill.reader()),
-            None => {
-                let key = CacheKey::Chunk(object.clone(), etag.as_str().into(), index);
-                let fetch = fetcher(state, &route, &object, &etag, span.clone());
-                state.cache.chunk(key, len, 0..len, fetch).await
-            }
-        };
         let header = match answer_header(meta.as_deref(), &etag, &span) {
             Ok(h) => h,
             Err(e) => return self.refuse(session, StatusCode::INTERNAL_SERVER_ERROR, &e).await,
         };
-        self.stream(session, read, header).await
+        let body = reader.read_chunk(&source, &ask.key, etag, span, opened);
+        self.stream(session, body, header).await
     }
 
     /// Sends the chunk's bytes under `header`; an error before the first byte is answered.
-    async fn stream(&self, session: &mut ServerSession, read: ChunkRead, mut header: ResponseHeader) -> Reusable {
+    async fn stream(&self, session: &mut ServerSession, mut body: ObjectBody<'_>, header: ResponseHeader) -> Reusable {
         let metrics = &self.state.metrics;
-        let (outcome, mut reader, mut disk) = match read {
-            ChunkRead::Hit(data, _) => {
-                metrics.peer_served.with_label_values(&["hit"]).inc();
-                metrics.peer_served_bytes.inc_by(data.len() as u64);
-                let _ = header.insert_header(OUTCOME_HEADER, "hit");
-                return session.write_response_header(Box::new(header)).await.is_ok()
-                    && session.write_response_body(data, true).await.is_ok();
-            }
-            ChunkRead::Disk(part) => ("hit", None, Some(part)),
-            ChunkRead::Leader(r) | ChunkRead::Follower(r) => ("fill", Some(r), None),
-        };
         let mut header = Some(header);
         loop {
-            let piece = match (&mut reader, &mut disk) {
-                (Some(r), _) => r.next().await.map_err(Broke::Fill),
-                (_, Some(d)) => d.next().await.map_err(Broke::Disk),
-                _ => Ok(None),
-            };
-            let piece = match piece {
+            let piece = match body.next().await {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
-                Err(Broke::Fill(e)) if header.is_some() => return self.fail(session, &e).await,
-                Err(Broke::Disk(e)) if header.is_some() => {
+                Err(BodyError::Fill(e)) if header.is_some() => return self.fail(session, &e).await,
+                Err(e @ BodyError::Disk(_)) if header.is_some() => {
                     metrics.peer_served.with_label_values(&["failed"]).inc();
                     return self.refuse(session, StatusCode::BAD_GATEWAY, &e.to_string()).await;
                 }
-                Err(Broke::Fill(e)) => return broke_off(&e),
-                Err(Broke::Disk(e)) => return broke_off(&e),
+                Err(e) => return broke_off(&e),
             };
             if let Some(mut h) = header.take() {
+                let outcome = match piece.from {
+                    Source::Memory | Source::Disk => "hit",
+                    Source::Upstream => "fill",
+                };
                 metrics.peer_served.with_label_values(&[outcome]).inc();
                 let _ = h.insert_header(OUTCOME_HEADER, outcome);
                 if session.write_response_header(Box::new(h)).await.is_err() {
                     return false;
                 }
             }
-            metrics.peer_served_bytes.inc_by(piece.len() as u64);
-            if session.write_response_body(piece, false).await.is_err() {
+            metrics.peer_served_bytes.inc_by(piece.bytes.len() as u64);
+            if session.write_response_body(piece.bytes, false).await.is_err() {
                 return false;
             }
         }
@@ -279,12 +248,6 @@ impl PeerApp {
     async fn answer(&self, session: &mut ServerSession, status: StatusCode, code: Option<&str>, why: &str) -> Reusable {
         reply(session, status, "text/plain", code, Bytes::from(format!("{why}\n"))).await
     }
-}
-
-/// Why a chunk being sent to a peer stopped.
-enum Broke {
-    Fill(FillError),
-    Disk(RangeError),
 }
 
 /// Logs a chunk sent to a peer that broke off after its header: the connection is not reused.

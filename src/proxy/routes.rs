@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
+use crate::cache::read::BucketSource;
 use crate::cluster::Peers;
 use crate::config::Residency;
 use crate::upstream::{Failover, FsOrigin, Origin, S3Origin};
@@ -56,18 +57,36 @@ impl Upstream {
 pub struct Route {
     /// The upstream.
     pub upstream: Arc<Upstream>,
-    /// Bucket name at the upstream.
-    pub bucket: Arc<str>,
-    /// How long metadata is trusted; `None` for immutable buckets.
-    pub meta_ttl: Option<Duration>,
-    /// How long past its TTL metadata may still be served when the upstream fails to
-    /// revalidate it (zero: never).
-    pub stale_if_error: Duration,
+    /// What cached reads of the bucket read from: the upstream's origin (with the bucket's
+    /// fallback replica, if any), the bucket's name there, its metadata's freshness, the cluster.
+    pub source: BucketSource,
     /// Where the bucket's objects may be cached.
     pub residency: Residency,
-    /// Cluster mode: chunk fetches ask the chunk's owner first. `None` on a node alone, and on
-    /// the routes of peer requests (a node never forwards one).
-    pub peers: Option<Arc<Peers>>,
+}
+
+impl Route {
+    /// A route to `bucket` at `upstream`.
+    pub fn new(
+        upstream: Arc<Upstream>,
+        bucket: &str,
+        fresh: Freshness,
+        residency: Residency,
+        peers: Option<Arc<Peers>>,
+    ) -> Self {
+        let source = BucketSource {
+            upstream: upstream.name.clone(),
+            origin: upstream.origin.clone(),
+            bucket: bucket.into(),
+            meta_ttl: fresh.ttl,
+            stale_if_error: fresh.stale_if_error,
+            peers,
+        };
+        Self {
+            upstream,
+            source,
+            residency,
+        }
+    }
 }
 
 /// A bucket route as the composition root builds it.
@@ -78,10 +97,8 @@ pub struct BucketRoute {
     pub upstream: String,
     /// Upstream bucket name.
     pub upstream_bucket: String,
-    /// Metadata TTL; `None` for immutable.
-    pub meta_ttl: Option<Duration>,
-    /// Staleness allowed when revalidation fails.
-    pub stale_if_error: Duration,
+    /// How long its metadata is trusted.
+    pub fresh: Freshness,
     /// Where the bucket's objects may be cached.
     pub residency: Residency,
     /// A replica on another upstream for cached reads while this one fails.
@@ -98,11 +115,11 @@ pub struct FallbackRoute {
     pub served: IntCounter,
 }
 
-/// How long unlisted buckets' metadata is trusted, and may be served stale on upstream errors.
+/// How long a bucket's metadata is trusted, and may be served stale on upstream errors.
 #[derive(Clone, Copy, Debug)]
 pub struct Freshness {
-    /// Metadata TTL.
-    pub ttl: Duration,
+    /// Metadata TTL; `None` for immutable buckets.
+    pub ttl: Option<Duration>,
     /// Staleness allowed when revalidation fails.
     pub stale_if_error: Duration,
 }
@@ -141,17 +158,8 @@ impl Router {
                         kind: upstream.kind.clone(),
                     });
                 }
-                Some((
-                    r.name,
-                    Route {
-                        upstream,
-                        bucket: r.upstream_bucket.into(),
-                        meta_ttl: r.meta_ttl,
-                        stale_if_error: r.stale_if_error,
-                        residency: r.residency,
-                        peers: peers.clone(),
-                    },
-                ))
+                let route = Route::new(upstream, &r.upstream_bucket, r.fresh, r.residency, peers.clone());
+                Some((r.name, route))
             })
             .collect();
         let default = default.and_then(|(name, fresh)| Some((upstreams.get(name)?.clone(), fresh)));
@@ -172,14 +180,13 @@ impl Router {
             if virtual_hosted && bucket.bytes().any(|b| b.is_ascii_uppercase()) {
                 return None;
             }
-            Some(Route {
-                upstream: upstream.clone(),
-                bucket: bucket.into(),
-                meta_ttl: Some(fresh.ttl),
-                stale_if_error: fresh.stale_if_error,
-                residency: Residency::Disk,
-                peers: self.peers.clone(),
-            })
+            Some(Route::new(
+                upstream.clone(),
+                bucket,
+                *fresh,
+                Residency::Disk,
+                self.peers.clone(),
+            ))
         })
     }
 

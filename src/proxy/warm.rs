@@ -1,23 +1,11 @@
 //! Prefetching an object into the cache without sending it anywhere (`POST /warm` on the admin
-//! listener, driven by `shardcache warm`).
-//!
-//! Each chunk goes through the same path as a GetObject: a cached chunk is left alone, a chunk in
-//! flight is joined, a missing one is fetched (ETag-pinned) and stored. The bytes are counted and
-//! dropped; the report says how much was already cached.
+//! listener, driven by `shardcache warm`): the bucket's route checked, then
+//! [`ObjectReader::warm`](crate::cache::read::ObjectReader::warm), which takes each chunk through
+//! the same path as a GetObject. The report says how much was already cached.
 
-use std::sync::Arc;
-
-use futures_util::stream::{self, StreamExt};
-
-use super::object::fetcher;
 use super::ProxyState;
-use crate::cache::plan::{chunk_count, chunk_span};
-use crate::cache::{CacheKey, ChunkRead, ObjectRef};
 use crate::config::Residency;
 use crate::upstream::OriginError;
-
-/// Chunks of one object fetched at once.
-const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What warming one object did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,59 +56,19 @@ impl ProxyState {
                 message: format!("bucket {bucket:?} is not cached (`cache: none`): there is nothing to warm"),
             });
         }
-        let object = ObjectRef {
-            upstream: route.upstream.name.clone(),
-            bucket: route.bucket.clone(),
-            key: key.into(),
-        };
-        // With the checksums too: the SDKs ask for them on every GetObject, and metadata without
-        // them would cost each warmed object a HEAD at its first read. Chunk 0 is not opened
-        // with the lookup (a HEAD, where a GET of chunk 0 would go beside it): each chunk is
-        // favoured before its fill starts, so that a full disk tier admits it.
-        let looked = self
-            .meta
-            .get(&self.cache, &self.metrics, &route, &object, None, true)
+        let warmed = self
+            .reader
+            .warm(&route.source, key)
             .await
             .map_err(|e| WarmError::upstream(&e))?;
-        let meta = looked.meta;
-        let chunk_size = self.cache.chunk_size();
-        let etag: Arc<str> = meta.etag.as_str().into();
-        let chunks = chunk_count(chunk_size, meta.size);
-        let cached: Vec<Result<u64, WarmError>> = stream::iter(0..chunks)
-            .map(|index| {
-                let span = chunk_span(index, chunk_size, meta.size);
-                let len = span.end - span.start;
-                let key = CacheKey::Chunk(object.clone(), etag.clone(), index);
-                self.cache.favour(&key);
-                let fetch = fetcher(self, &route, &object, &meta.etag, span);
-                async move {
-                    let mut reader = match self.cache.chunk(key, len, 0..len, fetch).await {
-                        ChunkRead::Hit(..) | ChunkRead::Disk(_) => return Ok(len),
-                        ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
-                    };
-                    // A fill ends cleanly only with exactly `len` bytes (it checks), so draining
-                    // to the end is enough.
-                    loop {
-                        match reader.next().await {
-                            Ok(Some(_)) => {}
-                            Ok(None) => return Ok(0),
-                            Err(e) => return Err(WarmError::upstream(&e)),
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(CHUNKS_IN_FLIGHT)
-            .collect()
-            .await;
-        let cached_bytes = cached.into_iter().sum::<Result<u64, WarmError>>()?;
         let counter = |source: &str| self.metrics.warmed_bytes.with_label_values(&[source]);
-        counter("cache").inc_by(cached_bytes);
-        counter("upstream").inc_by(meta.size - cached_bytes);
+        counter("cache").inc_by(warmed.cached_bytes);
+        counter("upstream").inc_by(warmed.size - warmed.cached_bytes);
         Ok(WarmReport {
-            size: meta.size,
-            etag: meta.etag.as_str().to_owned(),
-            chunks,
-            cached_bytes,
+            size: warmed.size,
+            etag: warmed.etag.as_str().to_owned(),
+            chunks: warmed.chunks,
+            cached_bytes: warmed.cached_bytes,
         })
     }
 }

@@ -14,7 +14,7 @@ use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 use parking_lot::RwLock;
 
 use super::SignError;
-use crate::config::{CredentialsConfig, CredentialsSource};
+use super::{CredentialsConfig, CredentialsSource};
 
 /// Temporary credentials are renewed this long before they expire.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);

@@ -5,9 +5,9 @@
 //! connections through Pingora's connector) and [`FsOrigin`] (a local directory whose top-level
 //! folders are buckets). A peer shardcache node is the next one.
 //!
-//! It uses `types`, `metrics`, `s3` (how its failures are answered) and its own part of the
-//! config (credentials, addressing); it must not reach the cache, the cluster or the proxy: it
-//! never knows it is cached.
+//! It uses `types`, `metrics` and `s3` (how its failures are answered); it must not reach the
+//! config (the config's `upstreams` section uses its [`settings`] types), the cache, the cluster
+//! or the proxy: it never knows it is cached.
 
 mod credentials;
 mod error;
@@ -15,6 +15,7 @@ mod failover;
 mod fs;
 mod resilient;
 mod s3;
+pub mod settings;
 mod sign;
 
 use std::ops::Range;
@@ -28,6 +29,7 @@ pub(crate) use resilient::Breaker;
 pub use resilient::{BreakerPolicy, HedgePolicy, Resilience, Resilient};
 pub(crate) use s3::{content_range, exchange, meta_from, network_error, pooled_body};
 pub use s3::{S3Origin, S3OriginOptions};
+pub use settings::{CredentialsConfig, CredentialsSource, UpstreamAddressing};
 pub use sign::{SignError, Signer, UNSIGNED_PAYLOAD};
 
 use crate::types::{ETag, ObjectMeta};
@@ -46,6 +48,9 @@ pub trait OriginBody: Send {
         Ok(false)
     }
 }
+
+/// A ranged read under way: resolves once the origin answered, to the body.
+pub type BodyFetch = futures_util::future::BoxFuture<'static, Result<Box<dyn OriginBody>, OriginError>>;
 
 /// An object opened by a read: its metadata, and the body of the span asked for.
 pub struct Opened {

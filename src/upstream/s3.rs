@@ -15,8 +15,8 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::utils::tls::WrappedX509;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use super::UpstreamAddressing;
 use super::{Opened, Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
-use crate::config::UpstreamAddressing;
 use crate::s3::{code_of_error_body, encode_path};
 use crate::types::{ETag, ObjectMeta};
 
@@ -495,7 +495,7 @@ impl OriginBody for S3Body {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{CredentialsConfig, CredentialsSource};
+    use crate::upstream::{CredentialsConfig, CredentialsSource};
 
     fn origin(endpoint: &str, addressing: UpstreamAddressing) -> S3Origin {
         let anon = CredentialsConfig {

@@ -11,7 +11,7 @@ use aws_sigv4::sign::v4;
 use pingora_http::RequestHeader;
 
 use super::credentials::CredentialSource;
-use crate::config::CredentialsConfig;
+use super::CredentialsConfig;
 
 /// Payload hash for bodies that are streamed rather than hashed (S3 accepts it on every request).
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -137,7 +137,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::CredentialsSource;
+    use crate::upstream::CredentialsSource;
 
     fn static_signer() -> Signer {
         let config = CredentialsConfig {

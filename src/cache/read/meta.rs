@@ -18,14 +18,14 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 
-use super::object::{timed, upstream_fetch, MeteredBody};
-use super::routes::Route;
+use super::fetch::{timed, upstream_fetch, MeteredBody};
+use super::{BucketSource, Parts};
 use crate::cache::plan::chunk_span;
-use crate::cache::{CacheKey, ChunkCache, ChunkFetch, MetaEntry, ObjectRef, Standing, StartedFill};
+use crate::cache::{CacheKey, ChunkCache, ChunkFetch, Fetched, MetaEntry, Standing, StartedFill};
 use crate::cluster::ChunkPlace;
 use crate::metrics::Metrics;
 use crate::s3::Operation;
-use crate::types::ObjectMeta;
+use crate::types::{ObjectMeta, ObjectRef};
 use crate::upstream::OriginError;
 
 /// What a shared lookup found: the metadata, and the chunk whose fill it started, if any.
@@ -76,14 +76,14 @@ impl MetaLookups {
     /// checksums is looked up again (a HEAD).
     pub async fn get(
         &self,
-        cache: &ChunkCache,
-        metrics: &Arc<Metrics>,
-        route: &Route,
+        parts: &Parts,
+        source: &BucketSource,
         object: &ObjectRef,
         first_chunk: Option<u64>,
         checksums: bool,
     ) -> Result<Looked, Arc<OriginError>> {
-        let (open, stale_meta) = match cached(cache, route, object, checksums).await {
+        let Parts { cache, metrics, .. } = parts;
+        let (open, stale_meta) = match cached(cache, source, object, checksums).await {
             Cached::Fresh(meta) => {
                 return Ok(Looked {
                     meta,
@@ -104,7 +104,7 @@ impl MetaLookups {
                         checksums,
                         stamp: cache.meta_stamp(),
                     };
-                    let lookup = self.start(cache.clone(), metrics.clone(), route.clone(), object.clone(), plan);
+                    let lookup = self.start(parts.clone(), source.clone(), object.clone(), plan);
                     inflight.insert(object.clone(), (plan.stamp, lookup.clone()));
                     (lookup, true)
                 }
@@ -114,7 +114,7 @@ impl MetaLookups {
             Ok(found) => found,
             Err(e) => match stale_meta.filter(|_| e.upstream_failing()) {
                 Some(meta) => {
-                    metrics.stale_served.with_label_values(&[&route.upstream.name]).inc();
+                    metrics.stale_served.with_label_values(&[&source.upstream]).inc();
                     tracing::warn!(?object, error = %e, "revalidation failed; serving stale metadata");
                     return Ok(Looked {
                         meta,
@@ -128,7 +128,7 @@ impl MetaLookups {
         if checksums && meta.checksums.is_none() {
             // Joined a lookup that did not ask for the checksums (a ranged GET): ask with a HEAD.
             let stamp = cache.meta_stamp();
-            let meta = head(metrics, route, object).await.map_err(Arc::new)?;
+            let meta = head(metrics, source, object).await.map_err(Arc::new)?;
             return Ok(Looked {
                 meta: remember(cache, object, meta, stamp),
                 opened: None,
@@ -151,7 +151,7 @@ impl MetaLookups {
         self.inflight.lock().remove(&object);
     }
 
-    fn start(&self, cache: ChunkCache, metrics: Arc<Metrics>, route: Route, object: ObjectRef, plan: Plan) -> Lookup {
+    fn start(&self, parts: Parts, source: BucketSource, object: ObjectRef, plan: Plan) -> Lookup {
         let Plan { open, checksums, stamp } = plan;
         let inflight = self.inflight.clone();
         // Leaves the in-flight table, unless an invalidation replaced this lookup already.
@@ -164,7 +164,8 @@ impl MetaLookups {
         async move {
             // A lookup that finished between our cache check and our taking the in-flight table
             // has stored its answer: use it rather than asking the upstream again.
-            if let Cached::Fresh(meta) = cached(&cache, &route, &object, checksums).await {
+            let Parts { cache, metrics, .. } = &parts;
+            if let Cached::Fresh(meta) = cached(cache, &source, &object, checksums).await {
                 done(&object);
                 return Ok((meta, None));
             }
@@ -172,15 +173,15 @@ impl MetaLookups {
                 // A ranged GET carries no checksums: a HEAD beside it brings them in the same
                 // round trip.
                 Some(index) if checksums => {
-                    let opened = open_chunk(&cache, &metrics, &route, &object, index);
-                    let (opened, headed) = tokio::join!(opened, head(&metrics, &route, &object));
+                    let opened = open_chunk(&parts, &source, &object, index);
+                    let (opened, headed) = tokio::join!(opened, head(metrics, &source, &object));
                     opened.map(|(meta, fill)| (with_checksums_of(meta, headed.ok()), fill))
                 }
-                Some(index) => open_chunk(&cache, &metrics, &route, &object, index).await,
-                None => head(&metrics, &route, &object).await.map(|meta| (meta, None)),
+                Some(index) => open_chunk(&parts, &source, &object, index).await,
+                None => head(metrics, &source, &object).await.map(|meta| (meta, None)),
             };
             let result = match result {
-                Ok((meta, opened)) => Ok((remember(&cache, &object, meta, stamp), opened)),
+                Ok((meta, opened)) => Ok((remember(cache, &object, meta, stamp), opened)),
                 Err(e) => Err(Arc::new(e)),
             };
             done(&object);
@@ -195,23 +196,23 @@ impl MetaLookups {
 /// an upstream error.
 async fn metered<T>(
     metrics: &Metrics,
-    route: &Route,
+    source: &BucketSource,
     call: Operation,
     request: impl std::future::Future<Output = Result<T, OriginError>>,
 ) -> Result<T, OriginError> {
-    let result = timed(metrics, &route.upstream.name, call, request).await;
+    let result = timed(metrics, &source.upstream, call, request).await;
     if let Err(e) = &result {
         if !matches!(e, OriginError::NoSuchKey | OriginError::NoSuchBucket) {
-            let labels = [&*route.upstream.name, call.as_str()];
+            let labels = [&*source.upstream, call.as_str()];
             metrics.upstream_errors.with_label_values(&labels).inc();
         }
     }
     result
 }
 
-async fn head(metrics: &Metrics, route: &Route, object: &ObjectRef) -> Result<ObjectMeta, OriginError> {
-    let request = route.upstream.origin.head(&route.bucket, &object.key);
-    metered(metrics, route, Operation::HeadObject, request).await
+async fn head(metrics: &Metrics, source: &BucketSource, object: &ObjectRef) -> Result<ObjectMeta, OriginError> {
+    let request = source.origin.head(&source.bucket, &object.key);
+    metered(metrics, source, Operation::HeadObject, request).await
 }
 
 /// Stores what a lookup stamped `stamp` found (unless a write superseded it meanwhile).
@@ -237,31 +238,34 @@ fn with_checksums_of(mut meta: ObjectMeta, headed: Option<ObjectMeta>) -> Object
 /// In cluster mode the GET goes to the chunk's owner, which opens the object at the upstream
 /// (or revalidates it) and answers with its metadata and the chunk.
 async fn open_chunk(
-    cache: &ChunkCache,
-    metrics: &Arc<Metrics>,
-    route: &Route,
+    parts: &Parts,
+    source: &BucketSource,
     object: &ObjectRef,
     index: u64,
 ) -> Result<(ObjectMeta, Option<(u64, StartedFill)>), OriginError> {
+    let Parts { cache, metrics, .. } = parts;
     let chunk_size = cache.chunk_size();
     let span = chunk_span(index, chunk_size, u64::MAX);
     // An object written through this node is opened here: the owner could answer from a lookup
     // it began before the write.
-    let at_owner = match &route.peers {
+    let at_owner = match &source.peers {
         Some(peers) if !cache.forgot_meta(object) => {
-            let resume = |etag: &_| upstream_fetch(metrics, route, object, etag);
+            let resume = |etag: &_| upstream_fetch(metrics, source, object, etag);
             peers.open(&ChunkPlace::new(object, index), span.clone(), resume).await
         }
         _ => None,
     };
     let (meta, body) = match at_owner {
-        Some(opened) => opened?,
+        Some(opened) => {
+            let (meta, body) = opened?;
+            (meta, body.map(|body| parts.owner_sent(body)))
+        }
         None => {
-            let request = route.upstream.origin.open(&route.bucket, &object.key, span);
-            let opened = metered(metrics, route, Operation::GetObject, request).await?;
+            let request = source.origin.open(&source.bucket, &object.key, span);
+            let opened = metered(metrics, source, Operation::GetObject, request).await?;
             let body = opened
                 .body
-                .map(|b| MeteredBody::boxed(b, metrics, &route.upstream.name));
+                .map(|b| Fetched::kept(MeteredBody::boxed(b, metrics, &source.upstream)));
             (opened.meta, body)
         }
     };
@@ -276,24 +280,24 @@ async fn open_chunk(
     Ok((meta, started.map(|fill| (index, fill))))
 }
 
-/// The cached metadata of `object`, and whether it can be served: within its route's TTL, not
+/// The cached metadata of `object`, and whether it can be served: within its source's TTL, not
 /// possibly older than a forgotten write, and knowing the object's checksums if `checksums`.
-async fn cached(cache: &ChunkCache, route: &Route, object: &ObjectRef, checksums: bool) -> Cached {
+async fn cached(cache: &ChunkCache, source: &BucketSource, object: &ObjectRef, checksums: bool) -> Cached {
     let Some((entry, standing)) = cache.meta(object).await else {
         return Cached::Absent;
     };
     let age = SystemTime::now().duration_since(entry.fetched_at).ok();
     let within = |limit: Duration| age.is_some_and(|age| age < limit);
-    let within_ttl = route.meta_ttl.is_none_or(within);
+    let within_ttl = source.meta_ttl.is_none_or(within);
     // Never past a write through shardcache, and only with what the request needs.
     let usable = standing == Standing::Current && !(checksums && entry.meta.checksums.is_none());
     if within_ttl && usable {
         return Cached::Fresh(Arc::new(entry.meta.clone()));
     }
     let stale_ok = usable
-        && !route.stale_if_error.is_zero()
-        && route
+        && !source.stale_if_error.is_zero()
+        && source
             .meta_ttl
-            .is_some_and(|ttl| within(ttl.saturating_add(route.stale_if_error)));
+            .is_some_and(|ttl| within(ttl.saturating_add(source.stale_if_error)));
     Cached::Stale(stale_ok.then(|| Arc::new(entry.meta.clone())))
 }

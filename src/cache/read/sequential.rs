@@ -6,21 +6,21 @@ use std::ops::Range;
 
 use parking_lot::Mutex;
 
-use crate::cache::ObjectRef;
+use crate::types::ObjectRef;
 
 /// Objects tracked at once; past this the table starts over (a bounded, cheap forget).
 const MAX_TRACKED: usize = 4096;
 
 /// Where the last read of each recently read object ended.
 #[derive(Default)]
-pub struct SequentialReads {
+pub(super) struct SequentialReads {
     last_end: Mutex<HashMap<ObjectRef, u64>>,
 }
 
 impl SequentialReads {
     /// Records a read of `span` and says whether it continues a sequential pass: it starts at
     /// the beginning of the object, or within `slack` bytes of where the previous read ended.
-    pub fn observe(&self, object: &ObjectRef, span: &Range<u64>, slack: u64) -> bool {
+    pub(super) fn observe(&self, object: &ObjectRef, span: &Range<u64>, slack: u64) -> bool {
         let mut map = self.last_end.lock();
         let sequential = span.start == 0 || map.get(object).is_some_and(|&end| span.start.abs_diff(end) <= slack);
         if map.len() >= MAX_TRACKED && !map.contains_key(object) {
