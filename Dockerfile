@@ -15,18 +15,27 @@ RUN apt-get update \
 WORKDIR /src
 
 # With the `kubernetes` feature: cluster members from EndpointSlices (the chart's default).
-# Dependencies first, against placeholder sources, so this layer is rebuilt only when
-# Cargo.toml or Cargo.lock change.
+# Dependencies first, against placeholder sources for every crate of the workspace, so this
+# layer is rebuilt only when a Cargo.toml or Cargo.lock changes.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY crates/types/Cargo.toml crates/types/
+COPY crates/metrics/Cargo.toml crates/metrics/
+COPY crates/s3/Cargo.toml crates/s3/
+COPY crates/store/Cargo.toml crates/store/
+COPY crates/upstream/Cargo.toml crates/upstream/
+COPY crates/cluster/Cargo.toml crates/cluster/
+COPY crates/cache/Cargo.toml crates/cache/
+RUN for c in crates/*; do mkdir -p "$c/src" && touch "$c/src/lib.rs"; done \
+    && mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && cargo build --release --locked --features kubernetes \
-    && rm -rf src
+    && rm -rf src crates/*/src
 
+COPY crates ./crates
 COPY src ./src
 # Make sure cargo sees the real sources as newer than the placeholder build.
-RUN touch src/main.rs src/lib.rs \
+RUN find src crates -name '*.rs' -exec touch {} + \
     && cargo build --release --locked --features kubernetes \
     && strip target/release/shardcache
 

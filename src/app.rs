@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::ShutdownWatch;
 use pingora_core::server::{RunArgs, Server};
-use pingora_core::services::background::background_service;
+use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminAccess, AdminApp};
@@ -433,15 +434,30 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
         if let (Some(dns), Some(peers)) = (&c.dns, &peers) {
             let port = dns.port.unwrap_or(c.listen.port());
             let every = Duration::from_secs(dns.refresh_seconds);
-            let discovery = DnsDiscovery::new(peers.clone(), dns.name.clone(), port, every, static_members(c));
-            server.add_service(background_service("shardcache-cluster-dns", discovery));
+            let discovery = Arc::new(DnsDiscovery::new(
+                peers.clone(),
+                dns.name.clone(),
+                port,
+                every,
+                static_members(c),
+            ));
+            let task = Task(move |stop| {
+                let discovery = discovery.clone();
+                async move { discovery.run(stop).await }
+            });
+            server.add_service(background_service("shardcache-cluster-dns", task));
         }
         #[cfg(feature = "kubernetes")]
         if let (Some(k), Some(peers)) = (&c.kubernetes, &peers) {
             use crate::cluster::kubernetes::KubeDiscovery;
             let (service, namespace) = (k.service.clone(), k.namespace.clone());
             let discovery = KubeDiscovery::new(peers.clone(), service, namespace, k.port.clone(), static_members(c));
-            server.add_service(background_service("shardcache-cluster-kubernetes", discovery));
+            let discovery = Arc::new(discovery);
+            let task = Task(move |stop| {
+                let discovery = discovery.clone();
+                async move { discovery.run(stop).await }
+            });
+            server.add_service(background_service("shardcache-cluster-kubernetes", task));
         }
     }
     if let Some(source) = source.filter(|_| gate.is_some() || cert.is_some()) {
@@ -462,4 +478,19 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
     on_helper_thread(async move { cache.close().await })?;
     tracing::info!("shardcache stopped");
     Ok(())
+}
+
+/// A background task of a lower layer, which runs until its shutdown signal changes, as one of
+/// Pingora's background services (the crates below the server know nothing of Pingora's).
+struct Task<F>(F);
+
+#[async_trait::async_trait]
+impl<F, T> BackgroundService for Task<F>
+where
+    F: Fn(ShutdownWatch) -> T + Send + Sync,
+    T: std::future::Future<Output = ()> + Send,
+{
+    async fn start(&self, shutdown: ShutdownWatch) {
+        (self.0)(shutdown).await
+    }
 }

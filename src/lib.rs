@@ -1,31 +1,32 @@
 //! shardcache: a caching read-through S3 proxy for GPU training nodes.
 //!
-//! A request flows one way through the crate (see ARCHITECTURE.md):
+//! This crate is the server: the S3, admin and peer listeners on Pingora (`proxy`, `admin`,
+//! `guard`, `tls`), the config and the composition root (`config`, `app`, `reload`,
+//! `shutdown`), what it records (`audit`, `lineage`) and the operator commands (`ops`). The
+//! layers below are crates of their own, re-exported here under their module names (see
+//! ARCHITECTURE.md for the graph):
 //!
 //! ```text
-//! proxy (Pingora phases) -> s3 (parse, route) -> cache (chunks, coalescing) -> upstream (on a miss)
-//!                        -> respond (headers, streamed body, the one error mapping)
+//! server (this crate) -> cache -> cluster -> upstream -> s3 -> types
+//!                           └──-> store -> metrics
 //! ```
-//!
-//! `types`, `s3`, `cache`, `upstream` and `metrics` are leaves that know nothing of the request
-//! lifecycle; `proxy` is the one module that sees every layer; `app` is the one module that
-//! reads the config.
 
 pub mod admin;
 pub mod app;
 pub mod audit;
-pub mod auth;
-pub mod cache;
-pub mod cluster;
 pub mod config;
 pub mod guard;
 pub mod lineage;
-pub mod metrics;
 pub mod ops;
 pub mod proxy;
 pub mod reload;
-pub mod s3;
 pub mod shutdown;
 pub mod tls;
-pub mod types;
-pub mod upstream;
+
+pub use shardcache_cache as cache;
+pub use shardcache_cluster as cluster;
+pub use shardcache_metrics as metrics;
+pub use shardcache_s3 as s3;
+pub use shardcache_s3::auth;
+pub use shardcache_types as types;
+pub use shardcache_upstream as upstream;

@@ -1,0 +1,547 @@
+//! The chunked hybrid RAM/disk cache.
+//!
+//! Objects are cached as fixed-size chunks keyed by (upstream, bucket, key, ETag, index), plus
+//! one metadata entry per object. A chunk that is not cached is fetched once: the first request
+//! starts a [`Fill`] (fetching in a task of its own, so a client hanging up does not waste the
+//! fetch) and every request that wants the chunk meanwhile reads the same fill. A fill that
+//! fails or comes up short is never stored.
+//!
+//! The chunk cache never knows who fills it: callers hand it a fetch closure. foyer's types stay
+//! in this module. It uses `types`, `metrics` and `upstream`'s body and error types (a fill reads
+//! a body and fails with an error of the upstream's), and must not reach the config (`app` turns
+//! it into [`CacheOptions`]), the proxy, the cluster or any origin. [`read`], the read-through
+//! facade over it, is the one part that chooses sources: it alone uses the cluster and origins.
+
+mod disk_read;
+mod engine;
+mod entry;
+mod fill;
+mod generation;
+mod meta;
+mod options;
+pub mod plan;
+pub mod read;
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use foyer::{
+    HybridCache, HybridCacheBuilder, HybridCachePolicy, HybridCacheProperties, Location, NoopIoEngineConfig,
+    Source as FoyerSource, Spawner,
+};
+use mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+pub use disk_read::DiskRead;
+pub use entry::{CacheKey, CacheValue, MetaEntry};
+pub use fill::{ChunkFetch, Fetched, FillError, FillReader};
+pub use generation::Standing;
+pub use options::{CacheError, CacheOptions, DiskOptions, MemoryOnly};
+use shardcache_store::admission::Admission;
+use shardcache_store::RangeReader;
+pub use shardcache_store::{IoEngine, RangeError, STORE_FILE};
+
+use engine::StoreEngineConfig;
+use fill::{pump, Fill, FillWriter};
+use generation::Generations;
+use shardcache_metrics::Metrics;
+use shardcache_store::{Keys, Store, StoreOptions};
+
+/// Which tier served a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Memory tier.
+    Memory,
+    /// Disk tier.
+    Disk,
+}
+
+/// A fill started by [`ChunkCache::start`]: its starter reads it from the first byte even if it
+/// has finished (or failed) by then, so the chunk counts as the starter's miss, never as a hit
+/// or a second fetch.
+#[derive(Clone)]
+pub struct StartedFill(Arc<Fill>);
+
+impl StartedFill {
+    /// A reader from the chunk's first byte.
+    pub fn reader(&self) -> FillReader {
+        self.0.reader()
+    }
+}
+
+/// How a chunk will be read.
+pub enum ChunkRead {
+    /// The bytes asked for, from a cache tier.
+    Hit(Bytes, Tier),
+    /// This request started the upstream fetch; bytes stream as they arrive.
+    Leader(FillReader),
+    /// Another request's fetch of this chunk was under way; this one shares it.
+    Follower(FillReader),
+    /// The bytes asked for, from a chunk only the disk holds, streamed in checked pieces.
+    Disk(DiskRead),
+}
+
+type Hybrid = HybridCache<CacheKey, CacheValue>;
+
+/// The chunk cache. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hybrid: Hybrid,
+    chunk_size: u64,
+    memory_bytes: u64,
+    disk_bytes: u64,
+    /// The disk tier (also reached through foyer, which writes and loads through it).
+    store: Option<Store>,
+    inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    /// Where fills run (the cache's runtime).
+    fills: tokio::runtime::Handle,
+    /// Signalled when the in-flight table becomes empty.
+    drained: Notify,
+    /// Disk write budget in KiB; `None` for a memory-only cache.
+    write_budget: Option<Arc<Semaphore>>,
+    /// Which metadata entries writes through shardcache made stale.
+    generations: Generations,
+    /// Buckets never written to disk: their fills take no disk write budget.
+    memory_only: Arc<MemoryOnly>,
+    metrics: Arc<Metrics>,
+}
+
+/// How long closing the cache waits for fills in flight to finish and be stored.
+const CLOSE_FILL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Chunks each memory shard should hold at least. foyer splits the memory tier into shards of
+/// equal capacity, each evicting on its own; with its default of 8 shards a 32 MiB tier of 4 MiB
+/// chunks gave each shard room for one chunk, evicting most of what was just inserted.
+const CHUNKS_PER_MEMORY_SHARD: u64 = 32;
+
+/// Memory shards for a tier of `memory_bytes`: up to 8 (foyer's default), fewer when that would
+/// leave a shard with room for under [`CHUNKS_PER_MEMORY_SHARD`] chunks.
+fn memory_shards(memory_bytes: u64, chunk_size: u64) -> usize {
+    (memory_bytes / (chunk_size * CHUNKS_PER_MEMORY_SHARD)).clamp(1, 8) as usize
+}
+
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+impl ChunkCache {
+    /// Opens (and on a disk tier, recovers) the cache. foyer's metrics go to `metrics`' registry.
+    pub async fn open(opts: CacheOptions, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+        // One runtime, owned by foyer (through its spawner) for as long as the cache lives, runs
+        // foyer's background work (flushers, reclaimers, disk I/O) and our fills: a fill must
+        // outlive the request and the listener that started it, or a chunk whose bytes were
+        // already streamed could be lost at shutdown before it is stored.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("shardcache-cache")
+            .enable_all()
+            .build()?;
+        let fills = runtime.handle().clone();
+        let registry = PrometheusMetricsRegistry::new(metrics.registry().clone());
+        let memory_only = Arc::new(opts.memory_only.clone());
+        let builder = HybridCacheBuilder::new()
+            .with_name("shardcache")
+            .with_policy(HybridCachePolicy::WriteOnInsertion)
+            .with_metrics_registry(Box::new(registry))
+            .memory(opts.memory_bytes as usize)
+            .with_shards(memory_shards(opts.memory_bytes, opts.chunk_size))
+            .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
+            .storage()
+            .with_spawner(Spawner::from(runtime));
+        let (hybrid, store, write_budget, disk_bytes) = match &opts.disk {
+            None => {
+                let hybrid = builder.build().await.map_err(|source| CacheError::Open {
+                    path: "memory".into(),
+                    source,
+                })?;
+                (hybrid, None, None, 0)
+            }
+            Some(disk) => {
+                let store_opts = StoreOptions {
+                    path: disk.path.clone(),
+                    capacity_bytes: disk.capacity_bytes,
+                    chunk_size: opts.chunk_size,
+                    direct: disk.direct,
+                    io_engine: disk.io_engine,
+                    keys: match &disk.key_file {
+                        Some(file) => Some(Arc::new(Keys::load_or_create(file)?)),
+                        None => None,
+                    },
+                };
+                let store = Store::open(&store_opts, metrics.clone(), fills.clone()).await?;
+                let hybrid = builder
+                    // The store does its own I/O: foyer starts no I/O threads of its own.
+                    .with_io_engine_config(Box::new(NoopIoEngineConfig) as Box<dyn foyer::IoEngineConfig>)
+                    .with_engine_config(Box::new(StoreEngineConfig {
+                        store: store.clone(),
+                        memory_only: memory_only.clone(),
+                    }) as Box<dyn foyer::EngineConfig<_, _, _>>)
+                    .build()
+                    .await
+                    .map_err(|source| CacheError::Open {
+                        path: disk.path.display().to_string(),
+                        source,
+                    })?;
+                let budget = Arc::new(Semaphore::new(kib(disk.write_queue_bytes as usize) as usize));
+                metrics.io_engine.with_label_values(&[store.engine()]).set(1);
+                (hybrid, Some(store), Some(budget), disk.capacity_bytes)
+            }
+        };
+        let inner = Inner {
+            hybrid,
+            chunk_size: opts.chunk_size,
+            memory_bytes: opts.memory_bytes,
+            disk_bytes,
+            store,
+            inflight: Mutex::new(HashMap::new()),
+            fills,
+            drained: Notify::new(),
+            write_budget,
+            generations: Generations::new(),
+            memory_only,
+            metrics,
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_size(&self) -> u64 {
+        self.inner.chunk_size
+    }
+
+    /// Reads bytes `within` of chunk `key`, whose complete length is `len`: from a tier (a hit
+    /// holds just those bytes), from a fill in flight, or by starting a fill with `fetch` (a
+    /// fill's reader streams the chunk from its first byte).
+    pub async fn chunk(
+        &self,
+        key: CacheKey,
+        len: u64,
+        within: Range<u64>,
+        fetch: impl FnOnce() -> ChunkFetch,
+    ) -> ChunkRead {
+        self.inner.count(&key, Admission::touch);
+        if let Some(fill) = self.inner.in_flight(&key) {
+            return ChunkRead::Follower(fill.reader());
+        }
+        if let Some(hit) = self.inner.hit(&key, len, &within).await {
+            return hit;
+        }
+        // A fill may have completed (inserted, then left the in-flight table) since we looked:
+        // `join_or_start` re-checks under its lock, and then we load what it inserted.
+        // The re-check happens once: if the entry then fails to load (evicted meanwhile, or a
+        // false positive of the disk index), the second pass starts a fill.
+        let mut fetch = Some(fetch);
+        let mut recheck = true;
+        loop {
+            match self.inner.clone().join_or_start(key.clone(), len, &mut fetch, recheck) {
+                Some((fill, true)) => return ChunkRead::Leader(fill.reader()),
+                Some((fill, false)) => return ChunkRead::Follower(fill.reader()),
+                None => {
+                    if let Some(hit) = self.inner.hit(&key, len, &within).await {
+                        return hit;
+                    }
+                }
+            }
+            recheck = false;
+        }
+    }
+
+    /// Starts a fill of chunk `key` with `fetch` for the reader that called, unless the chunk is
+    /// cached or in flight. Returns the fill it started.
+    pub fn start(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> Option<StartedFill> {
+        self.begin(key, len, fetch, Admission::touch)
+    }
+
+    /// [`Self::start`] for a chunk read ahead of a sequential reader (counted as such).
+    pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) {
+        // Counted now, before the fill ends and asks for a slot, and not again when the reader
+        // reaches the chunk.
+        if self.begin(key, len, fetch, Admission::expect).is_some() {
+            self.inner.metrics.readahead.inc();
+        }
+    }
+
+    fn begin(
+        &self,
+        key: CacheKey,
+        len: u64,
+        fetch: impl FnOnce() -> ChunkFetch,
+        count: fn(&Admission, u64),
+    ) -> Option<StartedFill> {
+        if self.inner.hybrid.contains(&key) {
+            return None;
+        }
+        match self
+            .inner
+            .clone()
+            .join_or_start(key.clone(), len, &mut Some(fetch), false)
+        {
+            Some((fill, true)) => {
+                self.inner.count(&key, count);
+                Some(StartedFill(fill))
+            }
+            _ => None,
+        }
+    }
+
+    /// Updates the tier usage gauges (called before each scrape).
+    pub fn refresh_gauges(&self) {
+        let m = &self.inner.metrics;
+        let set = |gauge: &prometheus::IntGaugeVec, tier: &str, value: u64| {
+            gauge
+                .with_label_values(&[tier])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&m.cache_usage, "memory", self.inner.hybrid.memory().usage() as u64);
+        set(&m.cache_capacity, "memory", self.inner.memory_bytes);
+        set(&m.cache_capacity, "disk", self.inner.disk_bytes);
+        if let Some(store) = &self.inner.store {
+            set(&m.cache_usage, "disk", store.used_bytes());
+            let chunks = store.admission().working_set().unwrap_or(0);
+            let bytes = chunks.saturating_mul(self.inner.chunk_size);
+            m.working_set_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Makes chunk `key` win its place in a full disk tier: an operator is warming it.
+    pub fn favour(&self, key: &CacheKey) {
+        if let Some(store) = &self.inner.store {
+            store.admission().favour(self.inner.hybrid.memory().hash(key));
+        }
+    }
+
+    /// Flushes pending disk writes and closes the cache.
+    pub async fn close(&self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_FILL_WAIT;
+        loop {
+            let drained = self.inner.drained.notified();
+            let pending = self.inner.inflight.lock().len();
+            if pending == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                tracing::warn!(
+                    pending,
+                    "closing the cache with fills still in flight; they are not stored"
+                );
+                break;
+            }
+        }
+        if let Err(e) = self.inner.hybrid.close().await {
+            tracing::warn!(error = %e, "closing the cache");
+        }
+    }
+}
+
+impl Inner {
+    /// Counts a read of chunk `key` for the disk tier's admission policy, with `how`.
+    fn count(&self, key: &CacheKey, how: fn(&Admission, u64)) {
+        if self.memory_only.covers(key) {
+            // Never written to disk: not a contender for the disk tier's slots.
+            return;
+        }
+        if let Some(store) = &self.store {
+            how(store.admission(), self.hybrid.memory().hash(key));
+        }
+    }
+
+    fn insert(&self, key: CacheKey, value: CacheValue) {
+        self.hybrid.insert(key, value);
+    }
+
+    fn remove(&self, key: &CacheKey) {
+        self.hybrid.remove(key);
+    }
+
+    fn in_flight(&self, key: &CacheKey) -> Option<Arc<Fill>> {
+        self.inflight.lock().get(key).cloned()
+    }
+
+    async fn load(&self, key: &CacheKey) -> Option<(CacheValue, Tier)> {
+        // The memory tier and the disk index answer without waiting: a memory hit, or a key the
+        // disk cannot hold, never takes foyer's asynchronous path (a hop to its runtime and back).
+        if let Some(entry) = self.hybrid.memory().get(key) {
+            return Some((entry.value().clone(), Tier::Memory));
+        }
+        self.load_stored(key).await
+    }
+
+    /// `key` from below the memory tier: foyer's keeper (a write under way) or the disk store.
+    async fn load_stored(&self, key: &CacheKey) -> Option<(CacheValue, Tier)> {
+        if !self.hybrid.storage().may_contains(key) {
+            return None;
+        }
+        match self.hybrid.get(key).await {
+            Ok(Some(entry)) => {
+                let tier = if entry.source() == FoyerSource::Disk {
+                    Tier::Disk
+                } else {
+                    Tier::Memory
+                };
+                Some((entry.value().clone(), tier))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.metrics.cache_read_errors.inc();
+                tracing::warn!(?key, error = %e, "cache entry failed to load; treating it as a miss");
+                None
+            }
+        }
+    }
+
+    /// Bytes `within` of the chunk from a tier, if cached with the right length. A chunk that
+    /// only the disk holds is streamed from it, reading just the segments that cover `within`.
+    async fn hit(&self, key: &CacheKey, len: u64, within: &Range<u64>) -> Option<ChunkRead> {
+        // One look at the memory tier: a hit there is the common case.
+        let found = match self.hybrid.memory().get(key) {
+            Some(entry) => (entry.value().clone(), Tier::Memory),
+            None => {
+                if let Some(reader) = self.disk_part(key, len, within).await {
+                    let whole = within.end - within.start == len;
+                    let memory = whole.then(|| (self.hybrid.clone(), key.clone()));
+                    return Some(ChunkRead::Disk(DiskRead::new(reader, memory)));
+                }
+                // Not on disk, or not written yet (foyer holds it until it is).
+                self.load_stored(key).await?
+            }
+        };
+        match found {
+            (CacheValue::Chunk(data), tier) if data.len() as u64 == len => Some(ChunkRead::Hit(
+                data.slice(within.start as usize..within.end as usize),
+                tier,
+            )),
+            _ => {
+                tracing::warn!(?key, len, "cached chunk has the wrong length or kind; refetching");
+                self.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Bytes `within` of a chunk of `len` bytes in the disk store, read past foyer (which only
+    /// loads whole entries).
+    async fn disk_part(&self, key: &CacheKey, len: u64, within: &Range<u64>) -> Option<Box<RangeReader>> {
+        let store = self.store.as_ref()?;
+        let reader = store.read_range(self.hybrid.memory().hash(key), within.clone()).await?;
+        // A hash collision is another key, and a chunk of another length is not the one
+        // wanted: both are misses.
+        (reader.key() == key.to_bytes() && reader.value_len() == len).then(|| Box::new(reader))
+    }
+
+    /// Returns the fill for `key` and whether this call started it (taking `fetch`). With
+    /// `recheck`, returns `None` instead of starting when the chunk is cached by now.
+    fn join_or_start<F: FnOnce() -> ChunkFetch>(
+        self: Arc<Self>,
+        key: CacheKey,
+        len: u64,
+        fetch: &mut Option<F>,
+        recheck: bool,
+    ) -> Option<(Arc<Fill>, bool)> {
+        let (fill, fetch) = {
+            let mut inflight = self.inflight.lock();
+            if let Some(fill) = inflight.get(&key) {
+                return Some((fill.clone(), false));
+            }
+            if recheck && self.hybrid.contains(&key) {
+                return None;
+            }
+            let fetch = fetch.take()?;
+            let (fill, writer) = Fill::new(len as usize);
+            inflight.insert(key.clone(), fill.clone());
+            (fill, (writer, fetch))
+        };
+        let (writer, fetch) = fetch;
+        let fetch = fetch();
+        self.fills.spawn(self.clone().run_fill(key, writer, len, fetch));
+        Some((fill, true))
+    }
+
+    async fn run_fill(self: Arc<Self>, key: CacheKey, mut fill: FillWriter, len: u64, fetch: ChunkFetch) {
+        let to_disk = self.write_budget.is_some() && !self.memory_only.covers(&key);
+        if to_disk {
+            // Back-pressure from the disk: while complete chunks already fill the write budget,
+            // a new fill waits before it asks the upstream, so a reader that outruns the disk is
+            // slowed to its speed rather than growing memory. Fills still streaming hold no
+            // budget, so fills stalled on a slow upstream never hold back another miss.
+            drop(self.disk_permit(len).await);
+        }
+        let (outcome, on_disk) = match pump(&mut fill, len, fetch).await {
+            Ok(on_disk) => (Ok(()), on_disk),
+            Err(e) => (Err(e), false),
+        };
+        let to_disk = to_disk && on_disk;
+        let result = if outcome.is_ok() { "complete" } else { "failed" };
+        self.metrics.fills.with_label_values(&[result]).inc();
+        if let Err(e) = &outcome {
+            tracing::warn!(?key, error = %e, "chunk fill failed; nothing cached");
+        }
+        let whole = fill.finish(outcome);
+        // A complete chunk holds budget from here until it is on disk. Its readers already have
+        // every byte; the fill stays in flight (and readable) until it is inserted.
+        let permit = match whole.is_some() && to_disk {
+            true => self.disk_permit(len).await,
+            false => None,
+        };
+        let stored = whole.is_some();
+        if let Some(data) = whole {
+            match on_disk {
+                true => self.insert(key.clone(), CacheValue::Chunk(data)),
+                false => {
+                    let memory = HybridCacheProperties::default().with_location(Location::InMem);
+                    self.hybrid
+                        .insert_with_properties(key.clone(), CacheValue::Chunk(data), memory);
+                }
+            }
+        }
+        // Removed only after the insert, so a newcomer finds the chunk in flight or cached (in
+        // memory at least: from here on it is a memory hit, not a reader of this fill).
+        {
+            let mut inflight = self.inflight.lock();
+            inflight.remove(&key);
+            if inflight.is_empty() {
+                self.drained.notify_waiters();
+            }
+        }
+        if stored && permit.is_some() {
+            // Resolves once foyer has flushed what was queued before it, our chunk included;
+            // until then the chunk's bytes still count against the write budget.
+            self.hybrid.storage().wait().await;
+        }
+        drop(permit);
+    }
+
+    /// Room for `len` bytes in the disk write budget; `None` for a memory-only cache.
+    async fn disk_permit(&self, len: u64) -> Option<OwnedSemaphorePermit> {
+        let budget = self.write_budget.as_ref()?;
+        let units = kib(len as usize);
+        match budget.clone().try_acquire_many_owned(units) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.metrics.disk_write_waits.inc();
+                // The semaphore is never closed, so this only fails if it were.
+                budget.clone().acquire_many_owned(units).await.ok()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory_shards;
+
+    #[test]
+    fn memory_shards_hold_enough_chunks_each() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(memory_shards(32 * MIB, 4 * MIB), 1);
+        assert_eq!(memory_shards(256 * MIB, 8 * MIB), 1);
+        assert_eq!(memory_shards(1024 * MIB, 8 * MIB), 4);
+        assert_eq!(memory_shards(4096 * MIB, 8 * MIB), 8);
+    }
+}
