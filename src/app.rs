@@ -139,8 +139,8 @@ pub fn router(
 ) -> Result<Router, AppError> {
     let mut upstreams = Vec::new();
     for (name, up) in &config.upstreams {
-        metrics.stale_served.with_label_values(&[name]);
-        metrics.fallback_reads.with_label_values(&[name]);
+        metrics.cache.stale_served.with_label_values(&[name]);
+        metrics.upstream.fallback_reads.with_label_values(&[name]);
         upstreams.push(match up {
             UpstreamConfig::Fs { root } => Upstream::fs(name, FsOrigin::new(root.clone())),
             UpstreamConfig::S3(s3) => {
@@ -157,7 +157,7 @@ pub fn router(
                     connect_timeout: Duration::from_secs(s3.connect_timeout_seconds),
                     read_timeout: Duration::from_secs(s3.read_timeout_seconds),
                 }));
-                let cached = Resilient::new(name, origin.clone(), resilience(s3), metrics);
+                let cached = Resilient::new(name, origin.clone(), resilience(s3), &metrics.upstream);
                 Upstream::s3(name, origin, Arc::new(cached))
             }
         });
@@ -182,7 +182,7 @@ pub fn router(
                     .bucket
                     .clone()
                     .unwrap_or_else(|| b.upstream_bucket.clone().unwrap_or_else(|| b.name.clone())),
-                served: metrics.fallback_reads.with_label_values(&[&f.upstream]),
+                served: metrics.upstream.fallback_reads.with_label_values(&[&f.upstream]),
             }),
         })
         .collect();
@@ -243,7 +243,7 @@ fn peers(c: &ClusterConfig, metrics: &Arc<Metrics>) -> Result<Peers, AppError> {
                 open_for: Duration::from_secs(c.breaker.open_seconds),
             },
         },
-        metrics.clone(),
+        metrics.cluster.clone(),
     );
     peers.set_members(static_members(c));
     Ok(peers)
@@ -342,8 +342,8 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
     let router = router(&config, &|name| std::env::var(name).ok(), &metrics, peers.clone())?;
     let opts = cache_options(&config, source.as_deref())?;
     let cache = on_helper_thread({
-        let metrics = metrics.clone();
-        async move { ChunkCache::open(opts, metrics).await }
+        let (cache_metrics, foyer_registry) = (metrics.cache.clone(), metrics.registry().prometheus().clone());
+        async move { ChunkCache::open(opts, cache_metrics, foyer_registry).await }
     })??;
     tracing::info!(
         listen = %config.listen,
@@ -360,7 +360,7 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
         .is_some_and(|c| c.peer_chunks == Residency::Disk);
     let reader = ObjectReader::new(
         cache.clone(),
-        metrics.clone(),
+        metrics.upstream.clone(),
         config.cache.read_ahead_chunks,
         owned_on_disk,
     );

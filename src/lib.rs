@@ -17,6 +17,7 @@ pub mod audit;
 pub mod config;
 pub mod guard;
 pub mod lineage;
+pub mod metrics;
 pub mod ops;
 pub mod proxy;
 pub mod reload;
@@ -25,7 +26,6 @@ pub mod tls;
 
 pub use shardcache_cache as cache;
 pub use shardcache_cluster as cluster;
-pub use shardcache_metrics as metrics;
 pub use shardcache_s3 as s3;
 pub use shardcache_s3::auth;
 pub use shardcache_types as types;

@@ -101,7 +101,7 @@ pub async fn serve(
         }
         ctx.outcome = Outcome::Passthrough;
         let labels = [&*route.upstream.name, Operation::DeleteObjects.as_str()];
-        state.metrics.upstream_requests.with_label_values(&labels).inc();
+        state.metrics.upstream.requests.with_label_values(&labels).inc();
         let answer = origin
             .call("POST", &route.source.bucket, "delete", &headers, body)
             .await;
@@ -121,7 +121,7 @@ pub async fn serve(
                 return ctx.fail(session, failure).await;
             }
             Err(e) => {
-                state.metrics.upstream_errors.with_label_values(&labels).inc();
+                state.metrics.upstream.errors.with_label_values(&labels).inc();
                 allowed.iter().for_each(|o| forget(&o.key));
                 return ctx.fail(session, e.answer()).await;
             }

@@ -448,7 +448,7 @@ impl ProxyHttp for S3Proxy {
             .await
             .map_err(|e| Error::because(ErrorType::InternalError, "signing the upstream request", e))?;
         let labels = [&*route.upstream.name, ctx.op.as_str()];
-        self.state.metrics.upstream_requests.with_label_values(&labels).inc();
+        self.state.metrics.upstream.requests.with_label_values(&labels).inc();
         Ok(())
     }
 
@@ -490,7 +490,7 @@ impl ProxyHttp for S3Proxy {
             None => {
                 if let Some(route) = &ctx.route {
                     let labels = [&*route.upstream.name, ctx.op.as_str()];
-                    self.state.metrics.upstream_errors.with_label_values(&labels).inc();
+                    self.state.metrics.upstream.errors.with_label_values(&labels).inc();
                 }
                 S3Error::BadGateway(e.to_string())
             }

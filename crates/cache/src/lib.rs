@@ -18,6 +18,7 @@ mod entry;
 mod fill;
 mod generation;
 mod meta;
+mod metrics;
 mod options;
 pub mod plan;
 pub mod read;
@@ -39,6 +40,7 @@ pub use disk_read::DiskRead;
 pub use entry::{CacheKey, CacheValue, MetaEntry};
 pub use fill::{ChunkFetch, Fetched, FillError, FillReader};
 pub use generation::Standing;
+pub use metrics::CacheMetrics;
 pub use options::{CacheError, CacheOptions, DiskOptions, MemoryOnly};
 use shardcache_store::admission::Admission;
 use shardcache_store::RangeReader;
@@ -47,7 +49,6 @@ pub use shardcache_store::{IoEngine, RangeError, STORE_FILE};
 use engine::StoreEngineConfig;
 use fill::{pump, Fill, FillWriter};
 use generation::Generations;
-use shardcache_metrics::Metrics;
 use shardcache_store::{Keys, Store, StoreOptions};
 
 /// Which tier served a hit.
@@ -110,7 +111,7 @@ struct Inner {
     generations: Generations,
     /// Buckets never written to disk: their fills take no disk write budget.
     memory_only: Arc<MemoryOnly>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<CacheMetrics>,
 }
 
 /// How long closing the cache waits for fills in flight to finish and be stored.
@@ -132,8 +133,12 @@ fn kib(bytes: usize) -> u32 {
 }
 
 impl ChunkCache {
-    /// Opens (and on a disk tier, recovers) the cache. foyer's metrics go to `metrics`' registry.
-    pub async fn open(opts: CacheOptions, metrics: Arc<Metrics>) -> Result<Self, CacheError> {
+    /// Opens (and on a disk tier, recovers) the cache. foyer's metrics go to `foyer_registry`.
+    pub async fn open(
+        opts: CacheOptions,
+        metrics: Arc<CacheMetrics>,
+        foyer_registry: prometheus::Registry,
+    ) -> Result<Self, CacheError> {
         // One runtime, owned by foyer (through its spawner) for as long as the cache lives, runs
         // foyer's background work (flushers, reclaimers, disk I/O) and our fills: a fill must
         // outlive the request and the listener that started it, or a chunk whose bytes were
@@ -144,7 +149,7 @@ impl ChunkCache {
             .enable_all()
             .build()?;
         let fills = runtime.handle().clone();
-        let registry = PrometheusMetricsRegistry::new(metrics.registry().clone());
+        let registry = PrometheusMetricsRegistry::new(foyer_registry);
         let memory_only = Arc::new(opts.memory_only.clone());
         let builder = HybridCacheBuilder::new()
             .with_name("shardcache")
@@ -175,7 +180,7 @@ impl ChunkCache {
                         None => None,
                     },
                 };
-                let store = Store::open(&store_opts, metrics.clone(), fills.clone()).await?;
+                let store = Store::open(&store_opts, metrics.store.clone(), fills.clone()).await?;
                 let hybrid = builder
                     // The store does its own I/O: foyer starts no I/O threads of its own.
                     .with_io_engine_config(Box::new(NoopIoEngineConfig) as Box<dyn foyer::IoEngineConfig>)
@@ -190,7 +195,7 @@ impl ChunkCache {
                         source,
                     })?;
                 let budget = Arc::new(Semaphore::new(kib(disk.write_queue_bytes as usize) as usize));
-                metrics.io_engine.with_label_values(&[store.engine()]).set(1);
+                metrics.store.io_engine.with_label_values(&[store.engine()]).set(1);
                 (hybrid, Some(store), Some(budget), disk.capacity_bytes)
             }
         };
@@ -209,6 +214,11 @@ impl ChunkCache {
             metrics,
         };
         Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Its metrics.
+    pub(crate) fn metrics(&self) -> &CacheMetrics {
+        &self.inner.metrics
     }
 
     /// Bytes per chunk.
@@ -389,7 +399,7 @@ impl Inner {
             }
             Ok(None) => None,
             Err(e) => {
-                self.metrics.cache_read_errors.inc();
+                self.metrics.store.cache_read_errors.inc();
                 tracing::warn!(?key, error = %e, "cache entry failed to load; treating it as a miss");
                 None
             }

@@ -12,7 +12,9 @@ pub mod auth;
 pub mod discovery;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+mod metrics;
 pub mod peers;
 pub mod placement;
 
+pub use metrics::ClusterMetrics;
 pub use peers::{ChunkPlace, PeerFetch, PeerOptions, Peers, Served, UpstreamFetch};

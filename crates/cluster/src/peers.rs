@@ -30,7 +30,7 @@ use prometheus::IntCounter;
 
 use super::auth::{ClusterKey, PEER_HEADER};
 use super::placement::{Member, Place, Placement};
-use shardcache_metrics::Metrics;
+use crate::metrics::ClusterMetrics;
 use shardcache_types::{ETag, ObjectMeta, ObjectRef};
 use shardcache_upstream::{
     content_range, exchange, meta_from, network_error, pooled_body, BodyFetch, Breaker, BreakerPolicy, OriginBody,
@@ -158,7 +158,7 @@ pub struct Peers {
     opts: PeerOptions,
     view: ArcSwap<View>,
     connector: Arc<Connector>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<ClusterMetrics>,
 }
 
 /// What asking a chunk's owner came to.
@@ -183,7 +183,7 @@ struct Reply {
 
 impl Peers {
     /// The asking side, with no member but this node until [`Self::set_members`].
-    pub fn new(opts: PeerOptions, metrics: Arc<Metrics>) -> Self {
+    pub fn new(opts: PeerOptions, metrics: Arc<ClusterMetrics>) -> Self {
         let me = opts.me.clone();
         let peers = Self {
             view: ArcSwap::from_pointee(View {

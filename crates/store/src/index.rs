@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::file::random_u64;
 use super::format::{Fit, Geometry, Loc, BLOCK};
 use super::KeepAlive;
-use shardcache_metrics::Metrics;
+use crate::metrics::StoreMetrics;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum State {
@@ -172,7 +172,7 @@ impl Index {
         &mut self,
         g: &Geometry,
         fit: Fit,
-        metrics: &Metrics,
+        metrics: &StoreMetrics,
         admit: &dyn Fn(&[u64]) -> bool,
     ) -> Result<Taken, NoSlot> {
         let class = match fit {
@@ -229,7 +229,7 @@ impl Index {
     }
 
     /// A small slot freed by CLOCK, if `admit` says so of the value in it.
-    fn evict_small(&mut self, metrics: &Metrics, admit: &dyn Fn(&[u64]) -> bool) -> Result<u32, NoSlot> {
+    fn evict_small(&mut self, metrics: &StoreMetrics, admit: &dyn Fn(&[u64]) -> bool) -> Result<u32, NoSlot> {
         let n = self.small.len() as u32;
         for _ in 0..2 * n {
             let slot = self.small_hand;
@@ -257,7 +257,7 @@ impl Index {
 
     /// A slab freed by CLOCK, with every entry in it: only if `admit` says so of their hashes;
     /// if not, the hand has moved past it.
-    fn evict_slab(&mut self, metrics: &Metrics, admit: &dyn Fn(&[u64]) -> bool) -> Result<u32, NoSlot> {
+    fn evict_slab(&mut self, metrics: &StoreMetrics, admit: &dyn Fn(&[u64]) -> bool) -> Result<u32, NoSlot> {
         let n = self.slabs.len() as u32;
         for _ in 0..2 * n {
             let slab = self.slab_hand;
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn a_slab_cut_again_another_way_keeps_its_free_slots() {
         let g = Geometry::new(64 << 20, 1 << 20).unwrap();
-        let metrics = Metrics::new();
+        let metrics = StoreMetrics::new(&shardcache_metrics::Registry::new());
         let mut index = Index::new(&g);
         let (fine, coarse) = (g.classes() - 1, 1);
         // Slab 0 cut fine with one slot live; every other slab holds a chunk.

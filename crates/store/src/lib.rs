@@ -38,6 +38,7 @@ mod format;
 mod health;
 mod index;
 mod io;
+mod metrics;
 mod read;
 mod seal;
 mod uring;
@@ -64,9 +65,9 @@ use health::HEALTH_CHECK;
 use index::{Entry, Index, NoSlot, Slab, State, Taken, FREE};
 use io::Io;
 pub use io::IoEngine;
+pub use metrics::StoreMetrics;
 pub use read::{RangeError, RangeReader};
 pub use seal::{KeyError, Keys};
-use shardcache_metrics::Metrics;
 use write::Ticket;
 
 /// File name of the store inside a cache directory.
@@ -154,7 +155,7 @@ struct Shared {
     admission: Arc<Admission>,
     writes: Mutex<Writes>,
     written: watch::Sender<u64>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<StoreMetrics>,
     /// Where writes and clears run: the cache's own runtime, which outlives every request.
     runtime: tokio::runtime::Handle,
 }
@@ -170,7 +171,7 @@ impl Store {
     /// `runtime`.
     pub async fn open(
         opts: &StoreOptions,
-        metrics: Arc<Metrics>,
+        metrics: Arc<StoreMetrics>,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, StoreError> {
         let io_err = |source| StoreError::Io {

@@ -24,11 +24,11 @@ use async_trait::async_trait;
 use prometheus::IntCounterVec;
 
 use super::{Opened, Origin, OriginBody, OriginError};
+use crate::metrics::UpstreamMetrics;
 pub use breaker::Breaker;
 pub use breaker::BreakerPolicy;
 pub use hedge::HedgePolicy;
 use hedge::Hedger;
-use shardcache_metrics::Metrics;
 use shardcache_types::{ETag, ObjectMeta};
 
 /// How an upstream's failures are absorbed (from its `retry`, `breaker` and `hedge` config).
@@ -67,17 +67,17 @@ const REASONS: [&str; 5] = ["timeout", "network", "throttled", "server_error", "
 
 impl Resilient {
     /// `inner`, named `name` in metrics, with `opts`.
-    pub fn new(name: &str, inner: Arc<dyn Origin>, opts: Resilience, metrics: &Metrics) -> Self {
-        let hedges = |outcome: &str| metrics.upstream_hedges.with_label_values(&[name, outcome]);
+    pub fn new(name: &str, inner: Arc<dyn Origin>, opts: Resilience, metrics: &UpstreamMetrics) -> Self {
+        let hedges = |outcome: &str| metrics.hedges.with_label_values(&[name, outcome]);
         let breaker = Breaker::new(
             format!("upstream {name}"),
             opts.breaker,
-            metrics.upstream_breaker.with_label_values(&[name]),
-            metrics.upstream_breaker_rejections.with_label_values(&[name]),
+            metrics.breaker.with_label_values(&[name]),
+            metrics.breaker_rejections.with_label_values(&[name]),
         );
         // Every series exists from the start, so rates and alerts see zeros, not gaps.
         for reason in REASONS {
-            metrics.upstream_retries.with_label_values(&[name, reason]);
+            metrics.retries.with_label_values(&[name, reason]);
         }
         // Created even without hedging, so the series exist for dashboards.
         let (sent, won) = (hedges("sent"), hedges("won"));
@@ -88,7 +88,7 @@ impl Resilient {
             opts,
             breaker,
             hedger,
-            retries: metrics.upstream_retries.clone(),
+            retries: metrics.retries.clone(),
         }))
     }
 }

@@ -12,9 +12,9 @@ use prometheus::IntCounter;
 use super::{BucketSource, Parts};
 use crate::{ChunkFetch, Fetched};
 use shardcache_cluster::{ChunkPlace, Served, UpstreamFetch};
-use shardcache_metrics::Metrics;
 use shardcache_s3::Operation;
 use shardcache_types::{ETag, ObjectRef};
+use shardcache_upstream::UpstreamMetrics;
 use shardcache_upstream::{OriginBody, OriginError};
 
 /// The fetch of bytes `span` (one chunk) of version `etag` of `object`: from the chunk's cluster
@@ -49,7 +49,7 @@ pub(super) fn fetcher(
 
 /// Ranged reads of version `etag` of `object` from the upstream, metered.
 pub(super) fn upstream_fetch(
-    metrics: &Arc<Metrics>,
+    metrics: &Arc<UpstreamMetrics>,
     source: &BucketSource,
     object: &ObjectRef,
     etag: &ETag,
@@ -67,7 +67,7 @@ pub(super) fn upstream_fetch(
                 .await
                 .inspect_err(|_| {
                     let labels = [&*name, Operation::GetObject.as_str()];
-                    metrics.upstream_errors.with_label_values(&labels).inc();
+                    metrics.errors.with_label_values(&labels).inc();
                 })?;
             Ok(MeteredBody::boxed(body, &metrics, &name))
         })
@@ -78,17 +78,17 @@ pub(super) fn upstream_fetch(
 /// metered by [`MeteredBody`]). Failures are the caller's to count: what is one depends on why
 /// it asked.
 pub(super) async fn timed<T>(
-    metrics: &Metrics,
+    metrics: &UpstreamMetrics,
     upstream: &str,
     call: Operation,
     request: impl Future<Output = Result<T, OriginError>>,
 ) -> Result<T, OriginError> {
     let labels = [upstream, call.as_str()];
-    metrics.upstream_requests.with_label_values(&labels).inc();
+    metrics.requests.with_label_values(&labels).inc();
     let started = Instant::now();
     let result = request.await;
     metrics
-        .upstream_duration
+        .duration
         .with_label_values(&labels)
         .observe(started.elapsed().as_secs_f64());
     result
@@ -103,13 +103,11 @@ pub(super) struct MeteredBody {
 
 impl MeteredBody {
     /// `body`, from a GET to upstream `name`, metered.
-    pub(super) fn boxed(body: Box<dyn OriginBody>, metrics: &Metrics, name: &str) -> Box<dyn OriginBody> {
+    pub(super) fn boxed(body: Box<dyn OriginBody>, metrics: &UpstreamMetrics, name: &str) -> Box<dyn OriginBody> {
         Box::new(Self {
             body,
-            bytes: metrics.upstream_bytes.with_label_values(&[name]),
-            errors: metrics
-                .upstream_errors
-                .with_label_values(&[name, Operation::GetObject.as_str()]),
+            bytes: metrics.received_bytes.with_label_values(&[name]),
+            errors: metrics.errors.with_label_values(&[name, Operation::GetObject.as_str()]),
         })
     }
 }

@@ -23,10 +23,10 @@ use super::{BucketSource, Parts};
 use crate::plan::chunk_span;
 use crate::{CacheKey, ChunkCache, ChunkFetch, Fetched, MetaEntry, Standing, StartedFill};
 use shardcache_cluster::ChunkPlace;
-use shardcache_metrics::Metrics;
 use shardcache_s3::Operation;
 use shardcache_types::{ObjectMeta, ObjectRef};
 use shardcache_upstream::OriginError;
+use shardcache_upstream::UpstreamMetrics;
 
 /// What a shared lookup found: the metadata, and the chunk whose fill it started, if any.
 type Found = (Arc<ObjectMeta>, Option<(u64, StartedFill)>);
@@ -114,7 +114,11 @@ impl MetaLookups {
             Ok(found) => found,
             Err(e) => match stale_meta.filter(|_| e.upstream_failing()) {
                 Some(meta) => {
-                    metrics.stale_served.with_label_values(&[&source.upstream]).inc();
+                    cache
+                        .metrics()
+                        .stale_served
+                        .with_label_values(&[&source.upstream])
+                        .inc();
                     tracing::warn!(?object, error = %e, "revalidation failed; serving stale metadata");
                     return Ok(Looked {
                         meta,
@@ -195,7 +199,7 @@ impl MetaLookups {
 /// An upstream call of a metadata lookup, timed and counted; a missing object is an answer, not
 /// an upstream error.
 async fn metered<T>(
-    metrics: &Metrics,
+    metrics: &UpstreamMetrics,
     source: &BucketSource,
     call: Operation,
     request: impl std::future::Future<Output = Result<T, OriginError>>,
@@ -204,13 +208,13 @@ async fn metered<T>(
     if let Err(e) = &result {
         if !matches!(e, OriginError::NoSuchKey | OriginError::NoSuchBucket) {
             let labels = [&*source.upstream, call.as_str()];
-            metrics.upstream_errors.with_label_values(&labels).inc();
+            metrics.errors.with_label_values(&labels).inc();
         }
     }
     result
 }
 
-async fn head(metrics: &Metrics, source: &BucketSource, object: &ObjectRef) -> Result<ObjectMeta, OriginError> {
+async fn head(metrics: &UpstreamMetrics, source: &BucketSource, object: &ObjectRef) -> Result<ObjectMeta, OriginError> {
     let request = source.origin.head(&source.bucket, &object.key);
     metered(metrics, source, Operation::HeadObject, request).await
 }

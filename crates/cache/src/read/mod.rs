@@ -30,8 +30,8 @@ use fetch::fetcher;
 use meta::MetaLookups;
 use sequential::SequentialReads;
 use shardcache_cluster::Peers;
-use shardcache_metrics::Metrics;
 use shardcache_types::{ETag, ObjectMeta, ObjectRef};
+use shardcache_upstream::UpstreamMetrics;
 use shardcache_upstream::{Origin, OriginBody, OriginError};
 
 /// Where a bucket's objects come from, and how far their metadata is trusted.
@@ -68,7 +68,7 @@ impl BucketSource {
 #[derive(Clone)]
 struct Parts {
     cache: ChunkCache,
-    metrics: Arc<Metrics>,
+    metrics: Arc<UpstreamMetrics>,
     /// Whether chunks from their cluster owners may go to this node's disk tier.
     owned_chunks_on_disk: bool,
 }
@@ -129,9 +129,10 @@ pub struct ObjectReader {
 }
 
 impl ObjectReader {
-    /// A reader over `cache`. `owned_chunks_on_disk`: whether a chunk from its cluster owner may
-    /// go to this node's disk tier.
-    pub fn new(cache: ChunkCache, metrics: Arc<Metrics>, read_ahead: u32, owned_chunks_on_disk: bool) -> Self {
+    /// A reader over `cache`. `metrics`: the upstreams' (the reader's calls to them are counted
+    /// there); `owned_chunks_on_disk`: whether a chunk from its cluster owner may go to this
+    /// node's disk tier.
+    pub fn new(cache: ChunkCache, metrics: Arc<UpstreamMetrics>, read_ahead: u32, owned_chunks_on_disk: bool) -> Self {
         Self {
             parts: Parts {
                 cache,

@@ -19,8 +19,8 @@ fn options(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> S
     }
 }
 
-async fn open_with(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> (Store, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new());
+async fn open_with(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> (Store, Arc<StoreMetrics>) {
+    let metrics = Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new()));
     let opts = options(dir, capacity, engine, keys);
     let store = Store::open(&opts, metrics.clone(), tokio::runtime::Handle::current())
         .await
@@ -29,7 +29,7 @@ async fn open_with(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&st
 }
 
 /// A store encrypted with one key, as by default.
-async fn open(dir: &Path, capacity: u64, engine: IoEngine) -> (Store, Arc<Metrics>) {
+async fn open(dir: &Path, capacity: u64, engine: IoEngine) -> (Store, Arc<StoreMetrics>) {
     open_with(dir, capacity, engine, Some(KEY_1)).await
 }
 
@@ -496,9 +496,13 @@ async fn chunks_larger_than_the_staging_buffer_are_written_in_pieces() {
             chunk_size: 4 * MIB,
             ..options(dir.path(), 64 * MIB, IoEngine::Uring, keys)
         };
-        let store = Store::open(&opts, Arc::new(Metrics::new()), tokio::runtime::Handle::current())
-            .await
-            .unwrap();
+        let store = Store::open(
+            &opts,
+            Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new())),
+            tokio::runtime::Handle::current(),
+        )
+        .await
+        .unwrap();
         // Three whole staging pieces and a short last one.
         let value = chunk(9, (3 * MIB + 12_345) as usize);
         put(&store, 1, &value);

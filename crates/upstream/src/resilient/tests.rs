@@ -122,8 +122,8 @@ fn opts() -> Resilience {
     }
 }
 
-fn resilient(origin: &Arc<Scripted>, opts: Resilience) -> (Resilient, Metrics) {
-    let metrics = Metrics::new();
+fn resilient(origin: &Arc<Scripted>, opts: Resilience) -> (Resilient, UpstreamMetrics) {
+    let metrics = UpstreamMetrics::new(&shardcache_metrics::Registry::new());
     (Resilient::new("up", origin.clone(), opts, &metrics), metrics)
 }
 
@@ -167,7 +167,7 @@ async fn transient_failures_are_retried_and_answers_about_the_object_are_not() {
     assert_eq!(drain(body).await.unwrap(), (0..100).map(byte).collect::<Vec<_>>());
     assert!(matches!(up.head("b", "k").await, Err(OriginError::NoSuchKey)));
     assert_eq!(origin.asked().len(), 4, "three tries of the read, one of the HEAD");
-    let retries = |reason| metrics.upstream_retries.with_label_values(&["up", reason]).get();
+    let retries = |reason| metrics.retries.with_label_values(&["up", reason]).get();
     assert_eq!((retries("throttled"), retries("timeout")), (1, 1));
 }
 
@@ -196,7 +196,7 @@ async fn a_broken_body_resumes_from_its_byte_and_reads_whole() {
     let body = up.read("b", "k", 100..200, &etag()).await.unwrap();
     assert_eq!(drain(body).await.unwrap(), (100..200).map(byte).collect::<Vec<_>>());
     assert_eq!(origin.asked(), vec![100..200, 130..200, 150..200]);
-    assert_eq!(metrics.upstream_retries.with_label_values(&["up", "network"]).get(), 2);
+    assert_eq!(metrics.retries.with_label_values(&["up", "network"]).get(), 2);
 }
 
 #[tokio::test]
@@ -217,7 +217,7 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     let fail = || Step::Fail(OriginError::Unreachable("refused".into()));
     let origin = Scripted::with((0..9).map(|_| fail()).collect());
     let (up, metrics) = resilient(&origin, opts());
-    let state = || metrics.upstream_breaker.with_label_values(&["up"]).get();
+    let state = || metrics.breaker.with_label_values(&["up"]).get();
     for _ in 0..2 {
         assert!(matches!(up.head("b", "k").await, Err(OriginError::Unreachable(_))));
     }
@@ -236,7 +236,7 @@ async fn the_breaker_opens_fails_fast_probes_and_closes() {
     tokio::time::sleep(Duration::from_millis(250)).await;
     up.head("b", "k").await.unwrap();
     assert_eq!(state(), 0);
-    let rejected = metrics.upstream_breaker_rejections.with_label_values(&["up"]).get();
+    let rejected = metrics.breaker_rejections.with_label_values(&["up"]).get();
     assert_eq!(rejected, 2);
 }
 
@@ -253,7 +253,7 @@ async fn a_slow_read_is_hedged_and_the_faster_answer_wins() {
     let body = up.read("b", "k", 0..50, &etag()).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(2), "waited for the slow answer");
     assert_eq!(drain(body).await.unwrap(), (0..50).map(byte).collect::<Vec<_>>());
-    let hedges = |outcome| metrics.upstream_hedges.with_label_values(&["up", outcome]).get();
+    let hedges = |outcome| metrics.hedges.with_label_values(&["up", outcome]).get();
     assert_eq!((hedges("sent"), hedges("won")), (1, 1));
 }
 
@@ -270,7 +270,7 @@ async fn hedges_stay_within_their_share_of_reads() {
     for _ in 0..8 {
         drain(up.read("b", "k", 0..10, &etag()).await.unwrap()).await.unwrap();
     }
-    let sent = metrics.upstream_hedges.with_label_values(&["up", "sent"]).get();
+    let sent = metrics.hedges.with_label_values(&["up", "sent"]).get();
     assert_eq!(sent, 2, "a quarter of 8 reads");
 }
 
