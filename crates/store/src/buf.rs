@@ -354,6 +354,8 @@ fn release(ptr: NonNull<u8>, capacity: usize) {
     if capacity == 0 {
         return;
     }
+    #[cfg(test)]
+    RELEASED.with(|r| r.borrow_mut().push(ptr.as_ptr() as usize));
     if capacity >= MAPPED_FROM {
         let region = Region(ptr, capacity.next_multiple_of(page_size()));
         let unkept = POOL.lock().keep(region);
@@ -364,6 +366,13 @@ fn release(ptr: NonNull<u8>, capacity: usize) {
     }
     // SAFETY: allocated in `allocate` with this same layout.
     unsafe { std::alloc::dealloc(ptr.as_ptr(), heap_layout(capacity)) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The buffers this thread released (to the pool, the kernel or the heap), by address: for
+    /// the tests that prove a buffer the kernel may still write is never released.
+    pub(crate) static RELEASED: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

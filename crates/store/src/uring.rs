@@ -6,9 +6,11 @@
 //! when the thread says it is waiting there, so a busy ring costs no extra syscalls.
 //!
 //! The thread owns each buffer from submission until its completion, whatever happens to the
-//! request that asked (a dropped future only loses the answer). Short reads and writes are
-//! resubmitted for the rest, `EINTR` and `EAGAIN` retried. Dropping the [`Ring`] closes the
-//! channel; the thread finishes what is in flight and exits. Its waits in the ring are not
+//! request that asked (a dropped future only loses the answer), and even if the thread panics:
+//! unwinding cancels the I/O in the kernel and releases a buffer only once its completion came
+//! (see `Worker`'s `Drop`). Short reads and writes are resubmitted for the rest, `EINTR` and
+//! `EAGAIN` retried. Dropping the [`Ring`] closes the channel; the thread finishes what is in
+//! flight and exits. Its waits in the ring are not
 //! counted as iowait where the kernel allows (`IORING_ENTER_NO_IOWAIT`, Linux 6.15).
 
 use std::fs::File;
@@ -17,6 +19,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types, EnterFlags, IoUring};
 use tokio::sync::oneshot;
@@ -27,6 +30,10 @@ use crate::buf::DiskBuf;
 const ENTRIES: u32 = 128;
 /// `user_data` of the doorbell read.
 const DOORBELL: u64 = u64::MAX;
+/// `user_data` of the cancellation an unwinding worker sends.
+const CANCEL: u64 = u64::MAX - 1;
+/// How long an unwinding worker waits for its cancelled I/O to complete.
+const UNWIND_WAIT: Duration = Duration::from_secs(2);
 
 struct Op {
     write: bool,
@@ -176,12 +183,19 @@ struct Worker<'a> {
 }
 
 impl Drop for Worker<'_> {
-    /// On a normal exit nothing is left. If the thread unwinds with I/O in the kernel, the
-    /// buffers it still holds are leaked, not freed: the kernel may still write to them, and a
+    /// On a normal exit nothing is left. If the thread unwinds with I/O in the kernel, that I/O
+    /// is cancelled and its completions waited for ([`UNWIND_WAIT`] at most): a buffer is
+    /// released once its operation completed, or if it never reached the kernel. A buffer whose
+    /// operation outlasts the wait is leaked, not freed: the kernel may still write to it, and a
     /// freed buffer would go back to the pool for the next chunk.
     fn drop(&mut self) {
-        for op in self.ops.iter_mut().filter_map(Option::take) {
-            std::mem::forget(op.buf);
+        self.cancel_in_kernel();
+        for (i, slot) in self.ops.iter_mut().enumerate() {
+            let Some(op) = slot.take() else { continue };
+            match self.backlog.contains(&i) {
+                true => drop(op),
+                false => std::mem::forget(op.buf),
+            }
         }
         if self.doorbell_armed {
             std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
@@ -375,6 +389,56 @@ impl<'a> Worker<'a> {
         unsafe { self.ring.submitter().enter::<libc::sigset_t>(queued, 1, flags, None) }
     }
 
+    /// Cancels every operation in the kernel and reaps completions until none is left or
+    /// [`UNWIND_WAIT`] has passed; each op that completed is answered with how it ended (its
+    /// buffer released). Never panics: it runs while the thread unwinds.
+    fn cancel_in_kernel(&mut self) {
+        if self.in_kernel == 0 && !self.doorbell_armed {
+            return;
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any().all())
+            .build()
+            .user_data(CANCEL);
+        // SAFETY: a cancellation carries no buffer.
+        if unsafe { self.ring.submission().push(&cancel) }.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + UNWIND_WAIT;
+        while self.in_kernel > 0 || self.doorbell_armed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let timeout = types::Timespec::from(left);
+            let args = types::SubmitArgs::new().timespec(&timeout);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                Err(_) => return,
+            }
+            let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
+            for (user_data, result) in done {
+                match user_data {
+                    DOORBELL => self.doorbell_armed = false,
+                    CANCEL => {}
+                    i => {
+                        if let Some(op) = self.ops.get_mut(i as usize).and_then(Option::take) {
+                            self.in_kernel = self.in_kernel.saturating_sub(1);
+                            self.free.push(i as usize);
+                            // The kernel is done with the buffer: it is released here, and the
+                            // requester hears how its operation ended.
+                            let e = match result {
+                                r if r < 0 => io::Error::from_raw_os_error(-r),
+                                _ => io::Error::other("the io_uring thread failed"),
+                            };
+                            let _ = op.reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Completes the doorbell read before the worker (and its buffer) goes away.
     fn disarm_doorbell(&mut self) {
         while self.doorbell_armed {
@@ -384,5 +448,141 @@ impl<'a> Worker<'a> {
             }
             self.reap();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    use super::*;
+    use crate::buf::RELEASED;
+
+    /// The ring of a test, or `None` (saying why) where the kernel refuses io_uring; CI sets
+    /// `SHARDCACHE_REQUIRE_URING`, so there a refusal fails.
+    fn ring_or_skip() -> Option<IoUring> {
+        match setup() {
+            Ok(ring) => Some(ring),
+            Err(e) => {
+                let refused = matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS | libc::EACCES));
+                let required = std::env::var_os("SHARDCACHE_REQUIRE_URING").is_some();
+                assert!(refused && !required, "io_uring could not be set up: {e}");
+                eprintln!("skipped: the kernel refuses io_uring here ({e})");
+                None
+            }
+        }
+    }
+
+    /// A FIFO opened for reading and writing: a read of it stays in the kernel until it is
+    /// written to, which nothing here does.
+    fn fifo(dir: &std::path::Path) -> File {
+        let path = std::ffi::CString::new(dir.join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string; the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("fifo"))
+            .unwrap()
+    }
+
+    fn doorbell() -> Shared {
+        // SAFETY: as in `Ring::start`.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd");
+        Shared {
+            waiting: AtomicBool::new(false),
+            // SAFETY: a new descriptor nothing else owns.
+            doorbell: unsafe { OwnedFd::from_raw_fd(fd) },
+        }
+    }
+
+    /// The worker thread panicking while a read is in the kernel (the case the unwind path
+    /// exists for): the read is cancelled, and its buffer released only once the kernel's
+    /// completion of it was reaped (its requester hears `ECANCELED`, from that completion); bytes
+    /// written to the FIFO afterwards are still there, so no read of the kernel's is left to take
+    /// them into memory the pool may hand out. A read that completes normally gives its buffer
+    /// back too, which shows the release check can see one.
+    #[test]
+    fn a_worker_unwinding_mid_read_releases_the_buffer_only_after_the_kernel_let_go() {
+        let Some(ring) = ring_or_skip() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let mut fifo = fifo(dir.path());
+        let shared = doorbell();
+        // Large enough to be a mapped, pooled buffer: what the next chunk would be given.
+        let buf = DiskBuf::new(1 << 20);
+        let addr = buf.as_ptr() as usize;
+        let (reply, answer) = oneshot::channel();
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            let mut worker = Worker::new(ring, fifo.as_raw_fd(), &shared);
+            worker.add(Op {
+                write: false,
+                buf,
+                offset: 0,
+                done: 0,
+                reply,
+            });
+            worker.push_backlog();
+            worker.ring.submit().unwrap();
+            assert_eq!(worker.in_kernel, 1, "the read is in the kernel");
+            panic!("the worker fails with a read in the kernel");
+        }));
+        assert!(unwound.is_err());
+        // The kernel's completion of that very read was reaped (it says the read was
+        // cancelled) before its buffer was released.
+        let ended = answer.blocking_recv().expect("the requester was answered");
+        let code = ended.err().and_then(|e| e.raw_os_error());
+        assert_eq!(code, Some(libc::ECANCELED), "the read's own completion was not seen");
+        let released = RELEASED.with(|r| r.borrow().contains(&addr));
+        assert!(released, "the cancelled read's buffer was not given back");
+        // The kernel's read is over: what is written now stays in the FIFO (read back without
+        // blocking, so a read still in the kernel that took it fails the test, not hangs it).
+        use std::io::{Read, Write};
+        fifo.write_all(b"after").unwrap();
+        // SAFETY: F_SETFL on a descriptor we own; the result is checked.
+        assert_eq!(
+            unsafe { libc::fcntl(fifo.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) },
+            0
+        );
+        let mut back = [0u8; 5];
+        let read = fifo.read_exact(&mut back);
+        assert!(
+            read.is_ok(),
+            "a read of the unwound worker was still in the kernel: {read:?}"
+        );
+        assert_eq!(&back, b"after");
+
+        // A read that completes gives its buffer back once it is dropped.
+        let Some(ring) = ring_or_skip() else { return };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("data"))
+            .unwrap();
+        file.set_len(1 << 20).unwrap();
+        let (reply, answer) = oneshot::channel();
+        let mut worker = Worker::new(ring, file.as_raw_fd(), &shared);
+        let buf = DiskBuf::new(1 << 20);
+        let addr = buf.as_ptr() as usize;
+        worker.add(Op {
+            write: false,
+            buf,
+            offset: 0,
+            done: 0,
+            reply,
+        });
+        while worker.live() > 0 {
+            worker.push_backlog();
+            worker.submit_and_wait().unwrap();
+            worker.reap();
+        }
+        worker.disarm_doorbell();
+        drop(answer.blocking_recv().unwrap().unwrap());
+        assert!(
+            RELEASED.with(|r| r.borrow().contains(&addr)),
+            "a finished read's buffer was kept"
+        );
     }
 }
