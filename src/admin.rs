@@ -7,6 +7,9 @@
 //! objects: with client authentication on they need the admin bearer token or the SigV4
 //! signature of a principal the policy allows `shardcache:Warm` on the object, or
 //! `shardcache:GetLineage` on the job ([`AdminAccess`]).
+//!
+//! It uses the proxy's shared state (metrics, the reader's warm, the gate), `lineage` and
+//! `shutdown`'s readiness; it must not reach the upstreams or the cache's internals.
 
 use std::path::PathBuf;
 use std::sync::Arc;

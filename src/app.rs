@@ -1,5 +1,6 @@
 //! The composition root: the one module that reads the [`Config`] and turns it into each
-//! module's own options, then assembles and runs the Pingora server.
+//! module's own options, then assembles and runs the Pingora server. It may use every crate and
+//! module; nothing uses it but `main`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //! queue is full the record is dropped and counted (`shardcache_audit_dropped_total`), never
 //! waited for. The writer drains the queue every 50 ms (sleeping in between, so that queueing
 //! never wakes it), writes and flushes, and rotates a file by size.
+//!
+//! It owns its file and thread; it uses `types` and `metrics`, and must not reach the request
+//! path beyond the [`Record`] it is handed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};

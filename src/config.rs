@@ -4,6 +4,11 @@
 //! Loading is three steps: parse (unknown keys are errors, with line and column), expand
 //! `${ENV_VAR}` in the fields that may carry secrets or paths, then [`Config::validate`], which
 //! names the bad field.
+//!
+//! It owns the file's shape, defaults and validation; it uses the upstream's
+//! [`settings`](crate::upstream::settings) and `auth`'s, `audit`'s and `tls`'s types for the
+//! sections they read, and must not reach any running part: `app` turns it into each part's
+//! options.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -13,6 +13,9 @@
 //! header goes out with its body in one `writev`: [`coalesce`]). The proxy marks a request's header
 //! whole with [`header_done`] once Pingora has parsed it. The listener speaks HTTP/1 only (its
 //! TLS settings offer no `h2`), so each call of `process_new` is one request.
+//!
+//! It uses Pingora's server side and `metrics`; it must not reach the S3 layer, the cache or the
+//! upstreams: it knows connections and bytes, not requests' meaning.
 
 use std::fmt;
 use std::io;

@@ -11,6 +11,9 @@
 //! read in ms since the epoch); `jobs` maps a job to its last read. Retention drops jobs whose
 //! last read is older than `retention`, and, past `max_bytes` of file, the jobs read longest
 //! ago (their pages are reused, so the file stops growing).
+//!
+//! It owns its database and thread; it uses `types` and `metrics`, and must not reach the request
+//! path beyond the reads it is handed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

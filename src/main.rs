@@ -1,5 +1,8 @@
 //! The `shardcache` command: `serve`, `check-config`, and the operator commands `warm` and
 //! `stats` that talk to a running shardcache.
+//!
+//! It parses the command line and hands over to `app` (serve, check-config) or `ops`; it owns
+//! nothing else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

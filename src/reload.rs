@@ -8,6 +8,9 @@
 //! certificate serves the handshakes from then on. No connection is dropped. A reload that fails
 //! (a bad file, a missing secret, a key that does not match its certificate) keeps what is in
 //! force, logs why and counts it.
+//!
+//! It uses `config`, `auth`, `tls`, `metrics` and the proxy's gate types; it must not reach `app`
+//! (which starts it) or the cache.
 
 use std::path::PathBuf;
 use std::sync::Arc;

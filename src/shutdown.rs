@@ -5,6 +5,9 @@
 //!
 //! Pingora, left to itself, stops accepting as soon as SIGTERM arrives; this watch hands it the
 //! signal only once the grace period is over.
+//!
+//! It owns readiness and the stop sequence; it uses Pingora's shutdown signal and must not reach
+//! any other module.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

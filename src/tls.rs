@@ -1,6 +1,9 @@
 //! TLS: the listeners' certificate, which can be replaced while serving (a reload reads the
 //! files again; handshakes from then on use the new pair, connections already open keep
 //! theirs), and the CA bundles that https upstreams may name instead of the system's roots.
+//!
+//! It owns the certificate resolver and the CA bundles; it uses rustls (through Pingora) and must
+//! not reach any other module.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

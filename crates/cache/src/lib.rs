@@ -7,10 +7,11 @@
 //! fails or comes up short is never stored.
 //!
 //! The chunk cache never knows who fills it: callers hand it a fetch closure. foyer's types stay
-//! in this module. It uses `types`, `metrics` and `upstream`'s body and error types (a fill reads
-//! a body and fails with an error of the upstream's), and must not reach the config (`app` turns
-//! it into [`CacheOptions`]), the proxy, the cluster or any origin. [`read`], the read-through
-//! facade over it, is the one part that chooses sources: it alone uses the cluster and origins.
+//! in this crate. Its core uses `shardcache-types`, `-metrics`, `-store` (the disk tier) and the
+//! upstream's body and error types (a fill reads a body and fails with an error of the
+//! upstream's). [`read`], the read-through facade over it, is the one part that chooses sources:
+//! it alone uses `shardcache-cluster` and the upstream's origins. The crate must not reach the
+//! server (the config, HTTP): `app` turns the config into [`CacheOptions`].
 
 mod disk_read;
 mod engine;

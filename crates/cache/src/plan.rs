@@ -25,23 +25,44 @@ pub fn chunk_count(chunk_size: u64, size: u64) -> u64 {
 }
 
 /// The chunks covering `span` (half-open, within the object), in order. Empty for an empty span.
-pub fn plan(span: Range<u64>, chunk_size: u64, size: u64) -> impl Iterator<Item = ChunkSlice> {
+pub fn plan(span: Range<u64>, chunk_size: u64, size: u64) -> Plan {
     let span = span.start.min(size)..span.end.min(size);
     let indices = if span.is_empty() {
         0..0
     } else {
         span.start / chunk_size..(span.end - 1) / chunk_size + 1
     };
-    indices.map(move |index| {
-        let chunk = chunk_span(index, chunk_size, size);
-        let from = span.start.max(chunk.start) - chunk.start;
-        let to = span.end.min(chunk.end) - chunk.start;
-        ChunkSlice {
+    Plan {
+        indices,
+        span,
+        chunk_size,
+        size,
+    }
+}
+
+/// The chunks of a span, as [`plan`] lists them.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    indices: Range<u64>,
+    span: Range<u64>,
+    chunk_size: u64,
+    size: u64,
+}
+
+impl Iterator for Plan {
+    type Item = ChunkSlice;
+
+    fn next(&mut self) -> Option<ChunkSlice> {
+        let index = self.indices.next()?;
+        let chunk = chunk_span(index, self.chunk_size, self.size);
+        let from = self.span.start.max(chunk.start) - chunk.start;
+        let to = self.span.end.min(chunk.end) - chunk.start;
+        Some(ChunkSlice {
             index,
             chunk,
             within: from..to,
-        }
-    })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,11 @@
 //!   *degraded*: it reads and writes nothing, and every two seconds checks the disk again (a
 //!   write and read-back of a probe block, or re-creating a removed file, empty). When that
 //!   works it resumes, without a restart.
+//!
+//! This crate holds all of shardcache's `unsafe` code and io_uring: besides the store, the chunk
+//! buffers ([`buf`]: mapped, pooled) and the admission policy ([`admission`]) it consults when
+//! full. It uses `shardcache-metrics` only; it must not reach the cache above it (foyer, keys,
+//! fills) or anything of the request path.
 
 pub mod admission;
 pub mod buf;

@@ -486,6 +486,19 @@ mod tests {
             .unwrap()
     }
 
+    /// A read at offset 0 into `buf`, and where its answer comes.
+    fn read_into(buf: DiskBuf) -> (Op, oneshot::Receiver<io::Result<DiskBuf>>) {
+        let (reply, answer) = oneshot::channel();
+        let op = Op {
+            write: false,
+            buf,
+            offset: 0,
+            done: 0,
+            reply,
+        };
+        (op, answer)
+    }
+
     fn doorbell() -> Shared {
         // SAFETY: as in `Ring::start`.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -512,16 +525,10 @@ mod tests {
         // Large enough to be a mapped, pooled buffer: what the next chunk would be given.
         let buf = DiskBuf::new(1 << 20);
         let addr = buf.as_ptr() as usize;
-        let (reply, answer) = oneshot::channel();
+        let (op, answer) = read_into(buf);
         let unwound = catch_unwind(AssertUnwindSafe(|| {
             let mut worker = Worker::new(ring, fifo.as_raw_fd(), &shared);
-            worker.add(Op {
-                write: false,
-                buf,
-                offset: 0,
-                done: 0,
-                reply,
-            });
+            worker.add(op);
             worker.push_backlog();
             worker.ring.submit().unwrap();
             assert_eq!(worker.in_kernel, 1, "the read is in the kernel");
@@ -562,17 +569,11 @@ mod tests {
             .open(dir.path().join("data"))
             .unwrap();
         file.set_len(1 << 20).unwrap();
-        let (reply, answer) = oneshot::channel();
         let mut worker = Worker::new(ring, file.as_raw_fd(), &shared);
         let buf = DiskBuf::new(1 << 20);
         let addr = buf.as_ptr() as usize;
-        worker.add(Op {
-            write: false,
-            buf,
-            offset: 0,
-            done: 0,
-            reply,
-        });
+        let (op, answer) = read_into(buf);
+        worker.add(op);
         while worker.live() > 0 {
             worker.push_backlog();
             worker.submit_and_wait().unwrap();

@@ -1,5 +1,5 @@
 //! Vocabulary types shared by every layer. Each one is parsed once, at the boundary where it
-//! enters shardcache; code behind that boundary never re-checks it. It uses no other module.
+//! enters shardcache; code behind that boundary never re-checks it. It uses no other crate of ours.
 
 use std::fmt;
 use std::sync::Arc;

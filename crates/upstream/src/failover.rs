@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use prometheus::IntCounter;
 
-use super::{Opened, Origin, OriginBody, OriginError};
+use super::{Body, Opened, Origin, OriginError};
 use shardcache_types::{ETag, ObjectMeta};
 
 /// The primary upstream, with a fallback bucket on another.
@@ -62,13 +62,7 @@ impl Origin for Failover {
         }
     }
 
-    async fn read(
-        &self,
-        bucket: &str,
-        key: &str,
-        span: Range<u64>,
-        etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError> {
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<Body, OriginError> {
         match self.primary.read(bucket, key, span.clone(), etag).await {
             // A version the primary does not have may be the fallback's.
             Err(e) if e.upstream_failing() || matches!(e, OriginError::Changed) => {

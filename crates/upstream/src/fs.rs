@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{Origin, OriginBody, OriginError};
+use super::{Body, Origin, OriginBody, OriginError};
 use shardcache_s3::xml::{ListPage, ListedObject};
 use shardcache_types::{ETag, ObjectMeta};
 
@@ -233,13 +233,7 @@ impl Origin for FsOrigin {
         Self::stat(&self.object_path(bucket, key).await?).await
     }
 
-    async fn read(
-        &self,
-        bucket: &str,
-        key: &str,
-        span: Range<u64>,
-        etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError> {
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<Body, OriginError> {
         let path = self.object_path(bucket, key).await?;
         let mut file = tokio::fs::File::open(&path).await.map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => OriginError::NoSuchKey,

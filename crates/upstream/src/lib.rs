@@ -51,8 +51,11 @@ pub trait OriginBody: Send {
     }
 }
 
+/// A ranged read's body.
+pub type Body = Box<dyn OriginBody>;
+
 /// A ranged read under way: resolves once the origin answered, to the body.
-pub type BodyFetch = futures_util::future::BoxFuture<'static, Result<Box<dyn OriginBody>, OriginError>>;
+pub type BodyFetch = futures_util::future::BoxFuture<'static, Result<Body, OriginError>>;
 
 /// An object opened by a read: its metadata, and the body of the span asked for.
 pub struct Opened {
@@ -83,11 +86,5 @@ pub trait Origin: Send + Sync + 'static {
 
     /// Bytes `span` of the version of `bucket/key` whose ETag is `etag`; fails with
     /// [`OriginError::Changed`] if the object is now another version.
-    async fn read(
-        &self,
-        bucket: &str,
-        key: &str,
-        span: Range<u64>,
-        etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError>;
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<Body, OriginError>;
 }

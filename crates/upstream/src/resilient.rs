@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use prometheus::IntCounterVec;
 
-use super::{Opened, Origin, OriginBody, OriginError};
+use super::{Body, Opened, Origin, OriginBody, OriginError};
 use crate::metrics::UpstreamMetrics;
 pub use breaker::Breaker;
 pub use breaker::BreakerPolicy;
@@ -60,7 +60,7 @@ struct Core {
     retries: IntCounterVec,
 }
 
-type Answer = Result<Box<dyn OriginBody>, OriginError>;
+type Answer = Result<Body, OriginError>;
 
 /// The reasons a call is retried, as [`OriginError::retry_reason`] names them.
 const REASONS: [&str; 5] = ["timeout", "network", "throttled", "server_error", "invalid"];
@@ -179,13 +179,7 @@ impl Origin for Resilient {
         })
     }
 
-    async fn read(
-        &self,
-        bucket: &str,
-        key: &str,
-        span: Range<u64>,
-        etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError> {
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<Body, OriginError> {
         let body = self.0.call(|| self.0.hedged_read(bucket, key, &span, etag)).await?;
         Ok(self.0.resuming(bucket, key, span, etag, body))
     }

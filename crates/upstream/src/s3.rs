@@ -16,7 +16,7 @@ use pingora_core::utils::tls::WrappedX509;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::UpstreamAddressing;
-use super::{Opened, Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
+use super::{Body, Opened, Origin, OriginBody, OriginError, Signer, UNSIGNED_PAYLOAD};
 use shardcache_s3::{code_of_error_body, encode_path};
 use shardcache_types::{ETag, ObjectMeta};
 
@@ -408,13 +408,7 @@ impl Origin for S3Origin {
         Ok(Opened { meta, body })
     }
 
-    async fn read(
-        &self,
-        bucket: &str,
-        key: &str,
-        span: Range<u64>,
-        etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError> {
+    async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<Body, OriginError> {
         let range = format!("bytes={}-{}", span.start, span.end - 1);
         let (session, resp, peer) = self
             .send(

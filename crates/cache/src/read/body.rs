@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::fetch::fetcher;
 use super::{BucketSource, ObjectReader, Version};
-use crate::plan::{chunk_span, plan, ChunkSlice};
+use crate::plan::{chunk_span, plan, ChunkSlice, Plan};
 use crate::{CacheKey, ChunkRead, DiskRead, FillError, FillReader, RangeError, StartedFill, Tier};
 use shardcache_metrics::{Outcome, Source};
 use shardcache_types::{ETag, ObjectRef};
@@ -70,8 +70,10 @@ pub struct ObjectBody<'a> {
     source: &'a BucketSource,
     object: ObjectRef,
     etag: ETag,
+    /// The ETag as chunk keys hold it.
+    etag_key: Arc<str>,
     size: u64,
-    slices: Box<dyn Iterator<Item = ChunkSlice> + Send>,
+    slices: Plan,
     current: Option<Current>,
     /// The chunk whose fill the metadata lookup started, and that fill.
     opened: Option<(u64, StartedFill)>,
@@ -104,9 +106,10 @@ impl<'a> ObjectBody<'a> {
             reader,
             source,
             object,
+            etag_key: Arc::from(etag.as_str()),
             etag,
             size,
-            slices: Box::new(plan(whole, chunk_size, size)),
+            slices: plan(whole, chunk_size, size),
             current: None,
             opened: first,
             ahead_limit,
@@ -236,7 +239,7 @@ impl<'a> ObjectBody<'a> {
     }
 
     fn key(&self, index: u64) -> CacheKey {
-        CacheKey::Chunk(self.object.clone(), Arc::from(self.etag.as_str()), index)
+        CacheKey::Chunk(self.object.clone(), self.etag_key.clone(), index)
     }
 
     /// Fetches the chunks after `index` a sequential reader will want next.

@@ -20,12 +20,17 @@ fn options(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> S
 }
 
 async fn open_with(dir: &Path, capacity: u64, engine: IoEngine, keys: Option<&str>) -> (Store, Arc<StoreMetrics>) {
-    let metrics = Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new()));
-    let opts = options(dir, capacity, engine, keys);
-    let store = Store::open(&opts, metrics.clone(), tokio::runtime::Handle::current())
-        .await
-        .unwrap();
+    let store = open_opts(&options(dir, capacity, engine, keys)).await;
+    let metrics = store.shared.metrics.clone();
     (store, metrics)
+}
+
+/// A store of `opts`, with metrics of its own.
+async fn open_opts(opts: &StoreOptions) -> Store {
+    let metrics = Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new()));
+    Store::open(opts, metrics, tokio::runtime::Handle::current())
+        .await
+        .unwrap()
 }
 
 /// A store encrypted with one key, as by default.
@@ -496,13 +501,7 @@ async fn chunks_larger_than_the_staging_buffer_are_written_in_pieces() {
             chunk_size: 4 * MIB,
             ..options(dir.path(), 64 * MIB, IoEngine::Uring, keys)
         };
-        let store = Store::open(
-            &opts,
-            Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new())),
-            tokio::runtime::Handle::current(),
-        )
-        .await
-        .unwrap();
+        let store = open_opts(&opts).await;
         // Three whole staging pieces and a short last one.
         let value = chunk(9, (3 * MIB + 12_345) as usize);
         put(&store, 1, &value);

@@ -167,13 +167,7 @@ async fn recovery_time_of_a_full_10_gib_tier() {
             ..options(dir.path(), 10 << 30, IoEngine::Uring, Some(KEY_1))
         };
         let value = chunk(1, size);
-        let store = Store::open(
-            &opts,
-            Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new())),
-            tokio::runtime::Handle::current(),
-        )
-        .await
-        .unwrap();
+        let store = open_opts(&opts).await;
         let started = std::time::Instant::now();
         let mut hash = 0;
         // Until the first eviction: every slab holds entries.
@@ -189,13 +183,7 @@ async fn recovery_time_of_a_full_10_gib_tier() {
         let entries = store.entries();
         drop(store);
         let started = std::time::Instant::now();
-        let store = Store::open(
-            &opts,
-            Arc::new(StoreMetrics::new(&shardcache_metrics::Registry::new())),
-            tokio::runtime::Handle::current(),
-        )
-        .await
-        .unwrap();
+        let store = open_opts(&opts).await;
         let recovery = started.elapsed();
         assert_eq!(store.entries(), entries);
         eprintln!("values of {size} bytes: {entries} entries written in {filled:.1?}; recovered in {recovery:.2?}");

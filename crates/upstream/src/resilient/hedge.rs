@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 
-use super::super::{Origin, OriginBody, OriginError};
+use super::super::{Body, Origin, OriginError};
 use shardcache_types::ETag;
 
 /// Answer times remembered for the quantile.
@@ -41,7 +41,7 @@ pub(super) struct Hedger {
     won: IntCounter,
 }
 
-type Answer = Result<Box<dyn OriginBody>, OriginError>;
+type Answer = Result<Body, OriginError>;
 
 impl Hedger {
     pub(super) fn new(policy: HedgePolicy, sent: IntCounter, won: IntCounter) -> Self {

@@ -39,14 +39,14 @@ fn meta(size: u64) -> ObjectMeta {
     }
 }
 
-struct Body {
+struct Piecewise {
     data: Vec<u8>,
     sent: bool,
     breaks: bool,
 }
 
 #[async_trait]
-impl OriginBody for Body {
+impl OriginBody for Piecewise {
     async fn next(&mut self) -> Result<Option<&[u8]>, OriginError> {
         if !self.sent {
             self.sent = true;
@@ -71,7 +71,7 @@ impl Scripted {
         self.asked.lock().unwrap().clone()
     }
 
-    async fn answer(&self, span: Range<u64>) -> Result<Box<dyn OriginBody>, OriginError> {
+    async fn answer(&self, span: Range<u64>) -> Result<Body, OriginError> {
         self.asked.lock().unwrap().push(span.clone());
         let step = self.steps.lock().unwrap().pop_front();
         let (delay, len, breaks) = match step {
@@ -82,7 +82,7 @@ impl Scripted {
         };
         tokio::time::sleep(delay).await;
         let data = (span.start..span.start + len as u64).map(byte).collect();
-        Ok(Box::new(Body {
+        Ok(Box::new(Piecewise {
             data,
             sent: false,
             breaks,
@@ -96,13 +96,7 @@ impl Origin for Scripted {
         self.answer(0..0).await.map(|_| meta(1000))
     }
 
-    async fn read(
-        &self,
-        _bucket: &str,
-        _key: &str,
-        span: Range<u64>,
-        _etag: &ETag,
-    ) -> Result<Box<dyn OriginBody>, OriginError> {
+    async fn read(&self, _bucket: &str, _key: &str, span: Range<u64>, _etag: &ETag) -> Result<Body, OriginError> {
         self.answer(span).await
     }
 }
