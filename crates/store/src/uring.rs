@@ -373,6 +373,9 @@ impl<'a> Worker<'a> {
         }
         std::mem::forget(std::mem::replace(&mut self.doorbell_buf, Box::new([0; 8])));
         self.doorbell_armed = false;
+        // Every op was answered and its buffer leaked: nothing is left to wait for.
+        self.in_kernel = 0;
+        self.backlog.clear();
     }
 
     /// Submits what is queued and waits for a completion; where the kernel has it (6.15), the
@@ -389,19 +392,28 @@ impl<'a> Worker<'a> {
         unsafe { self.ring.submitter().enter::<libc::sigset_t>(queued, 1, flags, None) }
     }
 
-    /// Cancels every operation in the kernel and reaps completions until none is left or
-    /// [`UNWIND_WAIT`] has passed; each op that completed is answered with how it ended (its
-    /// buffer released). Never panics: it runs while the thread unwinds.
+    /// Cancels every operation in the kernel (and ends the doorbell read), then reaps
+    /// completions until none is left or [`UNWIND_WAIT`] has passed; each op that completed is
+    /// answered with how it ended (its buffer released). Never panics: it runs while the thread
+    /// unwinds. Where the kernel cannot wait with a timeout (before 5.11) it waits for nothing.
     fn cancel_in_kernel(&mut self) {
         if self.in_kernel == 0 && !self.doorbell_armed {
             return;
         }
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any().all())
-            .build()
-            .user_data(CANCEL);
-        // SAFETY: a cancellation carries no buffer.
-        if unsafe { self.ring.submission().push(&cancel) }.is_err() {
-            return;
+        // One cancellation per op in the kernel (by its `user_data`, which every kernel with
+        // io_uring reads, where cancelling "any" needs 5.19); the doorbell read ends when rung.
+        let in_kernel = (0..self.ops.len()).filter(|i| self.ops[*i].is_some() && !self.backlog.contains(i));
+        for i in in_kernel.collect::<Vec<_>>() {
+            let cancel = opcode::AsyncCancel::new(i as u64).build().user_data(CANCEL);
+            // SAFETY: a cancellation carries no buffer.
+            while unsafe { self.ring.submission().push(&cancel) }.is_err() {
+                if self.ring.submit().is_err() {
+                    return;
+                }
+            }
+        }
+        if self.doorbell_armed {
+            self.shared.ring_doorbell();
         }
         let deadline = Instant::now() + UNWIND_WAIT;
         while self.in_kernel > 0 || self.doorbell_armed {
@@ -572,6 +584,8 @@ mod tests {
         let mut worker = Worker::new(ring, file.as_raw_fd(), &shared);
         let buf = DiskBuf::new(1 << 20);
         let addr = buf.as_ptr() as usize;
+        // The pool may hand back the region released above: forget that release.
+        RELEASED.with(|r| r.borrow_mut().clear());
         let (op, answer) = read_into(buf);
         worker.add(op);
         while worker.live() > 0 {

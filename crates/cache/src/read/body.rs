@@ -51,6 +51,15 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+/// Who reads a body, which decides what it does besides reading.
+#[derive(Clone, Copy)]
+pub(super) enum Reading {
+    /// A client's read, which reads ahead if `sequential`.
+    Client { sequential: bool },
+    /// A cluster member's read of one chunk from its owner: no read-ahead.
+    Peer,
+}
+
 /// The chunk being read.
 enum Current {
     /// A fill's reader (which starts at the chunk's first byte), at `pos`, wanting `within`.
@@ -81,20 +90,27 @@ pub struct ObjectBody<'a> {
     ahead_limit: u64,
     /// Read-ahead due once the current fill's first bytes are here.
     ahead_after: Option<u64>,
+    /// A client's read: an upstream that says the object changed or went away makes the
+    /// reader forget its metadata. (A peer's read does not: the asker may hold an old ETag.)
+    for_client: bool,
     outcome: Outcome,
 }
 
 impl<'a> ObjectBody<'a> {
-    /// Bytes `whole` of `version`; `first`: the fill the metadata lookup started, if any; read
-    /// ahead if `sequential`.
+    /// Bytes `whole` of `version`, read by `reading`; `first`: the fill the metadata lookup
+    /// started, if any.
     pub(super) fn new(
         reader: &'a ObjectReader,
         source: &'a BucketSource,
         version: Version,
         first: Option<(u64, StartedFill)>,
         whole: Range<u64>,
-        sequential: bool,
+        reading: Reading,
     ) -> Self {
+        let (sequential, for_client) = match reading {
+            Reading::Client { sequential } => (sequential, true),
+            Reading::Peer => (false, false),
+        };
         let Version { object, etag, size } = version;
         let chunk_size = reader.parts.cache.chunk_size();
         let last = plan(whole.clone(), chunk_size, size).last().map_or(0, |s| s.index);
@@ -114,6 +130,7 @@ impl<'a> ObjectBody<'a> {
             opened: first,
             ahead_limit,
             ahead_after: None,
+            for_client,
             outcome: Outcome::MemoryHit,
         }
     }
@@ -158,7 +175,8 @@ impl<'a> ObjectBody<'a> {
                             // The upstream says the object changed or went away: forget its
                             // metadata at once, so the next read opens the new version instead
                             // of failing too.
-                            if matches!(*e, OriginError::Changed | OriginError::NoSuchKey) {
+                            let gone = matches!(*e, OriginError::Changed | OriginError::NoSuchKey);
+                            if gone && self.for_client {
                                 self.reader.invalidate(self.object.clone());
                             }
                             return Err(BodyError::Fill(e));

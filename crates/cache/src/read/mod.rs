@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
+use body::Reading;
 pub use body::{BodyError, ObjectBody, Piece};
 
 use super::plan::{chunk_count, chunk_span};
@@ -189,11 +190,13 @@ impl ObjectReader {
             etag: meta.etag.clone(),
             size: meta.size,
         };
-        ObjectBody::new(self, source, version, first, whole, sequential)
+        ObjectBody::new(self, source, version, first, whole, Reading::Client { sequential })
     }
 
     /// Bytes `span` (one chunk, ending no further than the object) of version `etag` of `key`,
-    /// with no read-ahead: what a cluster member asks of a chunk's owner. `opened`, from
+    /// with no read-ahead: what a cluster member asks of a chunk's owner. An upstream's answer
+    /// that the object changed does not make this node forget its metadata: the asker's ETag
+    /// may be the old one. `opened`, from
     /// [`Self::open`] of that key, brings the fill it started.
     pub fn read_chunk<'a>(
         &'a self,
@@ -210,7 +213,7 @@ impl ObjectReader {
             size: span.end,
         };
         let first = opened.and_then(|o| o.first);
-        ObjectBody::new(self, source, version, first, span, false)
+        ObjectBody::new(self, source, version, first, span, Reading::Peer)
     }
 
     /// Forgets what is known of `object` after a write through shardcache: its cached metadata,
