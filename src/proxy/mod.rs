@@ -8,7 +8,7 @@
 //! - `logging` records the request's metrics and one debug line.
 //!
 //! It speaks HTTP only: cached reads go through the cache's
-//! [`ObjectReader`](crate::cache::read::ObjectReader), passthrough through the upstream's
+//! [`ObjectReader`], passthrough through the upstream's
 //! `S3Origin` (re-signing), and errors through `s3`'s one mapping. It uses every crate below the
 //! server, `audit` and `lineage`; it must not reach the config (it gets its options from
 //! `app`) or the chunk cache's internals.

@@ -3,9 +3,9 @@
 //! [`ObjectReader`] is what the S3 listener, the peer listener and `POST /warm` read through.
 //! Given a [`BucketSource`] (the upstream, its bucket, how long its metadata is trusted, the
 //! cluster) and a key, it owns everything between the request and the bytes: the metadata cache
-//! and its coalesced lookups ([`meta`]), the tier lookups and fills of each chunk, the choice of
-//! source for a missing chunk (its cluster owner or the upstream, [`fetch`]), and read-ahead for
-//! sequential readers ([`sequential`]). Callers turn requests into calls on it and its answers
+//! and its coalesced lookups (`meta`), the tier lookups and fills of each chunk, the choice of
+//! source for a missing chunk (its cluster owner or the upstream, `fetch`), and read-ahead for
+//! sequential readers (`sequential`). Callers turn requests into calls on it and its answers
 //! into responses; it knows nothing of HTTP.
 //!
 //! It uses the chunk cache, the cluster's peers, the upstream's `Origin`, `s3`'s operation names
