@@ -322,6 +322,10 @@ fn on_helper_thread<T: Send + 'static>(
 /// `run_args` replaces the default stop ([`crate::shutdown::Drain`]: on SIGTERM, not ready for
 /// `grace_period_seconds` while still serving, then a drain of the requests in flight).
 pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -> Result<(), AppError> {
+    // SIGHUP's default action stops the process: it is ignored from here until the reloader, or
+    // the task that logs it, listens (opening a large disk tier can take seconds).
+    // SAFETY: setting a signal's disposition to SIG_IGN touches no memory of ours.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     // Pingora retries a bind that finds the address in use for 30 s, then gives up on that
     // listener alone while the process keeps running: check both before starting anything.
     let cluster_listen = config.cluster.as_ref().map(|c| ("cluster.listen", c.listen));
@@ -461,9 +465,19 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
             server.add_service(background_service("shardcache-cluster-kubernetes", task));
         }
     }
-    if let Some(source) = source.filter(|_| gate.is_some() || cert.is_some()) {
-        let reload = Reloader::new(source, gate.map(|g| (g, auth_files)), cert, metrics.clone());
-        server.add_service(background_service("shardcache-reload", reload));
+    match (source, gate.is_some() || cert.is_some()) {
+        (Some(source), true) => {
+            let reload = Reloader::new(source, gate.map(|g| (g, auth_files)), cert, metrics.clone());
+            server.add_service(background_service("shardcache-reload", reload));
+        }
+        (source, _) => {
+            let why = match source {
+                None => "the config was not read from a file",
+                Some(_) => "the config has no auth or tls section (adding one needs a restart)",
+            };
+            let task = Task(move |stop| crate::reload::log_hangups(why, stop));
+            server.add_service(background_service("shardcache-hangups", task));
+        }
     }
     let grace = Duration::from_secs(config.grace_period_seconds);
     server.run(run_args.unwrap_or_else(|| RunArgs {

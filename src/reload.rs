@@ -141,6 +141,25 @@ impl BackgroundService for Reloader {
     }
 }
 
+/// SIGHUP where nothing can be reloaded (the config has no `auth` or `tls` section, or was not
+/// read from a file): each one is logged with why it changes nothing, until `shutdown`.
+/// (Unhandled, SIGHUP would stop the process; `app` also ignores it until this listens.)
+pub async fn log_hangups(why: &'static str, mut shutdown: ShutdownWatch) {
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; it is ignored");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(()) = hangup.recv() => tracing::warn!(why, "SIGHUP: nothing to reload"),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// The client authentication and authorization of an `auth` section, and the files it read
 /// (its keys' secrets and statements may live in files: see [`AuthConfig::load`]).
 pub fn gate(auth: &AuthConfig) -> Result<(Gate, Vec<PathBuf>), ConfigError> {

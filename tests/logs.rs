@@ -229,3 +229,54 @@ fn sigterm_drains_as_configured() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SIGHUP with the smallest config (no `auth`, no `tls`: nothing it can reload) is logged,
+/// never fatal, and SIGPIPE is ignored: the process keeps serving through both.
+#[test]
+fn sighup_and_sigpipe_never_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data/b")).unwrap();
+    std::fs::write(dir.path().join("data/b/k"), b"still here").unwrap();
+    let (s3, admin) = (common::free_port(), common::free_port());
+    let config = dir.path().join("config.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:{s3}\nadmin_listen: 127.0.0.1:{admin}\ngrace_period_seconds: 0\n\
+         upstreams:\n  local:\n    kind: fs\n    root: {}\ndefault_upstream: local\n",
+        dir.path().join("data").display()
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let log = dir.path().join("log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut served = common::Served::start_with(&config, admin, |c| {
+        c.env_remove("SHARDCACHE_LOG").env_remove("RUST_LOG").stdout(log_file);
+    });
+    let get = |path: &str| -> String {
+        let mut c = TcpStream::connect(("127.0.0.1", s3)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(get("/b/k").ends_with("still here"));
+    for signal in [libc::SIGHUP, libc::SIGPIPE, libc::SIGHUP] {
+        served.signal(signal);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            served.child.try_wait().unwrap().is_none(),
+            "signal {signal} stopped shardcache"
+        );
+        assert!(get("/b/k").ends_with("still here"), "not serving after signal {signal}");
+    }
+    served.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "shardcache did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("SIGHUP") && text.contains("nothing to reload"),
+        "a SIGHUP it cannot act on is logged, saying why: {text}"
+    );
+}
