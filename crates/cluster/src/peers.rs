@@ -487,7 +487,11 @@ impl OriginBody for PeerBody {
                 self.bytes.inc_by(piece.len() as u64);
                 Ok(Some(piece))
             }
-            // Short: the fill's length check catches it.
+            // Short, however well framed: continued from the upstream like a break.
+            Ok(None) if self.received < self.span.end - self.span.start => Err(OriginError::WrongLength {
+                expected: self.span.end - self.span.start,
+                received: self.received,
+            }),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         }

@@ -154,6 +154,7 @@ impl Core {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             etag: etag.clone(),
+            len: span.end - span.start,
             rest: span,
             body,
             resumed: 0,
@@ -192,6 +193,8 @@ struct Resuming {
     bucket: String,
     key: String,
     etag: ETag,
+    /// The span's length.
+    len: u64,
     /// The bytes not yet read.
     rest: Range<u64>,
     body: Box<dyn OriginBody>,
@@ -201,11 +204,19 @@ struct Resuming {
 #[async_trait]
 impl OriginBody for Resuming {
     async fn next(&mut self) -> Result<Option<&[u8]>, OriginError> {
-        let piece = self.body.next().await?;
-        if let Some(piece) = piece {
-            self.rest.start += piece.len() as u64;
+        match self.body.next().await? {
+            Some(piece) => {
+                self.rest.start += piece.len() as u64;
+                Ok(Some(piece))
+            }
+            // An answer that ends before the span, however well framed, is cut like any other:
+            // [`Self::resume`] reads the rest.
+            None if !self.rest.is_empty() => Err(OriginError::WrongLength {
+                expected: self.len,
+                received: self.len - (self.rest.end - self.rest.start),
+            }),
+            None => Ok(None),
         }
-        Ok(piece)
     }
 
     async fn resume(&mut self, error: &OriginError) -> Result<bool, OriginError> {
