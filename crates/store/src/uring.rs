@@ -325,31 +325,37 @@ impl<'a> Worker<'a> {
     fn reap(&mut self) {
         let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (user_data, result) in done {
-            if user_data == DOORBELL {
-                self.doorbell_armed = false;
-                continue;
+            match user_data {
+                DOORBELL => self.doorbell_armed = false,
+                i => self.completed(i as usize, result),
             }
-            self.in_kernel -= 1;
-            let i = user_data as usize;
-            let op = self.ops[i].as_mut().expect("a completion for a live op");
-            match result {
-                r if r == -libc::EINTR || r == -libc::EAGAIN => self.backlog.push(i),
-                r if r < 0 => self.finish(i, Err(io::Error::from_raw_os_error(-r))),
-                0 => {
-                    let kind = if op.write {
-                        io::ErrorKind::WriteZero
-                    } else {
-                        io::ErrorKind::UnexpectedEof
-                    };
-                    self.finish(i, Err(kind.into()));
-                }
-                n => {
-                    op.done += n as usize;
-                    if op.done >= op.buf.len() {
-                        self.finish(i, Ok(()));
-                    } else {
-                        self.backlog.push(i);
-                    }
+        }
+    }
+
+    /// Op `i`'s submission completed with `result` (bytes moved, or `-errno`): a transfer short
+    /// of the rest is resubmitted for what is left, from where it stopped; `EINTR` and `EAGAIN`
+    /// resubmit the same rest; a transfer of nothing, or any other error, fails the op. Only
+    /// when every byte has moved does the op succeed.
+    fn completed(&mut self, i: usize, result: i32) {
+        self.in_kernel -= 1;
+        let op = self.ops[i].as_mut().expect("a completion for a live op");
+        match result {
+            r if r == -libc::EINTR || r == -libc::EAGAIN => self.backlog.push(i),
+            r if r < 0 => self.finish(i, Err(io::Error::from_raw_os_error(-r))),
+            0 => {
+                let kind = if op.write {
+                    io::ErrorKind::WriteZero
+                } else {
+                    io::ErrorKind::UnexpectedEof
+                };
+                self.finish(i, Err(kind.into()));
+            }
+            n => {
+                op.done += n as usize;
+                if op.done >= op.buf.len() {
+                    self.finish(i, Ok(()));
+                } else {
+                    self.backlog.push(i);
                 }
             }
         }
@@ -509,6 +515,51 @@ mod tests {
             reply,
         };
         (op, answer)
+    }
+
+    /// Takes the op next in the backlog as `push_backlog` would submit it: its index, and the
+    /// byte of its buffer the submission starts at.
+    fn submit(worker: &mut Worker<'_>) -> (usize, usize) {
+        let i = worker.backlog.pop().expect("an op waits for submission");
+        worker.in_kernel += 1;
+        (i, worker.ops[i].as_ref().expect("a live op").done)
+    }
+
+    /// Completions are injected, as a device that moves fewer bytes than asked would give them:
+    /// a short write is resubmitted for the rest from where it stopped (an interrupted one for
+    /// the same rest), and succeeds only when every byte is written; a write of nothing fails.
+    #[test]
+    fn short_writes_are_resubmitted_for_the_rest_and_succeed_only_whole() {
+        let Some(ring) = ring_or_skip() else { return };
+        let shared = doorbell();
+        let mut worker = Worker::new(ring, -1, &shared);
+        let write = |len| {
+            let (mut op, answer) = read_into(DiskBuf::new(len));
+            op.write = true;
+            (op, answer)
+        };
+        let (op, mut answer) = write(3 * 4096);
+        worker.add(op);
+        let (i, from) = submit(&mut worker);
+        assert_eq!(from, 0);
+        worker.completed(i, 4096);
+        assert!(answer.try_recv().is_err(), "a short write was taken as complete");
+        let (i, from) = submit(&mut worker);
+        assert_eq!(from, 4096, "the rest is written from where the short write stopped");
+        worker.completed(i, -libc::EINTR);
+        let (i, from) = submit(&mut worker);
+        assert_eq!(from, 4096, "an interrupted write is written again from the same byte");
+        worker.completed(i, 8192);
+        let written = answer.try_recv().expect("answered once whole").expect("written");
+        assert_eq!(written.len(), 3 * 4096);
+
+        let (op, mut answer) = write(4096);
+        worker.add(op);
+        let (i, _) = submit(&mut worker);
+        worker.completed(i, 0);
+        let failed = answer.try_recv().expect("answered").err().map(|e| e.kind());
+        assert_eq!(failed, Some(io::ErrorKind::WriteZero));
+        assert_eq!((worker.in_kernel, worker.live()), (0, 0));
     }
 
     fn doorbell() -> Shared {
