@@ -16,6 +16,8 @@ pub struct Node {
     pub admin: SocketAddr,
     pub peer: SocketAddr,
     child: Child,
+    /// Its log, whose warnings a failing test prints.
+    log: std::path::PathBuf,
 }
 
 impl Node {
@@ -62,6 +64,23 @@ impl Drop for Node {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             self.kill();
+        }
+        // A failing test shows what its nodes warned of (a peer timing out, a body cut): the
+        // log is gone with the test's directory afterwards.
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let warned: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect();
+            eprintln!(
+                "--- {} warned ({} lines, the last 40):",
+                self.log.display(),
+                warned.len()
+            );
+            for line in &warned[warned.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
         }
     }
 }
@@ -124,17 +143,23 @@ impl Configured {
 
     /// Starts the node with `env` added to its environment.
     pub fn spawn_with(self, env: &[(&str, &str)]) -> Node {
-        let log = std::fs::File::create(&self.log).unwrap();
+        let log_file = std::fs::File::create(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_shardcache"))
             .envs(env.iter().copied())
             .args(["serve", "--config"])
             .arg(&self.config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
             .spawn()
             .unwrap();
-        let (s3, admin, peer) = (self.s3, self.admin, self.peer);
-        Node { s3, admin, peer, child }
+        let (s3, admin, peer, log) = (self.s3, self.admin, self.peer, self.log);
+        Node {
+            s3,
+            admin,
+            peer,
+            child,
+            log,
+        }
     }
 }
 
