@@ -35,7 +35,7 @@ use crate::reload::Reloader;
 use crate::shutdown::{Drain, Readiness};
 use crate::tls::{ServerCert, TlsError};
 use crate::upstream::{
-    BreakerPolicy, FsOrigin, HedgePolicy, Resilience, Resilient, S3Origin, S3OriginOptions, SignError, Signer,
+    BreakerPolicy, Floor, FsOrigin, HedgePolicy, Resilience, Resilient, S3Origin, S3OriginOptions, SignError, Signer,
 };
 
 /// Start-up failed.
@@ -257,6 +257,10 @@ fn resilience(s3: &S3UpstreamConfig) -> Resilience {
         base_delay: Duration::from_millis(s3.retry.base_delay_ms),
         max_delay: Duration::from_millis(s3.retry.max_delay_ms),
         deadline: Duration::from_secs(s3.retry.deadline_seconds),
+        floor: (s3.retry.floor_bytes_per_second > 0).then(|| Floor {
+            bytes_per_second: s3.retry.floor_bytes_per_second,
+            window: Duration::from_secs(s3.retry.floor_window_seconds),
+        }),
         breaker: BreakerPolicy {
             failures: s3.breaker.failures,
             error_rate: s3.breaker.error_rate,

@@ -44,6 +44,9 @@ enum Fault {
     /// Answers with half the body, validly framed (its Content-Length says half) under a
     /// Content-Range of the whole span, and keeps the connection.
     Truncated,
+    /// Sends the header, then the body a byte every 200 ms: each read arrives well within the
+    /// read timeout, so only the rate floor can cut it.
+    Drip,
     /// Sends the body and 100 bytes more than its Content-Length.
     Long,
     /// Answers 503 SlowDown.
@@ -198,6 +201,16 @@ impl FaultOrigin {
                     out.write_all(&body[..len / 2]).await
                 }
                 .await,
+                Some(Fault::Drip) => {
+                    let _ = out.write_all(ok.as_bytes()).await;
+                    for b in &body {
+                        if out.write_all(&[*b]).await.is_err() || out.flush().await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Ok(())
+                }
                 Some(Fault::Long) => async {
                     out.write_all(ok.as_bytes()).await?;
                     out.write_all(&body).await?;
@@ -228,7 +241,8 @@ impl FaultOrigin {
     }
 }
 
-/// A proxy in front of `origin`: 1 s timeouts, 3 attempts, and `breaker` failures to open.
+/// A proxy in front of `origin`: 1 s timeouts, 3 attempts, a rate floor measured over 1 s, and
+/// `breaker` failures to open.
 fn proxy(origin: SocketAddr, breaker: u32, disk: Option<&std::path::Path>) -> Proxy {
     proxy_with(origin, breaker, disk, "")
 }
@@ -247,7 +261,7 @@ fn proxy_with(origin: SocketAddr, breaker: u32, disk: Option<&std::path::Path>, 
          graceful_shutdown_timeout_seconds: 1\ncache:\n  chunk_size: {CHUNK}\n  memory_bytes: 33554432\n{disk}\
          upstreams:\n  up:\n    kind: s3\n    endpoint: http://{origin}\n    read_timeout_seconds: 1\n\
          \x20   connect_timeout_seconds: 1\n    credentials: {{source: anonymous}}\n\
-         \x20   retry: {{attempts: 3, base_delay_ms: 10, max_delay_ms: 50}}\n\
+         \x20   retry: {{attempts: 3, base_delay_ms: 10, max_delay_ms: 50, floor_window_seconds: 1}}\n\
          \x20   breaker: {{failures: {breaker}, open_seconds: 2}}\ndefault_upstream: up\n{extra}",
         free_port(),
         free_port()
@@ -341,6 +355,7 @@ async fn transient_faults_are_retried_or_resumed_and_the_read_completes() {
         Reset,
         Short,
         Truncated,
+        Drip,
         SlowDown,
         ServerError,
         WrongRange,
@@ -363,7 +378,7 @@ async fn transient_faults_are_retried_or_resumed_and_the_read_completes() {
             2 + 3 + 1,
             "{fault:?}: chunk 0 tried twice, chunk 1 three times: {gets:?}"
         );
-        if matches!(fault, StallBody | Short | Truncated) {
+        if matches!(fault, StallBody | Short | Truncated | Drip) {
             // Resumed from the byte where the body broke, not from the chunk's start. (A reset
             // may discard what had arrived but was not read yet, so it can resume anywhere.)
             let mid_chunk = |r: &String| r.split('-').next().unwrap().parse::<u64>().unwrap() % CHUNK != 0;
@@ -374,10 +389,10 @@ async fn transient_faults_are_retried_or_resumed_and_the_read_completes() {
         assert_eq!(origin.gets(&key).len(), 6, "{fault:?}: the second read was not a hit");
     }
     let retries = proxy.metric("shardcache_upstream_retries_total").await;
-    // Two retries of chunk 1 for each fault, one of chunk 0 for the eight a GET that opens an
+    // Two retries of chunk 1 for each fault, one of chunk 0 for the nine a GET that opens an
     // object retries (a wrong range or a whole object there is taken as metadata only, and the
     // chunk read again).
-    assert_eq!(retries, 28.0, "retries counted");
+    assert_eq!(retries, 31.0, "retries counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,16 @@ pub struct RetryConfig {
     /// Seconds after a call's first failure past which it is not retried again. Default: `30`.
     #[serde(default = "deadline_seconds")]
     pub deadline_seconds: u64,
+    /// The least a body must deliver, in bytes per second over `floor_window_seconds`: a body
+    /// that drips below it (every read arriving within `read_timeout_seconds`, so no timeout
+    /// cuts it) is dropped and resumed from the byte it reached, like a cut; `0` turns the floor
+    /// off. A resume counts as an attempt, so set it below the slowest rate the upstream really
+    /// serves one connection at. Default: `65536` (64 KiB/s).
+    #[serde(default = "floor_bytes_per_second")]
+    pub floor_bytes_per_second: u64,
+    /// Seconds over which a body's rate is measured against the floor. Default: `10`.
+    #[serde(default = "floor_window_seconds")]
+    pub floor_window_seconds: u64,
 }
 
 impl Default for RetryConfig {
@@ -32,6 +42,8 @@ impl Default for RetryConfig {
             base_delay_ms: base_delay_ms(),
             max_delay_ms: max_delay_ms(),
             deadline_seconds: deadline_seconds(),
+            floor_bytes_per_second: floor_bytes_per_second(),
+            floor_window_seconds: floor_window_seconds(),
         }
     }
 }
@@ -50,6 +62,14 @@ fn max_delay_ms() -> u64 {
 
 fn deadline_seconds() -> u64 {
     30
+}
+
+fn floor_bytes_per_second() -> u64 {
+    64 << 10
+}
+
+fn floor_window_seconds() -> u64 {
+    10
 }
 
 /// The upstream's circuit breaker: after `failures` failed calls in a row, or when `error_rate`
@@ -152,6 +172,12 @@ pub(super) fn validate(
     }
     if !(1..=3600).contains(&retry.deadline_seconds) {
         return Err(invalid(field("retry.deadline_seconds"), "must be between 1 and 3600"));
+    }
+    if !(1..=3600).contains(&retry.floor_window_seconds) {
+        return Err(invalid(
+            field("retry.floor_window_seconds"),
+            "must be between 1 and 3600",
+        ));
     }
     breaker.validate(&field("breaker"))?;
     if let Some(h) = hedge {

@@ -49,6 +49,10 @@ fn bad_values_name_their_field() {
             "    retry: {base_delay_ms: 100, max_delay_ms: 10}\n",
             "upstreams.u.retry.max_delay_ms:",
         ),
+        (
+            "    retry: {floor_window_seconds: 0}\n",
+            "upstreams.u.retry.floor_window_seconds:",
+        ),
         ("    breaker: {open_seconds: 0}\n", "upstreams.u.breaker.open_seconds:"),
         (
             "    hedge: {after_ms: 10, max_share: 2}\n",

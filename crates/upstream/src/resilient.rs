@@ -42,10 +42,23 @@ pub struct Resilience {
     pub max_delay: Duration,
     /// Time after a call's first failure past which it is not tried again.
     pub deadline: Duration,
+    /// The least a body must deliver; `None`: no floor.
+    pub floor: Option<Floor>,
     /// When the circuit breaker opens.
     pub breaker: BreakerPolicy,
     /// Hedged chunk reads.
     pub hedge: Option<HedgePolicy>,
+}
+
+/// The least a body must deliver: below `bytes_per_second` over a `window`, it is dropped and
+/// resumed from the byte it reached (a source that drips a byte at a time never trips a read
+/// timeout).
+#[derive(Clone, Copy, Debug)]
+pub struct Floor {
+    /// Bytes per second.
+    pub bytes_per_second: u64,
+    /// How long the rate is measured over.
+    pub window: Duration,
 }
 
 /// An [`Origin`] with retries, resumed bodies, hedged reads and a circuit breaker.
@@ -158,6 +171,8 @@ impl Core {
             rest: span,
             body,
             resumed: 0,
+            window: (Instant::now(), 0),
+            slow: None,
         })
     }
 }
@@ -199,14 +214,42 @@ struct Resuming {
     rest: Range<u64>,
     body: Box<dyn OriginBody>,
     resumed: u32,
+    /// When the current floor window started, and the bytes received in it.
+    window: (Instant, u64),
+    /// The body fell below the floor: the next read fails with this, and is resumed.
+    slow: Option<String>,
+}
+
+/// Counts `n` bytes of a body against `floor` in its current `window` (its start, and the
+/// bytes in it so far); past a window below the floor, says why the body is too slow.
+fn below_floor(floor: Option<Floor>, window: &mut (Instant, u64), n: usize) -> Option<String> {
+    let floor = floor?;
+    window.1 += n as u64;
+    let elapsed = window.0.elapsed();
+    if elapsed < floor.window {
+        return None;
+    }
+    let (bytes, wanted) = (window.1, (floor.bytes_per_second as f64 * elapsed.as_secs_f64()) as u64);
+    *window = (Instant::now(), 0);
+    (bytes < wanted).then(|| {
+        format!(
+            "{bytes} bytes in {:.1} s, below the floor of {} bytes/s",
+            elapsed.as_secs_f64(),
+            floor.bytes_per_second
+        )
+    })
 }
 
 #[async_trait]
 impl OriginBody for Resuming {
     async fn next(&mut self) -> Result<Option<&[u8]>, OriginError> {
+        if let Some(why) = self.slow.take() {
+            return Err(OriginError::TimedOut(why));
+        }
         match self.body.next().await? {
             Some(piece) => {
                 self.rest.start += piece.len() as u64;
+                self.slow = below_floor(self.core.opts.floor, &mut self.window, piece.len());
                 Ok(Some(piece))
             }
             // An answer that ends before the span, however well framed, is cut like any other:
@@ -232,6 +275,7 @@ impl OriginBody for Resuming {
         tokio::time::sleep(core.backoff(self.resumed)).await;
         let (bucket, key, rest, etag) = (&self.bucket, &self.key, &self.rest, &self.etag);
         self.body = core.call(|| core.hedged_read(bucket, key, rest, etag)).await?;
+        self.window = (Instant::now(), 0);
         Ok(true)
     }
 }

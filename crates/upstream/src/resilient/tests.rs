@@ -107,6 +107,7 @@ fn opts() -> Resilience {
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(4),
         deadline: Duration::from_secs(5),
+        floor: None,
         breaker: BreakerPolicy {
             failures: 2,
             error_rate: None,
