@@ -181,8 +181,9 @@ impl FillReader {
     }
 }
 
-/// Reads the fetch's body into the fill, checking it is exactly `len` bytes; returns whether the
-/// chunk may go to disk ([`Fetched::keep_on_disk`]).
+/// Reads the fetch's body into the fill, checking it is exactly `len` bytes (a body that ends
+/// short is asked to resume, as one that breaks); returns whether the chunk may go to disk
+/// ([`Fetched::keep_on_disk`]).
 pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> Result<bool, FillError> {
     let Fetched { mut body, keep_on_disk } = fetch.await.map_err(Arc::new)?;
     loop {
@@ -201,6 +202,17 @@ pub(super) async fn pump(fill: &mut FillWriter, len: u64, fetch: ChunkFetch) -> 
             } else {
                 next.await
             }
+        };
+        let received = fill.written() as u64;
+        // A body that ends before the chunk, however well framed, is cut like any other: the
+        // body resumes from the byte reached (the upstream's rest, or the owner's from the
+        // upstream) where it can.
+        let next = match next {
+            Ok(None) if received < len => Err(OriginError::WrongLength {
+                expected: len,
+                received,
+            }),
+            next => next,
         };
         match next {
             Ok(Some(piece)) => fill.push(piece).map_err(Arc::new)?,

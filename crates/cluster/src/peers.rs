@@ -487,11 +487,8 @@ impl OriginBody for PeerBody {
                 self.bytes.inc_by(piece.len() as u64);
                 Ok(Some(piece))
             }
-            // Short, however well framed: continued from the upstream like a break.
-            Ok(None) if self.received < self.span.end - self.span.start => Err(OriginError::WrongLength {
-                expected: self.span.end - self.span.start,
-                received: self.received,
-            }),
+            // Short, however well framed: the fill asks to resume, and the rest comes from the
+            // upstream like after a break.
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         }

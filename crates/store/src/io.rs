@@ -204,10 +204,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("probe")).unwrap();
         if let Err(e) = Ring::start(Arc::new(file)) {
-            let refused = matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS | libc::EACCES));
-            let required = std::env::var_os("SHARDCACHE_REQUIRE_URING").is_some();
-            assert!(refused && !required, "io_uring could not be set up: {e}");
-            eprintln!("skipped: the kernel refuses io_uring here ({e})");
+            crate::uring::tests::skip_where_refused(&e);
             return;
         }
         assert_eq!(round_trip(IoEngine::Uring).await, "io_uring");
