@@ -1,6 +1,7 @@
 //! Criterion microbenchmarks of the hot pure code: range -> chunk plan, cache key and value
 //! encoding (with the CRC32 of an 8 MiB chunk), SigV4 signing of an upstream request, and
-//! SigV4 verification of a client request (what `auth` adds to every request).
+//! SigV4 verification of a client request (what `auth` adds to every request), and the proof of
+//! an 8 MiB chunk sent between cluster members (tagged by the owner, checked by the asker).
 //!
 //! `cargo bench --bench micro` (reports in target/criterion).
 
@@ -170,5 +171,42 @@ fn verification(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, chunk_plan, encoding, signing, verification);
+fn peer_proof(c: &mut Criterion) {
+    use shardcache::cluster::auth::ClusterKey;
+    let key = ClusterKey::new(&[7; 32]);
+    let chunk = Bytes::from(vec![7u8; CHUNK as usize]);
+    let mut framed = Vec::with_capacity(CHUNK as usize + 8192);
+    let mut group = c.benchmark_group("peer proof, 8 MiB chunk");
+    group.throughput(Throughput::Bytes(CHUNK));
+    // The owner's side: pieces of 64 KiB, as a fill hands them out.
+    group.bench_function("frame (owner)", |b| {
+        b.iter(|| {
+            framed.clear();
+            let mut framer = key.framer("tag");
+            for piece in (0..CHUNK as usize).step_by(64 << 10) {
+                for part in framer.push(chunk.slice(piece..piece + (64 << 10))) {
+                    framed.extend_from_slice(&part);
+                }
+            }
+            framed.extend_from_slice(&framer.finish().unwrap_or_default());
+        })
+    });
+    // The asker's side: the framed body in pieces of 16 KiB, as a connection reads it.
+    group.bench_function("check (asker)", |b| {
+        b.iter(|| {
+            let mut unframer = key.unframer("tag", CHUNK);
+            let mut got = 0;
+            for piece in framed.chunks(16 << 10) {
+                unframer.push(piece);
+                while let Some(n) = unframer.check().unwrap() {
+                    got += n;
+                }
+            }
+            assert_eq!(got, CHUNK as usize);
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, chunk_plan, encoding, signing, verification, peer_proof);
 criterion_main!(benches);

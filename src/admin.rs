@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
-//! (the cache is open and the S3 listener is serving), `POST /warm?bucket=B&key=K` (bring one
+//! (the cache is open and the S3 listener is serving; its body names a degraded disk tier), `POST /warm?bucket=B&key=K` (bring one
 //! object into the cache; answers JSON when it is cached, used by `shardcache warm`), and
 //! `GET /lineage?job=J[&format=csv]` (the object versions a job read).
 //!
@@ -272,8 +272,16 @@ impl ServeHttp for AdminApp {
             (Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             // The admin listener starts with the S3 listener, after the cache opened.
             // Not ready once a stop has begun (the grace period), so that clients go elsewhere.
+            // A degraded disk tier leaves the node ready (it serves from memory and the
+            // upstream), and says so.
             (Method::GET, "/readyz") if self.readiness.is_ready() => {
-                reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                let body = match self.state.metrics.cache.store.disk_degraded.get() {
+                    0 => "ready\n",
+                    _ => {
+                        "ready, degraded: the disk tier failed and is not used; serving from memory and the upstream\n"
+                    }
+                };
+                reply(StatusCode::OK, "text/plain", body.as_bytes().to_vec())
             }
             (Method::GET, "/readyz") => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", b"stopping\n".to_vec()),
             (Method::POST, "/warm") => {

@@ -243,6 +243,10 @@ fn peers(c: &ClusterConfig, metrics: &Arc<Metrics>) -> Result<Peers, AppError> {
                 error_rate: c.breaker.error_rate,
                 open_for: Duration::from_secs(c.breaker.open_seconds),
             },
+            floor: (c.floor_bytes_per_second > 0).then(|| Floor {
+                bytes_per_second: c.floor_bytes_per_second,
+                window: Duration::from_secs(c.floor_window_seconds),
+            }),
         },
         metrics.cluster.clone(),
     );

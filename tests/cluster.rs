@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::cluster::{
-    assert_fetched_once, cluster, cluster_with, configure, dataset, metric_sum, read, Configured, Node, CHUNK,
+    assert_fetched_once, cluster, cluster_with, configure, dataset, metric_sum, read, unframe, Configured, Node, CHUNK,
+    SECRET,
 };
 use common::{data, S3Server};
 use futures_util::future::join_all;
+use shardcache::cluster::auth::ClusterKey;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dataset_read_through_every_node_leaves_the_upstream_once() {
@@ -111,7 +113,7 @@ async fn the_peer_port_serves_only_cluster_members() {
     let refused = common::get(node.peer, target, &[("x-shardcache-peer", &forged)]).await;
     assert_eq!(refused.status, 403, "another secret: refused");
 
-    let key = shardcache::cluster::auth::ClusterKey::new(b"a cluster secret of at least thirty-two bytes");
+    let key = ClusterKey::new(SECRET);
     let proof = key.sign("GET", target, "node-0", now);
     let other = target.replace("start=0&end=65536", "start=65536&end=100000");
     let replayed = common::get(node.peer, &other, &[("x-shardcache-peer", &proof)]).await;
@@ -119,7 +121,13 @@ async fn the_peer_port_serves_only_cluster_members() {
 
     let served = common::get(node.peer, target, &[("x-shardcache-peer", &proof)]).await;
     assert_eq!(served.status, 206);
-    assert_eq!(served.body, data(100_000, 3)[..65536]);
+    let tag = served.header("x-shardcache-peer-answer").unwrap();
+    let headers: Vec<(&str, &[u8])> = served.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())).collect();
+    assert!(
+        key.check_header(tag, &proof, 206, headers.into_iter()),
+        "the answer is proven"
+    );
+    assert_eq!(unframe(tag, &served.body, 65536).unwrap(), data(100_000, 3)[..65536]);
     assert!(served.header("etag").is_some() && served.header("content-range") == Some("bytes 0-65535/100000"));
 
     let unaligned = target.replace("start=0", "start=100");
@@ -132,10 +140,18 @@ async fn the_peer_port_serves_only_cluster_members() {
     assert_ne!(s3_port.status, 206, "the S3 listener knows no peer calls");
 }
 
-/// A cluster member that dies in the middle of every chunk it sends: the header and half the
-/// bytes, then the connection closes. It answers an open (no ETag) with 502. With
-/// `upstream_failing`, it answers everything 503 `UpstreamFailing` instead.
-async fn fake_owner(objects: Vec<(String, Vec<u8>)>, upstream_failing: bool) -> SocketAddr {
+/// A member that answers every chunk request as `answer` says.
+#[derive(Clone, Copy)]
+enum FakeOwner {
+    /// A listener without the cluster secret: `206` with the right framing and wrong bytes,
+    /// and no proof.
+    Stranger,
+    /// A member whose upstream fails: `503 UpstreamFailing`, proven.
+    UpstreamFailing,
+}
+
+/// Starts a fake member on 127.0.0.9 answering as `fake` says.
+async fn fake_owner(fake: FakeOwner) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind(("127.0.0.9", 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -143,7 +159,6 @@ async fn fake_owner(objects: Vec<(String, Vec<u8>)>, upstream_failing: bool) -> 
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
-            let objects = objects.clone();
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut head = Vec::new();
@@ -154,39 +169,39 @@ async fn fake_owner(objects: Vec<(String, Vec<u8>)>, upstream_failing: bool) -> 
                     }
                     head.push(byte[0]);
                 }
-                if upstream_failing {
-                    let answer = "HTTP/1.1 503 Service Unavailable\r\nx-amz-error-code: UpstreamFailing\r\n\
-                                  content-length: 0\r\n\r\n";
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    return;
-                }
                 let head = String::from_utf8_lossy(&head).into_owned();
-                let target = head.split(' ').nth(1).unwrap_or("");
-                let param = |name: &str| {
-                    let query = target.split_once('?')?.1;
-                    query
-                        .split('&')
-                        .find_map(|p| p.strip_prefix(&format!("{name}=")).map(str::to_owned))
+                let answer = match fake {
+                    FakeOwner::Stranger => {
+                        let param = |name: &str| -> u64 {
+                            let at = head.find(&format!("&{name}=")).unwrap() + name.len() + 2;
+                            head[at..].split(['&', ' ']).next().unwrap().parse().unwrap()
+                        };
+                        let len = param("end") - param("start");
+                        let mut answer = format!(
+                            "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\netag: \"e\"\r\n\r\n",
+                            shardcache::cluster::auth::framed_len(len)
+                        )
+                        .into_bytes();
+                        answer.resize(answer.len() + shardcache::cluster::auth::framed_len(len) as usize, 0);
+                        answer
+                    }
+                    FakeOwner::UpstreamFailing => {
+                        let proof = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("x-shardcache-peer: "))
+                            .unwrap_or("");
+                        let key = ClusterKey::new(SECRET);
+                        let headers: [(&str, &[u8]); 2] =
+                            [("x-amz-error-code", b"UpstreamFailing"), ("content-length", b"0")];
+                        let tag = key.seal_header(proof, 503, headers.into_iter());
+                        format!(
+                            "HTTP/1.1 503 Service Unavailable\r\nx-amz-error-code: UpstreamFailing\r\n\
+                             content-length: 0\r\nx-shardcache-peer-answer: {tag}\r\n\r\n"
+                        )
+                        .into_bytes()
+                    }
                 };
-                let key = param("key").unwrap_or_default().replace("%2D", "-").replace("%2E", ".");
-                let (Some(etag), Some(start), Some(end)) = (param("etag"), param("start"), param("end")) else {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    return;
-                };
-                let etag = etag.replace("%22", "\"");
-                let (start, end): (usize, usize) = (start.parse().unwrap(), end.parse().unwrap());
-                let Some((_, bytes)) = objects.iter().find(|(k, _)| *k == key) else {
-                    return;
-                };
-                let header = format!(
-                    "HTTP/1.1 206 Partial Content\r\ncontent-length: {}\r\netag: {etag}\r\n\
-                     x-shardcache-peer-outcome: hit\r\n\r\n",
-                    end - start
-                );
-                let _ = stream.write_all(header.as_bytes()).await;
-                let _ = stream.write_all(&bytes[start..start + (end - start) / 2]).await;
+                let _ = stream.write_all(&answer).await;
             });
         }
     });
@@ -194,39 +209,27 @@ async fn fake_owner(objects: Vec<(String, Vec<u8>)>, upstream_failing: bool) -> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_owner_dying_mid_chunk_is_continued_from_the_upstream() {
+async fn a_listener_without_the_secret_is_never_believed() {
     let s3 = S3Server::start().await;
-    let objects = dataset(&s3, 4, 400_000).await;
-    let owner = fake_owner(objects.clone(), false).await;
+    let objects = dataset(&s3, 4, 300_000).await;
+    let owner = fake_owner(FakeOwner::Stranger).await;
     let dir = tempfile::tempdir().unwrap();
-    let nodes = cluster(dir.path(), s3.addr, 1, &[("dying", owner)]);
-    let client = nodes[0].client();
+    let nodes = cluster(dir.path(), s3.addr, 1, &[("stranger", owner)]);
     for (key, bytes) in &objects {
-        assert!(read(&client, "data", key).await == *bytes, "{key} read wrong");
+        assert!(
+            read(&nodes[0].client(), "data", key).await == *bytes,
+            "{key} read wrong"
+        );
     }
-    // Chunks the dying member owns were begun by it and finished from the upstream, from the
-    // byte where it stopped.
-    let resumed = objects
-        .iter()
-        .flat_map(|(key, _)| s3.requests("GET", "data", key))
-        .filter_map(|r| r.range)
-        .filter(|r| {
-            let start: u64 = r
-                .trim_start_matches("bytes=")
-                .split('-')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-            !start.is_multiple_of(CHUNK)
-        })
-        .count();
-    assert!(resumed > 0, "some chunks were continued from the middle");
-    assert!(nodes[0].metric("shardcache_peer_reads_total{outcome=\"failed\"}").await >= resumed as f64);
-    let state = nodes[0].metric("shardcache_peer_breaker_state{peer=\"dying\"}").await;
+    // Its well-framed zeros were never taken: each chunk it was asked for came from the upstream.
+    assert_fetched_once(&s3, &objects);
+    let failed = nodes[0].metric("shardcache_peer_reads_total{outcome=\"failed\"}").await;
+    assert!(failed >= 5.0, "only {failed} chunks were asked of the stranger");
     assert!(
-        state >= 1.0,
-        "the member that breaks off is ejected (breaker state {state})"
+        nodes[0]
+            .metric("shardcache_peer_breaker_state{peer=\"stranger\"}")
+            .await
+            >= 1.0
     );
 }
 
@@ -403,7 +406,7 @@ async fn an_owner_that_stops_answering_is_waited_for_within_bounds_then_ejected(
 async fn an_owner_whose_upstream_fails_is_not_ejected() {
     let s3 = S3Server::start().await;
     let objects = dataset(&s3, 4, 300_000).await;
-    let owner = fake_owner(objects.clone(), true).await;
+    let owner = fake_owner(FakeOwner::UpstreamFailing).await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(dir.path(), s3.addr, 1, &[("failing", owner)]);
     for (key, bytes) in &objects {

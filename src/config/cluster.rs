@@ -48,6 +48,15 @@ pub struct ClusterConfig {
     /// filling from a slow upstream must answer within it. Default: `10000`.
     #[serde(default = "read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// The least an owner's body must deliver, in bytes per second over `floor_window_seconds`:
+    /// below it (every read arriving within `read_timeout_ms`), the rest of the chunk comes from
+    /// the upstream, from the byte reached; `0` turns it off. Default: `65536` (64 KiB/s, as
+    /// upstreams').
+    #[serde(default = "floor_bytes_per_second")]
+    pub floor_bytes_per_second: u64,
+    /// Seconds over which an owner's rate is measured against the floor. Default: `10`.
+    #[serde(default = "floor_window_seconds")]
+    pub floor_window_seconds: u64,
     /// Seconds a peer request's time may differ from the receiver's clock. Default: `60`.
     #[serde(default = "max_skew_seconds")]
     pub max_skew_seconds: u64,
@@ -118,6 +127,14 @@ fn connect_timeout_ms() -> u64 {
 
 fn read_timeout_ms() -> u64 {
     10_000
+}
+
+fn floor_bytes_per_second() -> u64 {
+    64 << 10
+}
+
+fn floor_window_seconds() -> u64 {
+    10
 }
 
 fn max_skew_seconds() -> u64 {
@@ -200,8 +217,13 @@ impl ClusterConfig {
                 return Err(invalid(field, "must be between 1 and 600000"));
             }
         }
-        if !(1..=3600).contains(&self.max_skew_seconds) {
-            return Err(invalid("cluster.max_skew_seconds", "must be between 1 and 3600"));
+        for (field, value) in [
+            ("cluster.max_skew_seconds", self.max_skew_seconds),
+            ("cluster.floor_window_seconds", self.floor_window_seconds),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(invalid(field, "must be between 1 and 3600"));
+            }
         }
         // The secret file is read at start-up (a Secret mounted later than the config is fine).
         self.breaker.validate("cluster.breaker")

@@ -141,6 +141,9 @@ pub fn render(metrics_text: &str) -> String {
             );
         }
     }
+    if sum(&s, "shardcache_disk_degraded", &[]) > 0.0 {
+        out.push_str("disk tier           DEGRADED: its disk failed; not used until a probe finds it working\n");
+    }
     if let Some(line) = working_set(&s) {
         out.push_str(&line);
     }
@@ -227,5 +230,12 @@ foyer_memory_usage{name="a\"b,c"} 1
             "{text}"
         );
         assert!(render(&scrape(256)).contains("(0.5x the disk tier): it fits"));
+    }
+
+    #[test]
+    fn a_degraded_disk_tier_is_called_out() {
+        let text = render("shardcache_disk_degraded 1\n");
+        assert!(text.contains("disk tier           DEGRADED"), "{text}");
+        assert!(!render("shardcache_disk_degraded 0\n").contains("DEGRADED"));
     }
 }

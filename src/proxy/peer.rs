@@ -1,7 +1,9 @@
 //! The owner's side of cluster mode: the peer listener, which answers other members' chunk
 //! requests (`GET /peer/v1/chunk`, see [`crate::cluster::peers`]) and nothing else.
 //!
-//! A request needs a valid proof under the cluster secret; clients never reach this listener
+//! A request needs a valid proof under the cluster secret, and every answer to one is proven in
+//! turn (its header tagged, its body framed in tagged segments; see [`crate::cluster::auth`]), so
+//! the asker can tell the owner's bytes from anything else. Clients never reach this listener
 //! (they are authorized at the node they asked, before any peer request is made). The chunk is
 //! served from the cache, from a fill in flight, or by a fill from this node's own upstream, on
 //! the same path as a client's read. A peer request is never forwarded: its route has no peers.
@@ -24,7 +26,7 @@ use pingora_http::ResponseHeader;
 use super::respond::{object_header, Checksums};
 use super::ProxyState;
 use crate::cache::read::{BodyError, BucketSource, ObjectBody};
-use crate::cluster::auth::{ClusterKey, PEER_HEADER};
+use crate::cluster::auth::{framed_len, ClusterKey, Framer, ANSWER_HEADER, PEER_HEADER};
 use crate::cluster::peers::{MemberAnswer, CHUNK_PATH, MEMBER_PATH, OUTCOME_HEADER, UPSTREAM_FAILING};
 use crate::cluster::placement::Member;
 use crate::metrics::Source;
@@ -80,6 +82,25 @@ impl Ask {
 /// How a request ended, for the connection: whether it can serve another.
 type Reusable = bool;
 
+/// What proves the answers to one proven request.
+struct Seal<'k> {
+    key: &'k ClusterKey,
+    /// The request's proof, which the answer's tag covers.
+    proof: String,
+}
+
+impl Seal<'_> {
+    /// Makes `h` the header of a proven answer whose body is `len` bytes: its length framed,
+    /// its tag added; and the framer of that body.
+    fn header(&self, h: &mut ResponseHeader, len: u64) -> pingora_error::Result<Framer> {
+        h.insert_header("content-length", framed_len(len).to_string())?;
+        let headers = h.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
+        let tag = self.key.seal_header(&self.proof, h.status.as_u16(), headers);
+        h.insert_header(ANSWER_HEADER, &tag)?;
+        Ok(self.key.framer(&tag))
+    }
+}
+
 impl PeerApp {
     /// The app of node `me` over its shared state, accepting proofs under `key` within
     /// `max_skew`.
@@ -92,44 +113,57 @@ impl PeerApp {
         }
     }
 
-    /// Says which node this is, for members found by address (DNS).
-    async fn member(&self, session: &mut ServerSession) -> Reusable {
-        let answer = MemberAnswer {
-            node: self.me.id.clone(),
-            zone: self.me.zone.clone(),
-        };
-        let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
-        reply(session, StatusCode::OK, "application/json", None, body).await
-    }
-
     async fn serve(&self, session: &mut ServerSession) -> Reusable {
         let req = session.req_header();
         let target = req.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         if req.method != Method::GET || ![CHUNK_PATH, MEMBER_PATH].contains(&req.uri.path()) {
-            return self.refuse(session, StatusCode::NOT_FOUND, "not a peer call").await;
+            return self
+                .refuse(session, None, StatusCode::NOT_FOUND, "not a peer call")
+                .await;
         }
         let proof = req.headers.get(PEER_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
         let node = match self.key.verify(proof, "GET", &target, SystemTime::now(), self.max_skew) {
             Ok(node) => node,
             Err(e) => {
                 tracing::warn!(error = %e, "peer request refused");
-                return self.refuse(session, StatusCode::FORBIDDEN, &e.to_string()).await;
+                return self.refuse(session, None, StatusCode::FORBIDDEN, &e.to_string()).await;
             }
         };
+        let seal = Seal {
+            key: &self.key,
+            proof: proof.to_owned(),
+        };
         if req.uri.path() == MEMBER_PATH {
-            return self.member(session).await;
+            return self.member(session, &seal).await;
         }
+        let query = req.uri.query().unwrap_or("").to_owned();
+        self.chunk(session, &seal, &node, &query).await
+    }
+
+    /// Says which node this is, for members found by address (DNS).
+    async fn member(&self, session: &mut ServerSession, seal: &Seal<'_>) -> Reusable {
+        let answer = MemberAnswer {
+            node: self.me.id.clone(),
+            zone: self.me.zone.clone(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+        reply(session, Some(seal), StatusCode::OK, "application/json", None, body).await
+    }
+
+    /// Answers a chunk request from `node`.
+    async fn chunk(&self, session: &mut ServerSession, seal: &Seal<'_>, node: &str, query: &str) -> Reusable {
         let state = &self.state;
         let chunk_size = state.reader.cache().chunk_size();
-        let query = req.uri.query().unwrap_or("");
         let Some(ask) = Ask::parse(query, chunk_size) else {
             return self
-                .refuse(session, StatusCode::BAD_REQUEST, "malformed chunk request")
+                .refuse(session, Some(seal), StatusCode::BAD_REQUEST, "malformed chunk request")
                 .await;
         };
         let Some(upstream) = state.router.upstream(&ask.upstream).cloned() else {
             tracing::warn!(%node, upstream = ask.upstream, "a peer asked for an upstream this node does not have");
-            return self.refuse(session, StatusCode::BAD_REQUEST, "unknown upstream").await;
+            return self
+                .refuse(session, Some(seal), StatusCode::BAD_REQUEST, "unknown upstream")
+                .await;
         };
         // Metadata is never taken from this node's cache on trust: the asker has none, perhaps
         // because it just wrote the object. A peer request is never forwarded: no peers.
@@ -146,35 +180,50 @@ impl PeerApp {
             Some(etag) => (etag, None),
             None => match reader.open(&source, &ask.key, Some(ask.span.start), false).await {
                 Ok(opened) => (opened.meta.etag.clone(), Some(opened)),
-                Err(e) => return self.fail(session, &e).await,
+                Err(e) => return self.fail(session, seal, &e).await,
             },
         };
         let meta = opened.as_ref().map(|o| o.meta.clone());
         let span = match &meta {
-            Some(meta) if ask.span.start >= meta.size => return self.beyond_end(session, meta).await,
+            Some(meta) if ask.span.start >= meta.size => return self.beyond_end(session, seal, meta).await,
             Some(meta) => ask.span.start..ask.span.end.min(meta.size),
             None => ask.span,
         };
         let header = match answer_header(meta.as_deref(), &etag, &span) {
             Ok(h) => h,
-            Err(e) => return self.refuse(session, StatusCode::INTERNAL_SERVER_ERROR, &e).await,
+            Err(e) => {
+                return self
+                    .refuse(session, Some(seal), StatusCode::INTERNAL_SERVER_ERROR, &e)
+                    .await
+            }
         };
-        let body = reader.read_chunk(&source, &ask.key, etag, span, opened);
-        self.stream(session, body, header).await
+        let body = reader.read_chunk(&source, &ask.key, etag, span.clone(), opened);
+        self.stream(session, seal, body, header, span.end - span.start).await
     }
 
-    /// Sends the chunk's bytes under `header`; an error before the first byte is answered.
-    async fn stream(&self, session: &mut ServerSession, mut body: ObjectBody<'_>, header: ResponseHeader) -> Reusable {
+    /// Sends the chunk's `len` bytes under `header`, framed; an error before the first byte is
+    /// answered.
+    async fn stream(
+        &self,
+        session: &mut ServerSession,
+        seal: &Seal<'_>,
+        mut body: ObjectBody<'_>,
+        header: ResponseHeader,
+        len: u64,
+    ) -> Reusable {
         let metrics = &self.state.metrics;
         let mut header = Some(header);
+        let mut framer = None;
         loop {
             let piece = match body.next().await {
                 Ok(Some(piece)) => piece,
                 Ok(None) => break,
-                Err(BodyError::Fill(e)) if header.is_some() => return self.fail(session, &e).await,
+                Err(BodyError::Fill(e)) if header.is_some() => return self.fail(session, seal, &e).await,
                 Err(e @ BodyError::Disk(_)) if header.is_some() => {
                     metrics.peer_served.with_label_values(&["failed"]).inc();
-                    return self.refuse(session, StatusCode::BAD_GATEWAY, &e.to_string()).await;
+                    return self
+                        .refuse(session, Some(seal), StatusCode::BAD_GATEWAY, &e.to_string())
+                        .await;
                 }
                 Err(e) => return broke_off(&e),
             };
@@ -185,34 +234,41 @@ impl PeerApp {
                 };
                 metrics.peer_served.with_label_values(&[outcome]).inc();
                 let _ = h.insert_header(OUTCOME_HEADER, outcome);
+                let Ok(f) = seal.header(&mut h, len) else {
+                    return false;
+                };
+                framer = Some(f);
                 if session.write_response_header(Box::new(h)).await.is_err() {
                     return false;
                 }
             }
             metrics.peer_served_bytes.inc_by(piece.bytes.len() as u64);
-            if session.write_response_body(piece.bytes, false).await.is_err() {
-                return false;
+            for part in framer.iter_mut().flat_map(|f| f.push(piece.bytes.clone())) {
+                if session.write_response_body(part, false).await.is_err() {
+                    return false;
+                }
             }
         }
-        if header.is_some() {
-            // A chunk of no bytes cannot be asked for: the fill ended short.
+        // A chunk of no bytes cannot be asked for: without a header, the fill ended short.
+        let Some(framer) = &mut framer else {
             return false;
-        }
-        session.write_response_body(Bytes::new(), true).await.is_ok()
+        };
+        let last = framer.finish().unwrap_or_default();
+        session.write_response_body(last, true).await.is_ok()
     }
 
     /// The object's metadata alone: it ends before the span asked for.
-    async fn beyond_end(&self, session: &mut ServerSession, meta: &ObjectMeta) -> Reusable {
+    async fn beyond_end(&self, session: &mut ServerSession, seal: &Seal<'_>, meta: &ObjectMeta) -> Reusable {
         let header = object_header(meta, None, Checksums::Off, "peer").and_then(|mut h| {
             h.set_status(StatusCode::RANGE_NOT_SATISFIABLE)?;
             h.insert_header("content-range", format!("bytes */{}", meta.size))?;
-            h.insert_header("content-length", "0")?;
+            seal.header(&mut h, 0)?;
             Ok(h)
         });
         match header {
             Ok(h) => session.write_response_header(Box::new(h)).await.is_ok(),
             Err(e) => {
-                self.refuse(session, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+                self.refuse(session, Some(seal), StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
                     .await
             }
         }
@@ -220,7 +276,7 @@ impl PeerApp {
 
     /// Answers an upstream's answer or failure (the asker maps 404 and 412 back; anything else
     /// makes it read from the upstream itself).
-    async fn fail(&self, session: &mut ServerSession, e: &OriginError) -> Reusable {
+    async fn fail(&self, session: &mut ServerSession, seal: &Seal<'_>, e: &OriginError) -> Reusable {
         let (status, code) = if e.upstream_failing() {
             // Not this node's fault: the asker reads from the upstream without ejecting it.
             (StatusCode::SERVICE_UNAVAILABLE, UPSTREAM_FAILING)
@@ -234,19 +290,31 @@ impl PeerApp {
         };
         let outcome = if status.is_server_error() { "failed" } else { "fill" };
         self.state.metrics.peer_served.with_label_values(&[outcome]).inc();
-        self.answer(session, status, Some(code), &e.to_string()).await
+        let why = Bytes::from(format!("{e}\n"));
+        reply(session, Some(seal), status, "text/plain", Some(code), why).await
     }
 
-    /// Refuses a request that is not a valid peer call.
-    async fn refuse(&self, session: &mut ServerSession, status: StatusCode, why: &str) -> Reusable {
+    /// Refuses a request that is not a valid peer call (proving the answer once the request is
+    /// proven).
+    async fn refuse(
+        &self,
+        session: &mut ServerSession,
+        seal: Option<&Seal<'_>>,
+        status: StatusCode,
+        why: &str,
+    ) -> Reusable {
         if status.is_client_error() {
             self.state.metrics.peer_served.with_label_values(&["refused"]).inc();
         }
-        self.answer(session, status, None, why).await
-    }
-
-    async fn answer(&self, session: &mut ServerSession, status: StatusCode, code: Option<&str>, why: &str) -> Reusable {
-        reply(session, status, "text/plain", code, Bytes::from(format!("{why}\n"))).await
+        reply(
+            session,
+            seal,
+            status,
+            "text/plain",
+            None,
+            Bytes::from(format!("{why}\n")),
+        )
+        .await
     }
 }
 
@@ -256,23 +324,45 @@ fn broke_off(e: &dyn std::fmt::Display) -> Reusable {
     false
 }
 
-/// Sends a whole answer: `body` of `content_type`, with the S3 error `code` if any.
+/// Sends a whole answer: `body` of `content_type`, with the S3 error `code` if any; proven and
+/// framed under `seal` if the request was proven.
 async fn reply(
     session: &mut ServerSession,
+    seal: Option<&Seal<'_>>,
     status: StatusCode,
     content_type: &str,
     code: Option<&str>,
     body: Bytes,
 ) -> Reusable {
-    let Ok(mut h) = ResponseHeader::build(status, Some(3)) else {
+    let Ok(mut h) = ResponseHeader::build(status, Some(4)) else {
         return false;
     };
     let _ = h.insert_header("content-type", content_type);
-    let _ = h.insert_header("content-length", body.len().to_string());
     if let Some(code) = code {
         let _ = h.insert_header("x-amz-error-code", code);
     }
-    session.write_response_header(Box::new(h)).await.is_ok() && session.write_response_body(body, true).await.is_ok()
+    let mut parts = vec![body.clone()];
+    match seal {
+        Some(seal) => {
+            let Ok(mut framer) = seal.header(&mut h, body.len() as u64) else {
+                return false;
+            };
+            parts = framer.push(body);
+            parts.extend(framer.finish());
+        }
+        None => {
+            let _ = h.insert_header("content-length", body.len().to_string());
+        }
+    }
+    if session.write_response_header(Box::new(h)).await.is_err() {
+        return false;
+    }
+    for part in parts {
+        if session.write_response_body(part, false).await.is_err() {
+            return false;
+        }
+    }
+    session.write_response_body(Bytes::new(), true).await.is_ok()
 }
 
 /// The header of a chunk answer: the object's metadata when the request opened it, else the

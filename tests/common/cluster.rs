@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use super::{data, free_port, S3Server};
 
 pub const CHUNK: u64 = 64 << 10;
+/// The test clusters' secret.
+pub const SECRET: &[u8] = b"a cluster secret of at least thirty-two bytes";
 
 /// One shardcache process of a test cluster.
 pub struct Node {
@@ -184,7 +186,7 @@ pub fn configure_cached(
     members: &dyn Fn(usize, &[SocketAddr]) -> String,
     cache: &dyn Fn(usize) -> String,
 ) -> Vec<Configured> {
-    std::fs::write(dir.join("secret"), b"a cluster secret of at least thirty-two bytes\n").unwrap();
+    std::fs::write(dir.join("secret"), [SECRET, b"\n"].concat()).unwrap();
     let addr = |i: usize| -> SocketAddr { format!("127.0.0.{}:{}", i + 1, free_port()).parse().unwrap() };
     let spots: Vec<(SocketAddr, SocketAddr, SocketAddr)> = (0..n).map(|i| (addr(i), addr(i), addr(i))).collect();
     let peer_listeners: Vec<SocketAddr> = spots.iter().map(|s| s.2).collect();
@@ -219,6 +221,18 @@ pub fn configure_cached(
             }
         })
         .collect()
+}
+
+/// The bytes of a framed peer answer `body` of `len` bytes under the header's `tag`, each
+/// segment checked; `None` if any fails or the body is not whole.
+pub fn unframe(tag: &str, body: &[u8], len: u64) -> Option<Vec<u8>> {
+    let mut unframer = shardcache::cluster::auth::ClusterKey::new(SECRET).unframer(tag, len);
+    unframer.push(body);
+    let mut out = Vec::new();
+    while unframer.check().ok()?.is_some() {
+        out.extend_from_slice(unframer.segment());
+    }
+    unframer.whole().then_some(out)
 }
 
 /// The whole of `bucket/key` through `client`.

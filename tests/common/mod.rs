@@ -8,6 +8,8 @@
 mod s3s_service;
 
 pub mod cluster;
+pub mod fake_peer;
+pub mod faulty_fs;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::{Arc, Mutex};

@@ -475,7 +475,10 @@ impl Inner {
     }
 
     async fn run_fill(self: Arc<Self>, key: CacheKey, mut fill: FillWriter, len: u64, fetch: ChunkFetch) {
-        let to_disk = self.write_budget.is_some() && !self.memory_only.covers(&key);
+        // A degraded disk tier takes no writes: the fill neither waits for its budget nor holds
+        // any, and the chunk stays in memory.
+        let degraded = self.store.as_ref().is_some_and(Store::degraded);
+        let to_disk = self.write_budget.is_some() && !self.memory_only.covers(&key) && !degraded;
         if to_disk {
             // Back-pressure from the disk: while complete chunks already fill the write budget,
             // a new fill waits before it asks the upstream, so a reader that outruns the disk is

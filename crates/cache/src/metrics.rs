@@ -23,6 +23,9 @@ pub struct CacheMetrics {
     /// `shardcache_working_set_bytes`: the bytes one pass over the data reads lately (the
     /// distinct chunks read over two reuse distances, times the chunk size); 0 until known.
     pub working_set_bytes: IntGauge,
+    /// `shardcache_disk_reads_resumed_total`: chunk reads from the disk tier that failed midway
+    /// (the entry was dropped) and were finished from a fresh fill.
+    pub disk_reads_resumed: IntCounter,
     /// `shardcache_stale_responses_total{upstream}`: answers whose metadata was past its TTL
     /// and could not be revalidated, served under stale-if-error.
     pub stale_served: IntCounterVec,
@@ -52,6 +55,10 @@ impl CacheMetrics {
             working_set_bytes: registry.single_gauge(
                 "shardcache_working_set_bytes",
                 "Bytes one pass over the data reads (distinct chunks read over two reuse distances)",
+            ),
+            disk_reads_resumed: registry.single(
+                "shardcache_disk_reads_resumed_total",
+                "Disk tier reads that failed midway and were finished from a fresh fill",
             ),
             stale_served: registry.counter(
                 "shardcache_stale_responses_total",

@@ -8,7 +8,8 @@ use shardcache_metrics::Registry;
 pub struct ClusterMetrics {
     /// `shardcache_peer_reads_total{outcome}`: chunk fetches this node sent to the chunk's
     /// owner, by outcome: `owner_hit` (from the owner's cache), `owner_fill` (the owner fetched
-    /// it, or was fetching it), `failed` (the owner failed; the chunk came from the upstream).
+    /// it, or was fetching it), `failed` (the owner failed; the chunk, or its rest, came from the
+    /// upstream), `rejected` (an answer's header or a segment failed its proof; also `failed`).
     pub peer_reads: IntCounterVec,
     /// `shardcache_peer_received_bytes_total`: chunk bytes received from owners.
     pub peer_received_bytes: IntCounter,
@@ -36,7 +37,7 @@ impl ClusterMetrics {
                 "shardcache_peer_reads_total",
                 "Chunk fetches sent to the chunk's owner, by outcome",
                 "outcome",
-                &["owner_hit", "owner_fill", "failed"],
+                &["owner_hit", "owner_fill", "failed", "rejected"],
             ),
             peer_received_bytes: registry.single(
                 "shardcache_peer_received_bytes_total",

@@ -9,8 +9,10 @@
 //!
 //! Whatever goes wrong with the owner costs time, never bytes: an owner that cannot be reached,
 //! times out or answers nonsense is passed over for the upstream, and its breaker ejects it for
-//! a while (its chunks then go to the second choice); a body that breaks mid-chunk continues
-//! from the upstream at the byte where it stopped, pinned to the same ETag.
+//! a while (its chunks then go to the second choice); a body that breaks mid-chunk, drips below
+//! the floor or fails its proof continues from the upstream at the byte where it stopped (the
+//! last proven one), pinned to the same ETag. Every answer is proven under the cluster secret
+//! (see [`crate::auth`]): a byte is passed on only once its segment's tag matched.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,13 +30,13 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
 use prometheus::IntCounter;
 
-use super::auth::{ClusterKey, PEER_HEADER};
+use super::auth::{framed_len, unframed_len, ClusterKey, Unframer, ANSWER_HEADER, PEER_HEADER};
 use super::placement::{Member, Place, Placement};
 use crate::metrics::ClusterMetrics;
 use shardcache_types::{ETag, ObjectMeta, ObjectRef};
 use shardcache_upstream::{
-    content_range, exchange, meta_from, network_error, pooled_body, BodyFetch, Breaker, BreakerPolicy, OriginBody,
-    OriginError,
+    content_range, exchange, meta_from, network_error, pooled_body, BodyFetch, Breaker, BreakerPolicy, Floor, Meter,
+    OriginBody, OriginError,
 };
 
 /// The peer listener's one path.
@@ -139,6 +141,8 @@ pub struct PeerOptions {
     pub read_timeout: Duration,
     /// When a peer is ejected.
     pub breaker: BreakerPolicy,
+    /// The least an owner's body must deliver, else the rest comes from the upstream.
+    pub floor: Option<Floor>,
 }
 
 /// A member this node can ask.
@@ -177,6 +181,8 @@ struct Reply {
     session: HttpSession,
     resp: ResponseHeader,
     peer: HttpPeer,
+    /// The tag of the answer's header, which its body's tags chain to.
+    tag: String,
     /// The member that answered.
     from: Arc<Peer>,
 }
@@ -263,7 +269,7 @@ impl Peers {
             let len = span.end - span.start;
             let header = |name| resp.headers.get(name).and_then(|v| v.to_str().ok());
             let fits = resp.status.as_u16() == 206
-                && header("content-length").and_then(|v| v.parse::<u64>().ok()) == Some(len)
+                && header("content-length").and_then(|v| v.parse::<u64>().ok()) == Some(framed_len(len))
                 && header("etag").and_then(ETag::parse).as_ref() == Some(&etag);
             if !fits {
                 reply.from.breaker.record_failure();
@@ -293,7 +299,8 @@ impl Peers {
         let opened = match resp.status.as_u16() {
             206 => content_range(resp).and_then(|(first, last, size)| {
                 let wanted = span.start..span.end.min(size);
-                ((first..last + 1) == wanted).then_some(size)
+                let framed = header("content-length").and_then(|v| v.parse::<u64>().ok());
+                ((first..last + 1) == wanted && framed == Some(framed_len(last + 1 - first))).then_some(size)
             }),
             // The object ends before the span: metadata only.
             416 => header("content-range")
@@ -372,23 +379,38 @@ impl Peers {
 
     /// Sends a peer request for `target` to `peer` and reads the answer's header.
     async fn send(&self, peer: Arc<Peer>, target: &str) -> Result<Reply, OriginError> {
-        let (session, resp, hp) = self.request(peer.addr, target).await?;
+        let (session, resp, hp, tag) = self.request(peer.addr, target).await?;
         Ok(Reply {
             session,
             resp,
             peer: hp,
+            tag,
             from: peer,
         })
     }
 
     /// Who listens at `addr`: its node id and zone, from its `GET /peer/v1/member`.
     pub async fn identify(&self, addr: SocketAddr) -> Result<Member, OriginError> {
-        let (mut session, resp, _) = self.request(addr, MEMBER_PATH).await?;
+        let (mut session, resp, _, tag) = self.request(addr, MEMBER_PATH).await?;
+        let framed = resp
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let len = framed
+            .and_then(unframed_len)
+            .filter(|len| *len <= MAX_MEMBER_ANSWER as u64);
+        let Some(len) = len else {
+            return Err(OriginError::Invalid("member answer: no framed length".into()));
+        };
+        let mut unframer = self.opts.key.unframer(&tag, len);
         let mut body = Vec::new();
-        while body.len() < MAX_MEMBER_ANSWER {
+        while !unframer.whole() {
             match session.read_response_body().await.map_err(network_error)? {
-                Some(piece) => body.extend_from_slice(&piece),
-                None => break,
+                Some(piece) => unframer.push(&piece),
+                None => return Err(OriginError::Invalid("member answer: cut short".into())),
+            }
+            while unframer.check().map_err(|e| self.unproven(e))?.is_some() {
+                body.extend_from_slice(unframer.segment());
             }
         }
         if resp.status.as_u16() != 200 {
@@ -410,7 +432,7 @@ impl Peers {
         &self,
         addr: SocketAddr,
         target: &str,
-    ) -> Result<(HttpSession, ResponseHeader, HttpPeer), OriginError> {
+    ) -> Result<(HttpSession, ResponseHeader, HttpPeer, String), OriginError> {
         let mut hp = HttpPeer::new(addr, false, String::new());
         hp.options.connection_timeout = Some(self.opts.connect_timeout);
         hp.options.read_timeout = Some(self.opts.read_timeout);
@@ -418,10 +440,33 @@ impl Peers {
         let invalid = |e: Box<pingora_error::Error>| OriginError::Invalid(e.to_string());
         let mut req = RequestHeader::build("GET", target.as_bytes(), None).map_err(invalid)?;
         req.insert_header("host", addr.to_string()).map_err(invalid)?;
-        let proof = self.opts.key.sign("GET", target, &self.opts.me.id, SystemTime::now());
-        req.insert_header(PEER_HEADER, proof).map_err(invalid)?;
+        let key = &self.opts.key;
+        let proof = key.sign("GET", target, &self.opts.me.id, SystemTime::now());
+        req.insert_header(PEER_HEADER, &proof).map_err(invalid)?;
         let (session, resp) = exchange(&self.connector, &hp, req, self.opts.read_timeout).await?;
-        Ok((session, resp, hp))
+        // Nothing of an answer is believed, not even its status, unless it is the owner's.
+        let status = resp.status.as_u16();
+        let Some(tag) = resp.headers.get(ANSWER_HEADER).and_then(|v| v.to_str().ok()) else {
+            return Err(OriginError::Invalid(format!("answered {status} without a proof")));
+        };
+        let headers = resp
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()));
+        if !key.check_header(tag, &proof, status, headers) {
+            self.metrics.peer_reads.with_label_values(&["rejected"]).inc();
+            return Err(OriginError::Invalid(format!(
+                "answered {status} under a header that fails its proof"
+            )));
+        }
+        let tag = tag.to_owned();
+        Ok((session, resp, hp, tag))
+    }
+
+    /// Counts an answer's body that failed its proof, as the error that ends it.
+    fn unproven(&self, e: crate::auth::Unproven) -> OriginError {
+        self.metrics.peer_reads.with_label_values(&["rejected"]).inc();
+        OriginError::Invalid(e.to_string())
     }
 
     /// The body of an owner's answer for bytes `span`, counted by the owner's outcome.
@@ -434,6 +479,8 @@ impl Peers {
         self.metrics.peer_reads.with_label_values(&[outcome]).inc();
         Box::new(PeerBody {
             body: pooled_body(reply.session, reply.peer, &self.connector),
+            unframer: self.opts.key.unframer(&reply.tag, span.end - span.start),
+            meter: self.opts.floor.map(Floor::meter),
             from: reply.from,
             span,
             received: 0,
@@ -442,6 +489,7 @@ impl Peers {
             fallen_back: None,
             bytes: self.metrics.peer_received_bytes.clone(),
             failed: self.metrics.peer_reads.with_label_values(&["failed"]),
+            rejected: self.metrics.peer_reads.with_label_values(&["rejected"]),
         })
     }
 
@@ -455,13 +503,19 @@ impl Peers {
     }
 }
 
-/// A chunk's bytes from its owner; a break continues from the upstream.
+/// A chunk's bytes from its owner, each segment passed on once proven; a break, a proof that
+/// fails or a rate below the floor continues from the upstream.
 struct PeerBody {
     body: Box<dyn OriginBody>,
+    /// Checks the framed body, segment by segment.
+    unframer: Unframer,
+    /// The body's rate against the floor, if there is one.
+    meter: Option<Meter>,
     /// The member sending it, whose breaker hears of a break.
     from: Arc<Peer>,
     /// The bytes of the object this body carries.
     span: Range<u64>,
+    /// Bytes proven and passed on.
     received: u64,
     /// Every byte came, and the answer's end was lost.
     ended: bool,
@@ -470,6 +524,7 @@ struct PeerBody {
     fallen_back: Option<Box<dyn OriginBody>>,
     bytes: IntCounter,
     failed: IntCounter,
+    rejected: IntCounter,
 }
 
 #[async_trait]
@@ -481,17 +536,33 @@ impl OriginBody for PeerBody {
         if self.ended {
             return Ok(None);
         }
-        match self.body.next().await {
-            Ok(Some(piece)) => {
-                self.received += piece.len() as u64;
-                self.bytes.inc_by(piece.len() as u64);
-                Ok(Some(piece))
+        loop {
+            match self.unframer.check() {
+                Ok(Some(n)) => {
+                    self.received += n as u64;
+                    break;
+                }
+                // More is needed; once the body is whole, its end.
+                Ok(None) => {}
+                Err(e) => {
+                    self.rejected.inc();
+                    return Err(OriginError::Invalid(e.to_string()));
+                }
             }
-            // Short, however well framed: the fill asks to resume, and the rest comes from the
-            // upstream like after a break.
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
+            match self.body.next().await? {
+                Some(piece) => {
+                    self.bytes.inc_by(piece.len() as u64);
+                    if let Some(why) = self.meter.as_mut().and_then(|m| m.count(piece.len())) {
+                        return Err(OriginError::TimedOut(why));
+                    }
+                    self.unframer.push(piece);
+                }
+                // Short, however well framed: the fill asks to resume, and the rest comes from
+                // the upstream like after a break.
+                None => return Ok(None),
+            }
         }
+        Ok(Some(self.unframer.segment()))
     }
 
     async fn resume(&mut self, error: &OriginError) -> Result<bool, OriginError> {

@@ -146,6 +146,11 @@ struct Shared {
     capacity: u64,
     failures: AtomicU32,
     degraded: AtomicBool,
+    /// A health probe is in the kernel.
+    probing: AtomicBool,
+    /// Slots whose header clear is still to be written (skipped while degraded, or failed):
+    /// not reused until it is.
+    unclear: Mutex<Vec<Loc>>,
     /// Staging buffers of chunk writes, for reuse.
     stages: Mutex<Vec<DiskBuf>>,
     /// Read-ahead of range readers in flight: bounded, so that a reader's first read (not
@@ -222,6 +227,8 @@ impl Store {
             capacity: opened.capacity,
             failures: AtomicU32::new(0),
             degraded: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            unclear: Mutex::new(Vec::new()),
             stages: Mutex::new(Vec::new()),
             ahead: Arc::new(tokio::sync::Semaphore::new(read::AHEAD_IN_FLIGHT)),
             geometry,
@@ -284,6 +291,12 @@ impl Store {
     /// Bytes of small slots and slabs holding or being written with entries.
     pub fn used_bytes(&self) -> u64 {
         self.shared.lock().used_bytes(&self.shared.geometry)
+    }
+
+    /// Whether the store is degraded: its disk failed, and it reads and writes nothing until a
+    /// probe finds the disk working again.
+    pub fn degraded(&self) -> bool {
+        self.shared.degraded()
     }
 
     /// Whether `hash` may be stored (indexed, being written or written).

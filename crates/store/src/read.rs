@@ -77,8 +77,7 @@ impl RangeReader {
         let mut buf = match buf {
             Ok(buf) => buf,
             Err(e) => {
-                self.shared.io_error("read", &e);
-                self.shared.drop_bad(self.loc, self.generation);
+                self.shared.read_failed(&e, self.loc, self.generation);
                 return Err(RangeError);
             }
         };
@@ -179,8 +178,7 @@ impl Shared {
                 Some((block, data))
             }
             Err(e) => {
-                self.io_error("read", &e);
-                self.drop_bad(found.loc, found.generation);
+                self.read_failed(&e, found.loc, found.generation);
                 None
             }
         }
@@ -316,6 +314,15 @@ impl Shared {
     /// A read of the entry at `loc` (at `generation`) failed or did not verify. If the slot
     /// was reused meanwhile that was a race, not damage; otherwise the entry is counted and
     /// dropped.
+    /// Counts a failed read of the entry at `loc`, and drops the entry unless the disk only
+    /// hung (it degrades the store, and the entry is as good as it was once the disk answers).
+    fn read_failed(self: &Arc<Self>, e: &std::io::Error, loc: Loc, generation: u64) {
+        self.io_error("read", e);
+        if e.kind() != std::io::ErrorKind::TimedOut {
+            self.drop_bad(loc, generation);
+        }
+    }
+
     pub(super) fn drop_bad(self: &Arc<Self>, loc: Loc, generation: u64) {
         let mut index = self.lock();
         let Some(&e) = index.entry(loc) else { return };

@@ -49,8 +49,10 @@ impl Shared {
             }
             (keep, clear)
         };
-        if let Err(e) = result {
-            self.io_error("write", &e);
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => self.io_error("write", &e),
+            Ok(()) => {}
         }
         // Only now may foyer stop serving the entry from memory: it is live on disk, or gone.
         drop(keep);
@@ -69,6 +71,7 @@ impl Shared {
     ) -> std::io::Result<()> {
         let g = &self.geometry;
         let io = self.io();
+        self.still_working()?;
         let mut protect = Protect::new(self.keys.as_deref(), header)?;
         let slab = match loc {
             Loc::Small(_) => {
@@ -115,6 +118,7 @@ impl Shared {
             if let Some(previous) = writing.take() {
                 spare.push(joined(previous.await)?);
             }
+            self.still_working()?;
             let (io, offset) = (io.clone(), g.data_offset(loc) + (n * stage) as u64);
             writing = Some(self.runtime.spawn(async move { io.write(buf, offset).await }));
         }
@@ -155,12 +159,34 @@ impl Shared {
     }
 
     async fn clear(self: Arc<Self>, loc: Loc) {
-        if let Err(e) = self.io().write(zeroed(), self.geometry.header_offset(loc)).await {
-            // The slot is freed anyway: a stale header left on disk is overwritten by the next
-            // write of the slot (or made foreign by the next cut of its slab), and its data
-            // fails that header's checks once overwritten; until then its entry is unindexed.
-            self.io_error("clear", &e);
+        // A degraded disk gets no I/O, and a header left on it would bring its entry back at the
+        // next start: the slot stays unusable until the clear is written (after a probe, or at
+        // the next health check if the write failed).
+        if self.degraded() {
+            self.unclear.lock().push(loc);
+            return;
         }
+        if let Err(e) = self.io().write(zeroed(), self.geometry.header_offset(loc)).await {
+            self.io_error("clear", &e);
+            self.unclear.lock().push(loc);
+            return;
+        }
+        self.release_cleared(loc);
+    }
+
+    /// Fails a write the store stopped taking: no more of it goes to a degraded disk.
+    fn still_working(&self) -> std::io::Result<()> {
+        match self.degraded() {
+            true => Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the disk tier is degraded",
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Frees slot `loc` once its header is cleared on disk.
+    pub(super) fn release_cleared(&self, loc: Loc) {
         let mut index = self.lock();
         if index.entry(loc).map(|e| e.state) != Some(State::Clearing) {
             // The index was reset meanwhile; the slot is free in the new one already.

@@ -28,7 +28,7 @@ pub use failover::Failover;
 pub use fs::{FsOrigin, ListParams};
 pub use metrics::UpstreamMetrics;
 pub use resilient::Breaker;
-pub use resilient::{BreakerPolicy, Floor, HedgePolicy, Resilience, Resilient};
+pub use resilient::{BreakerPolicy, Floor, HedgePolicy, Meter, Resilience, Resilient};
 pub use s3::{content_range, exchange, meta_from, network_error, pooled_body};
 pub use s3::{S3Origin, S3OriginOptions};
 pub use settings::{CredentialsConfig, CredentialsSource, UpstreamAddressing};

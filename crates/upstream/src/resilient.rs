@@ -61,6 +61,53 @@ pub struct Floor {
     pub window: Duration,
 }
 
+impl Floor {
+    /// A meter of one body's rate against this floor, its first window starting now.
+    pub fn meter(self) -> Meter {
+        Meter {
+            floor: self,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+/// One body's rate, window by window, against a [`Floor`].
+pub struct Meter {
+    floor: Floor,
+    /// When the current window started, and the bytes received in it.
+    start: Instant,
+    bytes: u64,
+}
+
+impl Meter {
+    /// Counts `n` bytes received; past a window below the floor, says why the body is too slow.
+    pub fn count(&mut self, n: usize) -> Option<String> {
+        self.bytes += n as u64;
+        let elapsed = self.start.elapsed();
+        if elapsed < self.floor.window {
+            return None;
+        }
+        let (bytes, wanted) = (
+            self.bytes,
+            (self.floor.bytes_per_second as f64 * elapsed.as_secs_f64()) as u64,
+        );
+        self.restart();
+        (bytes < wanted).then(|| {
+            format!(
+                "{bytes} bytes in {:.1} s, below the floor of {} bytes/s",
+                elapsed.as_secs_f64(),
+                self.floor.bytes_per_second
+            )
+        })
+    }
+
+    /// Starts a new window now (the body was replaced).
+    pub fn restart(&mut self) {
+        (self.start, self.bytes) = (Instant::now(), 0);
+    }
+}
+
 /// An [`Origin`] with retries, resumed bodies, hedged reads and a circuit breaker.
 pub struct Resilient(Arc<Core>);
 
@@ -170,7 +217,7 @@ impl Core {
             rest: span,
             body,
             resumed: 0,
-            window: (Instant::now(), 0),
+            meter: self.opts.floor.map(Floor::meter),
             slow: None,
         })
     }
@@ -211,30 +258,10 @@ struct Resuming {
     rest: Range<u64>,
     body: Box<dyn OriginBody>,
     resumed: u32,
-    /// When the current floor window started, and the bytes received in it.
-    window: (Instant, u64),
+    /// The body's rate against the floor, if there is one.
+    meter: Option<Meter>,
     /// The body fell below the floor: the next read fails with this, and is resumed.
     slow: Option<String>,
-}
-
-/// Counts `n` bytes of a body against `floor` in its current `window` (its start, and the
-/// bytes in it so far); past a window below the floor, says why the body is too slow.
-fn below_floor(floor: Option<Floor>, window: &mut (Instant, u64), n: usize) -> Option<String> {
-    let floor = floor?;
-    window.1 += n as u64;
-    let elapsed = window.0.elapsed();
-    if elapsed < floor.window {
-        return None;
-    }
-    let (bytes, wanted) = (window.1, (floor.bytes_per_second as f64 * elapsed.as_secs_f64()) as u64);
-    *window = (Instant::now(), 0);
-    (bytes < wanted).then(|| {
-        format!(
-            "{bytes} bytes in {:.1} s, below the floor of {} bytes/s",
-            elapsed.as_secs_f64(),
-            floor.bytes_per_second
-        )
-    })
 }
 
 #[async_trait]
@@ -246,7 +273,7 @@ impl OriginBody for Resuming {
         match self.body.next().await? {
             Some(piece) => {
                 self.rest.start += piece.len() as u64;
-                self.slow = below_floor(self.core.opts.floor, &mut self.window, piece.len());
+                self.slow = self.meter.as_mut().and_then(|m| m.count(piece.len()));
                 Ok(Some(piece))
             }
             None => Ok(None),
@@ -266,7 +293,9 @@ impl OriginBody for Resuming {
         tokio::time::sleep(core.backoff(self.resumed)).await;
         let (bucket, key, rest, etag) = (&self.bucket, &self.key, &self.rest, &self.etag);
         self.body = core.call(|| core.hedged_read(bucket, key, rest, etag)).await?;
-        self.window = (Instant::now(), 0);
+        if let Some(meter) = &mut self.meter {
+            meter.restart();
+        }
         Ok(true)
     }
 }

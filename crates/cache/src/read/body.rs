@@ -28,7 +28,8 @@ pub struct Piece {
 pub enum BodyError {
     /// A chunk's fill failed (the upstream's or the owner's error).
     Fill(FillError),
-    /// A chunk only the disk holds failed to read past its first checked piece.
+    /// A chunk only the disk holds failed to read past its first checked piece, and again after
+    /// it was dropped and read afresh.
     Disk(RangeError),
     /// A chunk's fill ended before the bytes asked for.
     Short {
@@ -69,8 +70,12 @@ enum Current {
         pos: u64,
         within: Range<u64>,
     },
-    /// A disk read of the bytes wanted.
-    Disk(DiskRead),
+    /// A disk read of the bytes `slice` wants, `given` of them handed out so far.
+    Disk {
+        read: DiskRead,
+        slice: ChunkSlice,
+        given: u64,
+    },
 }
 
 /// A span of one version of an object, read piece by piece ([`Self::next`]).
@@ -93,6 +98,8 @@ pub struct ObjectBody<'a> {
     /// A client's read: an upstream that says the object changed or went away makes the
     /// reader forget its metadata. (A peer's read does not: the asker may hold an old ETag.)
     for_client: bool,
+    /// The last chunk whose disk read failed midway and was read afresh.
+    disk_failed: Option<u64>,
     outcome: Outcome,
 }
 
@@ -131,6 +138,7 @@ impl<'a> ObjectBody<'a> {
             ahead_limit,
             ahead_after: None,
             for_client,
+            disk_failed: None,
             outcome: Outcome::MemoryHit,
         }
     }
@@ -145,14 +153,31 @@ impl<'a> ObjectBody<'a> {
     pub async fn next(&mut self) -> Result<Option<Piece>, BodyError> {
         loop {
             match &mut self.current {
-                Some(Current::Disk(part)) => match part.next().await {
+                Some(Current::Disk { read, slice, given }) => match read.next().await {
                     Ok(Some(bytes)) => {
+                        *given += bytes.len() as u64;
                         return Ok(Some(Piece {
                             bytes,
                             from: Source::Disk,
-                        }))
+                        }));
                     }
                     Ok(None) => self.current = None,
+                    // The store dropped the damaged entry: the chunk is read afresh (its owner
+                    // or the upstream, pinned to the ETag), from the byte reached, and cached
+                    // anew. Once per chunk: a second failure is the disk's, not the entry's.
+                    Err(e) if self.disk_failed != Some(slice.index) => {
+                        let rest = ChunkSlice {
+                            within: slice.within.start + *given..slice.within.end,
+                            ..slice.clone()
+                        };
+                        tracing::warn!(chunk = rest.index, at = rest.within.start, error = %e, "a disk read failed midway; reading the rest afresh");
+                        self.reader.parts.cache.metrics().disk_reads_resumed.inc();
+                        self.disk_failed = Some(rest.index);
+                        self.current = None;
+                        if let Some(piece) = self.start(rest).await {
+                            return Ok(Some(piece));
+                        }
+                    }
                     Err(e) => return Err(BodyError::Disk(e)),
                 },
                 Some(Current::Fill {
@@ -211,7 +236,7 @@ impl<'a> ObjectBody<'a> {
     /// Starts reading `slice`'s chunk: a memory hit is its one piece; anything else becomes
     /// the current chunk.
     async fn start(&mut self, slice: ChunkSlice) -> Option<Piece> {
-        let ChunkSlice { index, chunk, within } = slice;
+        let ChunkSlice { index, chunk, within } = slice.clone();
         let read = match self.opened.take_if(|(i, _)| *i == index) {
             Some((_, fill)) => ChunkRead::Leader(fill.reader()),
             None => {
@@ -234,10 +259,10 @@ impl<'a> ObjectBody<'a> {
                 self.outcome = self.outcome.max(outcome);
                 return Some(Piece { bytes, from });
             }
-            ChunkRead::Disk(part) => {
+            ChunkRead::Disk(read) => {
                 self.read_ahead(index);
                 self.outcome = self.outcome.max(Outcome::DiskHit);
-                self.current = Some(Current::Disk(part));
+                self.current = Some(Current::Disk { read, slice, given: 0 });
                 return None;
             }
             ChunkRead::Leader(r) => (r, Outcome::Miss),

@@ -2,6 +2,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
+use super::io::IO_TIMEOUT;
 use super::*;
 
 const MIB: u64 = 1 << 20;
@@ -386,6 +387,51 @@ async fn failing_io_degrades_the_store_and_it_resumes_when_the_disk_works() {
     put(&store, 21, &chunk(4, 100_000));
     store.wait().await;
     assert!(get(&store, 21).await == Some(chunk(4, 100_000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_disk_degrades_at_its_first_deadline_and_gets_no_io_until_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, metrics) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
+    put(&store, 1, &chunk(1, 100_000));
+    put(&store, 2, &chunk(2, 100_000));
+    store.wait().await;
+
+    let io = store.shared.io();
+    io.stall.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    assert!(get(&store, 1).await.is_none(), "a hung read is a miss");
+    let waited = started.elapsed();
+    assert!(
+        waited < IO_TIMEOUT + Duration::from_millis(500),
+        "the read waited {waited:?}"
+    );
+    assert_eq!(metrics.disk_degraded.get(), 1, "one deadline degrades the store");
+    assert_eq!(metrics.disk_io_errors.with_label_values(&["read"]).get(), 1);
+    // Degraded: a read costs nothing, and a delete's header clear waits for the disk.
+    let started = Instant::now();
+    assert!(get(&store, 2).await.is_none());
+    assert!(started.elapsed() < Duration::from_millis(100));
+    store.delete(2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.shared.unclear.lock().len(), 1, "the clear went to the hung disk");
+
+    io.stall.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + 4 * HEALTH_CHECK;
+    while metrics.disk_degraded.get() == 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the store did not resume once the disk answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.shared.unclear.lock().is_empty(), "the skipped clear was written");
+    assert!(get(&store, 1).await == Some(chunk(1, 100_000)));
+    drop(store);
+    // The deleted entry stays deleted across a restart; the other is still there.
+    let (store, _) = open(dir.path(), 64 * MIB, IoEngine::Uring).await;
+    assert!(get(&store, 2).await.is_none(), "a deleted entry came back");
+    assert!(get(&store, 1).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
