@@ -65,6 +65,13 @@ fn bad_values_name_their_field() {
         .unwrap_err();
         assert!(err.to_string().starts_with(field), "{err}");
     }
+    let cluster = "cluster:\n  node: a\n  listen: 127.0.0.1:9400\n  secret_file: s\n";
+    let err = load(&format!("{MINIMAL}{cluster}  floor_window_seconds: 0\n")).unwrap_err();
+    assert!(err.to_string().starts_with("cluster.floor_window_seconds:"), "{err}");
+    assert!(
+        load(&format!("{MINIMAL}{cluster}  floor_bytes_per_second: 0\n")).is_ok(),
+        "0: no floor"
+    );
     let err = load(&format!("{MINIMAL}clients: {{header_timeout_seconds: 0}}\n")).unwrap_err();
     assert!(err.to_string().starts_with("clients.header_timeout_seconds:"), "{err}");
     let stale = format!("{MINIMAL}buckets:\n  - {{name: b, upstream: local, stale_if_error_seconds: 99999999}}\n");
