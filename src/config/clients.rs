@@ -20,6 +20,11 @@ pub struct ClientsConfig {
     /// Longest wait, in seconds, between two reads of a request body. Default: `60`.
     #[serde(default = "body_timeout_seconds")]
     pub body_timeout_seconds: u64,
+    /// Longest wait, in seconds, for the client to take one piece of a response (at most 1 MiB,
+    /// 256 KiB for a client that reads slowly): a client that stops reading is disconnected
+    /// after it, and what it held is freed. Default: `60`.
+    #[serde(default = "send_timeout_seconds")]
+    pub send_timeout_seconds: u64,
     /// Seconds a keep-alive connection may wait for its next request. Default: `60`.
     #[serde(default = "idle_timeout_seconds")]
     pub idle_timeout_seconds: u64,
@@ -31,6 +36,7 @@ impl Default for ClientsConfig {
             max_connections: max_connections(),
             header_timeout_seconds: header_timeout_seconds(),
             body_timeout_seconds: body_timeout_seconds(),
+            send_timeout_seconds: send_timeout_seconds(),
             idle_timeout_seconds: idle_timeout_seconds(),
         }
     }
@@ -48,6 +54,10 @@ fn body_timeout_seconds() -> u64 {
     60
 }
 
+fn send_timeout_seconds() -> u64 {
+    60
+}
+
 fn idle_timeout_seconds() -> u64 {
     60
 }
@@ -61,6 +71,7 @@ impl ClientsConfig {
         for (field, value) in [
             ("clients.header_timeout_seconds", self.header_timeout_seconds),
             ("clients.body_timeout_seconds", self.body_timeout_seconds),
+            ("clients.send_timeout_seconds", self.send_timeout_seconds),
             ("clients.idle_timeout_seconds", self.idle_timeout_seconds),
         ] {
             if !(1..=3600).contains(&value) {

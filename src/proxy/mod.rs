@@ -158,6 +158,8 @@ pub struct ClientTimeouts {
     pub idle_seconds: u64,
     /// Wait between two reads of a request body.
     pub body: std::time::Duration,
+    /// Wait for the client to take one piece of a response.
+    pub send: std::time::Duration,
 }
 
 impl S3Proxy {
@@ -300,6 +302,7 @@ impl ProxyHttp for S3Proxy {
         crate::guard::header_done(session.as_downstream().stream());
         session.set_keepalive(Some(self.clients.idle_seconds));
         session.as_downstream_mut().set_read_timeout(Some(self.clients.body));
+        session.as_downstream_mut().set_write_timeout(Some(self.clients.send));
         let req = session.req_header();
         ctx.resource = req.uri.path().to_owned();
         let gate = self.state.gate.as_ref().map(|g| g.current());

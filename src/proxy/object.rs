@@ -7,6 +7,8 @@
 //! metadata. Once bytes are out, a failure closes the connection: the client sees a short body,
 //! never wrong bytes.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -178,7 +180,13 @@ async fn stream(
         let next = body.next().await;
         ctx.outcome = ctx.outcome.max(body.outcome());
         match next {
-            Ok(Some(piece)) => out.send(session, ctx, piece.bytes, piece.from).await.map_err(after)?,
+            Ok(Some(piece)) => {
+                // How quickly the client takes each piece decides whether it gets views of the
+                // cache's buffers or copies (see `cache::read::body`).
+                let (len, started) = (piece.bytes.len(), Instant::now());
+                out.send(session, ctx, piece.bytes, piece.from).await.map_err(after)?;
+                body.wrote(len, started.elapsed());
+            }
             Ok(None) => break,
             Err(BodyError::Fill(e)) if !out.started() => return Err(StreamError::BeforeStart(e)),
             Err(e) => return Err(after(Error::explain(ErrorType::ReadError, e.to_string()))),

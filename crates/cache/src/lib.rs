@@ -108,6 +108,10 @@ struct Inner {
     drained: Notify,
     /// Disk write budget in KiB; `None` for a memory-only cache.
     write_budget: Option<Arc<Semaphore>>,
+    /// Room in KiB for chunks being fetched, taken from the memory tier ([`fill_room`]).
+    fill_room: Arc<Semaphore>,
+    /// All of that room.
+    fill_room_kib: u32,
     /// Which metadata entries writes through shardcache made stale.
     generations: Generations,
     /// Buckets never written to disk: their fills take no disk write budget.
@@ -127,6 +131,15 @@ const CHUNKS_PER_MEMORY_SHARD: u64 = 32;
 /// leave a shard with room for under [`CHUNKS_PER_MEMORY_SHARD`] chunks.
 fn memory_shards(memory_bytes: u64, chunk_size: u64) -> usize {
     (memory_bytes / (chunk_size * CHUNKS_PER_MEMORY_SHARD)).clamp(1, 8) as usize
+}
+
+/// The part of a memory tier of `memory_bytes` that chunks being fetched may take (the rest
+/// holds cached chunks): a quarter, and room for two chunks at least, half the tier at most.
+/// A fill waits for room before it fetches (read-ahead is skipped instead), so chunk buffers
+/// stay within `memory_bytes` however many readers miss at once: 50 readers of distinct 16 MiB
+/// objects had 800 MiB of chunks in flight at once before.
+fn fill_room(memory_bytes: u64, chunk_size: u64) -> u64 {
+    (memory_bytes / 4).max(2 * chunk_size).min(memory_bytes / 2)
 }
 
 fn kib(bytes: usize) -> u32 {
@@ -152,12 +165,14 @@ impl ChunkCache {
         let fills = runtime.handle().clone();
         let registry = PrometheusMetricsRegistry::new(foyer_registry);
         let memory_only = Arc::new(opts.memory_only.clone());
+        let room = fill_room(opts.memory_bytes, opts.chunk_size);
+        let cached_bytes = opts.memory_bytes - room;
         let builder = HybridCacheBuilder::new()
             .with_name("shardcache")
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .with_metrics_registry(Box::new(registry))
-            .memory(opts.memory_bytes as usize)
-            .with_shards(memory_shards(opts.memory_bytes, opts.chunk_size))
+            .memory(cached_bytes as usize)
+            .with_shards(memory_shards(cached_bytes, opts.chunk_size))
             .with_weighter(|_: &CacheKey, v: &CacheValue| v.weight() + 128)
             .storage()
             .with_spawner(Spawner::from(runtime));
@@ -210,6 +225,8 @@ impl ChunkCache {
             fills,
             drained: Notify::new(),
             write_budget,
+            fill_room: Arc::new(Semaphore::new(kib(room as usize) as usize)),
+            fill_room_kib: kib(room as usize),
             generations: Generations::new(),
             memory_only,
             metrics,
@@ -238,6 +255,18 @@ impl ChunkCache {
         fetch: impl FnOnce() -> ChunkFetch,
     ) -> ChunkRead {
         self.inner.count(&key, Admission::touch);
+        self.lookup(key, len, within, fetch).await
+    }
+
+    /// [`Self::chunk`], not counted for the disk tier's admission: a reader's later look at a
+    /// chunk it has counted already.
+    pub async fn lookup(
+        &self,
+        key: CacheKey,
+        len: u64,
+        within: Range<u64>,
+        fetch: impl FnOnce() -> ChunkFetch,
+    ) -> ChunkRead {
         if let Some(fill) = self.inner.in_flight(&key) {
             return ChunkRead::Follower(fill.reader());
         }
@@ -251,7 +280,11 @@ impl ChunkCache {
         let mut fetch = Some(fetch);
         let mut recheck = true;
         loop {
-            match self.inner.clone().join_or_start(key.clone(), len, &mut fetch, recheck) {
+            match self
+                .inner
+                .clone()
+                .join_or_start(key.clone(), len, &mut fetch, recheck, None)
+            {
                 Some((fill, true)) => return ChunkRead::Leader(fill.reader()),
                 Some((fill, false)) => return ChunkRead::Follower(fill.reader()),
                 None => {
@@ -267,14 +300,23 @@ impl ChunkCache {
     /// Starts a fill of chunk `key` with `fetch` for the reader that called, unless the chunk is
     /// cached or in flight. Returns the fill it started.
     pub fn start(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) -> Option<StartedFill> {
-        self.begin(key, len, fetch, Admission::touch)
+        self.begin(key, len, fetch, Admission::touch, None)
     }
 
     /// [`Self::start`] for a chunk read ahead of a sequential reader (counted as such).
     pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) {
+        // Only where there is room for it: read-ahead never waits, nor makes a reader wait.
+        let Ok(room) = self
+            .inner
+            .fill_room
+            .clone()
+            .try_acquire_many_owned(self.inner.room_units(len))
+        else {
+            return;
+        };
         // Counted now, before the fill ends and asks for a slot, and not again when the reader
         // reaches the chunk.
-        if self.begin(key, len, fetch, Admission::expect).is_some() {
+        if self.begin(key, len, fetch, Admission::expect, Some(room)).is_some() {
             self.inner.metrics.readahead.inc();
         }
     }
@@ -285,6 +327,7 @@ impl ChunkCache {
         len: u64,
         fetch: impl FnOnce() -> ChunkFetch,
         count: fn(&Admission, u64),
+        room: Option<OwnedSemaphorePermit>,
     ) -> Option<StartedFill> {
         if self.inner.hybrid.contains(&key) {
             return None;
@@ -292,7 +335,7 @@ impl ChunkCache {
         match self
             .inner
             .clone()
-            .join_or_start(key.clone(), len, &mut Some(fetch), false)
+            .join_or_start(key.clone(), len, &mut Some(fetch), false, room)
         {
             Some((fill, true)) => {
                 self.inner.count(&key, count);
@@ -454,6 +497,7 @@ impl Inner {
         len: u64,
         fetch: &mut Option<F>,
         recheck: bool,
+        room: Option<OwnedSemaphorePermit>,
     ) -> Option<(Arc<Fill>, bool)> {
         let (fill, fetch) = {
             let mut inflight = self.inflight.lock();
@@ -470,11 +514,34 @@ impl Inner {
         };
         let (writer, fetch) = fetch;
         let fetch = fetch();
-        self.fills.spawn(self.clone().run_fill(key, writer, len, fetch));
+        self.fills.spawn(self.clone().run_fill(key, writer, len, fetch, room));
         Some((fill, true))
     }
 
-    async fn run_fill(self: Arc<Self>, key: CacheKey, mut fill: FillWriter, len: u64, fetch: ChunkFetch) {
+    /// Room in the fill budget for a chunk of `len` bytes.
+    fn room_units(&self, len: u64) -> u32 {
+        kib(len as usize).min(self.fill_room_kib)
+    }
+
+    async fn run_fill(
+        self: Arc<Self>,
+        key: CacheKey,
+        mut fill: FillWriter,
+        len: u64,
+        fetch: ChunkFetch,
+        room: Option<OwnedSemaphorePermit>,
+    ) {
+        // Held until the chunk is in the memory tier (or dropped): the fetch waits for room.
+        let _room = match room {
+            Some(room) => Some(room),
+            // The semaphore is never closed, so this always takes room.
+            None => self
+                .fill_room
+                .clone()
+                .acquire_many_owned(self.room_units(len))
+                .await
+                .ok(),
+        };
         // A degraded disk tier takes no writes: the fill neither waits for its budget nor holds
         // any, and the chunk stays in memory.
         let degraded = self.store.as_ref().is_some_and(Store::degraded);

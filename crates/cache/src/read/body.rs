@@ -1,9 +1,21 @@
 //! An object's bytes as a stream of pieces, chunk by chunk, each from wherever the cache finds
 //! it: a tier, a fill in flight, or a fill this read starts. Chunks ahead of a sequential
 //! reader are fetched meanwhile.
+//!
+//! A piece is either a view of a chunk's buffer (no copy) or a copy. A view keeps the whole
+//! chunk in memory for as long as the client takes to accept it, evicted or not, so views go
+//! only to clients that have shown they keep up ([`ObjectBody::wrote`]): until a client has
+//! taken [`PROVEN_BYTES`], each write quick, and for good once one write was slow, it gets
+//! copies of at most [`COPIED_PIECE`], and between pieces the body holds nothing but its
+//! place: each piece is looked up afresh, in memory, on disk (whose read buffers are the
+//! piece's own) or in a fill in flight. So what a slow reader costs in memory is one piece, not
+//! a chunk. Copies have a budget ([`COPIES_KIB`]); past it, slow clients get views of chunks
+//! in memory, which many slow clients of one hot chunk then share. Chunks no bigger than
+//! [`SMALL_CHUNK`] are always viewed: a view of one pins little.
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -14,6 +26,23 @@ use crate::{CacheKey, ChunkRead, DiskRead, FillError, FillReader, RangeError, St
 use shardcache_metrics::{Outcome, Source};
 use shardcache_types::{ETag, ObjectRef};
 use shardcache_upstream::OriginError;
+
+/// Bytes of a piece copied for a client not (yet) known to keep up.
+const COPIED_PIECE: u64 = 128 << 10;
+/// KiB of copied pieces alive at once, over all clients. Past it a slow client gets views of
+/// chunks in memory after all: many slow clients of one hot chunk then share it (2,000 clients
+/// that read nothing of one 1 MiB object held 328 MiB of copies, one each).
+pub(super) const COPIES_KIB: usize = 16 << 10;
+/// Bytes a client must take, each write quicker than [`SLOW_WRITE`], before it gets views: more
+/// than a socket's send buffer holds (Linux grows one to 4 MiB), or a client that reads nothing
+/// would look quick while the kernel takes what it does not.
+const PROVEN_BYTES: u64 = 8 << 20;
+/// A write to the client that takes longer than this marks it slow for the rest of the body.
+const SLOW_WRITE: Duration = Duration::from_millis(50);
+/// The most bytes of one view.
+const VIEW_PIECE: usize = 1 << 20;
+/// Chunks of at most this many bytes are viewed whatever the client's pace.
+const SMALL_CHUNK: u64 = 2 * COPIED_PIECE;
 
 /// Bytes of the object, and where they came from.
 pub struct Piece {
@@ -61,6 +90,17 @@ pub(super) enum Reading {
     Peer,
 }
 
+/// How the client takes the bytes, as far as its writes tell.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pace {
+    /// Not known yet: this many bytes taken, each write quick.
+    Unproven(u64),
+    /// It keeps up: views.
+    Quick,
+    /// A write was slow: copies, to the end.
+    Slow,
+}
+
 /// The chunk being read.
 enum Current {
     /// A fill's reader (which starts at the chunk's first byte), at `pos`, wanting `within`.
@@ -76,6 +116,16 @@ enum Current {
         slice: ChunkSlice,
         given: u64,
     },
+    /// The bytes `slice` wants, from a tier, `given` of them handed out so far.
+    Hit {
+        bytes: Bytes,
+        from: Source,
+        slice: ChunkSlice,
+        given: u64,
+    },
+    /// Copies: the next byte of `slice` wanted is `pos` (from the chunk's start); nothing held.
+    /// `counted`: the chunk's first look was made (counted for admission and the outcome).
+    Copying { slice: ChunkSlice, pos: u64, counted: bool },
 }
 
 /// A span of one version of an object, read piece by piece ([`Self::next`]).
@@ -100,6 +150,7 @@ pub struct ObjectBody<'a> {
     for_client: bool,
     /// The last chunk whose disk read failed midway and was read afresh.
     disk_failed: Option<u64>,
+    pace: Pace,
     outcome: Outcome,
 }
 
@@ -117,6 +168,12 @@ impl<'a> ObjectBody<'a> {
         let (sequential, for_client) = match reading {
             Reading::Client { sequential } => (sequential, true),
             Reading::Peer => (false, false),
+        };
+        // A peer's read is sent to a member that keeps up by design (its own floor cuts one
+        // that does not); a client proves it.
+        let pace = match for_client {
+            true => Pace::Unproven(0),
+            false => Pace::Quick,
         };
         let Version { object, etag, size } = version;
         let chunk_size = reader.parts.cache.chunk_size();
@@ -139,6 +196,7 @@ impl<'a> ObjectBody<'a> {
             ahead_after: None,
             for_client,
             disk_failed: None,
+            pace,
             outcome: Outcome::MemoryHit,
         }
     }
@@ -149,10 +207,91 @@ impl<'a> ObjectBody<'a> {
         self.outcome
     }
 
+    /// Tells the body the client took a piece of `bytes` in `took`: what decides whether it
+    /// gets views or copies from now on.
+    pub fn wrote(&mut self, bytes: usize, took: Duration) {
+        self.pace = match self.pace {
+            Pace::Slow => Pace::Slow,
+            _ if took > SLOW_WRITE => {
+                self.fall_behind();
+                Pace::Slow
+            }
+            Pace::Unproven(n) if n + bytes as u64 >= PROVEN_BYTES => Pace::Quick,
+            Pace::Unproven(n) => Pace::Unproven(n + bytes as u64),
+            Pace::Quick => Pace::Quick,
+        };
+    }
+
+    /// Lets go of the chunk being read, keeping only the place: copies from here on.
+    fn fall_behind(&mut self) {
+        let chunk_size = self.reader.parts.cache.chunk_size();
+        let (slice, pos) = match self.current.take() {
+            Some(Current::Fill { index, pos, within, .. }) => {
+                let chunk = chunk_span(index, chunk_size, self.size);
+                let at = pos.max(within.start);
+                (ChunkSlice { index, chunk, within }, at)
+            }
+            Some(Current::Disk { slice, given, .. } | Current::Hit { slice, given, .. }) => {
+                let at = slice.within.start + given;
+                (slice, at)
+            }
+            other => {
+                self.current = other;
+                return;
+            }
+        };
+        self.current = Some(Current::Copying {
+            slice,
+            pos,
+            counted: true,
+        });
+    }
+
     /// The next piece; `None` at the end.
     pub async fn next(&mut self) -> Result<Option<Piece>, BodyError> {
         loop {
             match &mut self.current {
+                Some(Current::Copying { slice, pos, .. }) => {
+                    if *pos >= slice.within.end {
+                        self.current = None;
+                        continue;
+                    }
+                    let len = slice.chunk.end - slice.chunk.start;
+                    if !copies(self.pace, len) {
+                        // The client proved quick: views from the byte reached.
+                        let rest = ChunkSlice {
+                            within: *pos..slice.within.end,
+                            ..slice.clone()
+                        };
+                        self.current = None;
+                        if let Some(piece) = self.start(rest).await {
+                            return Ok(Some(piece));
+                        }
+                        continue;
+                    }
+                    if let Some(piece) = self.copied().await? {
+                        return Ok(Some(piece));
+                    }
+                }
+                Some(Current::Hit {
+                    bytes,
+                    from,
+                    slice,
+                    given,
+                }) => {
+                    let rest = (slice.within.end - slice.within.start - *given) as usize;
+                    if rest == 0 {
+                        self.current = None;
+                        continue;
+                    }
+                    let at = *given as usize;
+                    let n = rest.min(VIEW_PIECE);
+                    *given += n as u64;
+                    return Ok(Some(Piece {
+                        bytes: bytes.slice(at..at + n),
+                        from: *from,
+                    }));
+                }
                 Some(Current::Disk { read, slice, given }) => match read.next().await {
                     Ok(Some(bytes)) => {
                         *given += bytes.len() as u64;
@@ -196,16 +335,7 @@ impl<'a> ObjectBody<'a> {
                             let (index, at, wanted) = (*index, *pos, within.end);
                             return Err(BodyError::Short { index, at, wanted });
                         }
-                        Err(e) => {
-                            // The upstream says the object changed or went away: forget its
-                            // metadata at once, so the next read opens the new version instead
-                            // of failing too.
-                            let gone = matches!(*e, OriginError::Changed | OriginError::NoSuchKey);
-                            if gone && self.for_client {
-                                self.reader.invalidate(self.object.clone());
-                            }
-                            return Err(BodyError::Fill(e));
-                        }
+                        Err(e) => return Err(self.fill_failed(e)),
                     };
                     let (from, to) = (*pos, *pos + piece.len() as u64);
                     *pos = to;
@@ -233,9 +363,18 @@ impl<'a> ObjectBody<'a> {
         }
     }
 
-    /// Starts reading `slice`'s chunk: a memory hit is its one piece; anything else becomes
-    /// the current chunk.
+    /// Starts reading `slice`'s chunk: a hit's first piece comes at once; anything else becomes
+    /// the current chunk. A client that gets copies starts from its place alone.
     async fn start(&mut self, slice: ChunkSlice) -> Option<Piece> {
+        if copies(self.pace, slice.chunk.end - slice.chunk.start) {
+            let pos = slice.within.start;
+            self.current = Some(Current::Copying {
+                slice,
+                pos,
+                counted: false,
+            });
+            return None;
+        }
         let ChunkSlice { index, chunk, within } = slice.clone();
         let read = match self.opened.take_if(|(i, _)| *i == index) {
             Some((_, fill)) => ChunkRead::Leader(fill.reader()),
@@ -252,12 +391,17 @@ impl<'a> ObjectBody<'a> {
         let (reader, outcome) = match read {
             ChunkRead::Hit(bytes, tier) => {
                 self.read_ahead(index);
-                let (outcome, from) = match tier {
-                    Tier::Memory => (Outcome::MemoryHit, Source::Memory),
-                    Tier::Disk => (Outcome::DiskHit, Source::Disk),
-                };
+                let (outcome, from) = tiered(tier);
                 self.outcome = self.outcome.max(outcome);
-                return Some(Piece { bytes, from });
+                let n = bytes.len().min(VIEW_PIECE);
+                let piece = bytes.slice(..n);
+                self.current = Some(Current::Hit {
+                    bytes,
+                    from,
+                    slice,
+                    given: n as u64,
+                });
+                return Some(Piece { bytes: piece, from });
             }
             ChunkRead::Disk(read) => {
                 self.read_ahead(index);
@@ -281,6 +425,126 @@ impl<'a> ObjectBody<'a> {
         None
     }
 
+    /// The next copied piece of the [`Current::Copying`] chunk, looked up afresh; `None` once the
+    /// lookup found nothing to give (it is retried).
+    async fn copied(&mut self) -> Result<Option<Piece>, BodyError> {
+        let Some(Current::Copying { slice, pos, counted }) = &self.current else {
+            return Ok(None);
+        };
+        let (slice, pos, counted) = (slice.clone(), *pos, *counted);
+        let span = pos..(pos + COPIED_PIECE).min(slice.within.end);
+        let (index, len) = (slice.index, slice.chunk.end - slice.chunk.start);
+        let read = match self.opened.take_if(|(i, _)| *i == index) {
+            Some((_, fill)) => ChunkRead::Leader(fill.reader()),
+            None => {
+                let parts = &self.reader.parts;
+                let fetch = fetcher(parts, self.source, &self.object, &self.etag, slice.chunk.clone());
+                match counted {
+                    true => parts.cache.lookup(self.key(index), len, span.clone(), fetch).await,
+                    false => parts.cache.chunk(self.key(index), len, span.clone(), fetch).await,
+                }
+            }
+        };
+        if !counted {
+            let outcome = match &read {
+                ChunkRead::Hit(_, tier) => tiered(*tier).0,
+                ChunkRead::Disk(_) => Outcome::DiskHit,
+                ChunkRead::Leader(_) => Outcome::Miss,
+                ChunkRead::Follower(_) => Outcome::Coalesced,
+            };
+            self.outcome = self.outcome.max(outcome);
+            self.read_ahead(index);
+        }
+        let taken = match read {
+            ChunkRead::Hit(bytes, tier) => Ok((self.copy(bytes), tiered(tier).1)),
+            // The disk read's own buffers, as big as the span: nothing else is held.
+            ChunkRead::Disk(mut read) => {
+                let mut pieces = Vec::with_capacity(1);
+                loop {
+                    match read.next().await {
+                        Ok(Some(piece)) => pieces.push(piece),
+                        Ok(None) => break Ok((joined(pieces), Source::Disk)),
+                        Err(e) => break Err(BodyError::Disk(e)),
+                    }
+                }
+            }
+            ChunkRead::Leader(reader) | ChunkRead::Follower(reader) => self
+                .fill_view(reader, index, &span)
+                .await
+                .map(|b| (self.copy(b), Source::Upstream)),
+        };
+        let (bytes, from) = match taken {
+            Ok(taken) => taken,
+            // The store dropped the damaged entry: the next look reads the chunk afresh, once.
+            Err(BodyError::Disk(e)) if self.disk_failed != Some(index) => {
+                tracing::warn!(chunk = index, at = pos, error = %e, "a disk read failed midway; reading the rest afresh");
+                self.reader.parts.cache.metrics().disk_reads_resumed.inc();
+                self.disk_failed = Some(index);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if bytes.is_empty() {
+            let (at, wanted) = (pos, span.end);
+            return Err(BodyError::Short { index, at, wanted });
+        }
+        self.current = Some(Current::Copying {
+            slice,
+            pos: pos + bytes.len() as u64,
+            counted: true,
+        });
+        Ok(Some(Piece { bytes, from }))
+    }
+
+    /// A copy of `view` that holds nothing of its chunk, where there is room for one; else the
+    /// view.
+    fn copy(&self, view: Bytes) -> Bytes {
+        let units = view.len().div_ceil(1024) as u32;
+        match self.reader.parts.copies.clone().try_acquire_many_owned(units) {
+            Ok(room) => Bytes::from_owner(Copied {
+                bytes: view.to_vec(),
+                _room: room,
+            }),
+            Err(_) => view,
+        }
+    }
+
+    /// The bytes of `span` of chunk `index` a fill has so far (at least one, waiting for
+    /// them), from `reader`, which starts at the chunk's first byte: a view.
+    async fn fill_view(&self, mut reader: FillReader, index: u64, span: &Range<u64>) -> Result<Bytes, BodyError> {
+        let mut at = 0;
+        loop {
+            let piece = match reader.next().await {
+                Ok(Some(piece)) => piece,
+                Ok(None) => {
+                    return Err(BodyError::Short {
+                        index,
+                        at,
+                        wanted: span.end,
+                    })
+                }
+                Err(e) => return Err(self.fill_failed(e)),
+            };
+            let (from, to) = (at, at + piece.len() as u64);
+            at = to;
+            let (a, b) = (from.max(span.start), to.min(span.end));
+            if a < b {
+                return Ok(piece.slice((a - from) as usize..(b - from) as usize));
+            }
+        }
+    }
+
+    /// A fill's error, as the body's: an upstream that says the object changed or went away
+    /// makes a client's reader forget its metadata at once, so the next read opens the new
+    /// version instead of failing too.
+    fn fill_failed(&self, e: FillError) -> BodyError {
+        let gone = matches!(*e, OriginError::Changed | OriginError::NoSuchKey);
+        if gone && self.for_client {
+            self.reader.invalidate(self.object.clone());
+        }
+        BodyError::Fill(e)
+    }
+
     fn key(&self, index: u64) -> CacheKey {
         CacheKey::Chunk(self.object.clone(), self.etag_key.clone(), index)
     }
@@ -295,5 +559,38 @@ impl<'a> ObjectBody<'a> {
             let fetch = fetcher(parts, self.source, &self.object, &self.etag, span.clone());
             parts.cache.prefetch(self.key(i), span.end - span.start, fetch);
         }
+    }
+}
+
+/// A copied piece, and its room among the copies.
+struct Copied {
+    bytes: Vec<u8>,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Copied {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// `pieces` as one.
+fn joined(mut pieces: Vec<Bytes>) -> Bytes {
+    match pieces.len() {
+        1 => pieces.remove(0),
+        _ => Bytes::from(pieces.concat()),
+    }
+}
+
+/// Whether a client at `pace` gets copies of a chunk of `len` bytes.
+fn copies(pace: Pace, len: u64) -> bool {
+    pace != Pace::Quick && len > SMALL_CHUNK
+}
+
+/// The outcome and source of a hit in `tier`.
+fn tiered(tier: Tier) -> (Outcome, Source) {
+    match tier {
+        Tier::Memory => (Outcome::MemoryHit, Source::Memory),
+        Tier::Disk => (Outcome::DiskHit, Source::Disk),
     }
 }

@@ -72,6 +72,8 @@ struct Parts {
     metrics: Arc<UpstreamMetrics>,
     /// Whether chunks from their cluster owners may go to this node's disk tier.
     owned_chunks_on_disk: bool,
+    /// Room in KiB for pieces copied for clients that read slowly ([`body`]'s copies).
+    copies: Arc<tokio::sync::Semaphore>,
 }
 
 impl Parts {
@@ -139,6 +141,7 @@ impl ObjectReader {
                 cache,
                 metrics,
                 owned_chunks_on_disk,
+                copies: Arc::new(tokio::sync::Semaphore::new(body::COPIES_KIB)),
             },
             meta: MetaLookups::default(),
             sequential: SequentialReads::default(),
