@@ -301,23 +301,17 @@ impl<'a> ObjectBody<'a> {
                         }));
                     }
                     Ok(None) => self.current = None,
-                    // The store dropped the damaged entry: the chunk is read afresh (its owner
-                    // or the upstream, pinned to the ETag), from the byte reached, and cached
-                    // anew. Once per chunk: a second failure is the disk's, not the entry's.
-                    Err(e) if self.disk_failed != Some(slice.index) => {
+                    Err(e) => {
                         let rest = ChunkSlice {
                             within: slice.within.start + *given..slice.within.end,
                             ..slice.clone()
                         };
-                        tracing::warn!(chunk = rest.index, at = rest.within.start, error = %e, "a disk read failed midway; reading the rest afresh");
-                        self.reader.parts.cache.metrics().disk_reads_resumed.inc();
-                        self.disk_failed = Some(rest.index);
+                        self.read_afresh(rest.index, rest.within.start, e)?;
                         self.current = None;
                         if let Some(piece) = self.start(rest).await {
                             return Ok(Some(piece));
                         }
                     }
-                    Err(e) => return Err(BodyError::Disk(e)),
                 },
                 Some(Current::Fill {
                     reader,
@@ -388,11 +382,11 @@ impl<'a> ObjectBody<'a> {
                     .await
             }
         };
-        let (reader, outcome) = match read {
+        self.outcome = self.outcome.max(outcome_of(&read));
+        let reader = match read {
             ChunkRead::Hit(bytes, tier) => {
                 self.read_ahead(index);
-                let (outcome, from) = tiered(tier);
-                self.outcome = self.outcome.max(outcome);
+                let from = tiered(tier).1;
                 let n = bytes.len().min(VIEW_PIECE);
                 let piece = bytes.slice(..n);
                 self.current = Some(Current::Hit {
@@ -405,14 +399,11 @@ impl<'a> ObjectBody<'a> {
             }
             ChunkRead::Disk(read) => {
                 self.read_ahead(index);
-                self.outcome = self.outcome.max(Outcome::DiskHit);
                 self.current = Some(Current::Disk { read, slice, given: 0 });
                 return None;
             }
-            ChunkRead::Leader(r) => (r, Outcome::Miss),
-            ChunkRead::Follower(r) => (r, Outcome::Coalesced),
+            ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
         };
-        self.outcome = self.outcome.max(outcome);
         // Read-ahead starts once this chunk's first bytes are here, so that its fetches never
         // compete with this chunk's for the connection setup and CPU before the first byte.
         self.ahead_after = Some(index);
@@ -446,13 +437,7 @@ impl<'a> ObjectBody<'a> {
             }
         };
         if !counted {
-            let outcome = match &read {
-                ChunkRead::Hit(_, tier) => tiered(*tier).0,
-                ChunkRead::Disk(_) => Outcome::DiskHit,
-                ChunkRead::Leader(_) => Outcome::Miss,
-                ChunkRead::Follower(_) => Outcome::Coalesced,
-            };
-            self.outcome = self.outcome.max(outcome);
+            self.outcome = self.outcome.max(outcome_of(&read));
             self.read_ahead(index);
         }
         let taken = match read {
@@ -475,11 +460,9 @@ impl<'a> ObjectBody<'a> {
         };
         let (bytes, from) = match taken {
             Ok(taken) => taken,
-            // The store dropped the damaged entry: the next look reads the chunk afresh, once.
-            Err(BodyError::Disk(e)) if self.disk_failed != Some(index) => {
-                tracing::warn!(chunk = index, at = pos, error = %e, "a disk read failed midway; reading the rest afresh");
-                self.reader.parts.cache.metrics().disk_reads_resumed.inc();
-                self.disk_failed = Some(index);
+            // The next look reads the chunk afresh.
+            Err(BodyError::Disk(e)) => {
+                self.read_afresh(index, pos, e)?;
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -494,6 +477,20 @@ impl<'a> ObjectBody<'a> {
             counted: true,
         });
         Ok(Some(Piece { bytes, from }))
+    }
+
+    /// Whether chunk `index`, whose disk read failed at byte `at` with `e`, is read afresh: the
+    /// store dropped the damaged entry, so the chunk comes from a fresh fill (its owner or the
+    /// upstream, pinned to the ETag) from the byte reached, and is cached anew. Once per chunk:
+    /// a second failure is the disk's, not the entry's, and ends the body.
+    fn read_afresh(&mut self, index: u64, at: u64, e: RangeError) -> Result<(), BodyError> {
+        if self.disk_failed == Some(index) {
+            return Err(BodyError::Disk(e));
+        }
+        tracing::warn!(chunk = index, at, error = %e, "a disk read failed midway; reading the rest afresh");
+        self.reader.parts.cache.metrics().disk_reads_resumed.inc();
+        self.disk_failed = Some(index);
+        Ok(())
     }
 
     /// A copy of `view` that holds nothing of its chunk, where there is room for one; else the
@@ -585,6 +582,16 @@ fn joined(mut pieces: Vec<Bytes>) -> Bytes {
 /// Whether a client at `pace` gets copies of a chunk of `len` bytes.
 fn copies(pace: Pace, len: u64) -> bool {
     pace != Pace::Quick && len > SMALL_CHUNK
+}
+
+/// How a chunk read found its chunk.
+fn outcome_of(read: &ChunkRead) -> Outcome {
+    match read {
+        ChunkRead::Hit(_, tier) => tiered(*tier).0,
+        ChunkRead::Disk(_) => Outcome::DiskHit,
+        ChunkRead::Leader(_) => Outcome::Miss,
+        ChunkRead::Follower(_) => Outcome::Coalesced,
+    }
 }
 
 /// The outcome and source of a hit in `tier`.
