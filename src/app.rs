@@ -158,8 +158,10 @@ pub fn router(
                     connect_timeout: Duration::from_secs(s3.connect_timeout_seconds),
                     read_timeout: Duration::from_secs(s3.read_timeout_seconds),
                 }));
-                let cached = Resilient::new(name, origin.clone(), resilience(s3), &metrics.upstream);
-                Upstream::s3(name, origin, Arc::new(cached))
+                let resilience = resilience(s3);
+                let floor = resilience.floor;
+                let cached = Resilient::new(name, origin.clone(), resilience, &metrics.upstream);
+                Upstream::s3(name, origin, Arc::new(cached), floor)
             }
         });
     }

@@ -172,6 +172,23 @@ pub fn header_done(stream: Option<&Stream>) {
     }
 }
 
+/// How long, in all, the connection on `stream` has held bytes back that it could not send:
+/// the client's receive window was closed, or the send buffer full (the kernel's
+/// `tcpi_rwnd_limited` and `tcpi_sndbuf_limited`; zero before Linux 4.10). `None`: the stream
+/// cannot tell.
+pub fn held_back(stream: Option<&Stream>) -> Option<Duration> {
+    let fd = stream?.id();
+    // SAFETY: `tcp_info` is integers only, for which all zeroes is a value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let at = std::ptr::addr_of_mut!(info).cast();
+    // SAFETY: getsockopt writes at most `len` bytes at `at` (a kernel with a shorter struct
+    // leaves the rest zero) and the length it wrote to `len`; on a descriptor that is not a TCP
+    // socket it fails.
+    let read = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, at, &mut len) };
+    (read == 0).then(|| Duration::from_micros(info.tcpi_rwnd_limited + info.tcpi_sndbuf_limited))
+}
+
 /// When the current request's header started, and whether it is whole.
 struct HeaderClock {
     started: Mutex<Option<Instant>>,

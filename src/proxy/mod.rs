@@ -15,6 +15,7 @@
 
 mod authorize;
 mod delete;
+mod floor;
 mod local;
 mod object;
 mod peer;
@@ -49,6 +50,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::s3::{CopySource, Operation, Query, S3Error};
 use crate::types::{Identity, ObjectKey};
 use crate::upstream::UNSIGNED_PAYLOAD;
+use floor::PassFloor;
 use routes::Route;
 
 /// Everything the proxy phases share.
@@ -135,6 +137,8 @@ pub struct RequestCtx {
     denied: bool,
     /// The training job the request belongs to.
     job: Option<String>,
+    /// A passed-through answer's rate against its upstream's floor.
+    floor: Option<PassFloor>,
 }
 
 impl RequestCtx {
@@ -291,6 +295,7 @@ impl ProxyHttp for S3Proxy {
             error: None,
             denied: false,
             job: None,
+            floor: None,
         }
     }
 
@@ -461,14 +466,41 @@ impl ProxyHttp for S3Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
         ctx.ttfb = Some(ctx.start.elapsed());
+        let client = session.as_downstream().stream();
+        ctx.floor = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.upstream.floor)
+            .map(|f| PassFloor::new(f, client));
         self.invalidate(ctx);
         Ok(())
+    }
+
+    /// Holds a passed-through body to its upstream's floor ([`floor`]).
+    fn upstream_response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let (Some(floor), Some(piece), false) = (ctx.floor.as_mut(), body.as_ref(), end) else {
+            return Ok(None);
+        };
+        let Some(why) = floor.count(piece.len(), session.as_downstream().stream()) else {
+            return Ok(None);
+        };
+        if let Some(route) = &ctx.route {
+            let labels = [&*route.upstream.name, ctx.op.as_str()];
+            self.state.metrics.upstream.errors.with_label_values(&labels).inc();
+        }
+        Error::e_explain(ErrorType::ReadTimedout, format!("the upstream's answer: {why}"))
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {

@@ -10,7 +10,7 @@ use prometheus::IntCounter;
 use crate::cache::read::BucketSource;
 use crate::cluster::Peers;
 use crate::config::Residency;
-use crate::upstream::{Failover, FsOrigin, Origin, S3Origin};
+use crate::upstream::{Failover, Floor, FsOrigin, Origin, S3Origin};
 
 /// A configured upstream.
 pub struct Upstream {
@@ -20,6 +20,9 @@ pub struct Upstream {
     pub origin: Arc<dyn Origin>,
     /// What else this upstream can do.
     pub kind: UpstreamKind,
+    /// The least a passed-through answer's body must deliver (cached reads get theirs from
+    /// `origin`); `None`: no floor.
+    pub floor: Option<Floor>,
 }
 
 /// How requests other than cached reads reach an upstream.
@@ -32,12 +35,14 @@ pub enum UpstreamKind {
 }
 
 impl Upstream {
-    /// An S3 upstream; cached reads go through `cached` (`origin` behind retries and a breaker).
-    pub fn s3(name: &str, origin: Arc<S3Origin>, cached: Arc<dyn Origin>) -> Self {
+    /// An S3 upstream; cached reads go through `cached` (`origin` behind retries and a breaker),
+    /// passed-through answers are held to `floor`.
+    pub fn s3(name: &str, origin: Arc<S3Origin>, cached: Arc<dyn Origin>, floor: Option<Floor>) -> Self {
         Self {
             name: name.into(),
             origin: cached,
             kind: UpstreamKind::S3(origin),
+            floor,
         }
     }
 
@@ -48,6 +53,7 @@ impl Upstream {
             name: name.into(),
             origin: origin.clone(),
             kind: UpstreamKind::Fs(origin),
+            floor: None,
         }
     }
 }
@@ -156,6 +162,7 @@ impl Router {
                         name: upstream.name.clone(),
                         origin: Arc::new(origin),
                         kind: upstream.kind.clone(),
+                        floor: upstream.floor,
                     });
                 }
                 let route = Route::new(upstream, &r.upstream_bucket, r.fresh, r.residency, peers.clone());

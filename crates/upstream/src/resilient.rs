@@ -102,6 +102,12 @@ impl Meter {
         })
     }
 
+    /// Does not count `time` against the source: its reader, not the source, held the body back
+    /// for that long.
+    pub fn excuse(&mut self, time: Duration) {
+        self.start = (self.start + time).min(Instant::now());
+    }
+
     /// Starts a new window now (the body was replaced).
     pub fn restart(&mut self) {
         (self.start, self.bytes) = (Instant::now(), 0);

@@ -284,3 +284,21 @@ fn backoff_stays_below_its_growing_ceiling() {
         assert!(up.0.backoff(retry) <= ceiling, "retry {retry}");
     }
 }
+
+#[test]
+fn a_meter_does_not_count_the_time_its_reader_is_excused() {
+    let floor = Floor {
+        bytes_per_second: 1 << 20,
+        window: Duration::from_millis(50),
+    };
+    let (mut judged, mut excused) = (floor.meter(), floor.meter());
+    std::thread::sleep(Duration::from_millis(60));
+    // A window has passed with one byte: below the floor, unless the reader held it back.
+    excused.excuse(Duration::from_millis(60));
+    assert!(judged.count(1).is_some(), "one byte in 60 ms is below 1 MiB/s");
+    assert_eq!(excused.count(1), None, "the reader's 60 ms is not the source's");
+    // An excuse never reaches past now: the next window is judged again.
+    excused.excuse(Duration::from_secs(3600));
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(excused.count(1).is_some());
+}
