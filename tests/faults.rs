@@ -705,3 +705,42 @@ async fn the_floor_judges_the_upstream_not_a_client_that_reads_slowly() {
     assert_eq!(got.len() - split, want.len(), "the read was cut");
     assert!(got[split..] == want[..], "wrong bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_copy_that_keeps_its_answer_alive_with_spaces_is_not_cut() {
+    // S3 answers a long CopyObject (and CompleteMultipartUpload) 200 at once and sends a space
+    // now and then until its result: a slow answer by design, not a dripping one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let xml = "<CopyObjectResult><ETag>\"v2\"</ETag></CopyObjectResult>";
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut stream = BufReader::new(stream);
+        let mut line = String::new();
+        while stream.read_line(&mut line).await.unwrap() > 2 {
+            line.clear();
+        }
+        let spaces = 8;
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", spaces + xml.len());
+        let out = stream.get_mut();
+        out.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..spaces {
+            out.write_all(b" ").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        out.write_all(xml.as_bytes()).await.unwrap();
+    });
+    // The floor (64 KiB/s over 1 s) would cut this answer after a second.
+    let proxy = proxy(addr, 0, None);
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let req = "PUT /b/copy HTTP/1.1\r\nHost: x\r\nx-amz-copy-source: /b/original\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
+        .await
+        .expect("answered within 30 s")
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with(xml), "the copy's answer was cut: {got}");
+}

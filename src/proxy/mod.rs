@@ -472,12 +472,16 @@ impl ProxyHttp for S3Proxy {
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
         ctx.ttfb = Some(ctx.start.elapsed());
-        let client = session.as_downstream().stream();
-        ctx.floor = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.upstream.floor)
-            .map(|f| PassFloor::new(f, client));
+        // Only an object's bytes are held to the floor: S3 keeps a long CopyObject or
+        // CompleteMultipartUpload alive with a space now and then, a slow answer by design.
+        if ctx.op == Operation::GetObject {
+            let client = session.as_downstream().stream();
+            ctx.floor = ctx
+                .route
+                .as_ref()
+                .and_then(|r| r.upstream.floor)
+                .map(|f| PassFloor::new(f, client));
+        }
         self.invalidate(ctx);
         Ok(())
     }

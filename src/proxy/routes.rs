@@ -20,7 +20,7 @@ pub struct Upstream {
     pub origin: Arc<dyn Origin>,
     /// What else this upstream can do.
     pub kind: UpstreamKind,
-    /// The least a passed-through answer's body must deliver (cached reads get theirs from
+    /// The least a passed-through object's bytes must deliver (cached reads get theirs from
     /// `origin`); `None`: no floor.
     pub floor: Option<Floor>,
 }
@@ -36,7 +36,7 @@ pub enum UpstreamKind {
 
 impl Upstream {
     /// An S3 upstream; cached reads go through `cached` (`origin` behind retries and a breaker),
-    /// passed-through answers are held to `floor`.
+    /// passed-through objects' bytes are held to `floor`.
     pub fn s3(name: &str, origin: Arc<S3Origin>, cached: Arc<dyn Origin>, floor: Option<Floor>) -> Self {
         Self {
             name: name.into(),
