@@ -327,6 +327,19 @@ async fn fetch_with(proxy: &Proxy, path: &str, headers: &str) -> Got {
     }
 }
 
+/// Sends `request` (whole, with `Connection: close`) on a new connection and returns all the
+/// proxy sent back before closing it, within 30 s.
+async fn exchange(proxy: &Proxy, request: &str) -> Vec<u8> {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
+        .await
+        .expect("the connection closed within 30 s")
+        .unwrap();
+    got
+}
+
 /// Checks the never-wrong rule: a 200 carries a correct prefix of the object (all of it when
 /// `whole`); anything else is an S3 error document.
 fn check(got: &Got, what: &str, whole: bool) {
@@ -626,16 +639,10 @@ async fn a_passthrough_read_from_a_dripping_upstream_is_cut_at_the_floor() {
     origin.inject("drip", 0, &[Fault::Drip]);
     let range = format!("Range: bytes=0-{}\r\n", CHUNK - 1);
     let started = Instant::now();
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let req = format!("GET /live/drip HTTP/1.1\r\nHost: x\r\n{range}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
     // A byte every 200 ms is far below the floor (64 KiB/s over 1 s): the read is cut after
     // about a second. Not cut, it would take hours.
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
-        .await
-        .expect("the drip was cut within 30 s")
-        .unwrap();
+    let got = exchange(&proxy, &req).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "cut after {:?}",
@@ -732,14 +739,8 @@ async fn a_server_side_copy_that_keeps_its_answer_alive_with_spaces_is_not_cut()
     });
     // The floor (64 KiB/s over 1 s) would cut this answer after a second.
     let proxy = proxy(addr, 0, None);
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let req = "PUT /b/copy HTTP/1.1\r\nHost: x\r\nx-amz-copy-source: /b/original\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got))
-        .await
-        .expect("answered within 30 s")
-        .unwrap();
+    let got = exchange(&proxy, req).await;
     let got = String::from_utf8_lossy(&got);
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(got.ends_with(xml), "the copy's answer was cut: {got}");

@@ -14,7 +14,7 @@ use crate::upstream::{Floor, Meter};
 /// One passed-through body's rate against its upstream's floor.
 pub(super) struct PassFloor {
     meter: Meter,
-    /// How long the client's connection had held bytes back, at the last piece.
+    /// How long the client's connection had held bytes back, when last asked.
     held: Option<Duration>,
 }
 
@@ -28,13 +28,16 @@ impl PassFloor {
     }
 
     /// Counts a piece of `n` bytes from the upstream; past a window below the floor, says why
-    /// the upstream is too slow.
+    /// the upstream is too slow. The client's connection is asked only when a window is to be
+    /// judged (a system call once a window, not once a piece).
     pub(super) fn count(&mut self, n: usize, client: Option<&Stream>) -> Option<String> {
-        let held = crate::guard::held_back(client);
-        if let (Some(now), Some(before)) = (held, self.held) {
-            self.meter.excuse(now.saturating_sub(before));
+        if self.meter.due() {
+            let held = crate::guard::held_back(client);
+            if let (Some(now), Some(before)) = (held, self.held) {
+                self.meter.excuse(now.saturating_sub(before));
+            }
+            self.held = held;
         }
-        self.held = held;
         self.meter.count(n)
     }
 }

@@ -84,10 +84,10 @@ impl Meter {
     /// Counts `n` bytes received; past a window below the floor, says why the body is too slow.
     pub fn count(&mut self, n: usize) -> Option<String> {
         self.bytes += n as u64;
-        let elapsed = self.start.elapsed();
-        if elapsed < self.floor.window {
+        if !self.due() {
             return None;
         }
+        let elapsed = self.start.elapsed();
         let (bytes, wanted) = (
             self.bytes,
             (self.floor.bytes_per_second as f64 * elapsed.as_secs_f64()) as u64,
@@ -100,6 +100,11 @@ impl Meter {
                 self.floor.bytes_per_second
             )
         })
+    }
+
+    /// Whether the current window has run out: the next [`Self::count`] judges it.
+    pub fn due(&self) -> bool {
+        self.start.elapsed() >= self.floor.window
     }
 
     /// Does not count `time` against the source: its reader, not the source, held the body back
