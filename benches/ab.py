@@ -5,11 +5,12 @@ origin, warmed first; the rounds alternate which build goes first; the report is
 range of each, and the ratio of medians.
 
 Usage: benches/ab.py BASELINE_BINARY CANDIDATE_BINARY [--set 64KiB|1MiB|16MiB|1GiB] [--connections N]
-                     [--rounds R] [--seconds S] [--cold] [--disk]
+                     [--rounds R] [--seconds S] [--cold] [--disk] [--remote]
 With --cold, each build's memory tier is first filled with cold reads (unmeasured), then each round
 reads fresh names (hard links) of the set once, cold, through each build, and reports GB/s and the
 build's CPU seconds per GiB; --disk gives both builds the kit's default disk tier (encrypted,
-O_DIRECT) under the memory tier. The disk tiers and the fresh names are removed at the end.
+O_DIRECT) under the memory tier; --remote puts both in front of the origin's remote port (30 ms to
+the first byte, 80 MiB/s per connection, benches/remote.py). The disk tiers and the fresh names are removed at the end.
 Build the binaries first (for example `git worktree add` of the baseline commit, and
 `cargo build --release` in each, copying target/release/shardcache aside). The data and the load
 client are the kit's (run benches/run.sh once). Loopback only; everything started is stopped.
@@ -33,13 +34,14 @@ def main():
     ap.add_argument("--seconds", type=float, default=4)
     ap.add_argument("--cold", action="store_true", help="cold reads of fresh names, not hits")
     ap.add_argument("--disk", action="store_true", help="a disk tier under the memory tier")
+    ap.add_argument("--remote", action="store_true", help="the origin's remote port as the upstream")
     opts = ap.parse_args()
     data = kit.Dataset(quick=False)
     stamp = int(time.time())
     objects = data.sets[opts.set]
     if not all((kit.DATA / "bench" / key).exists() for key, _ in objects):
         raise SystemExit("the kit's data is missing: run benches/run.sh once")
-    origin = kit.Origin("8m")
+    origin = kit.Origin()
     started = [origin.proc]
     builds, disks = {}, []
     try:
@@ -47,7 +49,8 @@ def main():
             kit.SHARDCACHE = Path(binary).resolve()
             disk = kit.WORK / f"ab-{name}-cache" if opts.disk else None
             disks.append(disk)
-            contender = kit.start_shardcache(f"ab-{name}", origin.port, kit.MEMORY_TIER, disk)
+            port = origin.remote_port if opts.remote else origin.port
+            contender = kit.start_shardcache(f"ab-{name}", port, kit.MEMORY_TIER, disk)
             started.extend(contender.procs)
             if opts.cold:
                 # Fill the memory tier first, as the kit's hit cases do before its cold ones: a
@@ -88,6 +91,7 @@ def main():
               f"CPU-s/GiB median {cpu:.2f}")
     kind = "cold" if opts.cold else "hit"
     tier = "memory and disk tiers" if opts.disk else "memory tier"
+    tier += ", remote origin" if opts.remote else ""
     print(f"candidate / baseline: {medians['candidate'] / medians['baseline']:.3f}x "
           f"({kind} {opts.set} x{opts.connections}, {opts.rounds} rounds, {tier})")
 

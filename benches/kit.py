@@ -187,15 +187,32 @@ class Contender:
         return args
 
 
-class Origin:
-    """nginx serving DATA as /bucket/key, and the same files rate-limited on a second port."""
+# The remote origin: what one connection to a distant object store gets.
+REMOTE_RATE = "80m"  # nginx limit_rate per connection: 80 MiB/s
+REMOTE_DELAY = 0.03  # seconds before each answer's first byte
 
-    def __init__(self, slow_rate):
-        self.port, self.slow_port = free_port(), free_port()
+
+def echo_module():
+    """Where this nginx keeps its dynamic modules' echo module (Debian's libnginx-mod-http-echo)."""
+    out = subprocess.run(["nginx", "-V"], capture_output=True, text=True).stderr
+    m = re.search(r"--modules-path=(\S+)", out)
+    module = Path(m.group(1) if m else "modules") / "ngx_http_echo_module.so"
+    if not module.exists():
+        sys.exit(f"{module} missing: benches/run.sh installs libnginx-mod-http-echo")
+    return module
+
+
+class Origin:
+    """nginx serving DATA as /bucket/key, and the same files as a remote store on a second port
+    (`remote_port`: REMOTE_DELAY to the first byte, REMOTE_RATE per connection)."""
+
+    def __init__(self):
+        self.port, self.remote_port = free_port(), free_port()
         self.log = WORK / "origin-access.log"
         self.log.write_text("")
-        conf = render_conf("nginx-origin.conf", ORIGIN_PORT=self.port, SLOW_PORT=self.slow_port,
-                           SLOW_RATE=slow_rate, DATA=DATA, ACCESS_LOG=self.log, USER=USER)
+        conf = render_conf("nginx-origin.conf", ORIGIN_PORT=self.port, REMOTE_PORT=self.remote_port,
+                           REMOTE_RATE=REMOTE_RATE, REMOTE_DELAY=REMOTE_DELAY, ECHO_MODULE=echo_module(),
+                           DATA=DATA, ACCESS_LOG=self.log, USER=USER)
         self.proc = start_nginx("origin", conf)
         wait_port(self.port, self.proc.proc, self.proc.log)
 
@@ -230,11 +247,11 @@ def start_nginx(name, conf):
 
 
 def start_shardcache(name, upstream_port, memory, disk_dir, write_queue=None, extra="", disk_extra="",
-                     host="127.0.0.1", capacity=24 * GiB, chunk_size=None):
+                     host="127.0.0.1", capacity=24 * GiB, chunk_size=None, cache_extra=""):
     """shardcache on `host` with its default disk settings (O_DIRECT, encrypted) and `capacity`,
     or memory only if `disk_dir` is None; `write_queue` overrides cache.disk.write_queue_bytes;
-    `extra` is appended to the config, `disk_extra` to its cache.disk section; `chunk_size`
-    overrides cache.chunk_size."""
+    `extra` is appended to the config, `disk_extra` to its cache.disk section, `cache_extra` (keys
+    of one line each) to its cache section; `chunk_size` overrides cache.chunk_size."""
     s3_port, admin_port = free_port(), free_port()
     disk = "\n  disk: null"
     if disk_dir is not None:
@@ -254,7 +271,7 @@ admin_listen: {host}:{admin_port}
 threads: 2
 grace_period_seconds: 0
 cache:
-  memory_bytes: {memory}{f"{chr(10)}  chunk_size: {chunk_size}" if chunk_size else ""}{disk}
+  memory_bytes: {memory}{f"{chr(10)}  chunk_size: {chunk_size}" if chunk_size else ""}{"".join(f"{chr(10)}  {k}" for k in cache_extra.splitlines())}{disk}
 upstreams:
   origin:
     kind: s3

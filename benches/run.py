@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 import cluster
+import remote
 import sweep
 from kit import (
     CACHEY, CEILING, CLUSTER_SHARDS, Contender, DATA, Dataset, fio_read, get_args, GiB, iperf3,
-    LOADGEN, loopback, measure, MEMORY_TIER, MiB, Origin, ROOT, SHARDCACHE, start_caches,
+    LOADGEN, loopback, measure, MEMORY_TIER, MiB, Origin, REMOTE_RATE, ROOT, SHARDCACHE, start_caches,
     start_cachey, start_nginx_cache, start_shardcache, start_trust_contenders, warm, WORK,
 )
 
@@ -51,9 +52,10 @@ def main():
     rounds = opts.rounds or (1 if opts.quick else 3)
     seconds = opts.seconds or (2 if opts.quick else 4)
     WORK.mkdir(parents=True, exist_ok=True)
-    # `--only trust`, `--only disk`, `--only stream`, `--only cluster` and `--only sweep` measure
-    # shardcache against itself (and fio), or start their own peers: the peers are not started.
-    peers = not opts.only.startswith(("trust", "disk", "stream", "cluster", "sweep"))
+    # `--only trust`, `--only disk`, `--only stream`, `--only cluster`, `--only sweep` and
+    # `--only remote` measure shardcache against itself (and fio), or start their own peers: the
+    # peers are not started.
+    peers = not opts.only.startswith(("trust", "disk", "stream", "cluster", "sweep", "remote"))
     for tool in (LOADGEN, CEILING, SHARDCACHE, *([CACHEY] if peers else [])):
         if not tool.exists():
             sys.exit(f"missing {tool}: run benches/run.sh, which builds and installs it")
@@ -61,8 +63,7 @@ def main():
     data = Dataset(opts.quick)
     print("preparing data ...", flush=True)
     data.build()
-    slow_rate = "8m"  # bytes/s per origin connection on the slow port (nginx limit_rate)
-    origin = Origin(slow_rate)
+    origin = Origin()
     direct = Contender("upstream", origin.port, [origin.proc])
     caches = start_caches(origin.port) if peers else [
         start_shardcache("shardcache", origin.port, MEMORY_TIER, WORK / "shardcache-cache")]
@@ -196,7 +197,17 @@ def main():
         time.sleep(10)
         idle = (sc.procs[0].cpu_seconds() - cpu0) / 10
 
-        # Training-epoch simulation through the rate-limited origin, with fresh caches.
+        # Cold reads from the remote origin (30 ms to the first byte, 80 MiB/s per connection):
+        # fresh caches each round, in a rotating order, against the origin read directly (one
+        # connection per reader, and 16 connections of 8 MiB ranges: what it can give at most)
+        # and s5cmd's cp (its defaults, and 16 parts of 8 MiB at once).
+        if any(wanted(case) for case in remote.CASES):
+            for c in caches:
+                for p in c.procs:
+                    p.stop()
+            rows.extend(remote.run(origin, data, rounds, opts.only))
+
+        # Training-epoch simulation through the remote origin, with fresh caches.
         case = "epochs"
         if wanted(case):
             for c in caches:
@@ -205,10 +216,10 @@ def main():
             shards = [(k, data.shard_sizes[k]) for k in data.shards]
             rate = 400e6  # accelerator consumption, bytes/s
             fresh = [
-                lambda: Contender("upstream", origin.slow_port, [origin.proc]),
-                lambda: start_shardcache("shardcache-epochs", origin.slow_port, MEMORY_TIER, WORK / "shardcache-cache"),
-                lambda: start_nginx_cache(origin.slow_port),
-                lambda: start_cachey(origin.slow_port, MEMORY_TIER),
+                lambda: Contender("upstream", origin.remote_port, [origin.proc]),
+                lambda: start_shardcache("shardcache-epochs", origin.remote_port, MEMORY_TIER, WORK / "shardcache-cache"),
+                lambda: start_nginx_cache(origin.remote_port),
+                lambda: start_cachey(origin.remote_port, MEMORY_TIER),
             ]
             for start in fresh:
                 c = start()
@@ -216,7 +227,7 @@ def main():
                 started.extend(ours)
                 result = measure(c, origin, ["epoch", *c.loadgen_target(shards), "--workers", "8", "--epochs", "3",
                                              "--consume-rate", str(rate), "--prefetch", "4"])
-                record(case, c, 1, result, consume_rate=rate, slow_rate=slow_rate)
+                record(case, c, 1, result, consume_rate=rate, remote_rate=REMOTE_RATE)
                 for p in ours:
                     p.stop()
 

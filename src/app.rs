@@ -15,7 +15,7 @@ use pingora_core::services::listening::Service;
 
 use crate::admin::{AdminAccess, AdminApp};
 use crate::audit::{Audit, AuditOptions, Sink};
-use crate::cache::read::ObjectReader;
+use crate::cache::read::{ObjectReader, ReadAhead};
 use crate::cache::{CacheError, CacheOptions, ChunkCache, DiskOptions, IoEngine, MemoryOnly};
 use crate::cluster::auth::ClusterKey;
 use crate::cluster::discovery::DnsDiscovery;
@@ -377,7 +377,11 @@ pub fn run(config: Config, source: Option<PathBuf>, run_args: Option<RunArgs>) -
     let reader = ObjectReader::new(
         cache.clone(),
         metrics.upstream.clone(),
-        config.cache.read_ahead_chunks,
+        ReadAhead {
+            chunks: config.cache.read_ahead_chunks,
+            max_chunks: config.cache.read_ahead_max_chunks,
+            per_upstream: config.cache.read_ahead_per_upstream,
+        },
         owned_on_disk,
     );
     let state = Arc::new(ProxyState::new(

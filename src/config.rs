@@ -137,9 +137,16 @@ pub struct CacheConfig {
     /// Disk tier; `null` for a memory-only cache. Default: see [`DiskConfig`].
     #[serde(default = "defaults::disk")]
     pub disk: Option<DiskConfig>,
-    /// Chunks fetched ahead of a sequential reader. `0` turns read-ahead off. Default: `2`.
+    /// Chunks fetched ahead of a reader at first. `0` turns read-ahead off. Default: `2`.
     #[serde(default = "defaults::read_ahead_chunks")]
     pub read_ahead_chunks: u32,
+    /// The most chunks fetched ahead of one sequential reader: its window doubles up to this
+    /// while it keeps reaching chunks still being fetched. Default: `16`.
+    #[serde(default = "defaults::read_ahead_max_chunks")]
+    pub read_ahead_max_chunks: u32,
+    /// Read-ahead fetches in flight at most per upstream, over all readers. Default: `64`.
+    #[serde(default = "defaults::read_ahead_per_upstream")]
+    pub read_ahead_per_upstream: u32,
     /// Seconds object metadata is trusted before it is checked with the upstream again.
     /// Per-bucket `metadata_ttl_seconds` overrides it. Default: `60`.
     #[serde(default = "defaults::metadata_ttl_seconds")]
@@ -308,6 +315,12 @@ mod defaults {
     pub fn read_ahead_chunks() -> u32 {
         2
     }
+    pub fn read_ahead_max_chunks() -> u32 {
+        16
+    }
+    pub fn read_ahead_per_upstream() -> u32 {
+        64
+    }
     pub fn metadata_ttl_seconds() -> u64 {
         60
     }
@@ -329,6 +342,8 @@ impl Default for CacheConfig {
             memory_bytes: defaults::memory_bytes(),
             disk: defaults::disk(),
             read_ahead_chunks: defaults::read_ahead_chunks(),
+            read_ahead_max_chunks: defaults::read_ahead_max_chunks(),
+            read_ahead_per_upstream: defaults::read_ahead_per_upstream(),
             metadata_ttl_seconds: defaults::metadata_ttl_seconds(),
             stale_if_error_seconds: 0,
         }
@@ -425,6 +440,15 @@ impl Config {
                 "cache.chunk_size",
                 "must be a multiple of 4096 between 65536 and 67108864",
             ));
+        }
+        if c.read_ahead_max_chunks < c.read_ahead_chunks || c.read_ahead_max_chunks > 1024 {
+            return Err(invalid(
+                "cache.read_ahead_max_chunks",
+                "must be at least cache.read_ahead_chunks and at most 1024",
+            ));
+        }
+        if c.read_ahead_per_upstream == 0 {
+            return Err(invalid("cache.read_ahead_per_upstream", "must be at least 1"));
         }
         if c.memory_bytes < c.chunk_size {
             return Err(invalid(

@@ -367,6 +367,64 @@ async fn sequential_reads_fetch_the_next_chunks_ahead() {
     );
 }
 
+/// A distant upstream answers each GET late: a reader that waits on one chunk at a time gets a
+/// small share of what the upstream can give. Read-ahead widens while the reader keeps catching
+/// up with chunks still being fetched, and no chunk is fetched twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_widens_for_a_reader_that_waits_on_a_distant_upstream() {
+    let (s3, proxy) = setup(
+        "wide",
+        ProxyOptions {
+            read_ahead: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = data(64 * C, 9);
+    s3.put("wide", "k", body.clone()).await;
+    s3.clear();
+    s3.delay_gets(Duration::from_millis(40));
+    assert_eq!(get(&proxy, "wide", "k").await, body);
+    assert_eq!(s3.requests("GET", "wide", "k").len(), 64, "each chunk fetched once");
+    assert!(
+        s3.peak_gets() >= 12,
+        "at most {} chunk fetches at once for one sequential reader",
+        s3.peak_gets()
+    );
+}
+
+/// However many readers widen their read-ahead, one upstream has at most
+/// `read_ahead_per_upstream` of its fetches at once, besides the chunks readers wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_ahead_is_bounded_per_upstream() {
+    let (s3, proxy) = setup(
+        "bound",
+        ProxyOptions {
+            read_ahead: 2,
+            cache_extra: "  read_ahead_per_upstream: 3\n".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let bodies = [data(32 * C, 10), data(32 * C, 11)];
+    for (i, b) in bodies.iter().enumerate() {
+        s3.put("bound", &format!("k{i}"), b.clone()).await;
+    }
+    s3.clear();
+    s3.delay_gets(Duration::from_millis(40));
+    let (a, b) = tokio::join!(get(&proxy, "bound", "k0"), get(&proxy, "bound", "k1"));
+    assert!(a == bodies[0] && b == bodies[1]);
+    for key in ["k0", "k1"] {
+        assert_eq!(
+            s3.requests("GET", "bound", key).len(),
+            32,
+            "each chunk of {key} fetched once"
+        );
+    }
+    // Three read ahead, and each reader's own chunk.
+    assert!(s3.peak_gets() <= 5, "{} fetches at once", s3.peak_gets());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
     let disk = tempfile::tempdir().unwrap();

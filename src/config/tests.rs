@@ -12,6 +12,10 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.cache.chunk_size, 8 << 20);
     assert_eq!(c.cache.read_ahead_chunks, 2);
+    assert_eq!(
+        (c.cache.read_ahead_max_chunks, c.cache.read_ahead_per_upstream),
+        (16, 64)
+    );
     assert_eq!(c.cache.disk.unwrap().io_engine, IoEngineKind::Uring);
     assert_eq!((c.cache.stale_if_error_seconds, c.clients.max_connections), (0, 4096));
     assert_eq!(c.clients.header_timeout_seconds, 10);
@@ -20,6 +24,21 @@ fn a_minimal_file_gets_the_documented_defaults() {
         panic!("an s3 upstream")
     };
     assert_eq!((u.retry.attempts, u.breaker.failures, u.hedge.is_none()), (3, 5, true));
+}
+
+#[test]
+fn a_read_ahead_that_cannot_widen_or_has_no_slot_is_refused_by_name() {
+    for (keys, field) in [
+        (
+            "read_ahead_chunks: 8\n  read_ahead_max_chunks: 4",
+            "cache.read_ahead_max_chunks",
+        ),
+        ("read_ahead_max_chunks: 4096", "cache.read_ahead_max_chunks"),
+        ("read_ahead_per_upstream: 0", "cache.read_ahead_per_upstream"),
+    ] {
+        let err = load(&format!("{MINIMAL}cache:\n  {keys}\n")).unwrap_err().to_string();
+        assert!(err.contains(field), "{keys}: {err}");
+    }
 }
 
 #[test]

@@ -41,7 +41,17 @@ pub struct S3Server {
     pub root: tempfile::TempDir,
     seen: Arc<Mutex<Vec<Seen>>>,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    gets: Arc<Gets>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+/// How the server answers GETs: after a delay (a distant store's time to first byte), and how
+/// many it was answering at once at most.
+#[derive(Default)]
+struct Gets {
+    delay_ms: std::sync::atomic::AtomicU64,
+    answering: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 impl S3Server {
@@ -56,6 +66,8 @@ impl S3Server {
         let log = seen.clone();
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accepted = connections.clone();
+        let gets = Arc::new(Gets::default());
+        let answering = gets.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -65,13 +77,26 @@ impl S3Server {
                 accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let service = service.clone();
                 let log = log.clone();
+                let gets = answering.clone();
                 let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     log.lock().unwrap().push(Seen {
                         method: req.method().to_string(),
                         path: req.uri().path().to_owned(),
                         range: req.headers().get("range").map(|v| v.to_str().unwrap().to_owned()),
                     });
-                    hyper::service::Service::call(&service, req)
+                    let (service, gets) = (service.clone(), gets.clone());
+                    async move {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        if req.method() != http::Method::GET {
+                            return hyper::service::Service::call(&service, req).await;
+                        }
+                        let now = gets.answering.fetch_add(1, SeqCst) + 1;
+                        gets.peak.fetch_max(now, SeqCst);
+                        tokio::time::sleep(Duration::from_millis(gets.delay_ms.load(SeqCst))).await;
+                        let answer = hyper::service::Service::call(&service, req).await;
+                        gets.answering.fetch_sub(1, SeqCst);
+                        answer
+                    }
                 });
                 tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -85,8 +110,21 @@ impl S3Server {
             root,
             seen,
             connections,
+            gets,
             stop: Some(stop),
         }
+    }
+
+    /// Answers every GET from now on `delay` late, as a distant store would.
+    pub fn delay_gets(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.gets.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The most GETs it was answering at once (waiting out the delay, or reading the object)
+    /// since the last `clear`.
+    pub fn peak_gets(&self) -> usize {
+        self.gets.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A client talking to the S3 server directly (for seeding and checking).
@@ -127,6 +165,7 @@ impl S3Server {
     pub fn clear(&self) {
         self.seen.lock().unwrap().clear();
         self.connections.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.gets.peak.store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Requests seen since the last `clear`.
@@ -200,6 +239,8 @@ impl ShutdownSignalWatch for Stop {
 pub struct ProxyOptions {
     pub chunk_size: u64,
     pub read_ahead: u32,
+    /// More keys of the `cache` section, each line indented by two spaces.
+    pub cache_extra: String,
     pub disk: Option<std::path::PathBuf>,
     pub extra: String,
 }
@@ -209,6 +250,7 @@ impl Default for ProxyOptions {
         Self {
             chunk_size: 64 << 10,
             read_ahead: 0,
+            cache_extra: String::new(),
             disk: None,
             extra: String::new(),
         }
@@ -236,13 +278,14 @@ impl Proxy {
         let yaml = format!(
             "listen: 127.0.0.1:{}\nadmin_listen: 127.0.0.1:{}\nthreads: 2\ngrace_period_seconds: 0\n\
              graceful_shutdown_timeout_seconds: 1\nvirtual_host_domains: [s3.test.local]\n\
-             cache:\n  chunk_size: {}\n  memory_bytes: 33554432\n  read_ahead_chunks: {}\n{disk}\
+             cache:\n  chunk_size: {}\n  memory_bytes: 33554432\n  read_ahead_chunks: {}\n{}{disk}\
              upstreams:\n  up:\n    kind: s3\n    endpoint: http://{upstream}\n    credentials:\n      source: static\n      \
              access_key_id: {ACCESS_KEY}\n      secret_access_key: {SECRET_KEY}\ndefault_upstream: up\n{}",
             free_port(),
             free_port(),
             opts.chunk_size,
             opts.read_ahead,
+            opts.cache_extra,
             opts.extra
         );
         Self::start_yaml(&yaml)

@@ -303,6 +303,11 @@ impl ChunkCache {
         self.begin(key, len, fetch, Admission::touch, None)
     }
 
+    /// Whether chunk `key` is cached or being fetched.
+    pub fn has(&self, key: &CacheKey) -> bool {
+        self.inner.hybrid.contains(key) || self.inner.in_flight(key).is_some()
+    }
+
     /// [`Self::start`] for a chunk read ahead of a sequential reader (counted as such).
     pub fn prefetch(&self, key: CacheKey, len: u64, fetch: impl FnOnce() -> ChunkFetch) {
         // Only where there is room for it: read-ahead never waits, nor makes a reader wait.

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::ahead::holding;
 use super::fetch::fetcher;
 use super::{BucketSource, ObjectReader, Version};
 use crate::plan::{chunk_span, plan, ChunkSlice, Plan};
@@ -84,8 +85,9 @@ impl std::fmt::Display for BodyError {
 /// Who reads a body, which decides what it does besides reading.
 #[derive(Clone, Copy)]
 pub(super) enum Reading {
-    /// A client's read, which reads ahead if `sequential`.
-    Client { sequential: bool },
+    /// A client's read, whose read-ahead goes past its end if it continues a sequential `pass`
+    /// (with that pass's window).
+    Client { pass: Option<u32> },
     /// A cluster member's read of one chunk from its owner: no read-ahead.
     Peer,
 }
@@ -143,6 +145,8 @@ pub struct ObjectBody<'a> {
     opened: Option<(u64, StartedFill)>,
     /// Chunks read ahead end before this one.
     ahead_limit: u64,
+    /// Chunks read ahead of the one being read.
+    window: u32,
     /// Read-ahead due once the current fill's first bytes are here.
     ahead_after: Option<u64>,
     /// A client's read: an upstream that says the object changed or went away makes the
@@ -165,9 +169,9 @@ impl<'a> ObjectBody<'a> {
         whole: Range<u64>,
         reading: Reading,
     ) -> Self {
-        let (sequential, for_client) = match reading {
-            Reading::Client { sequential } => (sequential, true),
-            Reading::Peer => (false, false),
+        let (pass, for_client) = match reading {
+            Reading::Client { pass } => (pass, true),
+            Reading::Peer => (None, false),
         };
         // A peer's read is sent to a member that keeps up by design (its own floor cuts one
         // that does not); a client proves it.
@@ -178,9 +182,9 @@ impl<'a> ObjectBody<'a> {
         let Version { object, etag, size } = version;
         let chunk_size = reader.parts.cache.chunk_size();
         let last = plan(whole.clone(), chunk_size, size).last().map_or(0, |s| s.index);
-        let ahead_limit = match sequential {
-            true => size.div_ceil(chunk_size),
-            false => last + 1,
+        let ahead_limit = match pass {
+            Some(_) => size.div_ceil(chunk_size),
+            None => last + 1,
         };
         Self {
             reader,
@@ -193,6 +197,7 @@ impl<'a> ObjectBody<'a> {
             current: None,
             opened: first,
             ahead_limit,
+            window: pass.unwrap_or(reader.ahead.chunks),
             ahead_after: None,
             for_client,
             disk_failed: None,
@@ -402,7 +407,12 @@ impl<'a> ObjectBody<'a> {
                 self.current = Some(Current::Disk { read, slice, given: 0 });
                 return None;
             }
-            ChunkRead::Leader(r) | ChunkRead::Follower(r) => r,
+            ChunkRead::Leader(r) => r,
+            ChunkRead::Follower(r) => {
+                // Fetched ahead but not here yet: the reader waits on the upstream.
+                self.widen();
+                r
+            }
         };
         // Read-ahead starts once this chunk's first bytes are here, so that its fetches never
         // compete with this chunk's for the connection setup and CPU before the first byte.
@@ -546,15 +556,31 @@ impl<'a> ObjectBody<'a> {
         CacheKey::Chunk(self.object.clone(), self.etag_key.clone(), index)
     }
 
-    /// Fetches the chunks after `index` a sequential reader will want next.
+    /// Fetches the chunks after `index` the reader will want next, as many as its window and
+    /// the upstream's read-ahead slots allow.
     fn read_ahead(&self, index: u64) {
         let parts = &self.reader.parts;
         let chunk_size = parts.cache.chunk_size();
-        let end = (index + 1 + u64::from(self.reader.read_ahead)).min(self.ahead_limit);
+        let end = (index + 1 + u64::from(self.window)).min(self.ahead_limit);
         for i in index + 1..end {
+            let key = self.key(i);
+            if parts.cache.has(&key) {
+                continue;
+            }
+            let Some(slot) = self.reader.slots.take(&self.source.upstream) else {
+                return;
+            };
             let span = chunk_span(i, chunk_size, self.size);
             let fetch = fetcher(parts, self.source, &self.object, &self.etag, span.clone());
-            parts.cache.prefetch(self.key(i), span.end - span.start, fetch);
+            parts.cache.prefetch(key, span.end - span.start, holding(fetch, slot));
+        }
+    }
+
+    /// Doubles a client's read-ahead window (up to its most).
+    fn widen(&mut self) {
+        if self.for_client && self.window > 0 {
+            let ahead = &self.reader.ahead;
+            self.window = self.reader.streams.widen(&self.object, self.window, ahead.max_chunks);
         }
     }
 }

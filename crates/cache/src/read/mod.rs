@@ -5,16 +5,16 @@
 //! cluster) and a key, it owns everything between the request and the bytes: the metadata cache
 //! and its coalesced lookups (`meta`), the tier lookups and fills of each chunk, the choice of
 //! source for a missing chunk (its cluster owner or the upstream, `fetch`), and read-ahead for
-//! sequential readers (`sequential`). Callers turn requests into calls on it and its answers
+//! sequential readers (`ahead`). Callers turn requests into calls on it and its answers
 //! into responses; it knows nothing of HTTP.
 //!
 //! It uses the chunk cache, the cluster's peers, the upstream's `Origin`, `s3`'s operation names
 //! (metric labels), `metrics` and `types`; it must not reach the proxy or the config.
 
+mod ahead;
 mod body;
 mod fetch;
 mod meta;
-mod sequential;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 
+pub use ahead::ReadAhead;
+use ahead::{Slots, Streams};
 use body::Reading;
 pub use body::{BodyError, ObjectBody, Piece};
 
@@ -29,7 +31,6 @@ use super::plan::{chunk_count, chunk_span};
 use super::{CacheKey, ChunkCache, ChunkRead, Fetched, StartedFill};
 use fetch::fetcher;
 use meta::MetaLookups;
-use sequential::SequentialReads;
 use shardcache_cluster::Peers;
 use shardcache_types::{ETag, ObjectMeta, ObjectRef};
 use shardcache_upstream::UpstreamMetrics;
@@ -126,16 +127,18 @@ const WARM_IN_FLIGHT: usize = 4;
 pub struct ObjectReader {
     parts: Parts,
     meta: MetaLookups,
-    sequential: SequentialReads,
-    /// Chunks read ahead of a sequential reader.
-    read_ahead: u32,
+    ahead: ReadAhead,
+    /// Sequential passes and their read-ahead windows.
+    streams: Streams,
+    /// Each upstream's room for read-ahead fetches.
+    slots: Slots,
 }
 
 impl ObjectReader {
     /// A reader over `cache`. `metrics`: the upstreams' (the reader's calls to them are counted
     /// there); `owned_chunks_on_disk`: whether a chunk from its cluster owner may go to this
     /// node's disk tier.
-    pub fn new(cache: ChunkCache, metrics: Arc<UpstreamMetrics>, read_ahead: u32, owned_chunks_on_disk: bool) -> Self {
+    pub fn new(cache: ChunkCache, metrics: Arc<UpstreamMetrics>, ahead: ReadAhead, owned_chunks_on_disk: bool) -> Self {
         Self {
             parts: Parts {
                 cache,
@@ -144,8 +147,9 @@ impl ObjectReader {
                 copies: Arc::new(tokio::sync::Semaphore::new(body::COPIES_KIB)),
             },
             meta: MetaLookups::default(),
-            sequential: SequentialReads::default(),
-            read_ahead,
+            ahead,
+            streams: Streams::default(),
+            slots: Slots::new(ahead.per_upstream),
         }
     }
 
@@ -180,11 +184,13 @@ impl ObjectReader {
         })
     }
 
-    /// Bytes `whole` of the version `opened` found. Chunks ahead are fetched while it is read
-    /// if reads of the object look sequential.
+    /// Bytes `whole` of the version `opened` found. Chunks ahead are fetched while it is read,
+    /// past its end too if reads of the object look sequential.
     pub fn read<'a>(&'a self, source: &'a BucketSource, opened: Opened, whole: Range<u64>) -> ObjectBody<'a> {
         let chunk_size = self.parts.cache.chunk_size();
-        let sequential = self.sequential.observe(&opened.object, &whole, chunk_size);
+        let pass = self
+            .streams
+            .observe(&opened.object, &whole, chunk_size, self.ahead.chunks);
         let Opened {
             meta, object, first, ..
         } = opened;
@@ -193,7 +199,7 @@ impl ObjectReader {
             etag: meta.etag.clone(),
             size: meta.size,
         };
-        ObjectBody::new(self, source, version, first, whole, Reading::Client { sequential })
+        ObjectBody::new(self, source, version, first, whole, Reading::Client { pass })
     }
 
     /// Bytes `span` (one chunk, ending no further than the object) of version `etag` of `key`,
