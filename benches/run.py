@@ -82,20 +82,21 @@ def main():
         return case.startswith(opts.only)
 
     try:
-        # Ceilings.
+        # Ceilings (a partial run keeps the last full run's: report.py reads those).
         ceilings = {}
         # iperf3 at its default 128 KiB writes, then with 1 MiB writes, and a tokio pair with
         # the proxy's two threads: the last is what loopback can carry (issue #15).
-        secs = 3 if opts.quick else 5
-        for streams in (1, 16, 64):
-            ceilings[f"iperf3 {streams} streams"] = statistics.median(
-                iperf3(streams, secs)["gb_per_s"] for _ in range(rounds))
-            ceilings[f"iperf3 {streams} streams, 1 MiB writes"] = statistics.median(
-                iperf3(streams, secs, "1M")["gb_per_s"] for _ in range(rounds))
-            ceilings[f"tokio loopback {streams} streams, 1 MiB writes, 2 threads"] = statistics.median(
-                loopback(streams, secs)["gb_per_s"] for _ in range(rounds))
-        ceilings["fio io_uring O_DIRECT sequential read"] = fio_read(WORK, "1G" if opts.quick else "4G")["gb_per_s"]
-        print(f"ceilings: {ceilings}", flush=True)
+        if not opts.only:
+            secs = 3 if opts.quick else 5
+            for streams in (1, 16, 64):
+                ceilings[f"iperf3 {streams} streams"] = statistics.median(
+                    iperf3(streams, secs)["gb_per_s"] for _ in range(rounds))
+                ceilings[f"iperf3 {streams} streams, 1 MiB writes"] = statistics.median(
+                    iperf3(streams, secs, "1M")["gb_per_s"] for _ in range(rounds))
+                ceilings[f"tokio loopback {streams} streams, 1 MiB writes, 2 threads"] = statistics.median(
+                    loopback(streams, secs)["gb_per_s"] for _ in range(rounds))
+            ceilings["fio io_uring O_DIRECT sequential read"] = fio_read(WORK, "1G" if opts.quick else "4G")["gb_per_s"]
+            print(f"ceilings: {ceilings}", flush=True)
 
         # Warm every cache with the hit sets.
         hit_sets = data.sets

@@ -393,6 +393,35 @@ async fn read_ahead_widens_for_a_reader_that_waits_on_a_distant_upstream() {
     );
 }
 
+/// The chunks a request asks for are wanted: read-ahead fetches them up to its most at once
+/// from the first, without waiting for a window to widen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chunks_a_request_asks_for_are_fetched_at_once() {
+    let (s3, proxy) = setup(
+        "asked",
+        ProxyOptions {
+            read_ahead: 1,
+            cache_extra: "  read_ahead_max_chunks: 8\n".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = data(32 * C, 12);
+    s3.put("asked", "k", body.clone()).await;
+    s3.clear();
+    s3.delay_gets(Duration::from_millis(100));
+    // From the middle of the object: not a sequential pass, so nothing past its end is read.
+    let range = format!("bytes={}-{}", 8 * C, 16 * C - 1);
+    let out = get_object(&proxy, "asked", "k", Some(&range)).await;
+    assert_eq!(
+        out.body.collect().await.unwrap().into_bytes().to_vec(),
+        body[8 * C..16 * C].to_vec()
+    );
+    // Chunk 8 comes with the metadata; then chunks 9 to 15 at once (a window widening from 1
+    // had at most 4 at once).
+    assert!(s3.peak_gets() >= 7, "{} fetches at once", s3.peak_gets());
+}
+
 /// However many readers widen their read-ahead, one upstream has at most
 /// `read_ahead_per_upstream` of its fetches at once, besides the chunks readers wait for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! Read-ahead: telling sequential readers from random ones, how far ahead of each to fetch, and
 //! how many read-ahead fetches each upstream has in flight.
 //!
-//! A sequential reader's window starts at [`ReadAhead::chunks`] and doubles, up to
+//! The chunks a request asks for are fetched up to [`ReadAhead::max_chunks`] ahead of its reader
+//! from the first: the client wants them. Past the request's end, read-ahead is a guess, so a
+//! sequential reader's window starts at [`ReadAhead::chunks`] and doubles, up to
 //! [`ReadAhead::max_chunks`], each time the reader reaches a chunk that is still being fetched:
 //! it is waiting on the upstream, so more of the upstream's parallelism is worth asking for. A
 //! reader that finds its chunks cached keeps its window. Read-ahead never waits: a fetch past
@@ -28,7 +30,7 @@ const MAX_TRACKED: usize = 4096;
 pub struct ReadAhead {
     /// Chunks fetched ahead of a reader at first; `0` turns read-ahead off.
     pub chunks: u32,
-    /// The most chunks ahead of one sequential reader.
+    /// The most chunks ahead of one reader.
     pub max_chunks: u32,
     /// Read-ahead fetches in flight at most per upstream, over all readers.
     pub per_upstream: u32,

@@ -145,7 +145,9 @@ pub struct ObjectBody<'a> {
     opened: Option<(u64, StartedFill)>,
     /// Chunks read ahead end before this one.
     ahead_limit: u64,
-    /// Chunks read ahead of the one being read.
+    /// The chunks the request asked for end before this one.
+    asked_end: u64,
+    /// Chunks read ahead of the one being read, past the request's end.
     window: u32,
     /// Read-ahead due once the current fill's first bytes are here.
     ahead_after: Option<u64>,
@@ -197,6 +199,7 @@ impl<'a> ObjectBody<'a> {
             current: None,
             opened: first,
             ahead_limit,
+            asked_end: last + 1,
             window: pass.unwrap_or(reader.ahead.chunks),
             ahead_after: None,
             for_client,
@@ -556,12 +559,17 @@ impl<'a> ObjectBody<'a> {
         CacheKey::Chunk(self.object.clone(), self.etag_key.clone(), index)
     }
 
-    /// Fetches the chunks after `index` the reader will want next, as many as its window and
-    /// the upstream's read-ahead slots allow.
+    /// Fetches the chunks after `index` the reader will want next, as many as the upstream's
+    /// read-ahead slots allow: those the request asked for up to the most chunks ahead at once
+    /// (the client wants them: nothing is guessed), those past its end as far as its window.
     fn read_ahead(&self, index: u64) {
-        let parts = &self.reader.parts;
+        let (parts, ahead) = (&self.reader.parts, &self.reader.ahead);
+        if ahead.chunks == 0 {
+            return;
+        }
         let chunk_size = parts.cache.chunk_size();
-        let end = (index + 1 + u64::from(self.window)).min(self.ahead_limit);
+        let asked = (index + 1 + u64::from(ahead.max_chunks)).min(self.asked_end);
+        let end = (index + 1 + u64::from(self.window)).min(self.ahead_limit).max(asked);
         for i in index + 1..end {
             let key = self.key(i);
             if parts.cache.has(&key) {
