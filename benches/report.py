@@ -391,7 +391,9 @@ def render(data):
         "**Contenders:** `upstream` = the origin itself (nginx serving the files as `/bucket/key`; also the "
         "\"nginx static\" ceiling); `shardcache` (release build, 2 worker threads, 2 GiB memory tier); "
         "`nginx` = nginx proxy_cache with proxy_cache_lock and 8 MiB slices (`benches/peers/nginx-cache.conf`); "
-        "`cachey` 0.13 (2 GiB memory, same disk).",
+        "`cachey` 0.13 (2 GiB memory, same disk). The \"remote\" cases and the epochs read the origin's "
+        "remote port (30 ms to the first byte, 80 MiB/s per connection, `benches/remote.py`), where "
+        "`upstream x16` is the origin read with 16 connections of 8 MiB ranges and `s5cmd` its `cp`.",
         "",
         *[f"Cases starting with \"{r['only']}\" were re-run on {r['date']} with `{r['command']}`; the rest "
           "come from the run above." for r in data.get("reruns", [])],
