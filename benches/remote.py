@@ -59,10 +59,14 @@ def s5cmd_cp(origin, key, size, flags):
 
 
 def caches(port):
-    """Fresh, empty caches in front of the remote origin, as the kit's other cases run them."""
-    yield lambda: kit.start_shardcache("shardcache-remote", port, kit.MEMORY_TIER, kit.WORK / "shardcache-remote-cache")
-    yield lambda: kit.start_nginx_cache(port, name="cache-remote")
-    yield lambda: kit.start_cachey(port, kit.MEMORY_TIER)
+    """How to start each cache, fresh and empty, in front of the remote origin, as the kit's
+    other cases run them."""
+    return {
+        "shardcache": lambda: kit.start_shardcache("shardcache-remote", port, kit.MEMORY_TIER,
+                                                   kit.WORK / "shardcache-remote-cache"),
+        "nginx": lambda: kit.start_nginx_cache(port, name="cache-remote"),
+        "cachey": lambda: kit.start_cachey(port, kit.MEMORY_TIER),
+    }
 
 
 def run(origin, data, rounds, only=""):
@@ -70,6 +74,7 @@ def run(origin, data, rounds, only=""):
     if shutil.which("s5cmd") is None or not kit.CACHEY.exists():
         sys.exit("s5cmd or cachey missing: run benches/run.sh, which installs them")
     port = origin.remote_port
+    starts = caches(port)
     huge = data.cold_copies("remote", data.sets["1GiB"])  # a name the hit sets do not warm
     # 64 distinct keys: every 16 MiB object under two names (hard links).
     many = data.cold_copies("remote-a", data.sets["16MiB"]) + data.cold_copies("remote-b", data.sets["16MiB"])
@@ -89,7 +94,7 @@ def run(origin, data, rounds, only=""):
         return kit.measure(contender, origin, kit.get_args(contender, many, 8, requests=len(many)))
 
     for rnd in range(1, rounds + 1):
-        steps = ["upstream", "upstream x16", *S5CMD_FLAGS, *range(3)]
+        steps = ["upstream", "upstream x16", *S5CMD_FLAGS, *starts]
         steps = steps[rnd % len(steps):] + steps[:rnd % len(steps)]
         for step in steps:
             if step == "upstream":
@@ -105,7 +110,7 @@ def run(origin, data, rounds, only=""):
                     key, size = huge[0]
                     record(ONE, step, rnd, s5cmd_cp(origin, key, size, S5CMD_FLAGS[step]))
             else:
-                contender = list(caches(port))[step]()
+                contender = starts[step]()
                 try:
                     for objects in data.sets.values():
                         kit.warm(contender, objects)

@@ -1,9 +1,10 @@
 //! A passed-through object's bytes (GetObject of an uncached bucket) held to its upstream's
 //! rate floor, as the cache's chunk reads are (`upstream::Meter`): a body that drips below it
 //! over the window is cut, there being no other source to resume it from. Other answers are
-//! not: S3 keeps a long CopyObject or CompleteMultipartUpload alive with a space now and then. A client slower than the floor slows the upstream's reads
-//! down with it (Pingora reads the upstream as the client takes the bytes), so the time the
-//! client's connection held bytes back is not counted against the upstream.
+//! not: S3 keeps a long CopyObject or CompleteMultipartUpload alive with a space now and then.
+//! A client slower than the floor slows the upstream's reads down with it (Pingora reads the
+//! upstream as the client takes the bytes), so the time the client's connection held bytes
+//! back is not counted against the upstream.
 
 use std::time::Duration;
 

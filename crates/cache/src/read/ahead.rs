@@ -76,7 +76,7 @@ impl Streams {
 
     /// Doubles the window of `object`'s pass from `window`, up to `max`; the new window.
     pub(super) fn widen(&self, object: &ObjectRef, window: u32, max: u32) -> u32 {
-        let wider = window.saturating_mul(2).clamp(1, max.max(1));
+        let wider = window.saturating_mul(2).min(max);
         if let Some(s) = self.streams.lock().get_mut(object) {
             s.window = s.window.max(wider);
         }
