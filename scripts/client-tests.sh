@@ -15,6 +15,9 @@
 #   minio-go (Debian's packaged library, built here): chunk-signed uploads, one request and
 #          multipart, with and without signed checksum trailers;
 #   a WebDataset-style loader: two epochs, the second served entirely from the cache;
+#   s3torchconnector (PyTorch, on the AWS CRT), path-style and virtual-hosted style: map and
+#          iterable datasets over a prefix, a DataLoader with 2 workers, S3Writer uploads and
+#          S3Checkpoint save/load, the passes after the first served entirely from the cache;
 #   shardcache warm and stats;
 #   the default config (a local directory): rclone and s3cmd list and read it.
 # Each client's check asserts the bytes and the cache counters it expects. Everything listens on
@@ -84,6 +87,7 @@ buckets:
   - {name: s5cmd, upstream: s3s}
   - {name: arrow, upstream: s3s}
   - {name: minio, upstream: s3s}
+  - {name: torch-ckpt, upstream: s3s}
 # Every client signs with this key and shardcache verifies it: each client's own SigV4 (botocore,
 # the Go and C++ SDKs, object_store) meets shardcache's verifier.
 auth:
@@ -141,6 +145,15 @@ tests/clients/cli_tools.sh "$endpoint" "$admin" "$work"
 "$work/minio_go" "127.0.0.1:$s3_port" minio
 python3 tests/clients/arrow_fsspec.py "$endpoint" "$admin"
 python3 tests/clients/loader.py "$endpoint" "$admin"
+
+aws s3 mb s3://torch >/dev/null
+aws s3 mb s3://torch-ckpt >/dev/null
+python3 tests/clients/torch_suite.py "$endpoint" "$admin" path
+# The CRT resolves names itself (no Python hook reaches it): in a mount namespace of its own, it
+# reads a private /etc/hosts that sends both buckets' virtual-hosted names to loopback.
+printf '127.0.0.1 localhost\n127.0.0.1 torch.%s torch-ckpt.%s\n' "$vhost_domain" "$vhost_domain" > "$work/hosts"
+unshare --mount sh -c 'mount --bind "$0" /etc/hosts && shift && exec "$@"' "$work/hosts" - \
+    python3 tests/clients/torch_suite.py "http://$vhost_domain:$s3_port" "$admin" virtual
 
 # shardcache warm signs its listing and its warm calls with the suite's key (its principal is
 # allowed `*`, so shardcache:Warm), or uses the admin token; with neither it is refused.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command, as clients meet it: shardcache over a local directory (the repo's
 # ./data, plus a nested tree written here), listed and read by rclone (ListObjects v1), s3cmd
-# (GetBucketLocation, then ListObjects) and boto3 (list_objects, head_bucket, get_bucket_location).
+# (GetBucketLocation, then ListObjects) and boto3 (list_objects, head_bucket, get_bucket_location);
+# then the README's PyTorch example trains on shards it writes there.
 # Usage: default_config.sh SHARDCACHE_BIN WORK_DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,3 +65,12 @@ except s3.exceptions.ClientError as e:
     assert e.response["Error"]["Code"] == "404", e.response
 print("boto3 on the default config: head_bucket, get_bucket_location, list_objects (delimiter, markers): ok")
 PY
+
+# The README's PyTorch example, as a user runs it against the default config (here with 2
+# epochs): it writes its shards into the origin directory, then trains on them through
+# shardcache; the second epoch must come entirely from the cache.
+python3 examples/pytorch_training.py --endpoint "$endpoint" --admin "http://127.0.0.1:$admin_port" \
+    --data "$work/data" --epochs 2 | tee "$work/training.txt"
+grep -q '^epoch 2: 16000 samples .*fetched 0.0 MiB from the origin$' "$work/training.txt" \
+    || fail "examples/pytorch_training.py: the second epoch was not served from the cache"
+echo "examples/pytorch_training.py on the default config: ok"

@@ -8,7 +8,7 @@ use http::{HeaderMap, Method};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::auth::sigv4::PRESIGNED_PARAMS;
-use crate::operation::{self, Operation, Row, Target};
+use crate::operation::{self, Operation, ResourceKind, Row, Target};
 use crate::{Query, S3Error};
 use shardcache_types::{BucketName, ObjectKey};
 
@@ -143,6 +143,11 @@ impl S3Request {
         };
         let row = operation::classify(method, target, &query, copy_source.is_some());
         let op = row.map_or(Operation::Unknown, |r| r.op);
+        if row.is_some_and(|r| r.resource == ResourceKind::Listing) && query.get("delimiter") == Some("") {
+            // S3 reads an empty delimiter as none (the AWS CRT always sends one); some S3
+            // servers group by the empty string instead, so it is not forwarded.
+            query.remove_if(|n| n == "delimiter");
+        }
         Ok(Self {
             bucket,
             key,
@@ -273,6 +278,22 @@ mod tests {
             "h",
         );
         assert_eq!(r.query.encode(), "versionId=3");
+    }
+
+    #[test]
+    fn an_empty_delimiter_is_no_delimiter() {
+        // The AWS CRT (s3torchconnector, mountpoint-s3) lists with `delimiter=`; S3 reads it as
+        // no delimiter, and so must every upstream shardcache forwards it to.
+        for (query, forwarded) in [
+            ("list-type=2&delimiter=&prefix=a%2F", "list-type=2&prefix=a%2F"),
+            ("delimiter", ""),
+            ("versions&delimiter=", "versions"),
+            ("uploads&delimiter=", "uploads"),
+            ("list-type=2&delimiter=%2F", "list-type=2&delimiter=%2F"),
+        ] {
+            let r = parse(Method::GET, "/b", query, "h");
+            assert_eq!(r.query.encode(), forwarded, "{query}");
+        }
     }
 
     #[test]
