@@ -2,6 +2,7 @@
 
 mod common;
 
+use aws_credential_types::Credentials;
 use common::{data, Proxy, ProxyOptions, S3Server};
 use shardcache::ops::warm::{run, WarmArgs};
 
@@ -172,7 +173,8 @@ async fn a_principal_allowed_shardcache_warm_warms_with_its_own_signature() {
     );
     let warm = |key: &str, secret: &str| {
         let mut a = args(&proxy, "s3://dataset/", None);
-        let sign = |e: shardcache::ops::Endpoint| e.with_sigv4(key.into(), secret.into(), "us-east-1".into());
+        let credentials = Credentials::new(key, secret, None, None, "test");
+        let sign = |e: shardcache::ops::Endpoint| e.with_sigv4(credentials.clone(), "us-east-1".into());
         a.endpoint = sign(a.endpoint);
         a.admin = sign(a.admin);
         run(a)

@@ -1,15 +1,20 @@
-//! Operator commands that talk to a running shardcache: `shardcache warm`, `shardcache stats`
-//! and `shardcache lineage`.
+//! Operator commands that talk to a running shardcache: `shardcache warm`, `shardcache stats`,
+//! `shardcache lineage`, and `shardcache probe` (which also reads the upstream directly).
 //!
-//! They are clients of shardcache's public faces only (the S3 listener and the admin listener),
-//! so they work against any shardcache a user can reach: they use `s3`'s wire types and
-//! `auth`'s SigV4 vocabulary, and must not reach any other module.
+//! They are clients of shardcache's public faces only (the S3 listener and the admin listener)
+//! and of S3 itself, so they work against any shardcache a user can reach: they use `s3`'s wire
+//! types, `auth`'s SigV4 vocabulary and the upstream crate's credentials chain, and must not
+//! reach any other module.
 
+mod bucket;
 mod client;
+pub mod probe;
+mod progress;
 pub mod stats;
 pub mod warm;
 
-pub use client::Endpoint;
+pub use bucket::Bucket;
+pub use client::{Connection, Endpoint, Fetched};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters left alone in a query value: RFC 3986's unreserved set.

@@ -69,6 +69,11 @@ fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
         .fold(0.0, |total, s| total + s.value)
 }
 
+/// Sum of the samples of `name` in a `/metrics` text whose labels include every pair of `filter`.
+pub(super) fn total(metrics_text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
+    sum(&parse(metrics_text), name, filter)
+}
+
 fn percent(part: f64, whole: f64) -> String {
     if whole > 0.0 {
         format!("{:.1}%", 100.0 * part / whole)

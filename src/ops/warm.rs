@@ -2,12 +2,10 @@
 //! through its S3 listener) or a manifest of keys into its cache, object by object, through the
 //! admin listener's `POST /warm`. Shows progress on a terminal and ends with a summary.
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use super::{human_bytes, query_value, Endpoint};
-use crate::s3::encode_path;
-use crate::s3::xml::parse_list_answer;
+use super::progress::Bar;
+use super::{human_bytes, query_value, Bucket, Endpoint};
 use futures_util::stream::{self, StreamExt};
 use http::Method;
 
@@ -93,33 +91,6 @@ pub fn parse_manifest(text: &str, bucket: &str) -> Result<Vec<(String, String)>,
     Ok(keys)
 }
 
-/// Every `(key, size)` under `prefix`, listed through shardcache's S3 listener.
-async fn list(endpoint: &Endpoint, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, String> {
-    let mut objects = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut path = format!("/{}?list-type=2&prefix={}", encode_path(bucket), query_value(prefix));
-        if let Some(t) = &token {
-            path.push_str(&format!("&continuation-token={}", query_value(t)));
-        }
-        let reply = endpoint.call(Method::GET, &path).await?;
-        if reply.status != 200 {
-            return Err(format!(
-                "listing s3://{bucket}/{prefix}: HTTP {}: {}",
-                reply.status,
-                reply.text()
-            ));
-        }
-        let page = parse_list_answer(&reply.text())
-            .ok_or_else(|| format!("listing s3://{bucket}/{prefix}: not a ListObjectsV2 answer"))?;
-        objects.extend(page.objects.into_iter().filter(|(key, _)| !key.ends_with('/')));
-        match page.next_token {
-            Some(t) => token = Some(t),
-            None => return Ok(objects),
-        }
-    }
-}
-
 /// Warms one object; returns `(size, cached_bytes)`.
 async fn warm_one(admin: &Endpoint, bucket: &str, key: &str) -> Result<(u64, u64), String> {
     let path = format!("/warm?bucket={}&key={}", query_value(bucket), query_value(key));
@@ -136,47 +107,9 @@ async fn warm_one(admin: &Endpoint, bucket: &str, key: &str) -> Result<(u64, u64
     }
 }
 
-/// A one-line progress display on stderr, drawn only when stderr is a terminal.
-struct Progress {
-    total_objects: usize,
-    total_bytes: Option<u64>,
-    started: Instant,
-    last_draw: Option<Instant>,
-    tty: bool,
-}
-
-impl Progress {
-    fn draw(&mut self, s: &Summary, last: bool) {
-        if !self.tty || (!last && self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(100))) {
-            return;
-        }
-        self.last_draw = Some(Instant::now());
-        let done = s.objects as usize + s.failed.len();
-        let share = if self.total_objects == 0 {
-            1.0
-        } else {
-            done as f64 / self.total_objects as f64
-        };
-        let width = 30;
-        let filled = (share * width as f64) as usize;
-        let bytes = match self.total_bytes {
-            Some(total) => format!("{} / {}", human_bytes(s.bytes), human_bytes(total)),
-            None => human_bytes(s.bytes),
-        };
-        let rate = s.bytes as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r[{}{}] {done}/{} objects, {bytes}, {}/s   ",
-            "#".repeat(filled),
-            ".".repeat(width - filled),
-            self.total_objects,
-            human_bytes(rate as u64)
-        );
-        if last {
-            let _ = writeln!(err);
-        }
-    }
+/// Objects warmed or failed so far.
+fn done(s: &Summary) -> usize {
+    s.objects as usize + s.failed.len()
 }
 
 /// Runs a warm: lists or reads the keys, then warms `concurrency` objects at a time.
@@ -189,19 +122,19 @@ pub async fn run(args: WarmArgs) -> Result<Summary, String> {
             (parse_manifest(&text, &bucket)?, None)
         }
         None => {
-            let listed = list(&args.endpoint, &bucket, &prefix).await?;
-            let total = listed.iter().map(|(_, size)| size).sum();
-            let keys = listed.into_iter().map(|(key, _)| (bucket.clone(), key)).collect();
+            let (listed, _) = Bucket::path_style(args.endpoint.clone(), &bucket)
+                .list(&prefix, usize::MAX)
+                .await?;
+            let total = listed.objects.iter().map(|(_, size)| size).sum();
+            let keys = listed
+                .objects
+                .into_iter()
+                .map(|(key, _)| (bucket.clone(), key))
+                .collect();
             (keys, Some(total))
         }
     };
-    let mut progress = Progress {
-        total_objects: keys.len(),
-        total_bytes,
-        started,
-        last_draw: None,
-        tty: std::io::stderr().is_terminal(),
-    };
+    let mut progress = Bar::new(keys.len(), total_bytes);
     let admin = &args.admin;
     let mut results = stream::iter(keys)
         .map(|(bucket, key)| async move {
@@ -219,9 +152,9 @@ pub async fn run(args: WarmArgs) -> Result<Summary, String> {
             }
             Err(why) => summary.failed.push((name, why)),
         }
-        progress.draw(&summary, false);
+        progress.draw("", done(&summary), summary.bytes, false);
     }
-    progress.draw(&summary, true);
+    progress.draw("", done(&summary), summary.bytes, true);
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

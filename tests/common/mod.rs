@@ -45,13 +45,14 @@ pub struct S3Server {
     stop: Option<oneshot::Sender<()>>,
 }
 
-/// How the server answers GETs: after a delay (a distant store's time to first byte), and how
-/// many it was answering at once at most.
+/// How the server answers GETs: after a delay (a distant store's time to first byte), how many
+/// it was answering at once at most, and the body bytes its answers carried.
 #[derive(Default)]
 struct Gets {
     delay_ms: std::sync::atomic::AtomicU64,
     answering: std::sync::atomic::AtomicUsize,
     peak: std::sync::atomic::AtomicUsize,
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl S3Server {
@@ -95,6 +96,9 @@ impl S3Server {
                         tokio::time::sleep(Duration::from_millis(gets.delay_ms.load(SeqCst))).await;
                         let answer = hyper::service::Service::call(&service, req).await;
                         gets.answering.fetch_sub(1, SeqCst);
+                        let length = answer.as_ref().ok().and_then(|a| a.headers().get("content-length"));
+                        let length = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                        gets.bytes.fetch_add(length.unwrap_or(0), SeqCst);
                         answer
                     }
                 });
@@ -125,6 +129,11 @@ impl S3Server {
     /// since the last `clear`.
     pub fn peak_gets(&self) -> usize {
         self.gets.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The body bytes of the GET answers it sent (their `Content-Length`) since the last `clear`.
+    pub fn get_bytes(&self) -> u64 {
+        self.gets.bytes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A client talking to the S3 server directly (for seeding and checking).
@@ -166,6 +175,12 @@ impl S3Server {
         self.seen.lock().unwrap().clear();
         self.connections.store(0, std::sync::atomic::Ordering::SeqCst);
         self.gets.peak.store(0, std::sync::atomic::Ordering::SeqCst);
+        self.gets.bytes.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every request seen since the last `clear`.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// Requests seen since the last `clear`.

@@ -1,6 +1,7 @@
 //! Where an upstream's signing credentials come from: fixed keys (config, `AWS_*` variables or
 //! a shared credentials file, read once at start-up), or a Kubernetes web identity token
-//! exchanged with STS for temporary keys that are refreshed before they expire.
+//! exchanged with STS for temporary keys that are refreshed before they expire. Commands a user
+//! runs by hand (`shardcache probe`) take theirs from the AWS SDKs' default chain instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,18 +114,8 @@ impl WebIdentity {
             .clone()
             .or_else(|| env("AWS_ROLE_SESSION_NAME"))
             .unwrap_or_else(|| "shardcache".into());
-        let region = aws_config::Region::new(region.to_owned());
         let provider = WebIdentityTokenCredentialsProvider::builder()
-            .configure(
-                &ProviderConfig::without_region()
-                    .with_region(Some(region))
-                    // rustls on ring: the one crypto provider of the binary.
-                    .with_http_client(
-                        aws_smithy_http_client::Builder::new()
-                            .tls_provider(Provider::Rustls(CryptoMode::Ring))
-                            .build_https(),
-                    ),
-            )
+            .configure(&provider_config(region))
             .static_configuration(StaticConfiguration {
                 web_identity_token_file: token_file,
                 role_arn,
@@ -165,6 +156,30 @@ impl WebIdentity {
         let renew_at = SystemTime::now() + REFRESH_MARGIN;
         cached.expiry().is_none_or(|e| e > renew_at).then_some(cached)
     }
+}
+
+/// Credentials from the AWS SDKs' default chain, as the aws CLI finds them: `AWS_*` variables,
+/// the shared config and credentials files (`AWS_PROFILE`; a profile's role assumed), a web
+/// identity token, the ECS container and the EC2 instance metadata endpoints (SSO is not built
+/// in). `None` when the chain finds none; `region` is the STS region.
+pub async fn default_chain(region: &str) -> Option<Credentials> {
+    let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+        .region(aws_config::Region::new(region.to_owned()))
+        .configure(provider_config(region))
+        .build()
+        .await;
+    chain.provide_credentials().await.ok()
+}
+
+/// What AWS's providers are given: the STS region, and an HTTPS client with rustls on ring (the
+/// one crypto provider of the binary).
+fn provider_config(region: &str) -> ProviderConfig {
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    ProviderConfig::without_region()
+        .with_region(Some(aws_config::Region::new(region.to_owned())))
+        .with_http_client(https)
 }
 
 fn keys(

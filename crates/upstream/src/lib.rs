@@ -23,6 +23,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 
+pub use credentials::default_chain;
 pub use error::OriginError;
 pub use failover::Failover;
 pub use fs::{FsOrigin, ListParams};
@@ -63,6 +64,8 @@ pub struct Opened {
     pub meta: ObjectMeta,
     /// The span, clipped to the object's size; `None` when the object ends before it starts.
     pub body: Option<Box<dyn OriginBody>>,
+    /// The answer also took a HEAD (the metadata asked for apart), which the caller counts.
+    pub headed: bool,
 }
 
 /// A source of objects.
@@ -81,7 +84,11 @@ pub trait Origin: Send + Sync + 'static {
             true => None,
             false => Some(self.read(bucket, key, span, &meta.etag).await?),
         };
-        Ok(Opened { meta, body })
+        Ok(Opened {
+            meta,
+            body,
+            headed: true,
+        })
     }
 
     /// Bytes `span` of the version of `bucket/key` whose ETag is `etag`; fails with

@@ -249,6 +249,7 @@ impl Origin for Resilient {
         Ok(Opened {
             meta: opened.meta,
             body,
+            headed: opened.headed,
         })
     }
 

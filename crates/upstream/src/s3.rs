@@ -397,7 +397,11 @@ impl Origin for S3Origin {
             416 => {
                 drop(session);
                 let meta = self.head(bucket, key).await?;
-                return Ok(Opened { meta, body: None });
+                return Ok(Opened {
+                    meta,
+                    body: None,
+                    headed: true,
+                });
             }
             status => return Err(self.error_from(session, status).await),
         };
@@ -405,7 +409,11 @@ impl Origin for S3Origin {
         // upstream that answers otherwise (a whole large object for a range) is hung up on.
         let wanted = span.start..span.end.min(meta.size);
         let body = (answered == wanted && !wanted.is_empty()).then(|| S3Body::boxed(session, peer, &self.connector));
-        Ok(Opened { meta, body })
+        Ok(Opened {
+            meta,
+            body,
+            headed: false,
+        })
     }
 
     async fn read(&self, bucket: &str, key: &str, span: Range<u64>, etag: &ETag) -> Result<Body, OriginError> {

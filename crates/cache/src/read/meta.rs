@@ -267,6 +267,10 @@ async fn open_chunk(
         None => {
             let request = source.origin.open(&source.bucket, &object.key, span);
             let opened = metered(metrics, source, Operation::GetObject, request).await?;
+            if opened.headed {
+                let labels = [&*source.upstream, Operation::HeadObject.as_str()];
+                metrics.requests.with_label_values(&labels).inc();
+            }
             let body = opened
                 .body
                 .map(|b| Fetched::kept(MeteredBody::boxed(b, metrics, &source.upstream)));
