@@ -118,60 +118,7 @@ enum Command {
     /// Measure what shardcache buys on your own bucket: read a sample of a prefix directly from
     /// the upstream, then through a running shardcache (cold, then warm), and print throughput,
     /// time to first byte, upstream requests and bytes per pass, and the egress saved per epoch.
-    Probe {
-        /// What to probe: s3://BUCKET/PREFIX (the same bucket name through shardcache).
-        target: String,
-        /// The upstream's endpoint, for stores other than AWS S3 (addressed path-style), e.g.
-        /// https://s3.us-west-004.backblazeb2.com, https://ACCOUNT.r2.cloudflarestorage.com or a
-        /// MinIO URL. Without it: AWS S3 in --region.
-        #[arg(long)]
-        upstream_endpoint: Option<Endpoint>,
-        /// The upstream's region (what requests are signed for; AWS's endpoint).
-        #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-        region: String,
-        /// Send the upstream's requests unsigned (a public bucket). Otherwise they are signed with
-        /// credentials from the AWS default chain: AWS_* variables, AWS_PROFILE and the shared
-        /// config files, web identity, ECS, EC2 instance metadata.
-        #[arg(long)]
-        no_sign_request: bool,
-        /// shardcache's S3 listener. Requests to it are signed with SHARDCACHE_ACCESS_KEY_ID and
-        /// SHARDCACHE_SECRET_ACCESS_KEY when set (a key of its `auth.keys`), else unsigned.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        endpoint: Endpoint,
-        /// The region shardcache's `auth.region` expects signatures for.
-        #[arg(long, default_value = "us-east-1")]
-        proxy_region: String,
-        /// shardcache's admin listener: its /metrics gives the upstream requests and bytes of
-        /// the passes through shardcache, and its cache's capacity.
-        #[arg(long, default_value = "http://127.0.0.1:9090")]
-        admin: Endpoint,
-        /// Objects in the sample, at most.
-        #[arg(long, default_value_t = 64)]
-        max_objects: usize,
-        /// Bytes in the sample, at most: a number of bytes, or with a unit (500MB, 2GiB).
-        #[arg(long, default_value = "2GiB", value_parser = ops::probe::parse_size)]
-        max_bytes: u64,
-        /// Objects listed, at most; the projection covers those listed.
-        #[arg(long, default_value_t = 1_000_000)]
-        list_max: usize,
-        /// Readers at once in each pass.
-        #[arg(long, default_value_t = 8)]
-        readers: usize,
-        /// Dollars per GB (10^9 bytes) of egress. AWS S3 to the internet 0.09 (the first 10 TB of
-        /// a month), between AWS regions 0.02; Backblaze B2 0.01 (free up to three times the
-        /// data stored); Cloudflare R2 0.
-        #[arg(long, default_value_t = 0.09)]
-        price_per_gb: f64,
-        /// The sample's seed (printed; the same seed draws the same objects). Default: the clock.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Seconds to wait at most for an answer, or for the next piece of a body.
-        #[arg(long, default_value_t = 60)]
-        timeout_seconds: u64,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Probe(Probe),
     /// Print hit ratio, bytes served by tier, egress avoided and tier usage of a running shardcache.
     Stats {
         /// shardcache's admin listener.
@@ -206,6 +153,102 @@ fn warm(args: ops::warm::WarmArgs) -> ExitCode {
             eprintln!("shardcache warm: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `shardcache probe`'s flags.
+#[derive(clap::Args)]
+struct Probe {
+    /// What to probe: s3://BUCKET/PREFIX (the same bucket name through shardcache).
+    target: String,
+    /// The upstream's endpoint, for stores other than AWS S3 (addressed path-style), e.g.
+    /// https://s3.us-west-004.backblazeb2.com, https://ACCOUNT.r2.cloudflarestorage.com or a
+    /// MinIO URL. Without it: AWS S3 in --region.
+    #[arg(long)]
+    upstream_endpoint: Option<Endpoint>,
+    /// The upstream's region (what requests are signed for; AWS's endpoint).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Send the upstream's requests unsigned (a public bucket). Otherwise they are signed with
+    /// credentials from the AWS default chain: AWS_* variables, AWS_PROFILE and the shared
+    /// config files, web identity, ECS, EC2 instance metadata.
+    #[arg(long)]
+    no_sign_request: bool,
+    /// shardcache's S3 listener. Requests to it are signed with SHARDCACHE_ACCESS_KEY_ID and
+    /// SHARDCACHE_SECRET_ACCESS_KEY when set (a key of its `auth.keys`), else unsigned.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    endpoint: Endpoint,
+    /// The region shardcache's `auth.region` expects signatures for.
+    #[arg(long, default_value = "us-east-1")]
+    proxy_region: String,
+    /// shardcache's admin listener: its /metrics gives the upstream requests and bytes of
+    /// the passes through shardcache, and its cache's capacity.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    admin: Endpoint,
+    /// Objects in the sample, at most.
+    #[arg(long, default_value_t = 64)]
+    max_objects: usize,
+    /// Bytes in the sample, at most: a number of bytes, or with a unit (500MB, 2GiB).
+    #[arg(long, default_value = "2GiB", value_parser = ops::probe::parse_size)]
+    max_bytes: u64,
+    /// Objects listed, at most; the projection covers those listed.
+    #[arg(long, default_value_t = 1_000_000)]
+    list_max: usize,
+    /// Readers at once in each pass.
+    #[arg(long, default_value_t = 8)]
+    readers: usize,
+    /// Dollars per GB (10^9 bytes) of egress. AWS S3 to the internet 0.09 (the first 10 TB of
+    /// a month), between AWS regions 0.02; Backblaze B2 0.01 (free up to three times the
+    /// data stored); Cloudflare R2 0.
+    #[arg(long, default_value_t = 0.09)]
+    price_per_gb: f64,
+    /// The sample's seed (printed; the same seed draws the same objects). Default: the clock.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seconds to wait at most for an answer, or for the next piece of a body.
+    #[arg(long, default_value_t = 60)]
+    timeout_seconds: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Probe {
+    fn run(self) -> ExitCode {
+        let endpoint = match (
+            std::env::var("SHARDCACHE_ACCESS_KEY_ID"),
+            std::env::var("SHARDCACHE_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(id), Ok(secret)) if !id.is_empty() => {
+                let credentials = Credentials::new(id, secret, None, None, "environment");
+                self.endpoint.with_sigv4(credentials, self.proxy_region)
+            }
+            _ => self.endpoint,
+        };
+        let seed = self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        let args = ops::probe::ProbeArgs {
+            target: self.target,
+            upstream: ops::probe::Upstream {
+                endpoint: self.upstream_endpoint,
+                region: self.region,
+                credentials: None,
+                unsigned: self.no_sign_request,
+            },
+            endpoint,
+            admin: self.admin,
+            max_objects: self.max_objects,
+            max_bytes: self.max_bytes,
+            list_max: self.list_max,
+            readers: self.readers,
+            price_per_gb: self.price_per_gb,
+            seed,
+            deadline: std::time::Duration::from_secs(self.timeout_seconds.max(1)),
+        };
+        probe(args, self.json)
     }
 }
 
@@ -366,59 +409,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Stats { admin } => stats(admin),
-        Command::Probe {
-            target,
-            upstream_endpoint,
-            region,
-            no_sign_request,
-            endpoint,
-            proxy_region,
-            admin,
-            max_objects,
-            max_bytes,
-            list_max,
-            readers,
-            price_per_gb,
-            seed,
-            timeout_seconds,
-            json,
-        } => {
-            let endpoint = match (
-                std::env::var("SHARDCACHE_ACCESS_KEY_ID"),
-                std::env::var("SHARDCACHE_SECRET_ACCESS_KEY"),
-            ) {
-                (Ok(id), Ok(secret)) if !id.is_empty() => {
-                    endpoint.with_sigv4(Credentials::new(id, secret, None, None, "environment"), proxy_region)
-                }
-                _ => endpoint,
-            };
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-            });
-            probe(
-                ops::probe::ProbeArgs {
-                    target,
-                    upstream: ops::probe::Upstream {
-                        endpoint: upstream_endpoint,
-                        region,
-                        credentials: None,
-                        unsigned: no_sign_request,
-                    },
-                    endpoint,
-                    admin,
-                    max_objects,
-                    max_bytes,
-                    list_max,
-                    readers,
-                    price_per_gb,
-                    seed,
-                    deadline: std::time::Duration::from_secs(timeout_seconds.max(1)),
-                },
-                json,
-            )
-        }
+        Command::Probe(p) => p.run(),
         Command::Serve { config: path } => {
             let result = Config::load(&path)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))

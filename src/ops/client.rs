@@ -1,7 +1,7 @@
-//! A minimal HTTP/1.1 client for the operator commands: one request per connection, or GETs on a
-//! [`Connection`] kept open, over `http://` or `https://` (certificates verified against the system's roots, plus
-//! `SSL_CERT_FILE` / `SSL_CERT_DIR`). Calls carry a bearer token or a SigV4 signature when the
-//! endpoint has one.
+//! A minimal HTTP/1.1 client for the operator commands: one request per connection, or GETs on
+//! a [`Connection`] kept open, over `http://` or `https://` (certificates verified against the
+//! system's roots, plus `SSL_CERT_FILE` / `SSL_CERT_DIR`). Calls carry a bearer token or a SigV4
+//! signature when the endpoint has one.
 
 use std::time::{Duration, Instant, SystemTime};
 
