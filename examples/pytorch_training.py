@@ -14,8 +14,9 @@ shardcache's /metrics the bytes shardcache served and the bytes it fetched from 
 the first epoch fills the cache, the ones after it fetch nothing.
 
 Flags: --endpoint and --admin (shardcache's listeners), --data (the origin directory),
---epochs, --workers. With a real bucket behind shardcache, point it at your own prefix with
---prefix s3://BUCKET/PREFIX/ and sign with your key (--signed, keys from the usual AWS variables).
+--epochs, --workers. --prefix s3://BUCKET/PREFIX/ reads shards of this example's format (raw
+3x32x32 `.img` and `.cls` members) from another bucket, signed with --signed (keys from the
+usual AWS variables); for your own shards, change Samples' decoding.
 """
 import argparse
 import io

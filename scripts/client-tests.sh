@@ -149,8 +149,8 @@ python3 tests/clients/loader.py "$endpoint" "$admin"
 aws s3 mb s3://torch >/dev/null
 aws s3 mb s3://torch-ckpt >/dev/null
 python3 tests/clients/torch_suite.py "$endpoint" "$admin" path
-# The CRT resolves names itself (no Python hook reaches it): in a mount namespace of its own, it
-# reads a private /etc/hosts that sends both buckets' virtual-hosted names to loopback.
+# The CRT resolves names itself (no Python hook reaches it): in a mount namespace of its own (as
+# root, as CI runs), it reads a private /etc/hosts that sends both buckets' names to loopback.
 printf '127.0.0.1 localhost\n127.0.0.1 torch.%s torch-ckpt.%s\n' "$vhost_domain" "$vhost_domain" > "$work/hosts"
 unshare --mount sh -c 'mount --bind "$0" /etc/hosts && shift && exec "$@"' "$work/hosts" - \
     python3 tests/clients/torch_suite.py "http://$vhost_domain:$s3_port" "$admin" virtual

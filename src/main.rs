@@ -186,16 +186,17 @@ struct Probe {
     #[arg(long, default_value = "http://127.0.0.1:9090")]
     admin: Endpoint,
     /// Objects in the sample, at most.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = positive)]
     max_objects: usize,
-    /// Bytes in the sample, at most: a number of bytes, or with a unit (500MB, 2GiB).
+    /// Bytes in the sample, at most: a number of bytes, or with a unit (500MB, 2GiB). Never
+    /// more than shardcache's cache holds, so that the warm pass can be warm.
     #[arg(long, default_value = "2GiB", value_parser = ops::probe::parse_size)]
     max_bytes: u64,
     /// Objects listed, at most; the projection covers those listed.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = positive)]
     list_max: usize,
     /// Readers at once in each pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive)]
     readers: usize,
     /// Dollars per GB (10^9 bytes) of egress. AWS S3 to the internet 0.09 (the first 10 TB of
     /// a month), between AWS regions 0.02; Backblaze B2 0.01 (free up to three times the
@@ -211,6 +212,15 @@ struct Probe {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// A count of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl Probe {

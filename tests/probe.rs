@@ -51,25 +51,24 @@ async fn the_upstream_counts_it_reports_are_what_the_upstream_saw() {
     let proxy = Proxy::start(s3.addr, ProxyOptions::default());
     s3.clear();
 
-    let report = probe::run(args(&s3, &proxy, 8)).await.unwrap();
+    // Every object, the empty one among them (a chunk GET of it is answered 416, then a HEAD).
+    let all = SIZES.len();
+    let report = probe::run(args(&s3, &proxy, all)).await.unwrap();
 
-    assert_eq!(
-        (report.listed_objects, report.listed_bytes),
-        (SIZES.len() as u64, listed)
-    );
+    assert_eq!((report.listed_objects, report.listed_bytes), (all as u64, listed));
     assert!(!report.listing_truncated);
-    assert_eq!(report.sampled_objects, 8);
+    assert_eq!((report.sampled_objects, report.sampled_bytes), (all as u64, listed));
     let sampled = report.sampled_bytes;
     let [direct, cold, warm] = &report.passes[..] else {
         panic!("three passes: {:?}", report.passes);
     };
     for pass in &report.passes {
         assert!(pass.errors.is_empty(), "{}: {:?}", pass.name, pass.errors);
-        assert_eq!((pass.objects, pass.bytes), (8, sampled), "{}", pass.name);
+        assert_eq!((pass.objects, pass.bytes), (all as u64, sampled), "{}", pass.name);
     }
     assert_eq!(
         (direct.upstream_requests, direct.upstream_bytes),
-        (Some(8), Some(sampled))
+        (Some(all as u64), Some(sampled))
     );
     assert_eq!(
         cold.upstream_bytes,
@@ -92,6 +91,17 @@ async fn the_upstream_counts_it_reports_are_what_the_upstream_saw() {
     let egress = report.egress.as_ref().unwrap();
     assert_eq!((egress.saved_bytes, egress.cached_bytes), (listed, 0));
     assert!((egress.saved_dollars - listed as f64 / 1e9 * 0.09).abs() < 1e-12);
+
+    // A listing cut at 4 objects: the report says so, and samples and projects those 4.
+    let cut = probe::run(ProbeArgs {
+        list_max: 4,
+        ..args(&s3, &proxy, all)
+    })
+    .await
+    .unwrap();
+    assert!(cut.listing_truncated);
+    assert_eq!((cut.listed_objects, cut.sampled_objects), (4, 4));
+    assert!(cut.to_string().contains("at least 4 objects"), "{cut}");
     proxy.stop();
 }
 

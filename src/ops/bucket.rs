@@ -2,6 +2,8 @@
 //! shardcache and most S3-compatible stores take) or virtual-hosted style (the endpoint's host
 //! names the bucket, `/key`: AWS's own addressing).
 
+use std::time::Duration;
+
 use http::Method;
 
 use super::{query_value, Endpoint};
@@ -52,8 +54,8 @@ impl Bucket {
     }
 
     /// The objects under `prefix` (ListObjectsV2, page by page; folder markers left out), at most
-    /// `limit` of them. Returns the listing and the requests it took.
-    pub async fn list(&self, prefix: &str, limit: usize) -> Result<(Listed, u64), String> {
+    /// `limit` of them, each page within `deadline`. Returns the listing and the requests it took.
+    pub async fn list(&self, prefix: &str, limit: usize, deadline: Duration) -> Result<(Listed, u64), String> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         let mut requests = 0;
@@ -62,7 +64,7 @@ impl Bucket {
             if let Some(t) = &token {
                 path.push_str(&format!("&continuation-token={}", query_value(t)));
             }
-            let reply = self.endpoint.call(Method::GET, &path).await?;
+            let reply = self.endpoint.call_within(Method::GET, &path, deadline).await?;
             requests += 1;
             let what = || format!("listing s3://{}/{prefix}", self.name);
             if reply.status != 200 {

@@ -210,6 +210,14 @@ impl Endpoint {
         format!("{method} {scheme}://{}{path_and_query}: {why}", self.authority)
     }
 
+    /// [`Endpoint::call`], given up after `deadline`.
+    pub async fn call_within(&self, method: Method, path_and_query: &str, deadline: Duration) -> Result<Reply, String> {
+        match timeout(deadline, self.call(method.clone(), path_and_query)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(self.failure(&method, path_and_query, &format!("no answer in {deadline:?}"))),
+        }
+    }
+
     /// Sends `method path_and_query` on a connection of its own and reads the whole answer.
     pub async fn call(&self, method: Method, path_and_query: &str) -> Result<Reply, String> {
         let fail = |e: &dyn std::fmt::Display| self.failure(&method, path_and_query, e);
@@ -252,8 +260,9 @@ impl Connection {
     }
 
     /// GETs `path_and_query` and reads the body to its end, calling `progress` with each piece's
-    /// length. The answer's header must come within `deadline`, and each piece of the body within
-    /// `deadline` of the last. A failed GET closes the connection; the next one opens another.
+    /// length. A new connection must be made, the answer's header must come, and each piece of
+    /// the body, within `deadline` each. A failed GET closes the connection; the next one opens
+    /// another.
     pub async fn get(
         &mut self,
         path_and_query: &str,
@@ -263,7 +272,10 @@ impl Connection {
         let result = async {
             if self.open.as_ref().is_none_or(|(sender, _)| sender.is_closed()) {
                 self.close();
-                self.open = Some(self.endpoint.open().await?);
+                let opened = timeout(deadline, self.endpoint.open())
+                    .await
+                    .map_err(|_| format!("no connection in {deadline:?}"))?;
+                self.open = Some(opened?);
             }
             let (sender, _) = self.open.as_mut().ok_or_else(|| "not connected".to_owned())?;
             timeout(deadline, sender.ready())

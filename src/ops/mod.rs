@@ -13,8 +13,9 @@ mod progress;
 pub mod stats;
 pub mod warm;
 
-pub use bucket::Bucket;
-pub use client::{Connection, Endpoint, Fetched};
+use bucket::Bucket;
+use client::Connection;
+pub use client::Endpoint;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters left alone in a query value: RFC 3986's unreserved set.

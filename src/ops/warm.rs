@@ -9,6 +9,9 @@ use super::{human_bytes, query_value, Bucket, Endpoint};
 use futures_util::stream::{self, StreamExt};
 use http::Method;
 
+/// How long a page of the prefix's listing may take.
+const LISTING_DEADLINE: Duration = Duration::from_secs(60);
+
 /// What to warm.
 pub struct WarmArgs {
     /// `s3://bucket/prefix`; the bucket of a manifest's relative keys.
@@ -123,7 +126,7 @@ pub async fn run(args: WarmArgs) -> Result<Summary, String> {
         }
         None => {
             let (listed, _) = Bucket::path_style(args.endpoint.clone(), &bucket)
-                .list(&prefix, usize::MAX)
+                .list(&prefix, usize::MAX, LISTING_DEADLINE)
                 .await?;
             let total = listed.objects.iter().map(|(_, size)| size).sum();
             let keys = listed

@@ -96,7 +96,8 @@ impl S3Server {
                         tokio::time::sleep(Duration::from_millis(gets.delay_ms.load(SeqCst))).await;
                         let answer = hyper::service::Service::call(&service, req).await;
                         gets.answering.fetch_sub(1, SeqCst);
-                        let length = answer.as_ref().ok().and_then(|a| a.headers().get("content-length"));
+                        let answered = answer.as_ref().ok().filter(|a| a.status().is_success());
+                        let length = answered.and_then(|a| a.headers().get("content-length"));
                         let length = length.and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                         gets.bytes.fetch_add(length.unwrap_or(0), SeqCst);
                         answer
@@ -131,7 +132,8 @@ impl S3Server {
         self.gets.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The body bytes of the GET answers it sent (their `Content-Length`) since the last `clear`.
+    /// The body bytes of the 2xx GET answers it sent (their `Content-Length`) since the last
+    /// `clear`.
     pub fn get_bytes(&self) -> u64 {
         self.gets.bytes.load(std::sync::atomic::Ordering::SeqCst)
     }

@@ -137,16 +137,11 @@ impl WebIdentity {
         if let Some(c) = self.fresh() {
             return Ok(c);
         }
-        let creds = self.provider.provide_credentials().await.map_err(|e| {
-            // The whole cause chain: the top-level message alone is usually just "unhandled".
-            let mut message = format!("web identity exchange failed: {e}");
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                message.push_str(&format!(": {c}"));
-                cause = c.source();
-            }
-            SignError::Credentials(message)
-        })?;
+        let creds = self
+            .provider
+            .provide_credentials()
+            .await
+            .map_err(|e| SignError::Credentials(format!("web identity exchange failed: {}", causes(&e))))?;
         *self.cached.write() = Some(creds.clone());
         Ok(creds)
     }
@@ -161,14 +156,26 @@ impl WebIdentity {
 /// Credentials from the AWS SDKs' default chain, as the aws CLI finds them: `AWS_*` variables,
 /// the shared config and credentials files (`AWS_PROFILE`; a profile's role assumed), a web
 /// identity token, the ECS container and the EC2 instance metadata endpoints (SSO is not built
-/// in). `None` when the chain finds none; `region` is the STS region.
-pub async fn default_chain(region: &str) -> Option<Credentials> {
+/// in). The error says why the chain found none; `region` is the STS region.
+pub async fn default_chain(region: &str) -> Result<Credentials, String> {
     let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
         .region(aws_config::Region::new(region.to_owned()))
         .configure(provider_config(region))
         .build()
         .await;
-    chain.provide_credentials().await.ok()
+    chain.provide_credentials().await.map_err(|e| causes(&e))
+}
+
+/// An error with its whole cause chain: a provider's top-level message alone is usually just
+/// "unhandled" or "no providers in chain".
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        message.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    message
 }
 
 /// What AWS's providers are given: the STS region, and an HTTPS client with rustls on ring (the

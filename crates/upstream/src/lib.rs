@@ -64,7 +64,8 @@ pub struct Opened {
     pub meta: ObjectMeta,
     /// The span, clipped to the object's size; `None` when the object ends before it starts.
     pub body: Option<Box<dyn OriginBody>>,
-    /// The answer also took a HEAD (the metadata asked for apart), which the caller counts.
+    /// The answer took a HEAD (the metadata asked for apart) besides the one request a caller
+    /// counts for an open, which the caller then counts too.
     pub headed: bool,
 }
 
@@ -86,8 +87,8 @@ pub trait Origin: Send + Sync + 'static {
         };
         Ok(Opened {
             meta,
+            headed: body.is_some(),
             body,
-            headed: true,
         })
     }
 

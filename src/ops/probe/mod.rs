@@ -67,7 +67,15 @@ async fn upstream_bucket(u: &Upstream, bucket: &str) -> Result<Bucket, String> {
     let credentials = match (&u.credentials, u.unsigned) {
         (_, true) => None,
         (Some(c), false) => Some(c.clone()),
-        (None, false) => shardcache_upstream::default_chain(&u.region).await,
+        (None, false) => {
+            match shardcache_upstream::default_chain(&u.region).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("shardcache probe: no credentials from the AWS chain ({e}); the upstream's requests go unsigned");
+                    None
+                }
+            }
+        }
     };
     let sign = |e: Endpoint| match &credentials {
         Some(c) => e.with_sigv4(c.clone(), u.region.clone()),
@@ -108,7 +116,7 @@ fn sample(listed: &[(String, u64)], max_objects: usize, max_bytes: u64, seed: u6
         if chosen.len() == max_objects {
             break;
         }
-        if bytes + size <= max_bytes {
+        if bytes.saturating_add(*size) <= max_bytes {
             bytes += size;
             chosen.push(Object {
                 key: key.clone(),
@@ -119,9 +127,9 @@ fn sample(listed: &[(String, u64)], max_objects: usize, max_bytes: u64, seed: u6
     chosen
 }
 
-/// shardcache's `/metrics` text, or `None` if it cannot be read.
-async fn scrape(admin: &Endpoint) -> Option<String> {
-    let reply = admin.call(Method::GET, "/metrics").await.ok()?;
+/// shardcache's `/metrics` text, or `None` if it cannot be read within `deadline`.
+async fn scrape(admin: &Endpoint, deadline: Duration) -> Option<String> {
+    let reply = admin.call_within(Method::GET, "/metrics", deadline).await.ok()?;
     (reply.status == 200).then(|| reply.text())
 }
 
@@ -180,16 +188,29 @@ fn summarize(name: &'static str, mut o: Outcome, upstream: (Option<u64>, Option<
     }
 }
 
+/// The cache's capacity in a `/metrics` text: its larger tier.
+fn capacity(metrics: &str) -> u64 {
+    ["memory", "disk"]
+        .iter()
+        .map(|tier| total(metrics, "shardcache_cache_capacity_bytes", &[("tier", tier)]) as u64)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Runs a probe.
 pub async fn run(args: ProbeArgs) -> Result<Report, String> {
     let (bucket, prefix) = parse_target(&args.target)?;
     let upstream = upstream_bucket(&args.upstream, &bucket).await?;
-    let (listed, listing_requests) = upstream.list(&prefix, args.list_max).await?;
-    let objects = sample(&listed.objects, args.max_objects, args.max_bytes, args.seed);
+    let (listed, listing_requests) = upstream.list(&prefix, args.list_max, args.deadline).await?;
+    let mut scraped = scrape(&args.admin, args.deadline).await;
+    let capacity = scraped.as_deref().map(capacity);
+    // A sample larger than the cache would thrash it: the warm pass would not be warm.
+    let max_bytes = args.max_bytes.min(capacity.unwrap_or(u64::MAX));
+    let objects = sample(&listed.objects, args.max_objects, max_bytes, args.seed);
     if objects.is_empty() {
         return Err(format!(
-            "no object under {} fits the sample (--max-bytes {})",
-            args.target, args.max_bytes
+            "no object under {} fits the sample (at most {} objects of {} bytes in all)",
+            args.target, args.max_objects, max_bytes
         ));
     }
     let proxied = Bucket::path_style(args.endpoint.clone(), &bucket);
@@ -198,24 +219,19 @@ pub async fn run(args: ProbeArgs) -> Result<Report, String> {
     let expect = direct.etags.clone();
     let own = (Some(direct.requests), Some(direct.bytes));
     let mut passes = vec![summarize("direct", direct, own)];
-    let mut scraped = scrape(&args.admin).await;
     let mut warm_fetched = None;
     for name in ["cold", "warm"] {
         let outcome = timed_pass(name, &proxied, &objects, &args, Some(&expect)).await;
-        let after = scrape(&args.admin).await;
+        let after = scrape(&args.admin, args.deadline).await;
         let growth = upstream_growth(scraped.as_deref(), after.as_deref());
         warm_fetched = growth.1;
         passes.push(summarize(name, outcome, growth));
         scraped = after;
     }
-    let capacity = scraped.as_deref().map(|m| {
-        ["memory", "disk"]
-            .iter()
-            .map(|tier| total(m, "shardcache_cache_capacity_bytes", &[("tier", tier)]) as u64)
-            .max()
-            .unwrap_or(0)
-    });
-    let listed_bytes = listed.objects.iter().map(|(_, size)| size).sum();
+    let listed_bytes = listed
+        .objects
+        .iter()
+        .fold(0u64, |sum, (_, size)| sum.saturating_add(*size));
     let sampled_bytes = objects.iter().map(|o| o.size).sum();
     Ok(Report {
         target: args.target.clone(),

@@ -31,13 +31,13 @@ pub struct Counters {
 pub struct Outcome {
     /// Objects read whole and right.
     pub objects: u64,
-    /// Body bytes received, of every answer.
+    /// Body bytes of the objects read (2xx answers).
     pub bytes: u64,
-    /// GETs sent.
+    /// GETs answered, whatever the status.
     pub requests: u64,
     /// Wall time.
     pub elapsed: Duration,
-    /// Time to each answer's header.
+    /// Time to each 2xx answer's header.
     pub first_bytes: Vec<Duration>,
     /// Each object's ETag, in the sample's order (`None` where it failed).
     pub etags: Vec<Option<String>>,
@@ -84,7 +84,6 @@ pub async fn run(
     };
     for (i, fetched) in results.into_iter().flatten() {
         let object = &objects[i];
-        outcome.requests += 1;
         let fetched = match fetched {
             Ok(f) => f,
             Err(e) => {
@@ -92,8 +91,11 @@ pub async fn run(
                 continue;
             }
         };
-        outcome.bytes += fetched.bytes;
-        outcome.first_bytes.push(fetched.first_byte);
+        outcome.requests += 1;
+        if fetched.error.is_none() {
+            outcome.bytes += fetched.bytes;
+            outcome.first_bytes.push(fetched.first_byte);
+        }
         let expected_etag = expect.and_then(|e| e[i].as_deref());
         let wrong = if let Some(body) = &fetched.error {
             Some(format!("HTTP {}: {}", fetched.status, body.trim()))

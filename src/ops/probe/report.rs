@@ -96,7 +96,7 @@ pub fn percentile(values: &mut [Duration], p: f64) -> f64 {
 pub fn project(listed: u64, sampled: u64, warm_fetched: u64, capacity: Option<u64>, price_per_gb: f64) -> Egress {
     let missed = (warm_fetched as f64 / sampled.max(1) as f64).min(1.0);
     let held = capacity.map_or(listed, |c| c.min(listed));
-    let saved = (held as f64 * (1.0 - missed)) as u64;
+    let saved = ((held as f64 * (1.0 - missed)) as u64).min(listed);
     Egress {
         direct_bytes: listed,
         cached_bytes: listed - saved,
@@ -146,6 +146,15 @@ impl std::fmt::Display for Report {
                 bytes
             );
         }
+        let cold = self.passes.iter().find(|p| p.name == "cold");
+        if let Some(fetched) = cold.and_then(|p| p.upstream_bytes).filter(|&b| b < self.sampled_bytes) {
+            let _ = writeln!(
+                out,
+                "the cold pass fetched {} of the sample's {}: the rest was cached already (another --seed draws other objects)",
+                human_bytes(fetched),
+                human_bytes(self.sampled_bytes)
+            );
+        }
         for p in &self.passes {
             for e in p.errors.iter().take(5) {
                 let _ = writeln!(out, "{} failed: {e}", p.name);
@@ -158,7 +167,8 @@ impl std::fmt::Display for Report {
             Some(e) => {
                 let _ = writeln!(
                     out,
-                    "\negress per epoch over the prefix: {} read directly, {} through a warm shardcache",
+                    "\negress per epoch over the {} listed objects: {} read directly, {} through a warm shardcache",
+                    self.listed_objects,
                     human_bytes(e.direct_bytes),
                     human_bytes(e.cached_bytes),
                 );
