@@ -5,12 +5,14 @@ origin, warmed first; the rounds alternate which build goes first; the report is
 range of each, and the ratio of medians.
 
 Usage: benches/ab.py BASELINE_BINARY CANDIDATE_BINARY [--set 64KiB|1MiB|16MiB|1GiB] [--connections N]
-                     [--rounds R] [--seconds S] [--cold] [--disk] [--remote]
+                     [--rounds R] [--seconds S] [--cold] [--disk] [--remote] [--auth]
 With --cold, each build's memory tier is first filled with cold reads (unmeasured), then each round
 reads fresh names (hard links) of the set once, cold, through each build, and reports GB/s and the
 build's CPU seconds per GiB; --disk gives both builds the kit's default disk tier (encrypted,
 O_DIRECT) under the memory tier; --remote puts both in front of the origin's remote port (30 ms to
-the first byte, 80 MiB/s per connection, benches/remote.py). The disk tiers and the fresh names are removed at the end.
+the first byte, 80 MiB/s per connection, benches/remote.py); --auth turns on the kit's trust-case
+client authentication in both, every request a presigned URL (benches/kit.py). The disk tiers and
+the fresh names are removed at the end.
 Build the binaries first (for example `git worktree add` of the baseline commit, and
 `cargo build --release` in each, copying target/release/shardcache aside). The data and the load
 client are the kit's (run benches/run.sh once). Loopback only; everything started is stopped.
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--cold", action="store_true", help="cold reads of fresh names, not hits")
     ap.add_argument("--disk", action="store_true", help="a disk tier under the memory tier")
     ap.add_argument("--remote", action="store_true", help="the origin's remote port as the upstream")
+    ap.add_argument("--auth", action="store_true", help="client authentication, presigned URLs")
     opts = ap.parse_args()
     data = kit.Dataset(quick=False)
     stamp = int(time.time())
@@ -50,7 +53,10 @@ def main():
             disk = kit.WORK / f"ab-{name}-cache" if opts.disk else None
             disks.append(disk)
             port = origin.remote_port if opts.remote else origin.port
-            contender = kit.start_shardcache(f"ab-{name}", port, kit.MEMORY_TIER, disk)
+            contender = kit.start_shardcache(f"ab-{name}", port, kit.MEMORY_TIER, disk,
+                                             extra=kit.AUTH_YAML if opts.auth else "")
+            if opts.auth:
+                contender = kit.PresignedContender(f"ab-{name}", contender)
             started.extend(contender.procs)
             if opts.cold:
                 # Fill the memory tier first, as the kit's hit cases do before its cold ones: a
@@ -92,6 +98,7 @@ def main():
     kind = "cold" if opts.cold else "hit"
     tier = "memory and disk tiers" if opts.disk else "memory tier"
     tier += ", remote origin" if opts.remote else ""
+    tier += ", presigned (auth)" if opts.auth else ""
     print(f"candidate / baseline: {medians['candidate'] / medians['baseline']:.3f}x "
           f"({kind} {opts.set} x{opts.connections}, {opts.rounds} rounds, {tier})")
 

@@ -105,7 +105,7 @@ impl S3Request {
         headers: &HeaderMap,
         vhost_domains: &[String],
     ) -> Result<Self, S3Error> {
-        let mut query = Query::parse(query)?;
+        let mut query = Query::parse_skipping(query, &PRESIGNED_PARAMS)?;
         query.remove_if(not_forwarded);
         let host = headers.get("host").and_then(|h| h.to_str().ok());
         let vhost_bucket = host.and_then(|h| bucket_from_host(h, vhost_domains));
