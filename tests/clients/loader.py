@@ -15,10 +15,11 @@ import random
 import sys
 import tarfile
 import threading
-import urllib.request
 
 import boto3
 from botocore.config import Config
+
+from scrape import metrics
 
 endpoint, admin = sys.argv[1], sys.argv[2]
 BUCKET, SHARDS, SAMPLES, WORKERS = "webdataset", 8, 24, 4
@@ -29,16 +30,6 @@ s3 = boto3.client(
     region_name="us-east-1",
     config=Config(s3={"addressing_style": "path"}, max_pool_connections=WORKERS),
 )
-
-
-def metrics():
-    text = urllib.request.urlopen(f"{admin}/metrics", timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("shardcache_") and not line.startswith("#"):
-            series, value = line.rsplit(" ", 1)
-            out[series] = float(value)
-    return out
 
 
 def total(m, prefix):
@@ -107,11 +98,11 @@ def epoch(n):
     assert seen == set(expected), f"epoch {n}: {len(expected) - len(seen)} samples missing"
 
 
-before = metrics()
+before = metrics(admin)
 epoch(1)
-after1 = metrics()
+after1 = metrics(admin)
 epoch(2)
-after2 = metrics()
+after2 = metrics(admin)
 
 
 def delta(a, b, prefix):

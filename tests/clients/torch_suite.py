@@ -23,7 +23,6 @@ import hashlib
 import os
 import random
 import sys
-import urllib.request
 
 import boto3
 import torch
@@ -31,18 +30,10 @@ from botocore.config import Config
 from s3torchconnector import S3Checkpoint, S3ClientConfig, S3IterableDataset, S3MapDataset
 from torch.utils.data import DataLoader
 
+from scrape import metrics
+
 REGION = os.environ.get("AWS_REGION", "us-east-1")
 DATA, CKPT = "torch", "torch-ckpt"
-
-
-def metrics(admin):
-    text = urllib.request.urlopen(f"{admin}/metrics", timeout=10).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("shardcache_"):
-            series, value = line.rsplit(" ", 1)
-            out[series] = float(value)
-    return out
 
 
 def upstream_reads(before, after):

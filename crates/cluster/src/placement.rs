@@ -9,6 +9,8 @@
 
 use std::hash::Hasher;
 
+use shardcache_types::SplitMix64;
+
 /// A member of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -95,11 +97,8 @@ impl Placement {
 }
 
 /// A finaliser with full avalanche (splitmix64's), so that nearby inputs get unrelated weights.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+fn mix(z: u64) -> u64 {
+    SplitMix64(z).next_u64()
 }
 
 /// FNV-1a: stable across processes, versions and machines (std's hashers promise none of that).

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use http::Method;
+use shardcache_types::SplitMix64;
 
 use super::progress::Bar;
 use super::stats::total;
@@ -98,17 +99,10 @@ async fn upstream_bucket(u: &Upstream, bucket: &str) -> Result<Bucket, String> {
 /// to at most `max_bytes` (an object that would pass it is skipped).
 fn sample(listed: &[(String, u64)], max_objects: usize, max_bytes: u64, seed: u64) -> Vec<Object> {
     // A Fisher-Yates shuffle driven by splitmix64: the same seed draws the same sample.
-    let mut state = seed;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = SplitMix64(seed);
     let mut order: Vec<usize> = (0..listed.len()).collect();
     for i in (1..order.len()).rev() {
-        order.swap(i, (next() % (i as u64 + 1)) as usize);
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     let (mut chosen, mut bytes) = (Vec::new(), 0u64);
     for i in order {
