@@ -98,15 +98,22 @@ pub struct Verified {
 /// Signing keys cached at once before the cache starts over (one per key: the day's).
 const SIGNING_KEYS: usize = 4096;
 
-/// Derived signing keys by access key id, with the `yyyymmdd` each was derived for.
-type SigningKeys = HashMap<String, (String, Arc<[u8]>)>;
+/// A signing key, derived for one access key and day: as bytes (chunk signatures chain from
+/// it) and prepared for HMAC (its padded blocks hashed once, not per request).
+struct SigningKey {
+    /// `yyyymmdd`.
+    date: String,
+    bytes: Arc<[u8]>,
+    hmac: ring::hmac::Key,
+}
 
 /// Checks SigV4 signatures against the configured keys.
 pub struct Verifier {
     opts: AuthOptions,
-    keys: HashMap<String, AccessKey>,
-    /// Signing keys by (access key, date): deriving one takes four HMACs.
-    signing_keys: Mutex<SigningKeys>,
+    /// The keys by id, each with its principal as requests carry it.
+    keys: HashMap<String, (AccessKey, Arc<str>)>,
+    /// Signing keys by access key id (the latest day's): deriving one takes four HMACs.
+    signing_keys: Mutex<HashMap<String, Arc<SigningKey>>>,
 }
 
 /// The parts of a request a signature covers.
@@ -124,7 +131,11 @@ pub struct RequestParts<'a> {
 impl Verifier {
     /// A verifier for `opts`.
     pub fn new(opts: AuthOptions) -> Self {
-        let keys = opts.keys.iter().map(|k| (k.id.clone(), k.clone())).collect();
+        let keys = opts
+            .keys
+            .iter()
+            .map(|k| (k.id.clone(), (k.clone(), k.principal.as_str().into())))
+            .collect();
         Self {
             opts,
             keys,
@@ -141,55 +152,62 @@ impl Verifier {
     /// policy decides what anonymous may do).
     pub fn verify(&self, req: &RequestParts<'_>, now: SystemTime) -> Result<Verified, AuthError> {
         let authorization = req.headers.get("authorization").map(|v| v.to_str().unwrap_or_default());
+        // Percent-decoded presigned values, which `signed` borrows.
+        let mut scratch = Vec::new();
         let signed = match authorization {
             Some(a) if a.starts_with("AWS ") => return Err(AuthError::SigV2),
             Some(a) => sigv4::parse_header(a, req.headers)?,
-            None if sigv4::is_presigned(req.query) => sigv4::parse_query(req.query)?,
-            None if req.query.split('&').any(|p| p.starts_with("Signature=")) => return Err(AuthError::SigV2),
-            None => {
-                return Ok(Verified {
-                    identity: Identity::Anonymous,
-                    chunks: None,
-                })
-            }
+            None => match sigv4::parse_query(req.query, &mut scratch)? {
+                Some(signed) => signed,
+                None if req.query.split('&').any(|p| p.starts_with("Signature=")) => return Err(AuthError::SigV2),
+                None => {
+                    return Ok(Verified {
+                        identity: Identity::Anonymous,
+                        chunks: None,
+                    })
+                }
+            },
         };
         self.check_time(&signed, now)?;
         self.check_scope(&signed)?;
         if let Some(name) = unsigned_amz_header(req.headers, &signed) {
             return Err(AuthError::UnsignedHeader(name));
         }
-        let key = self
+        let (key, principal) = self
             .keys
-            .get(&signed.credential.access_key)
+            .get(signed.credential.access_key)
             .ok_or(AuthError::UnknownKey)?;
         let signing_key = self.signing_key(key, &signed);
-        let matched = sigv4::canonical_paths(req.path).into_iter().any(|path| {
+        let matched = sigv4::canonical_paths(req.path).any(|path| {
             sigv4::canonical_request(req.method, &path, req.query, req.headers, &signed).is_ok_and(|canonical| {
                 let sts = sigv4::string_to_sign(&canonical, &signed);
-                sigv4::signature_matches(&sigv4::hmac_sha256(&signing_key, sts.as_bytes()), &signed.signature)
+                sigv4::signature_matches(
+                    &sigv4::hmac_sha256_with(&signing_key.hmac, sts.as_bytes()),
+                    signed.signature,
+                )
             })
         });
         if !matched {
             return Err(AuthError::SignatureMismatch);
         }
         let chunks = [chunked::STREAMING_SIGNED, chunked::STREAMING_SIGNED_TRAILER]
-            .contains(&signed.payload.as_str())
+            .contains(&signed.payload)
             .then(|| {
                 let c = &signed.credential;
                 ChunkSigning {
-                    key: signing_key,
-                    timestamp: signed.timestamp.clone(),
+                    key: signing_key.bytes.clone(),
+                    timestamp: signed.timestamp.to_owned(),
                     scope: format!("{}/{}/{}/aws4_request", c.date, c.region, c.service),
-                    seed: signed.signature.clone(),
+                    seed: signed.signature.to_ascii_lowercase(),
                 }
             });
         Ok(Verified {
-            identity: Identity::Principal(key.principal.as_str().into()),
+            identity: Identity::Principal(principal.clone()),
             chunks,
         })
     }
 
-    fn check_time(&self, signed: &SignedRequest, now: SystemTime) -> Result<(), AuthError> {
+    fn check_time(&self, signed: &SignedRequest<'_>, now: SystemTime) -> Result<(), AuthError> {
         let skew = self.opts.max_skew;
         match signed.expires {
             // Presigned: valid from its date (give or take the skew) until date + expires.
@@ -211,7 +229,7 @@ impl Verifier {
         Ok(())
     }
 
-    fn check_scope(&self, signed: &SignedRequest) -> Result<(), AuthError> {
+    fn check_scope(&self, signed: &SignedRequest<'_>) -> Result<(), AuthError> {
         let c = &signed.credential;
         if c.region != self.opts.region || c.service != "s3" {
             return Err(AuthError::WrongScope {
@@ -222,30 +240,34 @@ impl Verifier {
         Ok(())
     }
 
-    fn signing_key(&self, key: &AccessKey, signed: &SignedRequest) -> Arc<[u8]> {
-        let date = &signed.credential.date;
+    fn signing_key(&self, key: &AccessKey, signed: &SignedRequest<'_>) -> Arc<SigningKey> {
+        let date = signed.credential.date;
         let mut cache = self.signing_keys.lock();
-        if let Some((_, k)) = cache.get(&key.id).filter(|(d, _)| d == date) {
+        if let Some(k) = cache.get(&key.id).filter(|k| k.date == date) {
             return k.clone();
         }
         if cache.len() >= SIGNING_KEYS {
             cache.clear();
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(&key.secret, signed.signed_at, &self.opts.region, "s3");
-        let derived: Arc<[u8]> = derived.as_ref().into();
-        cache.insert(key.id.clone(), (date.clone(), derived.clone()));
+        let derived = Arc::new(SigningKey {
+            date: date.to_owned(),
+            bytes: derived.as_ref().into(),
+            hmac: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
+        });
+        cache.insert(key.id.clone(), derived.clone());
         derived
     }
 }
 
 /// The first `x-amz-*` header present that the signature does not cover (a client could
 /// otherwise add one, such as `x-amz-copy-source`, to a request signed by someone else).
-fn unsigned_amz_header(headers: &HeaderMap, signed: &SignedRequest) -> Option<String> {
+fn unsigned_amz_header(headers: &HeaderMap, signed: &SignedRequest<'_>) -> Option<String> {
     headers
         .keys()
         .map(|k| k.as_str())
         .filter(|k| k.starts_with("x-amz-"))
-        .find(|k| !signed.signed_headers.iter().any(|s| s == k))
+        .find(|k| !signed.signed_headers().any(|s| s == *k))
         .map(str::to_owned)
 }
 

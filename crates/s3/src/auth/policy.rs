@@ -172,23 +172,28 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 fn glob_by(pattern: &str, text: &str, eq: fn(&u8, &u8) -> bool) -> bool {
     let (pattern, text) = (pattern.as_bytes(), text.as_bytes());
     let starts = |t: &[u8], p: &[u8]| t.len() >= p.len() && t.iter().zip(p).all(|(a, b)| eq(a, b));
-    let mut parts = pattern.split(|&b| b == b'*');
-    let first = parts.next().unwrap_or_default();
-    if !starts(text, first) {
+    let (Some(first_star), Some(last_star)) = (
+        pattern.iter().position(|&b| b == b'*'),
+        pattern.iter().rposition(|&b| b == b'*'),
+    ) else {
+        return text.len() == pattern.len() && starts(text, pattern);
+    };
+    // The text must start with what comes before the first `*` and end with what follows the
+    // last; the parts between are found in order, each as early as it can be, in what is left.
+    let (first, last) = (&pattern[..first_star], &pattern[last_star + 1..]);
+    if text.len() < first.len() + last.len() || !starts(text, first) || !starts(&text[text.len() - last.len()..], last)
+    {
         return false;
     }
-    let mut rest = &text[first.len()..];
-    let parts: Vec<&[u8]> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        return rest.is_empty();
-    };
-    for part in middle {
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    let middle = pattern.get(first_star + 1..last_star).unwrap_or_default();
+    for part in middle.split(|&b| b == b'*').filter(|p| !p.is_empty()) {
         match (0..=rest.len()).find(|&i| starts(&rest[i..], part)) {
             Some(i) => rest = &rest[i + part.len()..],
             None => return false,
         }
     }
-    rest.len() >= last.len() && starts(&rest[rest.len() - last.len()..], last)
+    true
 }
 
 #[cfg(test)]
@@ -217,6 +222,23 @@ mod tests {
         assert!(glob("d*/train/*.tar", "datasets/train/x/1.tar"));
         assert!(!glob("d*/train/*.tar", "datasets/val/1.tar"));
         assert!(!glob("a*a", "a"));
+        assert!(glob("a**b*", "ab") && glob("*b*b", "abab") && !glob("*b*b", "aba"));
+    }
+
+    /// `*`-glob by the definition: `*` takes any number of characters, anything else itself.
+    fn glob_by_definition(pattern: &[u8], text: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|i| glob_by_definition(rest, &text[i..])),
+            Some((c, rest)) => text.first() == Some(c) && glob_by_definition(rest, &text[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn globs_match_by_the_definition(pattern in "[ab*/]{0,8}", text in "[ab/]{0,10}") {
+            proptest::prop_assert_eq!(glob(&pattern, &text), glob_by_definition(pattern.as_bytes(), text.as_bytes()));
+        }
     }
 
     #[test]

@@ -30,40 +30,48 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove
 const PATH_SAFE: &AsciiSet = &UNRESERVED.remove(b'/');
 
 /// `<key>/<yyyymmdd>/<region>/<service>/aws4_request`, parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credential {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credential<'a> {
     /// The access key id.
-    pub access_key: String,
+    pub access_key: &'a str,
     /// `yyyymmdd`.
-    pub date: String,
+    pub date: &'a str,
     /// Signing region.
-    pub region: String,
+    pub region: &'a str,
     /// Signing service (`s3`).
-    pub service: String,
+    pub service: &'a str,
 }
 
-/// A request's signature and what it signs, from either carrier.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedRequest {
+/// A request's signature and what it signs, from either carrier, borrowed from the request (or,
+/// for a presigned URL's percent-encoded values, from the caller's scratch buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedRequest<'a> {
     /// The credential scope.
-    pub credential: Credential,
-    /// Lower-case header names, in the order the client listed them.
-    pub signed_headers: Vec<String>,
-    /// The signature, lower-case hex.
-    pub signature: String,
+    pub credential: Credential<'a>,
+    /// Lower-case header names separated by `;`, in the order the client listed them.
+    signed_headers: &'a str,
+    /// The signature: 64 hex digits, either case.
+    pub signature: &'a str,
     /// `x-amz-date` (or the presigned `X-Amz-Date`) as sent: `yyyymmddThhmmssZ`.
-    pub timestamp: String,
+    pub timestamp: &'a str,
     /// When the request was signed.
     pub signed_at: SystemTime,
     /// The payload hash the signature covers.
-    pub payload: String,
+    pub payload: &'a str,
     /// For a presigned URL, how long it is valid.
     pub expires: Option<Duration>,
 }
 
+impl<'a> SignedRequest<'a> {
+    /// The signed header names, in the client's order.
+    pub fn signed_headers(&self) -> impl Iterator<Item = &'a str> + Clone {
+        self.signed_headers.split(';')
+    }
+}
+
 /// Parses `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...` with the request's
 /// `x-amz-date` and `x-amz-content-sha256` headers.
-pub fn parse_header(authorization: &str, headers: &HeaderMap) -> Result<SignedRequest, AuthError> {
+pub fn parse_header<'a>(authorization: &'a str, headers: &'a HeaderMap) -> Result<SignedRequest<'a>, AuthError> {
     let malformed = |why: &str| AuthError::HeaderMalformed(why.to_owned());
     let rest = authorization
         .strip_prefix(ALGORITHM)
@@ -85,12 +93,8 @@ pub fn parse_header(authorization: &str, headers: &HeaderMap) -> Result<SignedRe
         }
     }
     let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
-    let timestamp = text("x-amz-date")
-        .ok_or(AuthError::MissingHeader("x-amz-date"))?
-        .to_owned();
-    let payload = text("x-amz-content-sha256")
-        .ok_or(AuthError::MissingHeader("x-amz-content-sha256"))?
-        .to_owned();
+    let timestamp = text("x-amz-date").ok_or(AuthError::MissingHeader("x-amz-date"))?;
+    let payload = text("x-amz-content-sha256").ok_or(AuthError::MissingHeader("x-amz-content-sha256"))?;
     signed_request(
         credential.ok_or_else(|| malformed("missing Credential"))?,
         signed.ok_or_else(|| malformed("missing SignedHeaders"))?,
@@ -105,11 +109,6 @@ pub fn parse_header(authorization: &str, headers: &HeaderMap) -> Result<SignedRe
     })
 }
 
-/// Whether a query string carries a presigned signature.
-pub fn is_presigned(query: &str) -> bool {
-    query_pairs(query).any(|(k, _)| k == "X-Amz-Algorithm" || k == "X-Amz-Signature")
-}
-
 /// The query parameters of a presigned URL's signature, in the order [`parse_query`] reads them.
 pub const PRESIGNED_PARAMS: [&str; 6] = [
     "X-Amz-Algorithm",
@@ -120,20 +119,43 @@ pub const PRESIGNED_PARAMS: [&str; 6] = [
     "X-Amz-Signature",
 ];
 
-/// Parses a presigned URL's `X-Amz-*` query parameters.
-pub fn parse_query(query: &str) -> Result<SignedRequest, AuthError> {
+/// Parses a presigned URL's `X-Amz-*` query parameters; `None` if the query carries no presigned
+/// signature (neither `X-Amz-Algorithm` nor `X-Amz-Signature`). Values with percent-escapes are
+/// decoded into `scratch`, which the answer borrows.
+pub fn parse_query<'a>(query: &'a str, scratch: &'a mut Vec<u8>) -> Result<Option<SignedRequest<'a>>, AuthError> {
     let malformed = |why: &str| AuthError::QueryMalformed(why.to_owned());
-    let mut fields: [Option<Cow<'_, str>>; 6] = Default::default();
+    let (mut raw, mut twice): ([Option<&str>; 6], bool) = Default::default();
     for (k, v) in query_pairs(query) {
         if let Some(i) = PRESIGNED_PARAMS.iter().position(|n| *n == k) {
-            if fields[i].replace(decode(v)?).is_some() {
-                return Err(malformed("a parameter appears twice"));
-            }
+            twice |= raw[i].replace(v).is_some();
+        }
+    }
+    if raw[0].is_none() && raw[5].is_none() {
+        return Ok(None);
+    }
+    if twice {
+        return Err(malformed("a parameter appears twice"));
+    }
+    // Decode what needs it into `scratch` first, then borrow: the buffer grows only before.
+    let mut decoded: [Option<std::ops::Range<usize>>; 6] = Default::default();
+    for (slot, value) in decoded.iter_mut().zip(raw) {
+        if let Some(v) = value.filter(|v| v.contains('%')) {
+            let start = scratch.len();
+            scratch.extend(percent_decode_str(v));
+            *slot = Some(start..scratch.len());
+        }
+    }
+    let scratch: &'a [u8] = scratch;
+    let mut fields: [Option<&'a str>; 6] = raw;
+    for (field, range) in fields.iter_mut().zip(decoded) {
+        if let Some(r) = range {
+            let text = std::str::from_utf8(&scratch[r]);
+            *field = Some(text.map_err(|_| malformed("a query parameter is not valid UTF-8"))?);
         }
     }
     let [algorithm, credential, date, expires, signed, signature] = fields;
     let missing = |name: &str| malformed(&format!("missing {name}"));
-    if algorithm.as_deref() != Some(ALGORITHM) {
+    if algorithm != Some(ALGORITHM) {
         return Err(malformed("X-Amz-Algorithm must be AWS4-HMAC-SHA256"));
     }
     let expires: u64 = expires
@@ -145,48 +167,49 @@ pub fn parse_query(query: &str) -> Result<SignedRequest, AuthError> {
         return Err(malformed("X-Amz-Expires must be less than a week (604800 seconds)"));
     }
     signed_request(
-        &credential.ok_or_else(|| missing("X-Amz-Credential"))?,
-        &signed.ok_or_else(|| missing("X-Amz-SignedHeaders"))?,
-        &signature.ok_or_else(|| missing("X-Amz-Signature"))?,
-        date.ok_or_else(|| missing("X-Amz-Date"))?.into_owned(),
-        UNSIGNED_PAYLOAD.to_owned(),
+        credential.ok_or_else(|| missing("X-Amz-Credential"))?,
+        signed.ok_or_else(|| missing("X-Amz-SignedHeaders"))?,
+        signature.ok_or_else(|| missing("X-Amz-Signature"))?,
+        date.ok_or_else(|| missing("X-Amz-Date"))?,
+        UNSIGNED_PAYLOAD,
         Some(expires),
     )
+    .map(Some)
 }
 
-fn signed_request(
-    credential: &str,
-    signed: &str,
-    signature: &str,
-    timestamp: String,
-    payload: String,
+fn signed_request<'a>(
+    credential: &'a str,
+    signed_headers: &'a str,
+    signature: &'a str,
+    timestamp: &'a str,
+    payload: &'a str,
     expires: Option<Duration>,
-) -> Result<SignedRequest, AuthError> {
+) -> Result<SignedRequest<'a>, AuthError> {
     let malformed = |why: &str| AuthError::QueryMalformed(why.to_owned());
     let credential = parse_credential(credential)?;
-    let signed_headers: Vec<String> = signed.split(';').map(str::to_owned).collect();
-    let well_formed = |h: &String| {
+    let well_formed = |h: &str| {
         !h.is_empty()
             && h.bytes()
                 .all(|b| b.is_ascii_lowercase() || b"0123456789-_.".contains(&b))
     };
-    if signed_headers.len() > 64 || !signed_headers.iter().all(well_formed) {
+    let names = signed_headers.split(';');
+    if names.clone().count() > 64 || !names.clone().all(well_formed) {
         return Err(malformed("SignedHeaders must be at most 64 lower-case header names"));
     }
-    if !signed_headers.iter().any(|h| h == "host") {
+    if !names.clone().any(|h| h == "host") {
         return Err(malformed("the host header must be signed"));
     }
     if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(malformed("the signature must be 64 hex digits"));
     }
-    let signed_at = parse_timestamp(&timestamp).ok_or_else(|| malformed("the date must be yyyymmddThhmmssZ"))?;
-    if !timestamp.starts_with(&credential.date) {
+    let signed_at = parse_timestamp(timestamp).ok_or_else(|| malformed("the date must be yyyymmddThhmmssZ"))?;
+    if !timestamp.starts_with(credential.date) {
         return Err(malformed("the credential's date is not the request's date"));
     }
     Ok(SignedRequest {
         credential,
         signed_headers,
-        signature: signature.to_ascii_lowercase(),
+        signature,
         timestamp,
         signed_at,
         payload,
@@ -194,7 +217,7 @@ fn signed_request(
     })
 }
 
-fn parse_credential(text: &str) -> Result<Credential, AuthError> {
+fn parse_credential(text: &str) -> Result<Credential<'_>, AuthError> {
     let malformed = || AuthError::QueryMalformed("the credential must be KEY/yyyymmdd/region/s3/aws4_request".into());
     let mut parts = text.rsplitn(5, '/');
     let (terminator, service, region, date, key) = (
@@ -209,19 +232,56 @@ fn parse_credential(text: &str) -> Result<Credential, AuthError> {
         return Err(malformed());
     }
     Ok(Credential {
-        access_key: key.to_owned(),
-        date: date.to_owned(),
-        region: region.to_owned(),
-        service: service.to_owned(),
+        access_key: key,
+        date,
+        region,
+        service,
     })
 }
 
-/// `yyyymmddThhmmssZ` to a time.
+/// `yyyymmddThhmmssZ` (UTC) to a time; `None` unless every field is in range. Written out
+/// rather than through a date library: every signed request parses one.
 fn parse_timestamp(s: &str) -> Option<SystemTime> {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let at = time::PrimitiveDateTime::parse(s, FORMAT).ok()?.assume_utc();
-    Some(at.into())
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let number = |at: std::ops::Range<usize>| {
+        b[at]
+            .iter()
+            .try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let since_epoch = Duration::from_secs(seconds.unsigned_abs());
+    match seconds >= 0 {
+        true => SystemTime::UNIX_EPOCH.checked_add(since_epoch),
+        false => SystemTime::UNIX_EPOCH.checked_sub(since_epoch),
+    }
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// `days_from_civil`: years counted from March, so that the leap day ends the year).
+fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// The query's `key=value` pairs, raw (still percent-encoded).
@@ -318,13 +378,13 @@ pub fn canonical_request(
     uri_path: &str,
     query: &str,
     headers: &HeaderMap,
-    signed: &SignedRequest,
+    signed: &SignedRequest<'_>,
 ) -> Result<String, AuthError> {
     let mut out = String::with_capacity(512);
     for part in [method, "\n", uri_path, "\n", &canonical_query(query)?, "\n"] {
         out.push_str(part);
     }
-    for name in &signed.signed_headers {
+    for name in signed.signed_headers() {
         out.push_str(name);
         out.push(':');
         if !push_canonical_header(&mut out, headers, name) {
@@ -334,31 +394,26 @@ pub fn canonical_request(
         out.push('\n');
     }
     out.push('\n');
-    for (i, name) in signed.signed_headers.iter().enumerate() {
-        if i > 0 {
-            out.push(';');
-        }
-        out.push_str(name);
-    }
+    out.push_str(signed.signed_headers);
     out.push('\n');
-    out.push_str(&signed.payload);
+    out.push_str(signed.payload);
     Ok(out)
 }
 
 /// The string to sign for a canonical request.
-pub fn string_to_sign(canonical_request: &str, signed: &SignedRequest) -> String {
+pub fn string_to_sign(canonical_request: &str, signed: &SignedRequest<'_>) -> String {
     let c = &signed.credential;
     let mut out = String::with_capacity(160);
     for part in [
         ALGORITHM,
         "\n",
-        &signed.timestamp,
+        signed.timestamp,
         "\n",
-        &c.date,
+        c.date,
         "/",
-        &c.region,
+        c.region,
         "/",
-        &c.service,
+        c.service,
     ] {
         out.push_str(part);
     }
@@ -370,7 +425,12 @@ pub fn string_to_sign(canonical_request: &str, signed: &SignedRequest) -> String
 /// HMAC-SHA256 of `msg` under `key` (ring's, as the cluster's peer proofs): a signature is this,
 /// under the signing key, of the string to sign.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), msg);
+    hmac_sha256_with(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), msg)
+}
+
+/// [`hmac_sha256`] under a key already prepared (its padded blocks hashed once).
+pub fn hmac_sha256_with(key: &ring::hmac::Key, msg: &[u8]) -> [u8; 32] {
+    let tag = ring::hmac::sign(key, msg);
     let mut mac = [0u8; 32];
     mac.copy_from_slice(tag.as_ref());
     mac
@@ -387,29 +447,38 @@ pub fn push_hex(out: &mut String, bytes: &[u8]) {
 
 /// Whether `mac` is the signature a client sent as hex (either case), compared in constant time.
 pub fn signature_matches(mac: &[u8; 32], signature: &str) -> bool {
-    let mut expected = String::with_capacity(64);
-    push_hex(&mut expected, mac);
-    let sent = signature.as_bytes();
-    sent.len() == 64 && bool::from(expected.as_bytes().ct_eq(&sent.to_ascii_lowercase()))
+    let nibble = |c: u8| (c as char).to_digit(16);
+    let mut sent = [0u8; 32];
+    let hex = signature.as_bytes();
+    if hex.len() != 64 {
+        return false;
+    }
+    for (byte, pair) in sent.iter_mut().zip(hex.chunks_exact(2)) {
+        match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => *byte = ((hi << 4) | lo) as u8,
+            _ => return false,
+        }
+    }
+    bool::from(mac.ct_eq(&sent))
 }
 
 /// The candidate canonical URIs of a request path as received: re-encoded with SigV4's rules
 /// (the form SDKs sign), then the path exactly as sent, for clients that sign what they send.
-pub fn canonical_paths(raw_path: &str) -> Vec<String> {
+pub fn canonical_paths(raw_path: &str) -> impl Iterator<Item = Cow<'_, str>> {
     // The common case: nothing to decode and nothing SigV4 would encode.
-    if raw_path
+    let plain = raw_path
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
-    {
-        return vec![raw_path.to_owned()];
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
+    let encoded = (!plain)
+        .then(|| utf8_percent_encode(&percent_decode_str(raw_path).decode_utf8_lossy(), PATH_SAFE).to_string())
+        .filter(|e| e != raw_path);
+    let as_sent = Some(Cow::Borrowed(raw_path));
+    match encoded {
+        Some(e) => [Some(Cow::Owned(e)), as_sent],
+        None => [as_sent, None],
     }
-    let decoded = percent_decode_str(raw_path).decode_utf8_lossy();
-    let encoded = utf8_percent_encode(&decoded, PATH_SAFE).to_string();
-    if encoded == raw_path {
-        vec![encoded]
-    } else {
-        vec![encoded, raw_path.to_owned()]
-    }
+    .into_iter()
+    .flatten()
 }
 
 #[cfg(test)]
@@ -427,7 +496,7 @@ mod tests {
         h
     }
 
-    fn signature(canonical: &str, signed: &SignedRequest) -> String {
+    fn signature(canonical: &str, signed: &SignedRequest<'_>) -> String {
         let key = aws_sigv4::sign::v4::generate_signing_key(SECRET, signed.signed_at, "us-east-1", "s3");
         let ours = hmac_sha256(key.as_ref(), string_to_sign(canonical, signed).as_bytes());
         let theirs = aws_sigv4::sign::v4::calculate_signature(key, string_to_sign(canonical, signed).as_bytes());
@@ -464,8 +533,8 @@ mod tests {
                      &X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
                      &X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host\
                      &X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404";
-        assert!(is_presigned(query));
-        let signed = parse_query(query).unwrap();
+        let mut scratch = Vec::new();
+        let signed = parse_query(query, &mut scratch).unwrap().unwrap();
         assert_eq!(signed.expires, Some(Duration::from_secs(86400)));
         let h = headers(&[("host", "examplebucket.s3.amazonaws.com")]);
         let canonical = canonical_request("GET", "/test.txt", query, &h, &signed).unwrap();
@@ -506,7 +575,8 @@ mod tests {
         let good = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=a%2F20130524%2Fus-east-1%2Fs3%2Faws4_request\
                     &X-Amz-Date=20130524T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=";
         let sig = "b".repeat(64);
-        assert!(parse_query(&format!("{good}{sig}")).is_ok());
+        assert!(parse_query(&format!("{good}{sig}"), &mut Vec::new()).unwrap().is_some());
+        assert_eq!(parse_query("list-type=2&prefix=a%2F", &mut Vec::new()), Ok(None));
         for bad in [
             format!("{good}{sig}&X-Amz-Date=20130524T000000Z"),
             good.replace("Expires=60", "Expires=604801") + &sig,
@@ -515,7 +585,9 @@ mod tests {
             good.replace("&X-Amz-SignedHeaders=host", "") + &sig,
             good.replace("AWS4-HMAC-SHA256&", "AWS4-HMAC-SHA1&") + &sig,
         ] {
-            assert!(matches!(parse_query(&bad), Err(AuthError::QueryMalformed(_))), "{bad}");
+            let mut scratch = Vec::new();
+            let parsed = parse_query(&bad, &mut scratch);
+            assert!(matches!(parsed, Err(AuthError::QueryMalformed(_))), "{bad}");
         }
     }
 
@@ -528,8 +600,9 @@ mod tests {
         );
         assert_eq!(canonical_query("a=%7e%2f&b=%2F%20x").unwrap(), "a=~%2F&b=%2F%20x");
         assert_eq!(canonical_query("k=%GZ&e=&p=%2").unwrap(), "e=&k=%25GZ&p=%252");
-        assert_eq!(canonical_paths("/b/a b"), ["/b/a%20b", "/b/a b"]);
-        assert_eq!(canonical_paths("/b/a%20b"), ["/b/a%20b"]);
+        assert_eq!(canonical_paths("/b/a b").collect::<Vec<_>>(), ["/b/a%20b", "/b/a b"]);
+        assert_eq!(canonical_paths("/b/a%20b").collect::<Vec<_>>(), ["/b/a%20b"]);
+        assert_eq!(canonical_paths("/b/a-b.c").collect::<Vec<_>>(), ["/b/a-b.c"]);
     }
 
     #[test]
@@ -539,8 +612,19 @@ mod tests {
             t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
             1_709_251_199
         );
+        let epoch = parse_timestamp("19700101T000000Z").unwrap();
+        assert_eq!(epoch, SystemTime::UNIX_EPOCH);
+        let before = SystemTime::UNIX_EPOCH.duration_since(parse_timestamp("19691231T235959Z").unwrap());
+        assert_eq!(before.unwrap().as_secs(), 1);
         for bad in [
+            "20230229T000000Z",
+            "21000229T000000Z",
             "20241329T000000Z",
+            "20240431T000000Z",
+            "20240101T240000Z",
+            "20240101T236000Z",
+            "20240101T235960Z",
+            "+2024101T235959Z",
             "2024022T235959Z",
             "20240229 235959Z",
             "2024022éT23595Z",
@@ -551,10 +635,21 @@ mod tests {
 
     proptest::proptest! {
         #[test]
+        fn timestamps_parse_as_the_time_crate_does(
+            (y, mo, d, h, mi, s) in (0u32..10_000, 0u32..14, 0u32..33, 0u32..26, 0u32..62, 0u32..62)
+        ) {
+            let text = format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z");
+            const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+                time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+            let theirs = time::PrimitiveDateTime::parse(&text, FORMAT).ok().map(|t| SystemTime::from(t.assume_utc()));
+            proptest::prop_assert_eq!(parse_timestamp(&text), theirs, "{}", text);
+        }
+
+        #[test]
         fn parsers_never_panic(auth in "\\PC{0,200}", query in "\\PC{0,200}") {
             let h = headers(&[("x-amz-date", "20130524T000000Z"), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD")]);
             let _ = parse_header(&auth, &h);
-            let _ = parse_query(&query);
+            let _ = parse_query(&query, &mut Vec::new());
             let _ = canonical_query(&query);
             let _ = parse_timestamp(&auth);
         }

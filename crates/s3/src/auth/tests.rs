@@ -142,7 +142,7 @@ fn header_signed_requests_verify_in_each_payload_mode() {
 fn presigned_urls_verify_until_they_expire() {
     let v = verifier();
     let r = Signed::new("GET", "/data/k.tar", &[HOST], t0(), Some(Duration::from_secs(3600)));
-    assert!(sigv4::is_presigned(&r.query));
+    assert!(sigv4::parse_query(&r.query, &mut Vec::new()).unwrap().is_some());
     let ok = v.verify(&r.parts(), t0() + Duration::from_secs(3599)).unwrap();
     assert_eq!(ok.identity, Identity::Principal("trainer".into()));
     assert_eq!(
