@@ -220,11 +220,16 @@ class Origin:
         return self.log.stat().st_size
 
     def since(self, mark):
-        """(requests, body bytes) the origin served since `mark`."""
+        """(requests, body bytes) the origin served since `mark`. A mark can fall inside a line:
+        the kernel extends a file page by page, so a line written across a page boundary can be
+        seen half-written. That line was logged before the mark, and its tail is skipped."""
         with open(self.log, "rb") as f:
-            f.seek(mark)
-            lines = f.read().decode().splitlines()
-        return len(lines), sum(int(l.split()[1]) for l in lines if l.strip())
+            f.seek(max(mark - 1, 0))
+            text = f.read().decode()
+        if mark > 0:
+            text = text[1:] if text.startswith("\n") else text.partition("\n")[2]
+        lines = [l for l in text.splitlines() if l.strip()]
+        return len(lines), sum(int(l.split()[1]) for l in lines)
 
 
 def render_conf(template, **values):

@@ -1,21 +1,10 @@
 //! An object's bytes as a stream of pieces, chunk by chunk, each from wherever the cache finds
 //! it: a tier, a fill in flight, or a fill this read starts. Chunks ahead of a sequential
-//! reader are fetched meanwhile.
-//!
-//! A piece is either a view of a chunk's buffer (no copy) or a copy. A view keeps the whole
-//! chunk in memory for as long as the client takes to accept it, evicted or not, so views go
-//! only to clients that have shown they keep up ([`ObjectBody::wrote`]): until a client has
-//! taken [`PROVEN_BYTES`], each write quick, and for good once one write was slow, it gets
-//! copies of at most [`COPIED_PIECE`], and between pieces the body holds nothing but its
-//! place: each piece is looked up afresh, in memory, on disk (whose read buffers are the
-//! piece's own) or in a fill in flight. So what a slow reader costs in memory is one piece, not
-//! a chunk. Copies have a budget ([`COPIES_KIB`]); past it, slow clients get views of chunks
-//! in memory, which many slow clients of one hot chunk then share. Chunks no bigger than
-//! [`SMALL_CHUNK`] are always viewed: a view of one pins little.
+//! reader are fetched meanwhile. A piece is a view of a chunk's buffer (no copy), or, for a
+//! client not known to keep up, a copy ([`copies`]).
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -28,22 +17,13 @@ use shardcache_metrics::{Outcome, Source};
 use shardcache_types::{ETag, ObjectRef};
 use shardcache_upstream::OriginError;
 
-/// Bytes of a piece copied for a client not (yet) known to keep up.
-const COPIED_PIECE: u64 = 128 << 10;
-/// KiB of copied pieces alive at once, over all clients. Past it a slow client gets views of
-/// chunks in memory after all: many slow clients of one hot chunk then share it (2,000 clients
-/// that read nothing of one 1 MiB object held 328 MiB of copies, one each).
-pub(super) const COPIES_KIB: usize = 16 << 10;
-/// Bytes a client must take, each write quicker than [`SLOW_WRITE`], before it gets views: more
-/// than a socket's send buffer holds (Linux grows one to 4 MiB), or a client that reads nothing
-/// would look quick while the kernel takes what it does not.
-const PROVEN_BYTES: u64 = 8 << 20;
-/// A write to the client that takes longer than this marks it slow for the rest of the body.
-const SLOW_WRITE: Duration = Duration::from_millis(50);
+mod copies;
+
+pub(super) use copies::COPIES_KIB;
+use copies::{copies, Pace};
+
 /// The most bytes of one view.
 const VIEW_PIECE: usize = 1 << 20;
-/// Chunks of at most this many bytes are viewed whatever the client's pace.
-const SMALL_CHUNK: u64 = 2 * COPIED_PIECE;
 
 /// Bytes of the object, and where they came from.
 pub struct Piece {
@@ -90,17 +70,6 @@ pub(super) enum Reading {
     Client { pass: Option<u32> },
     /// A cluster member's read of one chunk from its owner: no read-ahead.
     Peer,
-}
-
-/// How the client takes the bytes, as far as its writes tell.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pace {
-    /// Not known yet: this many bytes taken, each write quick.
-    Unproven(u64),
-    /// It keeps up: views.
-    Quick,
-    /// A write was slow: copies, to the end.
-    Slow,
 }
 
 /// The chunk being read.
@@ -213,46 +182,6 @@ impl<'a> ObjectBody<'a> {
     /// memory hit).
     pub fn outcome(&self) -> Outcome {
         self.outcome
-    }
-
-    /// Tells the body the client took a piece of `bytes` in `took`: what decides whether it
-    /// gets views or copies from now on.
-    pub fn wrote(&mut self, bytes: usize, took: Duration) {
-        self.pace = match self.pace {
-            Pace::Slow => Pace::Slow,
-            _ if took > SLOW_WRITE => {
-                self.fall_behind();
-                Pace::Slow
-            }
-            Pace::Unproven(n) if n + bytes as u64 >= PROVEN_BYTES => Pace::Quick,
-            Pace::Unproven(n) => Pace::Unproven(n + bytes as u64),
-            Pace::Quick => Pace::Quick,
-        };
-    }
-
-    /// Lets go of the chunk being read, keeping only the place: copies from here on.
-    fn fall_behind(&mut self) {
-        let chunk_size = self.reader.parts.cache.chunk_size();
-        let (slice, pos) = match self.current.take() {
-            Some(Current::Fill { index, pos, within, .. }) => {
-                let chunk = chunk_span(index, chunk_size, self.size);
-                let at = pos.max(within.start);
-                (ChunkSlice { index, chunk, within }, at)
-            }
-            Some(Current::Disk { slice, given, .. } | Current::Hit { slice, given, .. }) => {
-                let at = slice.within.start + given;
-                (slice, at)
-            }
-            other => {
-                self.current = other;
-                return;
-            }
-        };
-        self.current = Some(Current::Copying {
-            slice,
-            pos,
-            counted: true,
-        });
     }
 
     /// The next piece; `None` at the end.
@@ -429,69 +358,6 @@ impl<'a> ObjectBody<'a> {
         None
     }
 
-    /// The next copied piece of the [`Current::Copying`] chunk, looked up afresh; `None` once the
-    /// lookup found nothing to give (it is retried).
-    async fn copied(&mut self) -> Result<Option<Piece>, BodyError> {
-        let Some(Current::Copying { slice, pos, counted }) = &self.current else {
-            return Ok(None);
-        };
-        let (slice, pos, counted) = (slice.clone(), *pos, *counted);
-        let span = pos..(pos + COPIED_PIECE).min(slice.within.end);
-        let (index, len) = (slice.index, slice.chunk.end - slice.chunk.start);
-        let read = match self.opened.take_if(|(i, _)| *i == index) {
-            Some((_, fill)) => ChunkRead::Leader(fill.reader()),
-            None => {
-                let parts = &self.reader.parts;
-                let fetch = fetcher(parts, self.source, &self.object, &self.etag, slice.chunk.clone());
-                match counted {
-                    true => parts.cache.lookup(self.key(index), len, span.clone(), fetch).await,
-                    false => parts.cache.chunk(self.key(index), len, span.clone(), fetch).await,
-                }
-            }
-        };
-        if !counted {
-            self.outcome = self.outcome.max(outcome_of(&read));
-            self.read_ahead(index);
-        }
-        let taken = match read {
-            ChunkRead::Hit(bytes, tier) => Ok((self.copy(bytes), tiered(tier).1)),
-            // The disk read's own buffers, as big as the span: nothing else is held.
-            ChunkRead::Disk(mut read) => {
-                let mut pieces = Vec::with_capacity(1);
-                loop {
-                    match read.next().await {
-                        Ok(Some(piece)) => pieces.push(piece),
-                        Ok(None) => break Ok((joined(pieces), Source::Disk)),
-                        Err(e) => break Err(BodyError::Disk(e)),
-                    }
-                }
-            }
-            ChunkRead::Leader(reader) | ChunkRead::Follower(reader) => self
-                .fill_view(reader, index, &span)
-                .await
-                .map(|b| (self.copy(b), Source::Upstream)),
-        };
-        let (bytes, from) = match taken {
-            Ok(taken) => taken,
-            // The next look reads the chunk afresh.
-            Err(BodyError::Disk(e)) => {
-                self.read_afresh(index, pos, e)?;
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        if bytes.is_empty() {
-            let (at, wanted) = (pos, span.end);
-            return Err(BodyError::Short { index, at, wanted });
-        }
-        self.current = Some(Current::Copying {
-            slice,
-            pos: pos + bytes.len() as u64,
-            counted: true,
-        });
-        Ok(Some(Piece { bytes, from }))
-    }
-
     /// Whether chunk `index`, whose disk read failed at byte `at` with `e`, is read afresh: the
     /// store dropped the damaged entry, so the chunk comes from a fresh fill (its owner or the
     /// upstream, pinned to the ETag) from the byte reached, and is cached anew. Once per chunk:
@@ -504,19 +370,6 @@ impl<'a> ObjectBody<'a> {
         self.reader.parts.cache.metrics().disk_reads_resumed.inc();
         self.disk_failed = Some(index);
         Ok(())
-    }
-
-    /// A copy of `view` that holds nothing of its chunk, where there is room for one; else the
-    /// view.
-    fn copy(&self, view: Bytes) -> Bytes {
-        let units = view.len().div_ceil(1024) as u32;
-        match self.reader.parts.copies.clone().try_acquire_many_owned(units) {
-            Ok(room) => Bytes::from_owner(Copied {
-                bytes: view.to_vec(),
-                _room: room,
-            }),
-            Err(_) => view,
-        }
     }
 
     /// The bytes of `span` of chunk `index` a fill has so far (at least one, waiting for
@@ -591,31 +444,6 @@ impl<'a> ObjectBody<'a> {
             self.window = self.reader.streams.widen(&self.object, self.window, ahead.max_chunks);
         }
     }
-}
-
-/// A copied piece, and its room among the copies.
-struct Copied {
-    bytes: Vec<u8>,
-    _room: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl AsRef<[u8]> for Copied {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-/// `pieces` as one.
-fn joined(mut pieces: Vec<Bytes>) -> Bytes {
-    match pieces.len() {
-        1 => pieces.remove(0),
-        _ => Bytes::from(pieces.concat()),
-    }
-}
-
-/// Whether a client at `pace` gets copies of a chunk of `len` bytes.
-fn copies(pace: Pace, len: u64) -> bool {
-    pace != Pace::Quick && len > SMALL_CHUNK
 }
 
 /// How a chunk read found its chunk.
