@@ -389,9 +389,10 @@ def render(data):
         "shows what the client took of the two cores. Hits are measured after one unmeasured warming pass.",
         "",
         "**Contenders:** `upstream` = the origin itself (nginx serving the files as `/bucket/key`; also the "
-        "\"nginx static\" ceiling); `shardcache` (release build, 2 worker threads, 2 GiB memory tier); "
+        "\"nginx static\" ceiling); `shardcache` (release build, 2 worker threads, a 2.5 GiB memory tier "
+        "in the main rounds, whose three quarters for cached chunks hold every hit set, 2 GiB elsewhere); "
         "`nginx` = nginx proxy_cache with proxy_cache_lock and 8 MiB slices (`benches/peers/nginx-cache.conf`); "
-        "`cachey` 0.13 (2 GiB memory, same disk). The \"remote\" cases and the epochs read the origin's "
+        "`cachey` 0.13 (the same memory, same disk). The \"remote\" cases and the epochs read the origin's "
         "remote port (30 ms to the first byte, 80 MiB/s per connection, `benches/remote.py`), where "
         "`upstream x16` is the origin read with 16 connections of 8 MiB ranges and `s5cmd` its `cp`.",
         "",
