@@ -7,6 +7,7 @@
 pub mod chunked;
 mod policy;
 pub mod sigv4;
+mod timestamp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
