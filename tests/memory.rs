@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,8 @@ fn rss(served: &Served) -> u64 {
 }
 
 /// shardcache over `dir/data` (objects `bench/obj-<i>`, 16 MiB each, one file hard-linked:
-/// distinct objects to the cache), with its caches under `dir`; and its S3 address.
-fn serve(dir: &Path) -> (Served, std::net::SocketAddr) {
+/// distinct objects to the cache), with its caches under `dir`; and its S3 and admin addresses.
+fn serve(dir: &Path) -> (Served, SocketAddr, SocketAddr) {
     let data = dir.join("data/bench");
     std::fs::create_dir_all(&data).unwrap();
     let bytes: Vec<u8> = (0..16 * MIB).map(|i| (i * 7 % 251) as u8).collect();
@@ -51,12 +51,12 @@ fn serve(dir: &Path) -> (Served, std::net::SocketAddr) {
     )
     .unwrap();
     let served = Served::start(&config, admin);
-    (served, ([127, 0, 0, 1], s3).into())
+    (served, ([127, 0, 0, 1], s3).into(), ([127, 0, 0, 1], admin).into())
 }
 
 /// Sends a GET for `path` on a new connection with a small receive buffer, and returns it
 /// unread.
-fn request(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+fn request(addr: SocketAddr, path: &str) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
     let size: libc::c_int = 64 << 10;
@@ -92,10 +92,48 @@ fn peak_while(served: &Served, work: impl FnOnce() + Send) -> u64 {
     })
 }
 
+/// `shardcache_copied_bytes_total`, scraped from `admin`.
+fn copied_bytes(admin: SocketAddr) -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(common::metric(admin, "shardcache_copied_bytes_total"))
+}
+
+#[test]
+fn a_client_whose_socket_takes_a_piece_at_once_gets_a_view_and_one_that_reads_nothing_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_served, addr, admin) = serve(dir.path());
+    // Three times the first MiB of an object (a miss, then hits), each read whole at once on a
+    // connection of its own: every piece fits in the socket's room, so none is copied (before,
+    // a client that had not yet taken 8 MiB got every piece copied: 3 MiB here).
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /bench/obj-0 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1048575\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert!(answer.len() > MIB as usize, "a short answer: {} bytes", answer.len());
+    }
+    assert_eq!(copied_bytes(admin), 0.0);
+    // A client that reads nothing fills its socket: what its socket cannot take is copied.
+    let idle = request(addr, "/bench/obj-1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while copied_bytes(admin) == 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing was copied for a client that reads nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(idle);
+}
+
 #[test]
 fn slow_readers_of_distinct_objects_cost_a_piece_each_not_a_chunk() {
     let dir = tempfile::tempdir().unwrap();
-    let (served, addr) = serve(dir.path());
+    let (served, addr, _) = serve(dir.path());
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss(&served);
     // Fifty clients each read 16 KiB of a distinct 16 MiB object every 100 ms, for 8 s.
@@ -125,7 +163,7 @@ fn slow_readers_of_distinct_objects_cost_a_piece_each_not_a_chunk() {
 #[test]
 fn memory_a_connection_flood_took_is_given_back_when_it_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let (served, addr) = serve(dir.path());
+    let (served, addr, _) = serve(dir.path());
     // The object is cached before the idle figure is taken: the flood adds only connections.
     let mut warm = TcpStream::connect(addr).unwrap();
     warm.write_all(b"GET /bench/obj-0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use pingora_core::protocols::SocketDigest;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -163,6 +164,17 @@ impl BodyWriter<'_> {
     }
 }
 
+/// Bytes the client's socket takes now without the write waiting for the client: half its send
+/// buffer (the kernel counts its own overhead against the buffer too) less what the buffer still
+/// holds, unsent or unacknowledged; 0 when unknown.
+fn at_once(socket: Option<&SocketDigest>) -> u64 {
+    let Some((info, buffer)) = socket.and_then(|s| Some((s.tcp_info()?, s.get_snd_buf()?))) else {
+        return 0;
+    };
+    let held = u64::from(info.tcpi_notsent_bytes) + u64::from(info.tcpi_unacked) * u64::from(info.tcpi_snd_mss);
+    (buffer as u64 / 2).saturating_sub(held)
+}
+
 /// Sends `body` under `header` (which goes out with its first bytes).
 async fn stream(
     metrics: &Metrics,
@@ -176,8 +188,9 @@ async fn stream(
         metrics,
     };
     let after = |e| StreamError::AfterStart(e);
+    let socket = session.digest().and_then(|d| d.socket_digest.clone());
     loop {
-        let next = body.next().await;
+        let next = body.next_within(|| at_once(socket.as_deref())).await;
         ctx.outcome = ctx.outcome.max(body.outcome());
         match next {
             Ok(Some(piece)) => {

@@ -26,6 +26,9 @@ pub struct CacheMetrics {
     /// `shardcache_disk_reads_resumed_total`: chunk reads from the disk tier that failed midway
     /// (the entry was dropped) and were finished from a fresh fill.
     pub disk_reads_resumed: IntCounter,
+    /// `shardcache_copied_bytes_total`: bytes sent as copies to clients not known to keep up,
+    /// whose sockets had no room for a view of the chunk.
+    pub copied_bytes: IntCounter,
     /// `shardcache_stale_responses_total{upstream}`: answers whose metadata was past its TTL
     /// and could not be revalidated, served under stale-if-error.
     pub stale_served: IntCounterVec,
@@ -59,6 +62,10 @@ impl CacheMetrics {
             disk_reads_resumed: registry.single(
                 "shardcache_disk_reads_resumed_total",
                 "Disk tier reads that failed midway and were finished from a fresh fill",
+            ),
+            copied_bytes: registry.single(
+                "shardcache_copied_bytes_total",
+                "Bytes sent as copies to clients not known to keep up, whose sockets had no room for a view",
             ),
             stale_served: registry.counter(
                 "shardcache_stale_responses_total",

@@ -184,8 +184,16 @@ impl<'a> ObjectBody<'a> {
         self.outcome
     }
 
-    /// The next piece; `None` at the end.
+    /// The next piece; `None` at the end. For a reader whose socket's room is not known: a client
+    /// not known to keep up gets copies.
     pub async fn next(&mut self) -> Result<Option<Piece>, BodyError> {
+        self.next_within(|| 0).await
+    }
+
+    /// The next piece; `None` at the end. `at_once`: how many bytes the client's socket takes
+    /// now without the write waiting for the client, asked only for a client not known to keep
+    /// up (pieces within it are views, see [`copies`]).
+    pub async fn next_within(&mut self, at_once: impl Fn() -> u64) -> Result<Option<Piece>, BodyError> {
         loop {
             match &mut self.current {
                 Some(Current::Copying { slice, pos, .. }) => {
@@ -206,7 +214,7 @@ impl<'a> ObjectBody<'a> {
                         }
                         continue;
                     }
-                    if let Some(piece) = self.copied().await? {
+                    if let Some(piece) = self.copied(at_once()).await? {
                         return Ok(Some(piece));
                     }
                 }

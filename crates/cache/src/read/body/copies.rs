@@ -1,19 +1,22 @@
 //! A piece is either a view of a chunk's buffer (no copy) or a copy. A view keeps the whole
 //! chunk in memory for as long as the client takes to accept it, evicted or not, so views go
-//! only to clients that have shown they keep up ([`ObjectBody::wrote`]): until a client has
-//! taken [`PROVEN_BYTES`], each write quick, and for good once one write was slow, it gets
-//! copies of at most [`COPIED_PIECE`], and between pieces the body holds nothing but its
-//! place: each piece is looked up afresh, in memory, on disk (whose read buffers are the
-//! piece's own) or in a fill in flight. So what a slow reader costs in memory is one piece, not
-//! a chunk. Copies have a budget ([`COPIES_KIB`]); past it, slow clients get views of chunks
-//! in memory, which many slow clients of one hot chunk then share. Chunks no bigger than
-//! [`SMALL_CHUNK`] are always viewed: a view of one pins little.
+//! freely only to clients that have shown they keep up ([`ObjectBody::wrote`]). Until a client
+//! has taken [`PROVEN_BYTES`], each write quick, and for good once one write was slow, the body
+//! holds nothing between pieces but its place: each piece is looked up afresh, in memory, on
+//! disk (whose read buffers are the piece's own) or in a fill in flight. The piece is a view
+//! if the client's socket takes it whole at once (the kernel then has the bytes when the write
+//! returns, and the view is let go; the caller says how many bytes that is, see
+//! [`ObjectBody::next_within`]), else a copy of at most [`COPIED_PIECE`]. So what a slow reader
+//! costs in memory is one piece, not a chunk, and a client whose socket has room costs no copy.
+//! Copies have a budget ([`COPIES_KIB`]); past it, slow clients get views of chunks in memory,
+//! which many slow clients of one hot chunk then share. Chunks no bigger than [`SMALL_CHUNK`]
+//! are always viewed: a view of one pins little.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{fetcher, outcome_of, tiered, BodyError, Current, ObjectBody, Piece};
+use super::{fetcher, outcome_of, tiered, BodyError, Current, ObjectBody, Piece, VIEW_PIECE};
 use crate::plan::{chunk_span, ChunkSlice};
 use crate::ChunkRead;
 use shardcache_metrics::Source;
@@ -40,7 +43,7 @@ pub(super) enum Pace {
     Unproven(u64),
     /// It keeps up: views.
     Quick,
-    /// A write was slow: copies, to the end.
+    /// A write was slow: copies to the end, but for pieces its socket takes at once.
     Slow,
 }
 
@@ -85,14 +88,16 @@ impl ObjectBody<'_> {
         });
     }
 
-    /// The next copied piece of the [`Current::Copying`] chunk, looked up afresh; `None` once the
-    /// lookup found nothing to give (it is retried).
-    pub(super) async fn copied(&mut self) -> Result<Option<Piece>, BodyError> {
+    /// The next piece of the [`Current::Copying`] chunk, looked up afresh: a view if it is no
+    /// more than the `at_once` bytes the client's socket takes at once now, else a copy. `None`
+    /// once the lookup found nothing to give (it is retried).
+    pub(super) async fn copied(&mut self, at_once: u64) -> Result<Option<Piece>, BodyError> {
         let Some(Current::Copying { slice, pos, counted }) = &self.current else {
             return Ok(None);
         };
         let (slice, pos, counted) = (slice.clone(), *pos, *counted);
-        let span = pos..(pos + COPIED_PIECE).min(slice.within.end);
+        let at_once = at_once.min(VIEW_PIECE as u64);
+        let span = pos..(pos + at_once.max(COPIED_PIECE)).min(slice.within.end);
         let (index, len) = (slice.index, slice.chunk.end - slice.chunk.start);
         let read = match self.opened.take_if(|(i, _)| *i == index) {
             Some((_, fill)) => ChunkRead::Leader(fill.reader()),
@@ -110,7 +115,7 @@ impl ObjectBody<'_> {
             self.read_ahead(index);
         }
         let taken = match read {
-            ChunkRead::Hit(bytes, tier) => Ok((self.copy(bytes), tiered(tier).1)),
+            ChunkRead::Hit(bytes, tier) => Ok((self.copy(bytes, at_once), tiered(tier).1)),
             // The disk read's own buffers, as big as the span: nothing else is held.
             ChunkRead::Disk(mut read) => {
                 let mut pieces = Vec::with_capacity(1);
@@ -125,7 +130,7 @@ impl ObjectBody<'_> {
             ChunkRead::Leader(reader) | ChunkRead::Follower(reader) => self
                 .fill_view(reader, index, &span)
                 .await
-                .map(|b| (self.copy(b), Source::Upstream)),
+                .map(|b| (self.copy(b, at_once), Source::Upstream)),
         };
         let (bytes, from) = match taken {
             Ok(taken) => taken,
@@ -148,15 +153,23 @@ impl ObjectBody<'_> {
         Ok(Some(Piece { bytes, from }))
     }
 
-    /// A copy of `view` that holds nothing of its chunk, where there is room for one; else the
-    /// view.
-    fn copy(&self, view: Bytes) -> Bytes {
+    /// `view` itself if the client's socket takes it at once (no more than `at_once` bytes);
+    /// else its first [`COPIED_PIECE`] bytes copied, holding nothing of the chunk, where there is
+    /// room for a copy (else viewed).
+    fn copy(&self, view: Bytes, at_once: u64) -> Bytes {
+        if view.len() as u64 <= at_once {
+            return view;
+        }
+        let view = view.slice(..view.len().min(COPIED_PIECE as usize));
         let units = view.len().div_ceil(1024) as u32;
         match self.reader.parts.copies.clone().try_acquire_many_owned(units) {
-            Ok(room) => Bytes::from_owner(Copied {
-                bytes: view.to_vec(),
-                _room: room,
-            }),
+            Ok(room) => {
+                self.reader.parts.cache.metrics().copied_bytes.inc_by(view.len() as u64);
+                Bytes::from_owner(Copied {
+                    bytes: view.to_vec(),
+                    _room: room,
+                })
+            }
             Err(_) => view,
         }
     }
