@@ -386,7 +386,8 @@ def render(data):
         "`benches/loadgen` (Rust, hyper, 2 threads, keep-alive; TTFB = first body byte). Upstream figures "
         "come from the origin's access log; CPU and peak RSS from /proc for the contender's processes "
         "(nginx: master and workers); client CPU is the load client's own (rusage), so each run's CPU "
-        "shows what the client took of the two cores. Hits are measured after one unmeasured warming pass.",
+        "shows what the client took of the two cores. Hits are measured after an unmeasured pass over "
+        "their set in the same round (the round before read cold data through the same caches).",
         "",
         "**Contenders:** `upstream` = the origin itself (nginx serving the files as `/bucket/key`; also the "
         "\"nginx static\" ceiling); `shardcache` (release build, 2 worker threads, a 2.5 GiB memory tier "

@@ -5,7 +5,7 @@
 # BENCHMARKS.md, benches/results.json and benches/results.svg.
 #
 # Usage: benches/run.sh [--quick] [--rounds N] [--only CASE_PREFIX]
-# A full run takes about 30 minutes on 2 cores and needs ~12 GiB of free disk under target/.
+# A full run takes about 80 minutes on 2 cores (plus the builds on a cold target) and needs ~12 GiB of free disk under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
