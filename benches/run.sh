@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 for tool in nginx iperf3 fio; do command -v "$tool" >/dev/null || need+=("$tool"); done
+# pingora-core builds zlib-ng with cmake.
+command -v cmake >/dev/null || need+=(cmake)
 # The origin's remote port delays each answer with the echo module's sleep.
 dpkg -s libnginx-mod-http-echo >/dev/null 2>&1 || need+=(libnginx-mod-http-echo)
 if [ ${#need[@]} -gt 0 ]; then
