@@ -492,6 +492,45 @@ async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_a_new_client_reads_from_disk_go_back_in_the_memory_tier() {
+    // 1 MiB chunks: a client that has not yet taken 8 MiB reads each of them a piece at a time
+    // (copies: `cache::read::body::copies`), each piece a disk read of its own. The chunks
+    // must still go back in the memory tier, or a dataset that was pushed out of memory once is
+    // read from disk for good.
+    const CHUNK: usize = 1 << 20;
+    let disk = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start().await;
+    s3.bucket("back");
+    let body = data(3 * CHUNK + 17, 9);
+    s3.put("back", "k", body.clone()).await;
+    let opts = || ProxyOptions {
+        disk: Some(disk.path().to_path_buf()),
+        chunk_size: CHUNK as u64,
+        ..Default::default()
+    };
+    let proxy = Proxy::start(s3.addr, opts());
+    assert_eq!(get(&proxy, "back", "k").await, body);
+    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+
+    s3.clear();
+    let proxy = Proxy::start(s3.addr, opts());
+    assert_eq!(get(&proxy, "back", "k").await, body);
+    let memory = proxy
+        .metric_at_least("shardcache_cache_usage_bytes{tier=\"memory\"}", body.len() as f64)
+        .await;
+    assert!(memory >= body.len() as f64, "{memory} bytes in the memory tier");
+    assert_eq!(get(&proxy, "back", "k").await, body);
+    let outcome = |o: &str| format!("shardcache_requests_total{{operation=\"GetObject\",outcome=\"{o}\"");
+    assert_eq!(proxy.metric(&outcome("disk_hit")).await, 1.0);
+    assert_eq!(proxy.metric(&outcome("memory_hit")).await, 1.0);
+    assert_eq!(
+        s3.requests("GET", "back", "k").len(),
+        0,
+        "no upstream GETs after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_waiting_for_its_disk_write_is_already_a_memory_hit() {
     // A block is flushed to disk only when it fills up, so a small object's chunks wait in
     // foyer's buffer; a second read meanwhile must be a memory hit, not a reader of a fill

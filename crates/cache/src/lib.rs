@@ -25,7 +25,7 @@ mod options;
 pub mod plan;
 pub mod read;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -100,6 +100,8 @@ struct Inner {
     /// The disk tier (also reached through foyer, which writes and loads through it).
     store: Option<Store>,
     inflight: Mutex<HashMap<CacheKey, Arc<Fill>>>,
+    /// Chunks being read whole from the disk tier into the memory tier ([`ChunkCache::promote`]).
+    promoting: Mutex<HashSet<CacheKey>>,
     /// Where fills run (the cache's runtime).
     fills: tokio::runtime::Handle,
     /// Signalled when the in-flight table becomes empty.
@@ -220,6 +222,7 @@ impl ChunkCache {
             disk_bytes,
             store,
             inflight: Mutex::new(HashMap::new()),
+            promoting: Mutex::new(HashSet::new()),
             fills,
             drained: Notify::new(),
             write_budget,
@@ -293,6 +296,34 @@ impl ChunkCache {
             }
             recheck = false;
         }
+    }
+
+    /// Puts chunk `key` of `len` bytes back in the memory tier if only the disk tier holds it:
+    /// reads it whole from disk in the background, as a reader of the whole chunk does on its
+    /// way. For a reader that wants the whole chunk but takes it a piece at a time, each piece a
+    /// disk read of its own that puts nothing back. Only where there is room among the fills
+    /// (never waiting for it), and one read per chunk at a time.
+    pub fn promote(&self, key: CacheKey, len: u64) {
+        let inner = &self.inner;
+        if inner.store.is_none() || inner.hybrid.memory().contains(&key) {
+            return;
+        }
+        let Ok(room) = inner.fill_room.clone().try_acquire_many_owned(inner.room_units(len)) else {
+            return;
+        };
+        if !inner.promoting.lock().insert(key.clone()) {
+            return;
+        }
+        let inner = self.inner.clone();
+        self.inner.fills.spawn(async move {
+            if let Some(reader) = inner.disk_part(&key, len, &(0..len)).await {
+                let mut read = DiskRead::new(reader, Some((inner.hybrid.clone(), key.clone())));
+                // A failed read is the reader's to meet (its own reads fail the same way).
+                while let Ok(Some(_)) = read.next().await {}
+            }
+            inner.promoting.lock().remove(&key);
+            drop(room);
+        });
     }
 
     /// Starts a fill of chunk `key` with `fetch` for the reader that called, unless the chunk is

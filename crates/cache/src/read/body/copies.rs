@@ -3,9 +3,10 @@
 //! freely only to clients that have shown they keep up ([`ObjectBody::wrote`]). Until a client
 //! has taken [`PROVEN_BYTES`], each write quick, and for good once one write was slow, the body
 //! holds nothing between pieces but its place: each piece is looked up afresh, in memory, on
-//! disk (whose read buffers are the piece's own) or in a fill in flight. The piece is a view
-//! if the client's socket takes it whole at once (the kernel then has the bytes when the write
-//! returns, and the view is let go; the caller says how many bytes that is, see
+//! disk (whose read buffers are the piece's own; a chunk wanted whole is also read whole into
+//! the memory tier beside, [`crate::ChunkCache::promote`]) or in a fill in flight. The piece is
+//! a view if the client's socket takes it whole at once (the kernel then has the bytes when the
+//! write returns, and the view is let go; the caller says how many bytes that is, see
 //! [`ObjectBody::next_within`]), else a copy of at most [`COPIED_PIECE`]. So what a slow reader
 //! costs in memory is one piece, not a chunk, and a client whose socket has room costs no copy.
 //! Copies have a budget ([`COPIES_KIB`]); past it, slow clients get views of chunks in memory,
@@ -116,8 +117,12 @@ impl ObjectBody<'_> {
         }
         let taken = match read {
             ChunkRead::Hit(bytes, tier) => Ok((self.copy(bytes, at_once), tiered(tier).1)),
-            // The disk read's own buffers, as big as the span: nothing else is held.
+            // The disk read's own buffers, as big as the span: nothing else is held. A chunk
+            // wanted whole goes back in the memory tier beside, read whole in the background.
             ChunkRead::Disk(mut read) => {
+                if !counted && slice.within.end - slice.within.start == len {
+                    self.reader.parts.cache.promote(self.key(index), len);
+                }
                 let mut pieces = Vec::with_capacity(1);
                 loop {
                     match read.next().await {
