@@ -298,32 +298,38 @@ impl ChunkCache {
         }
     }
 
-    /// Puts chunk `key` of `len` bytes back in the memory tier if only the disk tier holds it:
-    /// reads it whole from disk in the background, as a reader of the whole chunk does on its
-    /// way. For a reader that wants the whole chunk but takes it a piece at a time, each piece a
-    /// disk read of its own that puts nothing back. Only where there is room among the fills
-    /// (never waiting for it), and one read per chunk at a time.
-    pub fn promote(&self, key: CacheKey, len: u64) {
+    /// Reads chunk `key` of `len` bytes whole from the disk tier into the memory tier, as a
+    /// reader of the whole chunk does on its way; returns whether it is there now. For a reader
+    /// that wants the whole chunk but takes it a piece at a time, each piece a disk read of its
+    /// own that puts nothing back: it reads the chunk once, then takes its pieces from memory.
+    /// Only where there is room among the fills now (never waiting for it) and no other reader
+    /// is reading the chunk in; the read runs to its end even if the caller goes away.
+    pub async fn promote(&self, key: CacheKey, len: u64) -> bool {
         let inner = &self.inner;
-        if inner.store.is_none() || inner.hybrid.memory().contains(&key) {
-            return;
+        if inner.store.is_none() {
+            return false;
         }
         let Ok(room) = inner.fill_room.clone().try_acquire_many_owned(inner.room_units(len)) else {
-            return;
+            return false;
         };
         if !inner.promoting.lock().insert(key.clone()) {
-            return;
+            return false;
         }
         let inner = self.inner.clone();
-        self.inner.fills.spawn(async move {
-            if let Some(reader) = inner.disk_part(&key, len, &(0..len)).await {
+        let read = self.inner.fills.spawn(async move {
+            let whole = async {
+                let reader = inner.disk_part(&key, len, &(0..len)).await?;
                 let mut read = DiskRead::new(reader, Some((inner.hybrid.clone(), key.clone())));
-                // A failed read is the reader's to meet (its own reads fail the same way).
-                while let Ok(Some(_)) = read.next().await {}
-            }
+                // A failed read is the caller's to meet again (its own reads fail the same way).
+                while read.next().await.ok()?.is_some() {}
+                Some(())
+            };
+            let done = whole.await.is_some();
             inner.promoting.lock().remove(&key);
             drop(room);
+            done
         });
+        read.await.unwrap_or(false)
     }
 
     /// Starts a fill of chunk `key` with `fetch` for the reader that called, unless the chunk is

@@ -3,12 +3,13 @@
 //! freely only to clients that have shown they keep up ([`ObjectBody::wrote`]). Until a client
 //! has taken [`PROVEN_BYTES`], each write quick, and for good once one write was slow, the body
 //! holds nothing between pieces but its place: each piece is looked up afresh, in memory, on
-//! disk (whose read buffers are the piece's own; a chunk wanted whole is also read whole into
-//! the memory tier beside, [`crate::ChunkCache::promote`]) or in a fill in flight. The piece is
-//! a view if the client's socket takes it whole at once (the kernel then has the bytes when the
-//! write returns, and the view is let go; the caller says how many bytes that is, see
-//! [`ObjectBody::next_within`]), else a copy of at most [`COPIED_PIECE`]. So what a slow reader
-//! costs in memory is one piece, not a chunk, and a client whose socket has room costs no copy.
+//! disk (a chunk wanted whole is first read whole into the memory tier where there is room,
+//! [`crate::ChunkCache::promote`]; else each piece is a disk read whose buffers are its own) or
+//! in a fill in flight. The piece is a view if the client's socket takes it whole at once (the
+//! kernel then has the bytes when the write returns, and the view is let go; the caller says
+//! how many bytes that is, see [`ObjectBody::next_within`]), else a copy of at most
+//! [`COPIED_PIECE`]. So what a slow reader costs in memory is one piece, not a chunk, and a
+//! client whose socket has room costs no copy.
 //! Copies have a budget ([`COPIES_KIB`]); past it, slow clients get views of chunks in memory,
 //! which many slow clients of one hot chunk then share. Chunks no bigger than [`SMALL_CHUNK`]
 //! are always viewed: a view of one pins little.
@@ -117,11 +118,18 @@ impl ObjectBody<'_> {
         }
         let taken = match read {
             ChunkRead::Hit(bytes, tier) => Ok((self.copy(bytes, at_once), tiered(tier).1)),
-            // The disk read's own buffers, as big as the span: nothing else is held. A chunk
-            // wanted whole goes back in the memory tier beside, read whole in the background.
+            // A chunk wanted whole is read into the memory tier first, where there is room (the
+            // next look finds it there); else the disk read's own buffers, as big as the span:
+            // nothing else is held.
             ChunkRead::Disk(mut read) => {
-                if !counted && slice.within.end - slice.within.start == len {
-                    self.reader.parts.cache.promote(self.key(index), len);
+                let whole = slice.within.end - slice.within.start == len;
+                if !counted && whole && self.reader.parts.cache.promote(self.key(index), len).await {
+                    self.current = Some(Current::Copying {
+                        slice,
+                        pos,
+                        counted: true,
+                    });
+                    return Ok(None);
                 }
                 let mut pieces = Vec::with_capacity(1);
                 loop {
