@@ -155,9 +155,18 @@ def targets(data, by):
         r1 and r2 and min(r1 / 0.9, r2), lambda v: v >= 1.0, f"{fmt(r1)}x iperf3, {fmt(r2)}x nginx")
     r = ratio(get("disk hit 16MiB x16", "shardcache"), ceil.get("fio io_uring O_DIRECT sequential read"))
     add("disk hit, 16 MiB, GB/s", ">= 0.9x fio io_uring O_DIRECT", r, lambda v: v >= 0.9, f"{fmt(r)}x fio")
-    for case in ("disk hit 16MiB x16", "disk cold 16MiB x4"):
-        r = ratio(get(case, "shardcache"), get(f"{case}, encryption none", "shardcache"))
-        add(f"{case}, encrypted", ">= 0.9x encryption none", r, lambda v: v >= 0.9, f"{fmt(r)}x not encrypted")
+    per_gib = lambda case: median([r["cpu_seconds"] / (r["bytes"] / 2**30)  # noqa: E731
+                                   for r in by.get(case, {}).get("shardcache", []) if r.get("bytes")])
+    for case in ("disk hit 16MiB x16", "disk range 1MiB of 16MiB x16", "disk cold 16MiB x4"):
+        none = f"{case}, encryption none"
+        r = ratio(get(case, "shardcache"), get(none, "shardcache"))
+        add(f"{case}, encrypted", ">= 0.9x encryption none", r, lambda v: v >= 0.9,
+            f"{fmt(r)}x not encrypted; CPU-s per GiB {fmt(per_gib(case))} against {fmt(per_gib(none))}")
+    ranges = "disk range 1MiB of 16MiB x16"
+    p99, p99_none = get(ranges, "shardcache", "ttfb_p99"), get(f"{ranges}, encryption none", "shardcache", "ttfb_p99")
+    add("disk range, 1 MiB of 16 MiB, 16 readers, encrypted: TTFB p99", "<= 5 ms", p99, lambda v: v <= 5.0,
+        f"{fmt(p99)} ms (not encrypted {fmt(p99_none)} ms; the same ranges from memory "
+        f"{fmt(get('hit random 1MiB ranges of 16MiB x16', 'shardcache', 'ttfb_p99'))} ms)")
     r = ratio(get("cold 1GiB x1", "shardcache"), get("cold 1GiB x1", "upstream"))
     rn = ratio(get("cold 1GiB x1", "nginx"), get("cold 1GiB x1", "upstream"))
     rm = ratio(get("cold 1GiB x1, memory-only tier", "shardcache"), get("cold 1GiB x1", "upstream"))
