@@ -299,7 +299,7 @@ impl ChunkCache {
     }
 
     /// Reads chunk `key` of `len` bytes whole from the disk tier into the memory tier, as a
-    /// reader of the whole chunk does on its way; returns whether it is there now. For a reader
+    /// reader of the whole chunk does on its way; returns whether it did. For a reader
     /// that wants the whole chunk but takes it a piece at a time, each piece a disk read of its
     /// own that puts nothing back: it reads the chunk once, then takes its pieces from memory.
     /// Only where there is room among the fills now (never waiting for it) and no other reader
