@@ -298,15 +298,19 @@ impl ChunkCache {
         }
     }
 
-    /// Reads chunk `key` of `len` bytes whole from the disk tier into the memory tier, as a
-    /// reader of the whole chunk does on its way; returns whether it did. For a reader
-    /// that wants the whole chunk but takes it a piece at a time, each piece a disk read of its
-    /// own that puts nothing back: it reads the chunk once, then takes its pieces from memory.
-    /// Only where there is room among the fills now (never waiting for it) and no other reader
-    /// is reading the chunk in; the read runs to its end even if the caller goes away.
+    /// Reads chunk `key` of `len` bytes whole from the disk tier into the memory tier; returns
+    /// whether it did. For a reader that wants the whole chunk but takes it a piece at a time,
+    /// each piece a disk read of its own that puts nothing back: it reads the chunk once, then
+    /// takes its pieces from memory. Only while the memory tier has room for the chunk without
+    /// evicting anything: what it would evict may be a chunk the disk tier did not take, which
+    /// would then be fetched again (a dataset larger than the memory tier lost a quarter of its
+    /// chunks per epoch that way). Only where there is room among the fills now (never waiting
+    /// for it) and no other reader is reading the chunk in; the read runs to its end even if the
+    /// caller goes away.
     pub async fn promote(&self, key: CacheKey, len: u64) -> bool {
         let inner = &self.inner;
-        if inner.store.is_none() {
+        let memory = inner.hybrid.memory();
+        if inner.store.is_none() || memory.usage() + len as usize > memory.capacity() {
             return false;
         }
         let Ok(room) = inner.fill_room.clone().try_acquire_many_owned(inner.room_units(len)) else {
