@@ -165,7 +165,7 @@ def targets(data, by):
     ranges = "disk range 1MiB of 16MiB x16"
     p99, p99_none = get(ranges, "shardcache", "ttfb_p99"), get(f"{ranges}, encryption none", "shardcache", "ttfb_p99")
     add("disk range, 1 MiB of 16 MiB, 16 readers, encrypted: TTFB p99", "<= 5 ms", p99, lambda v: v <= 5.0,
-        f"{fmt(p99)} ms (not encrypted {fmt(p99_none)} ms; the same ranges from memory "
+        f"{fmt(p99)} ms (not encrypted {fmt(p99_none)} ms; the same ranges in the memory tier's hit case "
         f"{fmt(get('hit random 1MiB ranges of 16MiB x16', 'shardcache', 'ttfb_p99'))} ms)")
     r = ratio(get("cold 1GiB x1", "shardcache"), get("cold 1GiB x1", "upstream"))
     rn = ratio(get("cold 1GiB x1", "nginx"), get("cold 1GiB x1", "upstream"))
