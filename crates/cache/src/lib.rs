@@ -304,9 +304,10 @@ impl ChunkCache {
     /// takes its pieces from memory. Only while the memory tier has room for the chunk without
     /// evicting anything: what it would evict may be a chunk the disk tier did not take, which
     /// would then be fetched again (a dataset larger than the memory tier lost a quarter of its
-    /// chunks per epoch that way). Only where there is room among the fills now (never waiting
-    /// for it) and no other reader is reading the chunk in; the read runs to its end even if the
-    /// caller goes away.
+    /// chunks per epoch that way). The room is the whole tier's: in a tier of several shards,
+    /// the chunk's shard may still evict one of its own. Only where there is room among the
+    /// fills now (never waiting for it) and no other reader is reading the chunk in; the read
+    /// runs to its end even if the caller goes away.
     pub async fn promote(&self, key: CacheKey, len: u64) -> bool {
         let inner = &self.inner;
         let memory = inner.hybrid.memory();
