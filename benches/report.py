@@ -53,6 +53,11 @@ def summary(rows):
     }
 
 
+def cpu_per_gib(run):
+    """The contender's CPU seconds per GiB served in one run; None if it served nothing."""
+    return run["cpu_seconds"] / (run["bytes"] / 2**30) if run.get("bytes") else None
+
+
 def fmt(v, digits=2):
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -155,8 +160,7 @@ def targets(data, by):
         r1 and r2 and min(r1 / 0.9, r2), lambda v: v >= 1.0, f"{fmt(r1)}x iperf3, {fmt(r2)}x nginx")
     r = ratio(get("disk hit 16MiB x16", "shardcache"), ceil.get("fio io_uring O_DIRECT sequential read"))
     add("disk hit, 16 MiB, GB/s", ">= 0.9x fio io_uring O_DIRECT", r, lambda v: v >= 0.9, f"{fmt(r)}x fio")
-    per_gib = lambda case: median([r["cpu_seconds"] / (r["bytes"] / 2**30)  # noqa: E731
-                                   for r in by.get(case, {}).get("shardcache", []) if r.get("bytes")])
+    per_gib = lambda case: median([cpu_per_gib(r) for r in by.get(case, {}).get("shardcache", [])])  # noqa: E731
     for case in ("disk hit 16MiB x16", "disk range 1MiB of 16MiB x16", "disk cold 16MiB x4"):
         none = f"{case}, encryption none"
         r = ratio(get(case, "shardcache"), get(none, "shardcache"))
@@ -312,7 +316,6 @@ def peer_table(by):
     served of both (medians)."""
     lines = ["| case | best peer | shardcache / best peer, medians | per-round ratios, min-max "
              "| CPU-s per GiB: shardcache / peer |", "|---|---|---|---|---|"]
-    per_gib = lambda r: r["cpu_seconds"] / (r["bytes"] / 2**30) if r.get("bytes") else None  # noqa: E731
     for case, contenders in by.items():
         peers = [p for p in ("nginx", "cachey") if p in contenders]
         if "shardcache" not in contenders or not peers or not summary(contenders["shardcache"])["gb_per_s"]:
@@ -323,7 +326,7 @@ def peer_table(by):
         rounds = {r["round"]: r["gb_per_s"] for r in theirs}
         per_round = [r["gb_per_s"] / rounds[r["round"]] for r in ours if rounds.get(r["round"])]
         lines.append(f"| {case} | {best} | {ratio:.2f} | {min(per_round):.2f}-{max(per_round):.2f} "
-                     f"| {fmt(median([per_gib(r) for r in ours]))} / {fmt(median([per_gib(r) for r in theirs]))} |")
+                     f"| {fmt(median([cpu_per_gib(r) for r in ours]))} / {fmt(median([cpu_per_gib(r) for r in theirs]))} |")
     return lines
 
 

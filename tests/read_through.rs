@@ -454,24 +454,31 @@ async fn read_ahead_is_bounded_per_upstream() {
     assert!(s3.peak_gets() <= 5, "{} fetches at once", s3.peak_gets());
 }
 
+/// shardcache over a disk tier in `disk` (chunks of `chunk_size`), read `bucket`/k (`body`)
+/// through once, then restarted: the new process holds the object on disk only, and the
+/// upstream's request log is cleared.
+async fn restarted_over_disk(disk: &std::path::Path, chunk_size: u64, bucket: &str, body: &[u8]) -> (S3Server, Proxy) {
+    let s3 = S3Server::start().await;
+    s3.bucket(bucket);
+    s3.put(bucket, "k", body.to_vec()).await;
+    let opts = || ProxyOptions {
+        disk: Some(disk.to_path_buf()),
+        chunk_size,
+        ..Default::default()
+    };
+    let proxy = Proxy::start(s3.addr, opts());
+    assert_eq!(get(&proxy, bucket, "k").await, body);
+    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
+    s3.clear();
+    let proxy = Proxy::start(s3.addr, opts());
+    (s3, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hits_after_a_restart_come_from_disk_without_upstream_gets() {
     let disk = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start().await;
-    s3.bucket("persist");
     let body = data(3 * C + 17, 4);
-    s3.put("persist", "k", body.clone()).await;
-    let opts = || ProxyOptions {
-        disk: Some(disk.path().to_path_buf()),
-        ..Default::default()
-    };
-
-    let proxy = Proxy::start(s3.addr, opts());
-    assert_eq!(get(&proxy, "persist", "k").await, body);
-    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
-
-    s3.clear();
-    let proxy = Proxy::start(s3.addr, opts());
+    let (s3, proxy) = restarted_over_disk(disk.path(), C as u64, "persist", &body).await;
     assert_eq!(get(&proxy, "persist", "k").await, body);
     assert_eq!(
         s3.requests("GET", "persist", "k").len(),
@@ -499,21 +506,8 @@ async fn chunks_a_new_client_reads_from_disk_go_back_in_the_memory_tier() {
     // read from disk for good.
     const CHUNK: usize = 1 << 20;
     let disk = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start().await;
-    s3.bucket("back");
     let body = data(3 * CHUNK + 17, 9);
-    s3.put("back", "k", body.clone()).await;
-    let opts = || ProxyOptions {
-        disk: Some(disk.path().to_path_buf()),
-        chunk_size: CHUNK as u64,
-        ..Default::default()
-    };
-    let proxy = Proxy::start(s3.addr, opts());
-    assert_eq!(get(&proxy, "back", "k").await, body);
-    tokio::task::spawn_blocking(move || proxy.stop()).await.unwrap();
-
-    s3.clear();
-    let proxy = Proxy::start(s3.addr, opts());
+    let (s3, proxy) = restarted_over_disk(disk.path(), CHUNK as u64, "back", &body).await;
     assert_eq!(get(&proxy, "back", "k").await, body);
     let memory = proxy
         .metric_at_least("shardcache_cache_usage_bytes{tier=\"memory\"}", body.len() as f64)
